@@ -1,0 +1,1 @@
+//! An emulator of the Proxmox VE REST API for the Tidepool lab.

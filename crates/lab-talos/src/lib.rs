@@ -1,0 +1,1 @@
+//! An emulator of the Talos machine API (gRPC) for the Tidepool lab.

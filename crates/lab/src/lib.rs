@@ -1,0 +1,1 @@
+//! The Tidepool lab: Proxmox, Kubernetes and Talos emulators wired into one simulated home lab.
