@@ -1,1 +1,22 @@
-//! Tidepool's pure domain model: pools, sizes, worker lifecycle, conventions, safety rules and configuration. No I/O.
+//! Tidepool's pure core: the domain model (pools, sizes, the worker
+//! lifecycle, node conventions, TTLs), the safety rules, and the
+//! configuration schema with its validation.
+//!
+//! Nothing here performs I/O or reads a clock: time is passed in, so every
+//! function is deterministic and testable with plain values.
+
+pub mod config;
+pub mod conventions;
+pub mod cron;
+pub mod duration;
+pub mod k8s_names;
+pub mod lifecycle;
+pub mod pool;
+pub mod quantity;
+pub mod safety;
+pub mod ttl;
+
+pub use config::{Config, ConfigError, ConfigErrors};
+pub use conventions::{LabelKeys, NodeMetadata, Taint, TaintEffect};
+pub use lifecycle::{Lifecycle, Phase, Step};
+pub use pool::{Limits, PoolKind, Size, WorkerType};
