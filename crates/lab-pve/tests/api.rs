@@ -111,7 +111,7 @@ async fn an_unknown_path_answers_501_not_implemented() {
 #[tokio::test]
 async fn a_clone_returns_a_upid_and_the_new_vm_stays_locked_until_the_task_ends() {
     let mut cfg = two_node_cluster();
-    cfg.durations.linked_clone_ms = 30_000;
+    cfg.durations.linked_clone_ms = 120_000;
     let lab = start(cfg, 100.0, 1).await;
     let mut events = lab.lab.subscribe();
     let a = lab
@@ -202,7 +202,7 @@ async fn a_clone_returns_a_upid_and_the_new_vm_stays_locked_until_the_task_ends(
 #[tokio::test]
 async fn a_locked_vm_refuses_config_changes_once_the_file_lock_wait_runs_out() {
     let mut cfg = two_node_cluster();
-    cfg.durations.full_clone_ms = 600_000;
+    cfg.durations.full_clone_ms = 60_000_000;
     let lab = start(cfg, 1000.0, 1).await;
     let a = lab
         .post(
@@ -516,5 +516,69 @@ async fn pools_can_be_created_listed_and_filled() {
     assert_eq!(
         mapping.data()[0]["map"][0],
         "id=10de:2204,node=pve-02,path=0000:01:00.0,iommugroup=14"
+    );
+}
+
+#[tokio::test]
+async fn changes_to_a_running_vm_stay_pending_until_a_reboot() {
+    let lab = start(two_node_cluster(), FAST, 1).await;
+    lab.clone_vm("pve-01", TEMPLATE, 200).await;
+    lab.start_vm("pve-01", 200).await;
+    let put = lab
+        .put(
+            "/nodes/pve-01/qemu/200/config",
+            &[("memory", "8192"), ("name", "renamed")],
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.raw);
+    let folded = lab.get("/nodes/pve-01/qemu/200/config").await;
+    assert_eq!(folded.data()["memory"], "8192");
+    let current = lab.get("/nodes/pve-01/qemu/200/config?current=1").await;
+    assert_eq!(current.data()["memory"], "4096");
+    assert_eq!(current.data()["name"], "renamed");
+    let pending = lab.get("/nodes/pve-01/qemu/200/pending").await;
+    let row = pending
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "memory")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["value"].as_str(), row["pending"].as_str()),
+        (Some("4096"), Some("8192"))
+    );
+    let reboot = lab.post("/nodes/pve-01/qemu/200/status/reboot", &[]).await;
+    assert_eq!(
+        lab.wait_task(reboot.data().as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
+    let after = lab.get("/nodes/pve-01/qemu/200/config?current=1").await;
+    assert_eq!(after.data()["memory"], "8192");
+}
+
+#[tokio::test]
+async fn nextid_skips_an_id_whose_clone_is_still_running() {
+    let mut cfg = two_node_cluster();
+    cfg.durations.linked_clone_ms = 60_000_000;
+    let lab = start(cfg, FAST, 1).await;
+    let a = lab
+        .post(
+            &format!("/nodes/pve-01/qemu/{TEMPLATE}/clone"),
+            &[("newid", "100")],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.raw);
+    assert_eq!(lab.get("/cluster/nextid").await.data(), "101");
+    let dup = lab
+        .post(
+            &format!("/nodes/pve-01/qemu/{TEMPLATE}/clone"),
+            &[("newid", "100")],
+        )
+        .await;
+    assert_eq!(
+        dup.body["message"],
+        "unable to create VM 100: config file already exists\n"
     );
 }
