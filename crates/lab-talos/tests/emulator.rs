@@ -534,3 +534,101 @@ async fn the_talosconfig_carries_the_lab_ca_and_an_admin_identity() {
             .starts_with("-----BEGIN ED25519 PRIVATE KEY-----")
     );
 }
+
+#[tokio::test]
+async fn a_live_apply_renames_the_machine_and_a_bad_one_is_an_invalid_argument() {
+    let lab = lab(Arc::new(Faults::new(1)));
+    let ip = ip(10);
+    lab.boot_machine(
+        ip,
+        BootMode::Configured {
+            config_yaml: worker_config("before"),
+        },
+    )
+    .await
+    .unwrap();
+    let mut events = lab.subscribe();
+    let mut admin = admin_client(&lab, ip).await;
+    let reply = admin
+        .apply_configuration(apply(&worker_config("after"), Mode::Auto))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.messages[0].mode, Mode::NoReboot as i32);
+    let applied = wait_for(&mut events, |e| {
+        matches!(e, TalosEvent::ConfigApplied { .. })
+    })
+    .await;
+    assert!(matches!(
+        applied,
+        TalosEvent::ConfigApplied {
+            mode: ApplyMode::NoReboot,
+            ..
+        }
+    ));
+    let hostname = admin.hostname(()).await.unwrap().into_inner();
+    assert_eq!(hostname.messages[0].hostname, "after");
+
+    let bad = admin
+        .apply_configuration(apply("machine: [", Mode::Auto))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    lab.power_off(ip).await;
+}
+
+#[tokio::test]
+async fn a_reset_that_wipes_state_and_reboots_returns_the_machine_to_maintenance() {
+    let lab = lab(Arc::new(Faults::new(1)));
+    let ip = ip(11);
+    install_worker(&lab, ip, "w-11").await;
+    let mut events = lab.subscribe();
+    let mut admin = admin_client(&lab, ip).await;
+    admin
+        .reset(tidepool_talos_proto::machine::ResetRequest {
+            graceful: true,
+            reboot: true,
+            system_partitions_to_wipe: vec![
+                tidepool_talos_proto::machine::ResetPartitionSpec {
+                    label: "STATE".into(),
+                    wipe: true,
+                },
+                tidepool_talos_proto::machine::ResetPartitionSpec {
+                    label: "EPHEMERAL".into(),
+                    wipe: true,
+                },
+            ],
+            user_disks_to_wipe: vec![],
+            mode: 1,
+        })
+        .await
+        .unwrap();
+    let requested = wait_for(&mut events, |e| {
+        matches!(e, TalosEvent::ResetRequested { .. })
+    })
+    .await;
+    assert_eq!(
+        requested,
+        TalosEvent::ResetRequested {
+            ip,
+            graceful: true,
+            reboot: true,
+            wipe: tidepool_lab_talos::WipeMode::SystemDisk,
+            partitions: vec!["STATE".into(), "EPHEMERAL".into()],
+        }
+    );
+    wait_for(&mut events, |e| {
+        matches!(
+            e,
+            TalosEvent::Booted {
+                mode: ServingMode::Maintenance,
+                ..
+            }
+        )
+    })
+    .await;
+    let state = lab.machine_state(ip).unwrap();
+    assert_eq!(state.phase, MachinePhase::Maintenance);
+    assert!(state.config.is_none());
+    lab.power_off(ip).await;
+}
