@@ -1,5 +1,12 @@
-//! The `tidepool` command: thin wiring of the CLI front-end.
+//! The `tidepool` command: parses the command line and hands over to the
+//! command modules; the exit status is one of the documented codes in
+//! [`exit`].
 
-fn main() {
-    std::process::exit(0);
+mod cli;
+mod commands;
+mod exit;
+mod output;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
 }

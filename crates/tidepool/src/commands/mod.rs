@@ -1,0 +1,4 @@
+//! One module per command group; each returns the [`crate::exit::Exit`]
+//! it ends with, or an error for unexpected failures.
+
+pub mod config;
