@@ -1,0 +1,3 @@
+//! Scale benchmark (filled in below).
+
+fn main() {}

@@ -1,0 +1,194 @@
+//! Simulated kubelets and pod garbage collection: pods bound to a Ready
+//! node turn Running and Ready after a start delay; pods on a node that is
+//! not Ready are marked not ready; terminating pods go away once their
+//! (shortened) grace period has passed; pods bound to a node that no
+//! longer exists are force-deleted, as the pod GC does.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::meta;
+use crate::resources::ResKey;
+use crate::scheduler::set_condition;
+use crate::store::{DeleteOptions, Part, Store};
+
+/// Errors of this module are API errors.
+pub type KubeletError = ApiError;
+
+fn pods() -> ResKey {
+    ResKey::new("", "pods")
+}
+
+/// Delays of the simulated kubelets (simulated time).
+#[derive(Clone, Debug)]
+pub struct KubeletTimings {
+    /// From binding to Running+Ready.
+    pub start_delay: Duration,
+    /// Longest time a container takes to stop after deletion.
+    pub kill_delay: Duration,
+}
+
+/// The state the kubelets keep between passes.
+#[derive(Debug, Default)]
+pub struct Kubelets {
+    first_seen: HashMap<String, SystemTime>,
+}
+
+fn pod_ip(uid: &str) -> String {
+    let h = uid
+        .bytes()
+        .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("10.244.{}.{}", (h >> 8) % 250, h % 250 + 2)
+}
+
+fn running_status(pod: &mut Value, node: &Value, now: &str) {
+    let host_ip = node["status"]["addresses"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
+        .and_then(|x| x["address"].as_str())
+        .unwrap_or("10.0.0.1")
+        .to_owned();
+    let ip = pod_ip(meta::uid(pod));
+    let statuses: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({
+                "name": c["name"], "image": c["image"], "imageID": format!("{}@sha256:{}", c["image"].as_str().unwrap_or_default(), "0".repeat(64)),
+                "containerID": format!("containerd://{}", meta::new_uid().replace('-', "")),
+                "ready": true, "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": now}}, "lastState": {},
+            })
+        })
+        .collect();
+    pod["status"]["phase"] = json!("Running");
+    pod["status"]["hostIP"] = json!(host_ip);
+    pod["status"]["hostIPs"] = json!([{"ip": host_ip}]);
+    pod["status"]["podIP"] = json!(ip);
+    pod["status"]["podIPs"] = json!([{"ip": ip}]);
+    pod["status"]["startTime"] = json!(now);
+    pod["status"]["containerStatuses"] = json!(statuses);
+    for kind in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ] {
+        set_condition(pod, kind, "True", None, None, now);
+    }
+}
+
+fn set_readiness(pod: &mut Value, ready: bool, now: &str) {
+    let status = if ready { "True" } else { "False" };
+    for kind in ["Ready", "ContainersReady"] {
+        set_condition(pod, kind, status, None, None, now);
+    }
+    if let Some(cs) = pod["status"]["containerStatuses"].as_array_mut() {
+        for c in cs {
+            c["ready"] = json!(ready);
+        }
+    }
+}
+
+impl Kubelets {
+    /// One pass over all bound pods. Returns how long (simulated) until a
+    /// pending start or termination is due, if any.
+    pub fn reconcile(&mut self, store: &Store, timings: &KubeletTimings) -> Option<Duration> {
+        let (all_pods, _) = store.list(&pods(), "");
+        let (all_nodes, _) = store.list(&ResKey::new("", "nodes"), "");
+        let nodes: HashMap<&str, &Value> = all_nodes
+            .iter()
+            .map(|n| (meta::name(n), n.as_ref()))
+            .collect();
+        let now_t = store.clock().now();
+        let now = meta::format_time(now_t);
+        let mut next: Option<Duration> = None;
+        let mut due = |d: Duration| next = Some(next.map_or(d, |n: Duration| n.min(d)));
+        let mut live: HashSet<&str> = HashSet::new();
+        for pod in &all_pods {
+            let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let (ns, name, uid) = (meta::namespace(pod), meta::name(pod), meta::uid(pod));
+            live.insert(uid);
+            let Some(node) = nodes.get(node_name) else {
+                let _ = store.delete(
+                    &pods(),
+                    ns,
+                    name,
+                    &DeleteOptions {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                );
+                continue;
+            };
+            let node_ready = meta::condition_true(node, "Ready");
+            if meta::is_terminating(pod) {
+                if !node_ready {
+                    continue;
+                }
+                let deadline = pod["metadata"]["deletionTimestamp"]
+                    .as_str()
+                    .and_then(meta::parse_time)
+                    .unwrap_or(now_t);
+                let grace = Duration::from_secs(
+                    pod["metadata"]["deletionGracePeriodSeconds"]
+                        .as_u64()
+                        .unwrap_or(0),
+                );
+                let started = deadline.checked_sub(grace).unwrap_or(deadline);
+                let done = started + grace.min(timings.kill_delay);
+                match done.duration_since(now_t) {
+                    Ok(left) if !left.is_zero() => due(left),
+                    _ => {
+                        let _ = store.delete(
+                            &pods(),
+                            ns,
+                            name,
+                            &DeleteOptions {
+                                grace_period_seconds: Some(0),
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
+            let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+            match phase {
+                "Pending" if node_ready => {
+                    let seen = *self.first_seen.entry(uid.to_owned()).or_insert(now_t);
+                    let ready_at = seen + timings.start_delay;
+                    match ready_at.duration_since(now_t) {
+                        Ok(left) if !left.is_zero() => due(left),
+                        _ => {
+                            let node = (*node).clone();
+                            let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
+                                running_status(p, &node, &now);
+                                Ok(())
+                            });
+                        }
+                    }
+                }
+                "Running" => {
+                    let ready = meta::condition_true(pod, "Ready");
+                    if ready != node_ready {
+                        let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
+                            set_readiness(p, node_ready, &now);
+                            Ok(())
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.first_seen.retain(|uid, _| live.contains(uid.as_str()));
+        next
+    }
+}
