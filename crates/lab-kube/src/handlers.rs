@@ -81,7 +81,9 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
 }
 
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
-    q.get(k).is_some_and(|v| v == "true" || v == "1")
+    // Go's strconv.ParseBool, which the real server uses.
+    q.get(k)
+        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 /// A request aimed at a resource.
