@@ -150,6 +150,16 @@ impl ApiError {
         )
     }
 
+    /// `504 Timeout` for a watch from a resourceVersion the server has not reached.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        )
+        .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}))
+    }
+
     /// `429 TooManyRequests` of an eviction blocked by a PodDisruptionBudget.
     pub fn disruption_budget(cause: String) -> Self {
         Self::new(

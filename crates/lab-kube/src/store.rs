@@ -767,6 +767,9 @@ impl Store {
                 })
                 .collect(),
             WatchStart::Since(from) => {
+                if from > rv {
+                    return Err(ApiError::too_large_resource_version(from, rv));
+                }
                 if from < table.resumable_from {
                     return Err(ApiError::expired(from, table.resumable_from + 1));
                 }

@@ -17,6 +17,7 @@ use tidepool_lab_sim::{Faults, SimClock};
 /// A served emulator with a scratch directory holding its kubeconfig.
 pub struct Cluster {
     pub lab: KubeLab,
+    pub faults: Arc<Faults>,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
 }
@@ -32,7 +33,8 @@ pub async fn cluster(name: &str) -> Cluster {
 }
 
 pub async fn cluster_with(name: &str, options: KubeOptions) -> Cluster {
-    let lab = KubeLab::with_options(SimClock::new(10.0), Arc::new(Faults::new(7)), options);
+    let faults = Arc::new(Faults::new(7));
+    let lab = KubeLab::with_options(SimClock::new(10.0), faults.clone(), options);
     let addr = lab
         .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
@@ -43,6 +45,7 @@ pub async fn cluster_with(name: &str, options: KubeOptions) -> Cluster {
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, tidepool_lab_kube::render_kubeconfig(addr)).unwrap();
     Cluster {
+        faults,
         lab,
         dir,
         kubeconfig,

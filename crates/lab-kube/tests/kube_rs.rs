@@ -1,0 +1,138 @@
+//! Fidelity test with the client Tidepool itself uses: kube-rs (typed
+//! APIs, patches, eviction, server-side apply and the runtime watcher).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cluster, eventually, node};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config};
+use serde_json::json;
+
+async fn client(c: &common::Cluster) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_lists_patches_applies_and_evicts() {
+    let c = cluster("kube-rs").await;
+    c.lab.register_node(&node("worker-1")).unwrap();
+    let client = client(&c).await;
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let listed = nodes
+        .list(&ListParams::default().labels("kubernetes.io/hostname=worker-1"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let cordoned = nodes
+        .patch(
+            "worker-1",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cordoned.spec.unwrap().unschedulable, Some(true));
+    nodes
+        .patch(
+            "worker-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": null}})),
+        )
+        .await
+        .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let applied = pods
+        .patch(
+            "solo",
+            &PatchParams::apply("tidepool").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "solo"},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.metadata.name.as_deref(), Some("solo"));
+    let stale = {
+        let mut p = applied.clone();
+        p.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+        p
+    };
+    pods.replace("solo", &PostParams::default(), &stale)
+        .await
+        .unwrap();
+    let conflict = pods
+        .replace("solo", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(conflict, kube::Error::Api(ref s) if s.code == 409),
+        "{conflict:?}"
+    );
+
+    eventually(20, "the pod runs", || {
+        c.lab.get("v1", "Pod", "default", "solo").unwrap()["status"]["phase"] == "Running"
+    })
+    .await;
+    pods.evict("solo", &EvictParams::default()).await.unwrap();
+    let gone = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match pods.get_opt("solo").await.unwrap() {
+                None => break,
+                Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the evicted pod terminates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kube_rs_watcher_sees_a_pod_scheduled_and_started() {
+    let c = cluster("kube-rs-watch").await;
+    c.lab.register_node(&node("worker-1")).unwrap();
+    let client = client(&c).await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut stream = watcher(pods.clone(), watcher::Config::default().any_semantic())
+        .applied_objects()
+        .boxed();
+    // A second watcher uses streaming lists (sendInitialEvents + bookmarks).
+    let mut streaming = watcher(pods.clone(), watcher::Config::default().streaming_lists())
+        .applied_objects()
+        .boxed();
+    c.lab
+        .create(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap();
+    let running = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(pod) = stream.try_next().await.unwrap() {
+            let status = pod.status.unwrap_or_default();
+            if status.phase.as_deref() == Some("Running") {
+                return pod.spec.unwrap_or_default().node_name;
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(running.as_deref(), Some("worker-1"));
+    let seen = tokio::time::timeout(Duration::from_secs(20), streaming.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.metadata.name.as_deref(), Some("w"));
+}
