@@ -1,1 +1,327 @@
-//! The Tidepool lab: Proxmox, Kubernetes and Talos emulators wired into one simulated home lab.
+//! The Tidepool lab: a simulated home lab made of the Proxmox VE, Kubernetes
+//! and Talos emulators, wired together so that cloning and starting a VM
+//! through the Proxmox API, applying a Talos config to it, and watching its
+//! Node turn Ready all happen over the real wire protocols.
+//!
+//! [`start`] brings a [`Scenario`] up on loopback and writes a kubeconfig,
+//! Proxmox credentials, a talosconfig and a `tidepool.yaml` into the state
+//! directory, then a `ready` file.
+
+pub mod admin;
+pub mod files;
+pub mod guest;
+pub mod scenario;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tidepool_lab_kube::{KubeLab, Taint as KubeTaint};
+use tidepool_lab_pve::PveLab;
+use tidepool_lab_sim::{Faults, SimClock};
+use tidepool_lab_talos::{TalosDurations, TalosLab};
+use tracing::info;
+
+pub use files::LabFiles;
+pub use guest::{AddressPlan, Guests};
+pub use scenario::{Scenario, ScenarioError};
+
+/// Why a lab could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The scenario is unusable.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// An emulator refused its configuration or could not bind.
+    #[error("starting the {emulator} emulator: {message}")]
+    Emulator {
+        /// Which emulator.
+        emulator: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// Writing the state directory failed.
+    #[error("{0}")]
+    Io(String),
+    /// A bug in the lab itself.
+    #[error("internal lab error: {0}")]
+    Internal(String),
+}
+
+impl LabError {
+    /// A stable category for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Scenario(_) => "scenario",
+            Self::Emulator { .. } => "emulator",
+            Self::Io(_) => "io",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// How to run a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// What to simulate.
+    pub scenario: Scenario,
+    /// Where to write kubeconfig, credentials and `ready`.
+    pub state_dir: PathBuf,
+    /// Simulated time runs this many times faster than real time.
+    pub time_scale: f64,
+    /// Seed of every random decision (faults, addresses).
+    pub seed: u64,
+}
+
+/// A running lab. Dropping it leaves the emulators running until the
+/// runtime stops; [`RunningLab::shutdown`] stops them.
+pub struct RunningLab {
+    /// Files written for users.
+    pub files: LabFiles,
+    /// The Proxmox emulator.
+    pub pve: PveLab,
+    /// The Kubernetes emulator.
+    pub kube: KubeLab,
+    /// The Talos emulator.
+    pub talos: TalosLab,
+    /// The guest simulator.
+    pub guests: Guests,
+    /// The shared fault table.
+    pub faults: Arc<Faults>,
+    /// The shared clock.
+    pub clock: SimClock,
+    /// Proxmox API address.
+    pub pve_addr: SocketAddr,
+    /// Kubernetes API address.
+    pub kube_addr: SocketAddr,
+    /// Admin endpoint address.
+    pub admin_addr: SocketAddr,
+    /// Port every Talos machine listens on.
+    pub talos_port: u16,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningLab {
+    /// Stops the emulators and removes the `ready` file.
+    pub async fn shutdown(self) {
+        let _ = std::fs::remove_file(&self.files.ready);
+        self.talos.power_off_all().await;
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn emulator(emulator: &'static str) -> impl Fn(String) -> LabError {
+    move |message| LabError::Emulator { emulator, message }
+}
+
+/// A `127.x` prefix for this lab's guest addresses, different across
+/// concurrently running labs with high probability.
+fn address_prefix(seed: u64) -> u8 {
+    let salt = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
+    u8::try_from(16 + (seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 230).unwrap_or(16)
+}
+
+fn free_port() -> Result<u16, LabError> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| LabError::Io(format!("finding a free port for Talos: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| LabError::Io(format!("finding a free port for Talos: {e}")))
+}
+
+/// Per-node machine config: the base with a hostname and node labels.
+fn node_config(
+    base: &str,
+    hostname: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut machine_extra = format!("  network:\n    hostname: {hostname}\n");
+    if !labels.is_empty() {
+        machine_extra.push_str("  nodeLabels:\n");
+        for (k, v) in labels {
+            machine_extra.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+    }
+    base.replace("  network: {}\n", &machine_extra)
+}
+
+/// Starts a lab and returns once every emulator accepts connections and the
+/// `ready` file is written.
+///
+/// # Errors
+/// [`LabError`] naming the emulator, scenario object or file that failed.
+pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let scenario = opts.scenario;
+    let clock = SimClock::new(opts.time_scale);
+    let faults = Arc::new(Faults::new(opts.seed));
+    faults.set_rules(scenario.faults.clone());
+    let mut tasks = Vec::new();
+
+    let pve = PveLab::new(scenario.proxmox.clone(), clock.clone(), faults.clone())
+        .map_err(|e| emulator("Proxmox")(e.to_string()))?;
+    let (pve_addr, pve_task) = pve
+        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .map_err(|e| emulator("Proxmox")(e.to_string()))?;
+    tasks.push(pve_task);
+    let pve_api = format!("https://{pve_addr}/api2/json");
+
+    let kube = KubeLab::new(clock.clone(), faults.clone());
+    let kube_addr = kube
+        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .map_err(|e| emulator("Kubernetes")(e.to_string()))?;
+
+    let talos_port = free_port()?;
+    let talos = TalosLab::new(clock.clone(), faults.clone(), TalosDurations::default())
+        .map_err(|e| emulator("Talos")(e.to_string()))?
+        .with_port(talos_port);
+
+    let ca = reqwest::Certificate::from_pem(pve.ca_cert_pem().as_bytes())
+        .map_err(|e| LabError::Internal(format!("Proxmox CA: {e}")))?;
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .map_err(|e| LabError::Internal(format!("HTTP client: {e}")))?;
+    let guests = Guests::new(
+        pve.clone(),
+        kube.clone(),
+        talos.clone(),
+        clock.clone(),
+        faults.clone(),
+        scenario.guest.clone(),
+        AddressPlan::new(address_prefix(opts.seed)),
+        http,
+        pve_api,
+    );
+    tasks.extend(guests.spawn());
+
+    for ns in [
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "tidepool-system",
+    ] {
+        kube.apply(
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .map_err(|e| LabError::Internal(format!("namespace {ns}: {e}")))?;
+    }
+
+    let cp_ip = scenario
+        .cluster
+        .control_plane
+        .map(|vmid| guests.address_of(vmid));
+    let base = files::worker_config(&scenario.name, cp_ip, talos.ca(), opts.seed);
+    let mut existing: Vec<(
+        u32,
+        std::collections::BTreeMap<String, String>,
+        Vec<KubeTaint>,
+    )> = Vec::new();
+    if let Some(vmid) = scenario.cluster.control_plane {
+        let labels = [(
+            "node-role.kubernetes.io/control-plane".to_owned(),
+            String::new(),
+        )]
+        .into();
+        let taints = vec![KubeTaint {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            value: String::new(),
+            effect: "NoSchedule".into(),
+        }];
+        existing.push((vmid, labels, taints));
+    }
+    for w in &scenario.cluster.workers {
+        let taints = w
+            .taints
+            .iter()
+            .filter_map(|t| scenario::parse_taint(t))
+            .map(|(key, value, effect)| KubeTaint { key, value, effect })
+            .collect();
+        existing.push((w.vmid, w.labels.clone(), taints));
+    }
+    for (vmid, labels, taints) in existing {
+        let vm = pve
+            .vm(vmid)
+            .ok_or_else(|| LabError::Internal(format!("scenario VM {vmid} vanished")))?;
+        let name = vm.name.clone().unwrap_or_else(|| format!("vm-{vmid}"));
+        let config = node_config(&base, &name, &labels);
+        guests
+            .adopt(&vm, &config, &taints)
+            .await
+            .map_err(LabError::Internal)?;
+    }
+    for (i, obj) in scenario.workloads.iter().enumerate() {
+        kube.apply(obj.clone()).map_err(|e| {
+            LabError::Scenario(ScenarioError::Invalid {
+                origin: scenario.name.clone(),
+                message: format!(
+                    "workloads[{i}] ({} {}): {e}",
+                    obj["kind"].as_str().unwrap_or("?"),
+                    obj["metadata"]["name"].as_str().unwrap_or("?")
+                ),
+            })
+        })?;
+    }
+
+    let (admin_addr, admin_task) =
+        admin::serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), faults.clone()).await?;
+    tasks.push(admin_task);
+
+    let gpu_hosts: Vec<String> = scenario
+        .proxmox
+        .pci_mappings
+        .iter()
+        .flat_map(|m| m.devices.iter().map(|d| d.node.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let endpoints: Vec<IpAddr> = cp_ip.into_iter().collect();
+    let files = files::write_all(
+        &opts.state_dir,
+        &files::Endpoints {
+            scenario: &scenario.name,
+            kube: kube_addr,
+            pve: pve_addr,
+            admin: admin_addr,
+            kubeconfig: kube.kubeconfig().unwrap_or_default(),
+            pve_token: pve.token(),
+            pve_ca: pve.ca_cert_pem(),
+            talosconfig: talos.talosconfig("lab", &endpoints),
+            worker_config: base,
+            talos_port,
+            hosts: scenario
+                .proxmox
+                .hosts
+                .iter()
+                .map(|h| h.name.clone())
+                .collect(),
+            gpu_hosts,
+            time_scale: clock.scale(),
+            seed: opts.seed,
+        },
+    )?;
+    files::mark_ready(&files)?;
+    info!(kubernetes = %kube_addr, proxmox = %pve_addr, admin = %admin_addr, "lab ready");
+    Ok(RunningLab {
+        files,
+        pve,
+        kube,
+        talos,
+        guests,
+        faults,
+        clock,
+        pve_addr,
+        kube_addr,
+        admin_addr,
+        talos_port,
+        tasks,
+    })
+}

@@ -38,6 +38,9 @@ pub enum Command {
     /// Check or print configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the lab: emulated Proxmox VE, Kubernetes and Talos APIs on
+    /// loopback, until interrupted.
+    Lab(commands::lab::LabArgs),
 }
 
 /// `tidepool config …`.
@@ -77,6 +80,7 @@ pub fn run() -> ExitCode {
             commands::config::check(file.as_ref().unwrap_or(&cli.config), cli.output)
         }
         Command::Config(ConfigCommand::Example) => commands::config::example(),
+        Command::Lab(args) => commands::lab::run(args),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -2,3 +2,4 @@
 //! it ends with, or an error for unexpected failures.
 
 pub mod config;
+pub mod lab;

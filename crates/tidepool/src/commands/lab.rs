@@ -1,0 +1,98 @@
+//! `tidepool lab`: runs the emulated home lab in the foreground.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tidepool_lab::{LabOptions, Scenario};
+
+use crate::exit::Exit;
+
+/// Options of `tidepool lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Scenario file (YAML); the built-in home lab when omitted.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Where to write kubeconfig, proxmox.env, talosconfig, tidepool.yaml and ready.
+    #[arg(long, default_value = "./.tidepool-lab")]
+    pub state_dir: PathBuf,
+    /// Run simulated time this many times faster than real time.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
+    pub time_scale: f64,
+    /// Seed for fault injection and other random choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a time scale; use a number of at least 1"
+        )),
+    }
+}
+
+/// Starts the lab, prints where everything is, and waits for Ctrl-C.
+///
+/// # Errors
+/// Runtime start-up failures; an unusable scenario is `Exit::Invalid`.
+pub fn run(args: &LabArgs) -> anyhow::Result<Exit> {
+    let scenario = match &args.scenario {
+        None => Scenario::default_home_lab(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Scenario::parse(&text, &path.display().to_string()),
+            Err(e) => {
+                eprintln!("{}: cannot read the scenario: {e}", path.display());
+                return Ok(Exit::Invalid);
+            }
+        },
+    };
+    let scenario = match scenario {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let name = scenario.name.clone();
+        let lab = match tidepool_lab::start(LabOptions {
+            scenario,
+            state_dir: args.state_dir.clone(),
+            time_scale: args.time_scale,
+            seed: args.seed,
+        })
+        .await
+        {
+            Ok(lab) => lab,
+            Err(e @ tidepool_lab::LabError::Scenario(_)) => {
+                eprintln!("{e}");
+                return Ok(Exit::Invalid);
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("starting the lab")),
+        };
+        let dir = lab.files.dir.display().to_string();
+        println!(
+            "Tidepool lab `{name}` is ready (time scale {}x).",
+            lab.clock.scale()
+        );
+        println!("  Kubernetes API   http://{}", lab.kube_addr);
+        println!("  Proxmox VE API   https://{}/api2/json", lab.pve_addr);
+        println!(
+            "  Talos API        port {} on each machine's 127.x address",
+            lab.talos_port
+        );
+        println!("  Fault admin      http://{}/faults", lab.admin_addr);
+        println!();
+        println!("  kubectl --kubeconfig {dir}/kubeconfig get nodes");
+        println!("  source {dir}/proxmox.env");
+        println!("  tidepool --config {dir}/tidepool.yaml config check");
+        println!();
+        println!("Press Ctrl-C to stop.");
+        tokio::signal::ctrl_c().await?;
+        lab.shutdown().await;
+        Ok(Exit::Ok)
+    })
+}
