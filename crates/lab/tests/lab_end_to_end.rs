@@ -398,3 +398,41 @@ async fn a_vm_whose_agent_is_faulted_never_reports_an_address() {
     assert_eq!(pve.clone_and_start(1252, "burst-agent", None).await, None);
     lab.shutdown().await;
 }
+
+#[tokio::test]
+async fn faults_set_through_the_admin_endpoint_take_effect_at_once() {
+    let lab = lab("admin").await;
+    let admin = format!("http://{}/faults", lab.admin_addr);
+    let http = reqwest::Client::new();
+    let rules: Value = http
+        .put(&admin)
+        .json(&serde_json::json!([
+            {"service": "proxmox", "op": "GET /version", "status": 503, "message": "maintenance", "times": 1}
+        ]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rules[0]["op"], "GET /version");
+    let pve = Pve::new(&lab);
+    let first = pve
+        .http
+        .get(format!("{}/version", pve.base))
+        .header("Authorization", &pve.auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 503);
+    // `times: 1` — the second call goes through.
+    assert!(pve.call(reqwest::Method::GET, "/version", &[]).await["release"].is_string());
+    let bad = http
+        .post(&admin)
+        .json(&serde_json::json!({"service": "nope", "op": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(bad.status().is_client_error());
+    lab.shutdown().await;
+}
