@@ -1,0 +1,705 @@
+//! The lifecycle executor: walks one claim through spec §6, one step per
+//! call, recording each completed step in the claim's status.
+//!
+//! # Guarantees
+//! - **Recorded intent first.** The VMID is recorded before the clone, the
+//!   clone marks the VM as the claim's (description at clone time, tags
+//!   after), so a process killed mid-clone finds its VM again instead of
+//!   cloning a second one.
+//! - **Idempotent steps.** Every step first looks at the world; a step whose
+//!   effect is already there is recorded, not repeated.
+//! - **Destroy interlock.** A VM is stopped or deleted only when its VMID,
+//!   SMBIOS UUID and ownership marker all match the claim. A VMID now held
+//!   by a foreign VM is left alone; "already gone" counts as done only when
+//!   no VM carrying the claim's marker remains.
+//! - **Never a node left cordoned:** cordon happens only on the way out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tidepool_core::config::Config;
+use tidepool_core::conventions::{NodeMetadata, WorkerFacts, node_metadata};
+use tidepool_core::{Phase, Step};
+use tracing::{info, warn};
+
+use crate::claim::{Claim, ClaimStatus, Condition, VmIdentity};
+use crate::ports::{
+    ClaimStore, CloneSpec, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind, VmShape,
+};
+
+/// How long a started guest may take to report an address.
+pub const ADDRESS_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Where a kill hook may stop the executor, for crash-safety tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Moment {
+    /// The step's effect happened; its record has not been written.
+    AfterEffect,
+    /// The step's record was written.
+    AfterRecord,
+}
+
+/// A test hook: return `false` to simulate the process dying at that point.
+pub type KillHook = Arc<dyn Fn(Step, Moment) -> bool + Send + Sync>;
+
+/// What one call of [`Executor::step`] achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A step was completed; call again.
+    Advanced(Step),
+    /// Waiting for the world (a guest booting, a node joining, a drain
+    /// blocked); call again after the delay.
+    Waiting {
+        /// The step that waits.
+        step: Step,
+        /// Suggested delay.
+        retry_after: Duration,
+        /// What it waits for.
+        why: String,
+    },
+    /// Nothing to do: the worker is Ready, Failed (and kept), or gone.
+    Idle(Phase),
+}
+
+/// Why a step could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// A provider call failed in a way worth retrying.
+    #[error("{step}: {source}")]
+    Retry {
+        /// The step.
+        step: Step,
+        /// The provider error.
+        #[source]
+        source: ProviderError,
+    },
+    /// The claim store failed.
+    #[error("recording claim {claim}: {source}")]
+    Store {
+        /// The claim.
+        claim: String,
+        /// The store error.
+        #[source]
+        source: ProviderError,
+    },
+    /// The claim names a pool or size the configuration does not have.
+    #[error("claim {claim}: {message}")]
+    Config {
+        /// The claim.
+        claim: String,
+        /// What is missing.
+        message: String,
+    },
+    /// The kill hook stopped the executor (tests only).
+    #[error("killed at {step} ({moment:?})")]
+    Killed {
+        /// The step.
+        step: Step,
+        /// When.
+        moment: Moment,
+    },
+}
+
+impl ExecutorError {
+    /// A stable category for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Retry { source, .. } => source.kind.as_str(),
+            Self::Store { .. } => "store",
+            Self::Config { .. } => "config",
+            Self::Killed { .. } => "killed",
+        }
+    }
+}
+
+/// The executor over its ports.
+pub struct Executor<H, J, N, S> {
+    hv: H,
+    joiner: J,
+    nodes: N,
+    store: S,
+    config: Arc<Config>,
+    now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    kill: Option<KillHook>,
+}
+
+enum Outcome {
+    /// Record these changes, then report the step as advanced.
+    Done(Box<ClaimStatus>),
+    /// Wait.
+    Wait(Duration, String),
+    /// The step cannot succeed.
+    Fail(String),
+}
+
+impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
+    /// An executor; `now` is the injected clock.
+    pub fn new(
+        hv: H,
+        joiner: J,
+        nodes: N,
+        store: S,
+        config: Arc<Config>,
+        now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    ) -> Self {
+        Self {
+            hv,
+            joiner,
+            nodes,
+            store,
+            config,
+            now,
+            kill: None,
+        }
+    }
+
+    /// Installs a kill hook (crash-safety tests).
+    pub fn with_kill_hook(mut self, hook: KillHook) -> Self {
+        self.kill = Some(hook);
+        self
+    }
+
+    /// The claim store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The hypervisor.
+    pub fn hypervisor(&self) -> &H {
+        &self.hv
+    }
+
+    fn checkpoint(&self, step: Step, moment: Moment) -> Result<(), ExecutorError> {
+        match &self.kill {
+            Some(hook) if !hook(step, moment) => Err(ExecutorError::Killed { step, moment }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The node metadata of a claim (deterministic: it depends only on the
+    /// claim and the configuration).
+    ///
+    /// # Errors
+    /// [`ExecutorError::Config`] when the pool or size is unknown.
+    pub fn metadata(&self, claim: &Claim) -> Result<NodeMetadata, ExecutorError> {
+        let cfg_err = |message: String| ExecutorError::Config {
+            claim: claim.name.clone(),
+            message,
+        };
+        let pool = self
+            .config
+            .pool(&claim.spec.pool)
+            .ok_or_else(|| cfg_err(format!("unknown pool `{}`", claim.spec.pool)))?;
+        let size = self
+            .config
+            .size(&claim.spec.size)
+            .ok_or_else(|| cfg_err(format!("unknown size `{}`", claim.spec.size)))?;
+        let provisioned_at = claim.status.provisioned_at.unwrap_or(Timestamp::UNIX_EPOCH);
+        let mut meta = node_metadata(
+            &self.config.labels,
+            &WorkerFacts {
+                claim: &claim.name,
+                pool: &pool.name,
+                kind: pool.kind,
+                size: &size.size,
+                provisioned_at,
+                ttl: claim.spec.ttl,
+                taint_size: size.taint,
+            },
+        );
+        meta.labels.extend(pool.labels.clone());
+        meta.taints.extend(pool.taints.iter().cloned());
+        Ok(meta)
+    }
+
+    /// Takes the next step of `name`'s lifecycle.
+    ///
+    /// # Errors
+    /// [`ExecutorError::Retry`] for transient provider failures (the error is
+    /// also recorded in the claim's `last_error`), store failures, and unknown
+    /// pools or sizes.
+    pub async fn step(&self, name: &str) -> Result<Progress, ExecutorError> {
+        let store_err = |source| ExecutorError::Store {
+            claim: name.to_owned(),
+            source,
+        };
+        let Some(claim) = self.store.get(name).await.map_err(store_err)? else {
+            return Ok(Progress::Idle(Phase::Terminated));
+        };
+        let Some(step) = self.next_step(&claim) else {
+            if claim.status.lifecycle.phase() == Phase::Terminated && claim.finalizer {
+                self.store.remove_finalizer(name).await.map_err(store_err)?;
+            }
+            return Ok(Progress::Idle(claim.status.lifecycle.phase()));
+        };
+        // Phase changes that need no provider call.
+        if let Some(to) = self.phase_change(&claim, step) {
+            let mut status = claim.status.clone();
+            status.lifecycle = status
+                .lifecycle
+                .advance(to)
+                .map_err(|e| ExecutorError::Config {
+                    claim: name.to_owned(),
+                    message: e.to_string(),
+                })?;
+            self.store
+                .save_status(name, &status)
+                .await
+                .map_err(store_err)?;
+            return Ok(Progress::Advanced(step));
+        }
+        let outcome = match self.perform(&claim, step).await {
+            Ok(o) => o,
+            Err(e)
+                if e.kind == ProviderErrorKind::Transient
+                    || e.kind == ProviderErrorKind::Conflict =>
+            {
+                let mut status = claim.status.clone();
+                status.last_error = Some(format!("{step}: {e}"));
+                self.store
+                    .save_status(name, &status)
+                    .await
+                    .map_err(store_err)?;
+                return Err(ExecutorError::Retry { step, source: e });
+            }
+            Err(e) => Outcome::Fail(e.message),
+        };
+        self.checkpoint(step, Moment::AfterEffect)?;
+        let progress = match outcome {
+            Outcome::Done(mut status) => {
+                status.last_error = None;
+                self.store
+                    .save_status(name, &status)
+                    .await
+                    .map_err(store_err)?;
+                info!(claim = name, %step, phase = %status.lifecycle.phase(), "step done");
+                Progress::Advanced(step)
+            }
+            Outcome::Wait(retry_after, why) => Progress::Waiting {
+                step,
+                retry_after,
+                why,
+            },
+            Outcome::Fail(reason) => {
+                let mut status = claim.status.clone();
+                warn!(claim = name, %step, %reason, "step failed");
+                status.lifecycle = status.lifecycle.fail(step, reason.clone()).map_err(|e| {
+                    ExecutorError::Config {
+                        claim: name.to_owned(),
+                        message: e.to_string(),
+                    }
+                })?;
+                status.last_error = Some(format!("{step}: {reason}"));
+                self.store
+                    .save_status(name, &status)
+                    .await
+                    .map_err(store_err)?;
+                Progress::Advanced(step)
+            }
+        };
+        self.checkpoint(step, Moment::AfterRecord)?;
+        Ok(progress)
+    }
+
+    /// Steps until the claim is idle or waiting, sleeping for waits up to
+    /// `budget` of real time in total (tests and CLI `--wait`).
+    ///
+    /// # Errors
+    /// As [`Executor::step`]; transient errors are retried within the budget.
+    pub async fn run_until_idle(
+        &self,
+        name: &str,
+        budget: Duration,
+        poll: Duration,
+    ) -> Result<Phase, ExecutorError> {
+        let start = tokio::time::Instant::now();
+        loop {
+            match self.step(name).await {
+                Ok(Progress::Advanced(_)) => {}
+                Ok(Progress::Idle(phase)) => return Ok(phase),
+                Ok(Progress::Waiting { .. }) | Err(ExecutorError::Retry { .. })
+                    if start.elapsed() < budget =>
+                {
+                    tokio::time::sleep(poll).await;
+                }
+                Ok(Progress::Waiting { step, why, .. }) => {
+                    return Err(ExecutorError::Retry {
+                        step,
+                        source: ProviderError::new(
+                            ProviderErrorKind::Transient,
+                            format!("still waiting: {why}"),
+                        ),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next step for the claim, or `None` when there is nothing to do.
+    fn next_step(&self, claim: &Claim) -> Option<Step> {
+        let s = &claim.status;
+        let removing = claim.removal.is_some();
+        let first_missing =
+            |steps: &[(Step, Condition)]| steps.iter().find(|(_, c)| !s.has(*c)).map(|(st, _)| *st);
+        match s.lifecycle.phase() {
+            Phase::Requested | Phase::Provisioning | Phase::Joining if removing => {
+                Some(Step::DeleteNode)
+            }
+            Phase::Requested => Some(Step::AllocateVmid),
+            Phase::Provisioning => first_missing(&[
+                (Step::Clone, Condition::VmCloned),
+                (Step::Configure, Condition::VmConfigured),
+                (Step::Start, Condition::VmStarted),
+                (Step::WaitForAddress, Condition::AddressReported),
+            ]),
+            Phase::Joining => first_missing(&[
+                (Step::DeliverConfig, Condition::ConfigDelivered),
+                (Step::WaitForNode, Condition::NodeReady),
+                (Step::Label, Condition::Labelled),
+            ]),
+            Phase::Ready if removing => Some(if claim.removal.is_some_and(|r| r.force) {
+                Step::DeleteNode
+            } else {
+                Step::Cordon
+            }),
+            Phase::Ready | Phase::Terminated => None,
+            Phase::Draining => first_missing(&[
+                (Step::Cordon, Condition::Cordoned),
+                (Step::Drain, Condition::Drained),
+            ])
+            .or(Some(Step::DeleteNode)),
+            Phase::Failed if removing => Some(Step::DeleteNode),
+            Phase::Failed => None,
+            Phase::Terminating => first_missing(&[
+                (Step::DeleteNode, Condition::NodeDeleted),
+                (Step::StopVm, Condition::VmStopped),
+                (Step::DeleteVm, Condition::VmDeleted),
+            ]),
+        }
+    }
+
+    /// The phase to enter before `step` can run, if the claim is not in it yet.
+    fn phase_change(&self, claim: &Claim, step: Step) -> Option<Phase> {
+        let current = claim.status.lifecycle.phase();
+        let wanted = match step {
+            Step::Cordon | Step::Drain => Phase::Draining,
+            Step::DeleteNode | Step::ShutdownOs | Step::StopVm | Step::DeleteVm => {
+                Phase::Terminating
+            }
+            other => other.phase(),
+        };
+        (wanted != current).then_some(wanted)
+    }
+
+    fn mark(&self, status: &mut ClaimStatus, c: Condition) {
+        status.conditions.insert(c, (self.now)());
+    }
+
+    fn since(&self, status: &ClaimStatus, c: Condition) -> Duration {
+        status
+            .conditions
+            .get(&c)
+            .map(|t| (self.now)().duration_since(*t).unsigned_abs())
+            .unwrap_or_default()
+    }
+
+    async fn perform(&self, claim: &Claim, step: Step) -> Result<Outcome, ProviderError> {
+        let mut s = claim.status.clone();
+        let name = claim.name.as_str();
+        let pool = self.config.pool(&claim.spec.pool).ok_or_else(|| {
+            ProviderError::new(
+                ProviderErrorKind::Permanent,
+                format!("unknown pool `{}`", claim.spec.pool),
+            )
+        })?;
+        let size = self.config.size(&claim.spec.size).ok_or_else(|| {
+            ProviderError::new(
+                ProviderErrorKind::Permanent,
+                format!("unknown size `{}`", claim.spec.size),
+            )
+        })?;
+        match step {
+            Step::AllocateVmid => {
+                if s.provisioned_at.is_none() {
+                    let now = (self.now)();
+                    s.provisioned_at = Some(now);
+                    s.expires_at = claim
+                        .spec
+                        .ttl
+                        .and_then(|t| jiff::SignedDuration::try_from(t).ok())
+                        .and_then(|t| now.checked_add(t).ok());
+                }
+                if s.host.is_none() {
+                    s.host = pool.hosts.first().cloned();
+                }
+                if s.vmid.is_none() {
+                    s.vmid = Some(self.hv.free_vmid().await?);
+                }
+                self.mark(&mut s, Condition::VmidAllocated);
+                s.lifecycle = s
+                    .lifecycle
+                    .advance(Phase::Provisioning)
+                    .map_err(permanent)?;
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::Clone => {
+                let vmid = s.vmid.ok_or_else(|| permanent("no VMID recorded"))?;
+                match self.hv.vm(vmid).await? {
+                    Some(vm) if vm.owner.as_deref() == Some(name) => {
+                        if vm.locked {
+                            return Ok(Outcome::Wait(
+                                Duration::from_secs(5),
+                                format!("VM {vmid} is still being cloned"),
+                            ));
+                        }
+                        s.vm = Some(vm.identity);
+                    }
+                    Some(_) => {
+                        // Someone else took the VMID after we reserved it.
+                        warn!(
+                            claim = name,
+                            vmid, "reserved VMID taken by a foreign VM; choosing another"
+                        );
+                        s.vmid = Some(self.hv.free_vmid().await?);
+                        return Ok(Outcome::Done(Box::new(s)));
+                    }
+                    None => {
+                        let spec = CloneSpec {
+                            claim: name.to_owned(),
+                            pool: pool.name.clone(),
+                            template: pool.template_for(&claim.spec.size),
+                            host: s.host.clone().unwrap_or_default(),
+                            vmid,
+                        };
+                        s.vm = Some(self.hv.clone_vm(&spec).await?);
+                    }
+                }
+                self.mark(&mut s, Condition::VmCloned);
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::Configure => {
+                let vm = owned_vm(&s)?;
+                let meta = self.metadata(claim).map_err(|e| permanent(e.to_string()))?;
+                let serial = self.joiner.prepare(claim, &meta).await?;
+                let shape = VmShape {
+                    cores: size.size.vcpu,
+                    memory_mib: size.size.memory_mib,
+                    tags: vec!["tidepool".to_owned(), pool.name.clone(), name.to_owned()],
+                    description: ownership_description(name),
+                    smbios_serial: serial,
+                    gpu_mapping: size.size.gpu.as_ref().map(|g| g.mapping.clone()),
+                };
+                self.hv.configure(&vm, &shape).await?;
+                self.mark(&mut s, Condition::VmConfigured);
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::Start => {
+                let vm = owned_vm(&s)?;
+                match self.hv.start(&vm).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ProviderErrorKind::InsufficientCapacity => {
+                        return Ok(Outcome::Fail(format!(
+                            "cannot start VM {}: {}",
+                            vm.vmid, e.message
+                        )));
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.mark(&mut s, Condition::VmStarted);
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::WaitForAddress => {
+                let vm = owned_vm(&s)?;
+                match self.hv.address(&vm).await? {
+                    Some(ip) => {
+                        s.ip = Some(ip);
+                        self.mark(&mut s, Condition::AddressReported);
+                        s.lifecycle = s.lifecycle.advance(Phase::Joining).map_err(permanent)?;
+                        Ok(Outcome::Done(Box::new(s)))
+                    }
+                    None if self.since(&s, Condition::VmStarted) > ADDRESS_TIMEOUT => {
+                        Ok(Outcome::Fail(format!(
+                            "the guest agent of VM {} reported no address within {}",
+                            vm.vmid,
+                            tidepool_core::duration::Human(ADDRESS_TIMEOUT)
+                        )))
+                    }
+                    None => Ok(Outcome::Wait(Duration::from_secs(5), "guest agent".into())),
+                }
+            }
+            Step::DeliverConfig => {
+                let ip: IpAddr = s.ip.ok_or_else(|| permanent("no address recorded"))?;
+                let meta = self.metadata(claim).map_err(|e| permanent(e.to_string()))?;
+                match self.joiner.deliver(claim, ip, &meta).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ProviderErrorKind::Permanent => {
+                        return Ok(Outcome::Fail(e.message));
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.mark(&mut s, Condition::ConfigDelivered);
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::WaitForNode => {
+                let timeout = self.config.join.registration_timeout;
+                match self.nodes.node_ready(name).await? {
+                    Some(true) => {
+                        s.node_name = Some(name.to_owned());
+                        self.mark(&mut s, Condition::NodeReady);
+                        Ok(Outcome::Done(Box::new(s)))
+                    }
+                    _ if self.since(&s, Condition::ConfigDelivered) > timeout => {
+                        Ok(Outcome::Fail(format!(
+                            "node {name} was not Ready within {}",
+                            tidepool_core::duration::Human(timeout)
+                        )))
+                    }
+                    Some(false) => Ok(Outcome::Wait(
+                        Duration::from_secs(5),
+                        format!("node {name} to turn Ready"),
+                    )),
+                    None => Ok(Outcome::Wait(
+                        Duration::from_secs(5),
+                        format!("node {name} to register"),
+                    )),
+                }
+            }
+            Step::Label => {
+                let meta = self.metadata(claim).map_err(|e| permanent(e.to_string()))?;
+                self.nodes.ensure_metadata(name, &meta).await?;
+                self.mark(&mut s, Condition::Labelled);
+                s.lifecycle = s.lifecycle.advance(Phase::Ready).map_err(permanent)?;
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::Cordon => {
+                match self.nodes.cordon(name).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ProviderErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                self.mark(&mut s, Condition::Cordoned);
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::Drain => {
+                let timeout = pool.scale_down.drain_timeout;
+                let force = claim.removal.is_some_and(|r| r.force);
+                match self.nodes.drain(name, timeout, force).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ProviderErrorKind::NotFound => {}
+                    Err(e) if e.kind == ProviderErrorKind::Blocked => {
+                        if self.since(&s, Condition::Cordoned) > timeout {
+                            return Ok(Outcome::Fail(format!(
+                                "drain blocked for longer than {}: {}",
+                                tidepool_core::duration::Human(timeout),
+                                e.message
+                            )));
+                        }
+                        return Ok(Outcome::Wait(Duration::from_secs(10), e.message));
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.mark(&mut s, Condition::Drained);
+                s.lifecycle = s.lifecycle.advance(Phase::Terminating).map_err(permanent)?;
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::DeleteNode => {
+                match self.nodes.delete_node(name).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind == ProviderErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                self.mark(&mut s, Condition::NodeDeleted);
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::ShutdownOs | Step::StopVm => {
+                for vm in self.ours(claim).await? {
+                    self.hv.stop(&vm).await?;
+                }
+                self.mark(&mut s, Condition::VmStopped);
+                Ok(Outcome::Done(Box::new(s)))
+            }
+            Step::DeleteVm => {
+                for vm in self.ours(claim).await? {
+                    match self.hv.delete(&vm).await {
+                        Ok(()) => {}
+                        Err(e) if e.kind == ProviderErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !self.ours(claim).await?.is_empty() {
+                    return Ok(Outcome::Wait(
+                        Duration::from_secs(2),
+                        "VM deletion to finish".into(),
+                    ));
+                }
+                self.mark(&mut s, Condition::VmDeleted);
+                s.lifecycle = s.lifecycle.advance(Phase::Terminated).map_err(permanent)?;
+                Ok(Outcome::Done(Box::new(s)))
+            }
+        }
+    }
+
+    /// The VMs that provably belong to the claim: the recorded VM if its
+    /// VMID, UUID and ownership marker all still match, plus any VM carrying
+    /// the claim's marker (a clone whose identity was never recorded).
+    async fn ours(&self, claim: &Claim) -> Result<Vec<VmIdentity>, ProviderError> {
+        let mut out: Vec<VmIdentity> = Vec::new();
+        if let Some(recorded) = &claim.status.vm {
+            match self.hv.vm(recorded.vmid).await? {
+                Some(vm)
+                    if vm.identity.uuid == recorded.uuid
+                        && vm.owner.as_deref() == Some(claim.name.as_str()) =>
+                {
+                    out.push(vm.identity);
+                }
+                Some(vm) => warn!(
+                    claim = %claim.name,
+                    vmid = recorded.vmid,
+                    owner = ?vm.owner,
+                    "VMID now belongs to another VM; leaving it alone"
+                ),
+                None => {}
+            }
+        }
+        for vm in self.hv.owned_by(&claim.name).await? {
+            if !out.iter().any(|o| o.vmid == vm.identity.vmid) {
+                // Marked as ours but never recorded: only a clone of ours can
+                // carry the marker, so it is ours to remove.
+                if claim
+                    .status
+                    .vm
+                    .as_ref()
+                    .is_none_or(|r| r.vmid != vm.identity.vmid)
+                {
+                    out.push(vm.identity);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn permanent(e: impl ToString) -> ProviderError {
+    ProviderError::new(ProviderErrorKind::Permanent, e.to_string())
+}
+
+fn owned_vm(s: &ClaimStatus) -> Result<VmIdentity, ProviderError> {
+    s.vm.clone().ok_or_else(|| permanent("no VM recorded"))
+}
+
+/// The description line that marks a VM as a claim's.
+pub fn ownership_description(claim: &str) -> String {
+    format!("tidepool-claim: {claim}")
+}
+
+/// The claim named by a VM description, if it carries the marker.
+pub fn owner_from_description(description: &str) -> Option<&str> {
+    description
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tidepool-claim:"))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}

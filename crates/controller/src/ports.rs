@@ -1,0 +1,208 @@
+//! The ports through which the executor acts: the hypervisor, the
+//! machine-join method, the cluster's nodes, and the durable claim store.
+//!
+//! # Contracts every implementation keeps
+//! - Calls are idempotent where stated, and report "already done" as
+//!   success, never as an error.
+//! - Errors are classified by [`ProviderErrorKind`]; the executor retries
+//!   `Transient` ones and fails the step on the others.
+//! - Nothing secret (tokens, keys, machine configs) appears in an error
+//!   message.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tidepool_core::NodeMetadata;
+
+use crate::claim::{Claim, ClaimStatus, VmIdentity};
+
+/// How a provider call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProviderErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// It exists but in a conflicting state (locked, VMID taken, stale version).
+    Conflict,
+    /// No room: host memory, GPU device, storage.
+    InsufficientCapacity,
+    /// Worth retrying: timeouts, 5xx, a machine not up yet.
+    Transient,
+    /// Not worth retrying: refused, invalid, unauthorized.
+    Permanent,
+    /// Blocked by policy for now (a PodDisruptionBudget, do-not-disrupt).
+    Blocked,
+}
+
+impl ProviderErrorKind {
+    /// A stable name for metrics and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not-found",
+            Self::Conflict => "conflict",
+            Self::InsufficientCapacity => "insufficient-capacity",
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Blocked => "blocked",
+        }
+    }
+}
+
+/// A failed provider call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    /// Classification.
+    pub kind: ProviderErrorKind,
+    /// What failed, naming the operation.
+    pub message: String,
+}
+
+impl ProviderError {
+    /// An error of `kind`.
+    pub fn new(kind: ProviderErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Result of a provider call.
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+/// What the hypervisor knows about one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmFacts {
+    /// VMID, node and SMBIOS UUID.
+    pub identity: VmIdentity,
+    /// The claim named by its ownership markers (tags or description), if any.
+    pub owner: Option<String>,
+    /// Whether it runs.
+    pub running: bool,
+    /// Whether an operation holds its lock (e.g. a clone still copying).
+    pub locked: bool,
+}
+
+/// What to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloneSpec {
+    /// The claim the VM will belong to (its name, and the ownership marker
+    /// written into the description at clone time).
+    pub claim: String,
+    /// Pool name (a tag).
+    pub pool: String,
+    /// Template name or VMID.
+    pub template: String,
+    /// Host to create the VM on.
+    pub host: String,
+    /// The reserved VMID.
+    pub vmid: u32,
+}
+
+/// The VM's shape and markers, set after cloning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmShape {
+    /// vCPUs.
+    pub cores: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Tags: `tidepool`, the pool, the claim.
+    pub tags: Vec<String>,
+    /// Description naming the claim.
+    pub description: String,
+    /// SMBIOS serial (nocloud `ds=nocloud;s=URL/`), if the join method needs one.
+    pub smbios_serial: Option<String>,
+    /// PCI resource mapping for a GPU, if the size has one.
+    pub gpu_mapping: Option<String>,
+}
+
+/// The hypervisor (Proxmox VE).
+pub trait Hypervisor: Send + Sync {
+    /// The VM with this VMID, whoever owns it; `None` if there is none.
+    fn vm(&self, vmid: u32) -> impl Future<Output = ProviderResult<Option<VmFacts>>> + Send;
+    /// Every VM whose ownership markers name `claim`.
+    fn owned_by(&self, claim: &str) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
+    /// A VMID in the provider's range that no VM uses.
+    fn free_vmid(&self) -> impl Future<Output = ProviderResult<u32>> + Send;
+    /// Clones and waits for the clone to finish. `Conflict` if the VMID is
+    /// taken.
+    fn clone_vm(&self, spec: &CloneSpec)
+    -> impl Future<Output = ProviderResult<VmIdentity>> + Send;
+    /// Sets the VM's shape and markers (idempotent).
+    fn configure(
+        &self,
+        vm: &VmIdentity,
+        shape: &VmShape,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Starts the VM and waits for the start task (idempotent: running is success).
+    fn start(&self, vm: &VmIdentity) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// The guest's address, or `None` while the guest agent is not up.
+    fn address(
+        &self,
+        vm: &VmIdentity,
+    ) -> impl Future<Output = ProviderResult<Option<IpAddr>>> + Send;
+    /// Stops the VM and waits until it is stopped (idempotent).
+    fn stop(&self, vm: &VmIdentity) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Deletes the VM with purge and waits (`NotFound` once gone).
+    fn delete(&self, vm: &VmIdentity) -> impl Future<Output = ProviderResult<()>> + Send;
+}
+
+/// How a machine receives its configuration.
+pub trait Joiner: Send + Sync {
+    /// Before the first start: prepares what the guest will fetch and
+    /// returns the SMBIOS serial pointing at it, if the method needs one.
+    fn prepare(
+        &self,
+        claim: &Claim,
+        meta: &NodeMetadata,
+    ) -> impl Future<Output = ProviderResult<Option<String>>> + Send;
+    /// Once the guest has an address: delivers the configuration (a no-op
+    /// for methods where the guest fetches it). Delivering to a machine
+    /// that already has it is success.
+    fn deliver(
+        &self,
+        claim: &Claim,
+        ip: IpAddr,
+        meta: &NodeMetadata,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+}
+
+/// The cluster's nodes.
+pub trait Nodes: Send + Sync {
+    /// `None` when no node of that name is registered, else whether it is Ready.
+    fn node_ready(&self, name: &str) -> impl Future<Output = ProviderResult<Option<bool>>> + Send;
+    /// Makes the node carry at least these labels, annotations and taints.
+    fn ensure_metadata(
+        &self,
+        name: &str,
+        meta: &NodeMetadata,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Marks the node unschedulable (idempotent).
+    fn cordon(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Evicts the node's pods, waiting up to `timeout`; `Blocked` names the
+    /// pod or budget in the way. `force` ignores do-not-disrupt markers (never
+    /// PodDisruptionBudgets).
+    fn drain(
+        &self,
+        name: &str,
+        timeout: Duration,
+        force: bool,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Deletes the Node object (gone is success).
+    fn delete_node(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
+}
+
+/// The durable claim records.
+pub trait ClaimStore: Send + Sync {
+    /// The claim, if it exists.
+    fn get(&self, name: &str) -> impl Future<Output = ProviderResult<Option<Claim>>> + Send;
+    /// Replaces the claim's status.
+    fn save_status(
+        &self,
+        name: &str,
+        status: &ClaimStatus,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Removes the cleanup finalizer (the record may then disappear).
+    fn remove_finalizer(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
+}

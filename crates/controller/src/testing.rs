@@ -1,0 +1,355 @@
+//! In-memory fakes of every port, sharing one [`World`] so that a new
+//! executor (a "restarted process") sees exactly what the old one left
+//! behind. They record calls and accept injected errors; tests of the
+//! executor and of the front-ends use them.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tidepool_core::NodeMetadata;
+
+use crate::claim::{Claim, ClaimStatus, VmIdentity};
+use crate::executor::owner_from_description;
+use crate::ports::{
+    ClaimStore, CloneSpec, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind,
+    ProviderResult, VmFacts, VmShape,
+};
+
+/// One fake VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeVm {
+    /// Identity.
+    pub identity: VmIdentity,
+    /// Description (carries the ownership marker).
+    pub description: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Running.
+    pub running: bool,
+    /// Shape as configured.
+    pub cores: u32,
+}
+
+/// One fake node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FakeNode {
+    /// Ready condition.
+    pub ready: bool,
+    /// Cordoned.
+    pub cordoned: bool,
+    /// Pods still on it (drain evicts them unless blocked).
+    pub pods: usize,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The shared fake world.
+#[derive(Debug, Default)]
+pub struct World {
+    /// VMs by VMID.
+    pub vms: BTreeMap<u32, FakeVm>,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, FakeNode>,
+    /// Claims by name.
+    pub claims: BTreeMap<String, Claim>,
+    /// Every clone performed, in order.
+    pub clones: Vec<u32>,
+    /// Every VM deleted, in order.
+    pub deletions: Vec<u32>,
+    /// Errors to return, by operation name, consumed one per call.
+    pub inject: BTreeMap<&'static str, Vec<ProviderError>>,
+    /// A drain blocker message (e.g. a PDB), while set.
+    pub drain_blocker: Option<String>,
+    /// Lowest VMID handed out.
+    pub vmid_lower: u32,
+    uuid_counter: u64,
+}
+
+/// A handle on the shared world; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Fake(pub Arc<Mutex<World>>);
+
+impl Fake {
+    /// A new empty world whose VMIDs start at 1250.
+    pub fn new() -> Self {
+        let fake = Self::default();
+        fake.world().vmid_lower = 1250;
+        fake
+    }
+
+    /// Locks the world.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an error for the next call of `op`.
+    pub fn inject(&self, op: &'static str, err: ProviderError) {
+        self.world().inject.entry(op).or_default().push(err);
+    }
+
+    fn take(&self, op: &'static str) -> ProviderResult<()> {
+        let mut w = self.world();
+        match w
+            .inject
+            .get_mut(op)
+            .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds a VM that Tidepool does not own.
+    pub fn add_foreign_vm(&self, vmid: u32, node: &str) {
+        let mut w = self.world();
+        w.uuid_counter += 1;
+        let uuid = format!("foreign-{:04}", w.uuid_counter);
+        w.vms.insert(
+            vmid,
+            FakeVm {
+                identity: VmIdentity {
+                    vmid,
+                    node: node.to_owned(),
+                    uuid,
+                },
+                description: "someone else's".into(),
+                tags: vec![],
+                running: true,
+                cores: 2,
+            },
+        );
+    }
+
+    /// Stores a claim.
+    pub fn put_claim(&self, claim: Claim) {
+        self.world().claims.insert(claim.name.clone(), claim);
+    }
+
+    /// VMs whose marker names `claim`.
+    pub fn owned(&self, claim: &str) -> Vec<FakeVm> {
+        self.world()
+            .vms
+            .values()
+            .filter(|v| owner_from_description(&v.description) == Some(claim))
+            .cloned()
+            .collect()
+    }
+}
+
+fn facts(vm: &FakeVm) -> VmFacts {
+    VmFacts {
+        identity: vm.identity.clone(),
+        owner: owner_from_description(&vm.description).map(str::to_owned),
+        running: vm.running,
+        locked: false,
+    }
+}
+
+fn not_found(what: String) -> ProviderError {
+    ProviderError::new(ProviderErrorKind::NotFound, what)
+}
+
+impl Hypervisor for Fake {
+    async fn vm(&self, vmid: u32) -> ProviderResult<Option<VmFacts>> {
+        self.take("vm")?;
+        Ok(self.world().vms.get(&vmid).map(facts))
+    }
+
+    async fn owned_by(&self, claim: &str) -> ProviderResult<Vec<VmFacts>> {
+        self.take("owned_by")?;
+        Ok(self.owned(claim).iter().map(facts).collect())
+    }
+
+    async fn free_vmid(&self) -> ProviderResult<u32> {
+        self.take("free_vmid")?;
+        let w = self.world();
+        let mut id = w.vmid_lower;
+        while w.vms.contains_key(&id) {
+            id += 1;
+        }
+        Ok(id)
+    }
+
+    async fn clone_vm(&self, spec: &CloneSpec) -> ProviderResult<VmIdentity> {
+        self.take("clone")?;
+        let mut w = self.world();
+        if w.vms.contains_key(&spec.vmid) {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                format!("VM {} already exists", spec.vmid),
+            ));
+        }
+        w.uuid_counter += 1;
+        let identity = VmIdentity {
+            vmid: spec.vmid,
+            node: spec.host.clone(),
+            uuid: format!("uuid-{:04}", w.uuid_counter),
+        };
+        w.vms.insert(
+            spec.vmid,
+            FakeVm {
+                identity: identity.clone(),
+                description: crate::executor::ownership_description(&spec.claim),
+                tags: vec![],
+                running: false,
+                cores: 0,
+            },
+        );
+        w.clones.push(spec.vmid);
+        Ok(identity)
+    }
+
+    async fn configure(&self, vm: &VmIdentity, shape: &VmShape) -> ProviderResult<()> {
+        self.take("configure")?;
+        let mut w = self.world();
+        let v = w
+            .vms
+            .get_mut(&vm.vmid)
+            .ok_or_else(|| not_found(format!("VM {}", vm.vmid)))?;
+        v.tags.clone_from(&shape.tags);
+        v.cores = shape.cores;
+        v.description.clone_from(&shape.description);
+        Ok(())
+    }
+
+    async fn start(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        self.take("start")?;
+        let mut w = self.world();
+        let v = w
+            .vms
+            .get_mut(&vm.vmid)
+            .ok_or_else(|| not_found(format!("VM {}", vm.vmid)))?;
+        v.running = true;
+        Ok(())
+    }
+
+    async fn address(&self, vm: &VmIdentity) -> ProviderResult<Option<IpAddr>> {
+        self.take("address")?;
+        let w = self.world();
+        Ok(w.vms.get(&vm.vmid).filter(|v| v.running).map(|v| {
+            let n = v.identity.vmid;
+            IpAddr::V4(Ipv4Addr::new(10, 0, (n / 256) as u8, (n % 256) as u8))
+        }))
+    }
+
+    async fn stop(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        self.take("stop")?;
+        let mut w = self.world();
+        if let Some(v) = w.vms.get_mut(&vm.vmid) {
+            v.running = false;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        self.take("delete")?;
+        let mut w = self.world();
+        match w.vms.remove(&vm.vmid) {
+            Some(_) => {
+                w.deletions.push(vm.vmid);
+                Ok(())
+            }
+            None => Err(not_found(format!("VM {}", vm.vmid))),
+        }
+    }
+}
+
+impl Joiner for Fake {
+    async fn prepare(
+        &self,
+        _claim: &Claim,
+        _meta: &NodeMetadata,
+    ) -> ProviderResult<Option<String>> {
+        self.take("prepare")?;
+        Ok(None)
+    }
+
+    async fn deliver(&self, claim: &Claim, _ip: IpAddr, meta: &NodeMetadata) -> ProviderResult<()> {
+        self.take("deliver")?;
+        // The machine joins at once in this fake.
+        let mut w = self.world();
+        let node = w.nodes.entry(claim.name.clone()).or_default();
+        node.ready = true;
+        node.labels.extend(meta.labels.clone());
+        Ok(())
+    }
+}
+
+impl Nodes for Fake {
+    async fn node_ready(&self, name: &str) -> ProviderResult<Option<bool>> {
+        self.take("node_ready")?;
+        Ok(self.world().nodes.get(name).map(|n| n.ready))
+    }
+
+    async fn ensure_metadata(&self, name: &str, meta: &NodeMetadata) -> ProviderResult<()> {
+        self.take("ensure_metadata")?;
+        let mut w = self.world();
+        let node = w
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("node {name}")))?;
+        node.labels.extend(meta.labels.clone());
+        Ok(())
+    }
+
+    async fn cordon(&self, name: &str) -> ProviderResult<()> {
+        self.take("cordon")?;
+        let mut w = self.world();
+        let node = w
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("node {name}")))?;
+        node.cordoned = true;
+        Ok(())
+    }
+
+    async fn drain(&self, name: &str, _timeout: Duration, _force: bool) -> ProviderResult<()> {
+        self.take("drain")?;
+        let mut w = self.world();
+        if let Some(blocker) = w.drain_blocker.clone() {
+            return Err(ProviderError::new(ProviderErrorKind::Blocked, blocker));
+        }
+        let node = w
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("node {name}")))?;
+        node.pods = 0;
+        Ok(())
+    }
+
+    async fn delete_node(&self, name: &str) -> ProviderResult<()> {
+        self.take("delete_node")?;
+        match self.world().nodes.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(not_found(format!("node {name}"))),
+        }
+    }
+}
+
+impl ClaimStore for Fake {
+    async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
+        self.take("get_claim")?;
+        Ok(self.world().claims.get(name).cloned())
+    }
+
+    async fn save_status(&self, name: &str, status: &ClaimStatus) -> ProviderResult<()> {
+        self.take("save_status")?;
+        let mut w = self.world();
+        let claim = w
+            .claims
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("claim {name}")))?;
+        claim.status = status.clone();
+        Ok(())
+    }
+
+    async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {
+        self.take("remove_finalizer")?;
+        let mut w = self.world();
+        // With the finalizer gone and removal requested, the record disappears.
+        w.claims.remove(name);
+        Ok(())
+    }
+}
