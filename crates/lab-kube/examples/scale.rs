@@ -44,7 +44,9 @@ async fn request(addr: SocketAddr, path: &str) -> Result<TcpStream, BoxError> {
 /// Reads a watch stream until `want` events arrived; returns the time taken.
 async fn count_events(mut stream: TcpStream, want: usize) -> Result<(Duration, usize), BoxError> {
     let start = Instant::now();
-    let needle = b"{\"type\":";
+    // Every event line ends with `"type":"..."}` and a newline; JSON
+    // strings cannot contain a raw newline.
+    let needle = b"\"}\n";
     let mut seen = 0usize;
     let mut buf = vec![0u8; 1 << 20];
     let mut carry: Vec<u8> = Vec::new();

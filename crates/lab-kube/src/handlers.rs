@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 use tidepool_lab_sim::Service;
 
 use crate::error::{ApiError, success_status};
+use crate::events;
 use crate::meta;
 use crate::openapi;
 use crate::patch;
 use crate::proto;
-use crate::resources::ResourceDef;
+use crate::resources::{ResKey, ResourceDef};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOptions, Part, WatchStart};
 use crate::table;
@@ -94,6 +95,29 @@ struct Target {
     name: Option<String>,
     sub: Option<String>,
     legacy_watch: bool,
+    /// Where objects of this resource are stored (events.k8s.io Events live
+    /// with core Events).
+    storage: ResKey,
+    /// Converts a stored object to the served form, if they differ.
+    outward: Option<fn(&Value) -> Value>,
+    /// Converts a served-form body to the stored form, if they differ.
+    inward: Option<fn(Value) -> Value>,
+}
+
+impl Target {
+    fn out(&self, obj: &Value) -> Value {
+        match self.outward {
+            Some(f) => f(obj),
+            None => obj.clone(),
+        }
+    }
+
+    fn to_storage(&self, obj: Value) -> Value {
+        match self.inward {
+            Some(f) => f(obj),
+            None => obj,
+        }
+    }
 }
 
 async fn handle(
@@ -252,6 +276,18 @@ fn resolve(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Option
     {
         return None;
     }
+    type Out = Option<fn(&Value) -> Value>;
+    type In = Option<fn(Value) -> Value>;
+    let (storage, outward, inward): (ResKey, Out, In) =
+        if def.group == "events.k8s.io" && def.plural == "events" {
+            (
+                ResKey::new("", "events"),
+                Some(events::to_events_v1),
+                Some(events::to_core),
+            )
+        } else {
+            (def.key(), None, None)
+        };
     Some(Target {
         def,
         version: version.to_owned(),
@@ -259,6 +295,9 @@ fn resolve(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Option
         name,
         sub,
         legacy_watch,
+        storage,
+        outward,
+        inward,
     })
 }
 
@@ -315,12 +354,30 @@ async fn dispatch(
     body: Bytes,
     table: bool,
 ) -> Result<Response, ApiError> {
-    let key = t.def.key();
+    let key = t.storage.clone();
     let store = &shared.store;
     let name = t.name.as_deref().unwrap_or_default();
     match (method.clone(), verb_of(method, t, q)) {
         (_, "watch") => watch(shared, t, q, table),
         (_, "list") => list(shared, t, q, table).await,
+        (_, "get") if t.sub.as_deref() == Some("log") => {
+            let pod = store.get(&key, &t.namespace, name)?;
+            let text = if pod["status"]["phase"] == "Running" {
+                format!(
+                    "simulated container output of pod {}/{name} on node {}\n",
+                    t.namespace,
+                    pod["spec"]["nodeName"].as_str().unwrap_or_default()
+                )
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "container \"{}\" in pod \"{name}\" is waiting to start: ContainerCreating",
+                    pod["spec"]["containers"][0]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                )));
+            };
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], text).into_response())
+        }
         (_, "get") => {
             let obj = store.get(&key, &t.namespace, name)?;
             if table {
@@ -329,7 +386,7 @@ async fn dispatch(
                     &table::render(&t.def, &[obj], store.current_rv(), store.clock().now()),
                 ));
             }
-            Ok(json_response(200, &obj))
+            Ok(json_response(200, &t.out(&obj)))
         }
         (_, "create") => match t.sub.as_deref() {
             Some("eviction") => {
@@ -348,8 +405,8 @@ async fn dispatch(
                 if truthy(q, "dryRun") || q.get("dryRun").is_some_and(|v| v == "All") {
                     return Ok(json_response(201, &obj));
                 }
-                let created = store.create(&key, &t.namespace, obj)?;
-                Ok(json_response(201, &created))
+                let created = store.create(&key, &t.namespace, t.to_storage(obj))?;
+                Ok(json_response(201, &t.out(&created)))
             }
         },
         (_, "update") => {
@@ -366,14 +423,14 @@ async fn dispatch(
                 Some("finalize") => Part::Internal,
                 _ => Part::Main,
             };
-            let updated = store.update(&key, &t.namespace, name, obj, part)?;
-            Ok(json_response(200, &updated))
+            let updated = store.update(&key, &t.namespace, name, t.to_storage(obj), part)?;
+            Ok(json_response(200, &t.out(&updated)))
         }
         (_, "patch") => patch_object(shared, t, q, headers, &body),
         (_, "delete") => {
             let opts = delete_options(q, &body);
             let deleted = store.delete(&key, &t.namespace, name, &opts)?;
-            Ok(json_response(200, &deleted))
+            Ok(json_response(200, &t.out(&deleted)))
         }
         (_, "deletecollection") => {
             let (labels, fields) = selectors(q)?;
@@ -413,7 +470,7 @@ fn patch_object(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let key = t.def.key();
+    let key = t.storage.clone();
     let name = t.name.as_deref().unwrap_or_default();
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -438,38 +495,41 @@ fn patch_object(
             Err(e) if e.code == 404 && part == Part::Main => {
                 let mut obj = applied;
                 meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
-                let created = shared.store.create(&key, &t.namespace, obj)?;
-                Ok(json_response(201, &created))
+                let created = shared.store.create(&key, &t.namespace, t.to_storage(obj))?;
+                Ok(json_response(201, &t.out(&created)))
             }
             Err(e) => Err(e),
             Ok(_) => {
                 let updated = shared
                     .store
                     .modify(&key, &t.namespace, name, part, |live| {
-                        patch::apply_merge(live, &applied);
+                        let mut served = t.out(live);
+                        patch::apply_merge(&mut served, &applied);
+                        *live = t.to_storage(served);
                         Ok(())
                     })?;
-                Ok(json_response(200, &updated))
+                Ok(json_response(200, &t.out(&updated)))
             }
         };
     }
     let doc = parse_body(body)?;
     let updated = shared
         .store
-        .modify(&key, &t.namespace, name, part, |obj| match mime {
-            "application/merge-patch+json" => {
-                patch::merge_patch(obj, &doc);
-                Ok(())
+        .modify(&key, &t.namespace, name, part, |stored| {
+            let mut obj = t.out(stored);
+            match mime {
+                "application/merge-patch+json" => patch::merge_patch(&mut obj, &doc),
+                "application/strategic-merge-patch+json" => {
+                    patch::strategic_merge_patch(&mut obj, &doc);
+                }
+                "application/json-patch+json" => patch::json_patch(&mut obj, &doc)
+                    .map_err(|e| ApiError::invalid(&t.def.kind, name, "patch", &e.to_string()))?,
+                other => return Err(ApiError::unsupported_media_type(other)),
             }
-            "application/strategic-merge-patch+json" => {
-                patch::strategic_merge_patch(obj, &doc);
-                Ok(())
-            }
-            "application/json-patch+json" => patch::json_patch(obj, &doc)
-                .map_err(|e| ApiError::invalid(&t.def.kind, name, "patch", &e.to_string())),
-            other => Err(ApiError::unsupported_media_type(other)),
+            *stored = t.to_storage(obj);
+            Ok(())
         })?;
-    Ok(json_response(200, &updated))
+    Ok(json_response(200, &t.out(&updated)))
 }
 
 fn list_kind(def: &ResourceDef) -> String {
@@ -483,8 +543,8 @@ async fn list(
     table: bool,
 ) -> Result<Response, ApiError> {
     let (labels, fields) = selectors(q)?;
-    let key = t.def.key();
-    let (items, rv) = shared.store.list(&key, &t.namespace);
+    let (items, rv) = shared.store.list(&t.storage, &t.namespace);
+    let outward = t.outward;
     let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
     let after = q
         .get("continue")
@@ -540,7 +600,10 @@ async fn list(
                 out.push(b',');
             }
             // Serialising a Value into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut out, o.as_ref());
+            let _ = match outward {
+                Some(f) => serde_json::to_writer(&mut out, &f(o)),
+                None => serde_json::to_writer(&mut out, o.as_ref()),
+            };
         }
         out.extend_from_slice(b"]}");
         out
@@ -615,7 +678,7 @@ fn watch(
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
     let req = WatchRequest {
-        key: t.def.key(),
+        key: t.storage.clone(),
         kind: t.def.kind.clone(),
         api_version: t.def.api_version(&t.version),
         namespace: t.namespace.clone(),
@@ -629,7 +692,7 @@ fn watch(
         render: if table {
             table::row_renderer(&t.def)
         } else {
-            None
+            t.outward
         },
     };
     let stream = watch::start(shared.store.clone(), req);

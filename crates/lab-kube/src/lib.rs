@@ -13,6 +13,7 @@
 
 pub mod controllers;
 pub mod error;
+pub mod events;
 pub mod handlers;
 pub mod kubeconfig;
 pub mod meta;
@@ -41,6 +42,9 @@ pub use kubeconfig::render_kubeconfig;
 use crate::resources::{ResKey, ResourceDef};
 use crate::selectors::LabelSelector;
 use crate::store::{DeleteOptions, Part, Store, StoreConfig};
+
+/// Converts a stored object to the form its API serves.
+type Outward = fn(&Value) -> Value;
 
 /// Errors of the lab handle.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +242,16 @@ impl KubeLab {
             })
     }
 
+    /// Where a served kind is stored, with the conversion out of storage
+    /// (events.k8s.io Events live with core Events).
+    fn storage(&self, def: &ResourceDef) -> (ResKey, Option<Outward>) {
+        if def.group == "events.k8s.io" && def.plural == "events" {
+            (ResKey::new("", "events"), Some(events::to_events_v1))
+        } else {
+            (def.key(), None)
+        }
+    }
+
     fn def_of(&self, obj: &Value) -> Result<ResourceDef, ApiError> {
         self.def_for(
             obj["apiVersion"].as_str().unwrap_or_default(),
@@ -252,7 +266,13 @@ impl KubeLab {
     pub fn create(&self, obj: Value) -> Result<Value, ApiError> {
         let def = self.def_of(&obj)?;
         let ns = meta::namespace(&obj).to_owned();
-        Ok((*self.shared.store.create(&def.key(), &ns, obj)?).clone())
+        let (key, outward) = self.storage(&def);
+        let obj = match outward {
+            Some(_) => events::to_core(obj),
+            None => obj,
+        };
+        let created = self.shared.store.create(&key, &ns, obj)?;
+        Ok(outward.map_or_else(|| (*created).clone(), |f| f(&created)))
     }
 
     /// Creates the object, or merges it into the existing one (server-side
@@ -314,7 +334,9 @@ impl KubeLab {
         name: &str,
     ) -> Result<Value, ApiError> {
         let def = self.def_for(api_version, kind)?;
-        Ok((*self.shared.store.get(&def.key(), namespace, name)?).clone())
+        let (key, outward) = self.storage(&def);
+        let obj = self.shared.store.get(&key, namespace, name)?;
+        Ok(outward.map_or_else(|| (*obj).clone(), |f| f(&obj)))
     }
 
     /// Lists objects of a kind (all namespaces when `namespace` is empty)
@@ -332,11 +354,12 @@ impl KubeLab {
         let def = self.def_for(api_version, kind)?;
         let selector = LabelSelector::parse(label_selector)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let (items, _) = self.shared.store.list(&def.key(), namespace);
+        let (key, outward) = self.storage(&def);
+        let (items, _) = self.shared.store.list(&key, namespace);
         Ok(items
             .iter()
             .filter(|o| selector.matches_object(o))
-            .map(|o| (**o).clone())
+            .map(|o| outward.map_or_else(|| (**o).clone(), |f| f(o)))
             .collect())
     }
 

@@ -114,6 +114,7 @@ fn builtin(
                 let verbs = match *s {
                     "status" => STATUS_VERBS.to_vec(),
                     "scale" => STATUS_VERBS.to_vec(),
+                    "log" => vec!["get"],
                     _ => vec!["create"],
                 };
                 ((*s).to_owned(), verbs)
@@ -153,7 +154,7 @@ pub fn builtins() -> Vec<ResourceDef> {
             "Pod",
             true,
             &["po"],
-            &["status", "eviction", "binding"],
+            &["status", "eviction", "binding", "log"],
             true,
         ),
         builtin("", "v1", "events", "Event", true, &["ev"], &[], false),

@@ -156,22 +156,38 @@ fn obj_key(def: &ResourceDef, namespace: &str, name: &str) -> ObjKey {
 }
 
 /// Everything of an object except metadata and status (what bumps generation).
-fn spec_part(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
+/// Whether two objects differ outside `metadata` and `status` (what bumps
+/// `generation`). Compares in place, without copying.
+fn spec_differs(a: &Value, b: &Value) -> bool {
+    let skip = |k: &String| k != "metadata" && k != "status";
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => x
+            .iter()
+            .filter(|(k, _)| skip(k))
+            .ne(y.iter().filter(|(k, _)| skip(k))),
+        _ => a != b,
     }
-    v
 }
 
-fn without_rv(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v["metadata"].as_object_mut() {
-        m.remove("resourceVersion");
-        m.remove("managedFields");
-    }
-    v
+/// Whether two objects are equal apart from `metadata.resourceVersion` and
+/// `metadata.managedFields`.
+fn same_but_version(a: &Value, b: &Value) -> bool {
+    let (Some(x), Some(y)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let volatile = |k: &String| k != "resourceVersion" && k != "managedFields";
+    x.len() == y.len()
+        && x.iter().all(|(k, v)| match (k.as_str(), y.get(k)) {
+            ("metadata", Some(w)) => match (v.as_object(), w.as_object()) {
+                (Some(m), Some(n)) => m
+                    .iter()
+                    .filter(|(k, _)| volatile(k))
+                    .eq(n.iter().filter(|(k, _)| volatile(k))),
+                _ => v == w,
+            },
+            (_, Some(w)) => v == w,
+            (_, None) => false,
+        })
 }
 
 impl Store {
@@ -405,6 +421,19 @@ impl Store {
         {
             return Err(ApiError::already_exists(&key.group, &key.plural, &name));
         }
+        if def.group.is_empty()
+            && def.plural == "pods"
+            && obj["spec"]["containers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+        {
+            return Err(ApiError::invalid(
+                "Pod",
+                &name,
+                "spec.containers",
+                "Required value",
+            ));
+        }
         apply_create_defaults(&def, &mut obj, &now);
         if def.plural == "customresourcedefinitions" && def.group == "apiextensions.k8s.io" {
             let crd_def = def_from_crd(&obj)
@@ -559,11 +588,11 @@ impl Store {
         if merged["kind"].is_null() {
             merged["kind"] = old["kind"].clone();
         }
-        if part != Part::Status && spec_part(&merged) != spec_part(&old) {
+        if part != Part::Status && spec_differs(&merged, &old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             meta::metadata_mut(&mut merged).insert("generation".into(), json!(generation));
         }
-        if without_rv(&merged) == without_rv(&old) {
+        if same_but_version(&merged, &old) {
             return Ok(old);
         }
         if def.plural == "customresourcedefinitions" && def.group == "apiextensions.k8s.io" {

@@ -55,6 +55,13 @@ fn columns(def: &ResourceDef) -> Vec<Value> {
             column("IP", "string", 1),
             column("Node", "string", 1),
         ],
+        ("", "events") | ("events.k8s.io", "events") => vec![
+            column("Last Seen", "string", 0),
+            column("Type", "string", 0),
+            column("Reason", "string", 0),
+            column("Object", "string", 0),
+            column("Message", "string", 0),
+        ],
         _ => vec![column("Name", "string", 0), column("Age", "string", 0)],
     }
 }
@@ -123,6 +130,36 @@ fn cells(def: &ResourceDef, obj: &Value, now: SystemTime) -> Vec<Value> {
                 json!(node),
             ]
         }
+        ("", "events") | ("events.k8s.io", "events") => {
+            let seen = ["lastTimestamp", "eventTime", "deprecatedLastTimestamp"]
+                .iter()
+                .find_map(|k| obj[*k].as_str())
+                .and_then(meta::parse_time);
+            let regarding = if obj["involvedObject"].is_object() {
+                &obj["involvedObject"]
+            } else {
+                &obj["regarding"]
+            };
+            let object = format!(
+                "{}/{}",
+                regarding["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_lowercase(),
+                regarding["name"].as_str().unwrap_or_default()
+            );
+            let message = obj["message"]
+                .as_str()
+                .or_else(|| obj["note"].as_str())
+                .unwrap_or_default();
+            vec![
+                json!(human_age(seen, now)),
+                obj["type"].clone(),
+                obj["reason"].clone(),
+                json!(object),
+                json!(message),
+            ]
+        }
         _ => vec![json!(name), json!(age)],
     }
 }
@@ -176,6 +213,10 @@ fn pod_row(obj: &Value) -> Value {
     row_for(("", "pods"), obj)
 }
 
+fn event_row(obj: &Value) -> Value {
+    row_for(("", "events"), obj)
+}
+
 fn generic_row(obj: &Value) -> Value {
     row_for(("", ""), obj)
 }
@@ -185,6 +226,7 @@ pub fn row_renderer(def: &ResourceDef) -> Option<fn(&Value) -> Value> {
     Some(match (def.group.as_str(), def.plural.as_str()) {
         ("", "nodes") => node_row,
         ("", "pods") => pod_row,
+        ("", "events") | ("events.k8s.io", "events") => event_row,
         _ => generic_row,
     })
 }

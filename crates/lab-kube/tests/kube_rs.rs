@@ -136,3 +136,47 @@ async fn the_kube_rs_watcher_sees_a_pod_scheduled_and_started() {
         .unwrap();
     assert_eq!(seen.metadata.name.as_deref(), Some("w"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_recorded_through_events_v1_show_in_kubectl_get_events() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let c = cluster("kube-rs-events").await;
+    c.lab.register_node(&node("worker-1")).unwrap();
+    let client = client(&c).await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "tidepool".into(),
+            instance: Some("tidepool-0".into()),
+        },
+    );
+    let node_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Node".into()),
+        name: Some("worker-1".into()),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Draining".into(),
+        note: Some("draining burst worker".into()),
+        action: "Drain".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &node_ref).await.unwrap();
+    // A repeat becomes a series on the same Event (a merge patch through events.k8s.io).
+    recorder.publish(&event, &node_ref).await.unwrap();
+
+    let out = c.kubectl_ok(&["get", "events", "-A", "-o", "json"]).await;
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{out}");
+    assert_eq!(items[0]["message"], "draining burst worker");
+    assert_eq!(items[0]["involvedObject"]["name"], "worker-1");
+    assert_eq!(items[0]["reportingComponent"], "tidepool");
+    let table = c.kubectl_ok(&["get", "events", "-A"]).await;
+    assert!(
+        table.contains("node/worker-1") && table.contains("Draining"),
+        "{table}"
+    );
+}

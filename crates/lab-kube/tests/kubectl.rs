@@ -297,3 +297,22 @@ async fn kubectl_applies_a_crd_and_then_an_instance_that_keeps_its_finalizer() {
         .unwrap_err();
     assert_eq!(gone.code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_pages_through_a_long_list_with_continue_tokens() {
+    let c = cluster("paging").await;
+    for i in 0..1234 {
+        c.lab
+            .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{i:04}"), "namespace": "default", "labels": {"even": (i % 2 == 0).to_string()}}}))
+            .unwrap();
+    }
+    let names = c
+        .kubectl_ok(&["get", "configmaps", "-o", "name", "--chunk-size=100"])
+        .await;
+    assert_eq!(names.lines().count(), 1234);
+    let even = c
+        .kubectl_ok(&["get", "configmaps", "-o", "name", "-l", "even in (true)"])
+        .await;
+    assert_eq!(even.lines().count(), 617);
+}
