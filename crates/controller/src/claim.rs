@@ -137,11 +137,19 @@ impl ClaimStatus {
     }
 }
 
-/// How a worker is to be removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Removal {
-    /// Skip the drain (the operator forced the destroy).
-    pub force: bool,
+/// What should become of the worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Intent {
+    /// Provision it and keep it running.
+    #[default]
+    Keep,
+    /// Cordon and drain it, then keep it (drained) until told more.
+    Drain,
+    /// Remove it: drain first unless `force`, then delete node and VM.
+    Remove {
+        /// Skip the drain (the operator forced the destroy).
+        force: bool,
+    },
 }
 
 /// A worker claim.
@@ -153,9 +161,9 @@ pub struct Claim {
     pub spec: ClaimSpec,
     /// What has been done.
     pub status: ClaimStatus,
-    /// Removal was requested (the resource has a deletion timestamp, or a
-    /// destroy or expiry asked for it), and how.
-    pub removal: Option<Removal>,
+    /// What should become of the worker (a deletion timestamp on the
+    /// resource means [`Intent::Remove`]).
+    pub intent: Intent,
     /// Whether the cleanup finalizer is still on the record.
     pub finalizer: bool,
 }

@@ -24,7 +24,7 @@ use tidepool_core::conventions::{NodeMetadata, WorkerFacts, node_metadata};
 use tidepool_core::{Phase, Step};
 use tracing::{info, warn};
 
-use crate::claim::{Claim, ClaimStatus, Condition, VmIdentity};
+use crate::claim::{Claim, ClaimStatus, Condition, Intent, VmIdentity};
 use crate::ports::{
     ClaimStore, CloneSpec, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind, VmShape,
 };
@@ -341,7 +341,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// The next step for the claim, or `None` when there is nothing to do.
     fn next_step(&self, claim: &Claim) -> Option<Step> {
         let s = &claim.status;
-        let removing = claim.removal.is_some();
+        let removing = matches!(claim.intent, Intent::Remove { .. });
+        let draining = claim.intent != Intent::Keep;
         let first_missing =
             |steps: &[(Step, Condition)]| steps.iter().find(|(_, c)| !s.has(*c)).map(|(st, _)| *st);
         match s.lifecycle.phase() {
@@ -360,17 +361,16 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 (Step::WaitForNode, Condition::NodeReady),
                 (Step::Label, Condition::Labelled),
             ]),
-            Phase::Ready if removing => Some(if claim.removal.is_some_and(|r| r.force) {
-                Step::DeleteNode
-            } else {
-                Step::Cordon
-            }),
+            Phase::Ready if claim.intent == (Intent::Remove { force: true }) => {
+                Some(Step::DeleteNode)
+            }
+            Phase::Ready if draining => Some(Step::Cordon),
             Phase::Ready | Phase::Terminated => None,
             Phase::Draining => first_missing(&[
                 (Step::Cordon, Condition::Cordoned),
                 (Step::Drain, Condition::Drained),
             ])
-            .or(Some(Step::DeleteNode)),
+            .or(removing.then_some(Step::DeleteNode)),
             Phase::Failed if removing => Some(Step::DeleteNode),
             Phase::Failed => None,
             Phase::Terminating => first_missing(&[
@@ -585,7 +585,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             }
             Step::Drain => {
                 let timeout = pool.scale_down.drain_timeout;
-                let force = claim.removal.is_some_and(|r| r.force);
+                let force = matches!(claim.intent, Intent::Remove { force: true });
                 match self.nodes.drain(name, timeout, force).await {
                     Ok(()) => {}
                     Err(e) if e.kind == ProviderErrorKind::NotFound => {}
@@ -602,7 +602,6 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                     Err(e) => return Err(e),
                 }
                 self.mark(&mut s, Condition::Drained);
-                s.lifecycle = s.lifecycle.advance(Phase::Terminating).map_err(permanent)?;
                 Ok(Outcome::Done(Box::new(s)))
             }
             Step::DeleteNode => {

@@ -13,6 +13,6 @@ pub mod executor;
 pub mod ports;
 pub mod testing;
 
-pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, VmIdentity};
+pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
 pub use executor::{Executor, ExecutorError, Progress};
 pub use ports::{ClaimStore, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tidepool_controller::claim::Removal;
+use tidepool_controller::Intent;
 use tidepool_controller::executor::{KillHook, Moment};
 use tidepool_controller::testing::Fake;
 use tidepool_controller::{
@@ -44,7 +44,7 @@ fn claim(name: &str) -> Claim {
             reason: "crash safety".into(),
         },
         status: ClaimStatus::default(),
-        removal: None,
+        intent: Intent::Keep,
         finalizer: true,
     }
 }
@@ -56,7 +56,7 @@ async fn run(exec: &Exec, name: &str) -> Result<Phase, ExecutorError> {
 
 fn request_removal(fake: &Fake, name: &str, force: bool) {
     let mut w = fake.world();
-    w.claims.get_mut(name).unwrap().removal = Some(Removal { force });
+    w.claims.get_mut(name).unwrap().intent = Intent::Remove { force };
 }
 
 const PROVISION_STEPS: [Step; 8] = [
@@ -285,6 +285,21 @@ async fn a_start_without_capacity_fails_with_the_reason_and_cleanup_removes_the_
     request_removal(&fake, "burst-full1", false);
     assert_eq!(run(&exec, "burst-full1").await.unwrap(), Phase::Terminated);
     assert!(fake.owned("burst-full1").is_empty());
+}
+
+#[tokio::test]
+async fn a_drain_request_cordons_and_drains_but_keeps_the_vm_until_removal() {
+    let fake = Fake::new();
+    fake.put_claim(claim("burst-drain"));
+    let exec = executor(&fake);
+    assert_eq!(run(&exec, "burst-drain").await.unwrap(), Phase::Ready);
+    fake.world().claims.get_mut("burst-drain").unwrap().intent = Intent::Drain;
+    assert_eq!(run(&exec, "burst-drain").await.unwrap(), Phase::Draining);
+    assert!(fake.world().nodes["burst-drain"].cordoned);
+    assert_eq!(fake.owned("burst-drain").len(), 1);
+    request_removal(&fake, "burst-drain", false);
+    assert_eq!(run(&exec, "burst-drain").await.unwrap(), Phase::Terminated);
+    assert!(fake.owned("burst-drain").is_empty());
 }
 
 #[tokio::test]
