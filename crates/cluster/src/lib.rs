@@ -1,0 +1,33 @@
+//! Tidepool's Kubernetes adapter, built on kube-rs.
+//!
+//! - [`claim`]: the `WorkerClaim` custom resource, the durable record of
+//!   each worker, and its generated CRD;
+//! - [`client`]: [`ClusterClient`], with reflector-backed node and pod
+//!   caches ([`cache`]) and node operations (labels, taints, cordon, delete);
+//! - [`drain`]: draining a node through the Eviction API;
+//! - [`claims`]: reading and writing worker claims;
+//! - [`events`]: the Events that form the audit trail;
+//! - [`error`]: the error type and its stable categories.
+//!
+//! The library enables no Kubernetes version feature of `k8s-openapi`; the
+//! binary that links it chooses one.
+
+pub mod cache;
+pub mod claim;
+pub mod claims;
+pub mod client;
+pub mod drain;
+pub mod error;
+pub mod events;
+
+pub use cache::Cache;
+pub use claim::{
+    ClaimCondition, ClaimPhase, ClaimStep, ConditionStatus, ConditionType, FINALIZER, WorkerClaim,
+    WorkerClaimSpec, WorkerClaimStatus,
+};
+pub use client::{
+    ClusterClient, ClusterOptions, Deletion, client_from_kubeconfig, client_in_cluster,
+};
+pub use drain::{DrainError, DrainOptions, DrainReport};
+pub use error::{ClusterError, ErrorCategory};
+pub use events::{EventRecord, EventTarget, EventType};
