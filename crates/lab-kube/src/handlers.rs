@@ -81,6 +81,11 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// Whether the request asks for `dryRun=All`.
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|v| v == "All")
+}
+
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
     // Go's strconv.ParseBool, which the real server uses.
     q.get(k)
@@ -402,7 +407,7 @@ async fn dispatch(
             Some(_) => Err(ApiError::method_not_allowed()),
             None => {
                 let obj = parse_body(&body)?;
-                if truthy(q, "dryRun") || q.get("dryRun").is_some_and(|v| v == "All") {
+                if dry_run(q) {
                     return Ok(json_response(201, &obj));
                 }
                 let created = store.create(&key, &t.namespace, t.to_storage(obj))?;
@@ -423,13 +428,29 @@ async fn dispatch(
                 Some("finalize") => Part::Internal,
                 _ => Part::Main,
             };
-            let updated = store.update(&key, &t.namespace, name, t.to_storage(obj), part)?;
+            let updated = if dry_run(q) {
+                let obj = t.to_storage(obj);
+                store.modify_or_preview(&key, &t.namespace, name, part, true, |o| {
+                    *o = obj;
+                    Ok(())
+                })?
+            } else {
+                store.update(&key, &t.namespace, name, t.to_storage(obj), part)?
+            };
             Ok(json_response(200, &t.out(&updated)))
         }
         (_, "patch") => patch_object(shared, t, q, headers, &body),
         (_, "delete") => {
             let opts = delete_options(q, &body);
-            let deleted = store.delete(&key, &t.namespace, name, &opts)?;
+            let in_body = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|b| b["dryRun"].as_array().map(|a| a.iter().any(|v| v == "All")))
+                .unwrap_or(false);
+            let deleted = if dry_run(q) || in_body {
+                store.get(&key, &t.namespace, name)?
+            } else {
+                store.delete(&key, &t.namespace, name, &opts)?
+            };
             Ok(json_response(200, &t.out(&deleted)))
         }
         (_, "deletecollection") => {
@@ -500,35 +521,44 @@ fn patch_object(
             }
             Err(e) => Err(e),
             Ok(_) => {
-                let updated = shared
-                    .store
-                    .modify(&key, &t.namespace, name, part, |live| {
+                let updated = shared.store.modify_or_preview(
+                    &key,
+                    &t.namespace,
+                    name,
+                    part,
+                    dry_run(q),
+                    |live| {
                         let mut served = t.out(live);
                         patch::apply_merge(&mut served, &applied);
                         *live = t.to_storage(served);
                         Ok(())
-                    })?;
+                    },
+                )?;
                 Ok(json_response(200, &t.out(&updated)))
             }
         };
     }
     let doc = parse_body(body)?;
-    let updated = shared
-        .store
-        .modify(&key, &t.namespace, name, part, |stored| {
-            let mut obj = t.out(stored);
-            match mime {
-                "application/merge-patch+json" => patch::merge_patch(&mut obj, &doc),
-                "application/strategic-merge-patch+json" => {
-                    patch::strategic_merge_patch(&mut obj, &doc);
+    let updated =
+        shared
+            .store
+            .modify_or_preview(&key, &t.namespace, name, part, dry_run(q), |stored| {
+                let mut obj = t.out(stored);
+                match mime {
+                    "application/merge-patch+json" => patch::merge_patch(&mut obj, &doc),
+                    "application/strategic-merge-patch+json" => {
+                        patch::strategic_merge_patch(&mut obj, &doc);
+                    }
+                    "application/json-patch+json" => {
+                        patch::json_patch(&mut obj, &doc).map_err(|e| {
+                            ApiError::invalid(&t.def.kind, name, "patch", &e.to_string())
+                        })?
+                    }
+                    other => return Err(ApiError::unsupported_media_type(other)),
                 }
-                "application/json-patch+json" => patch::json_patch(&mut obj, &doc)
-                    .map_err(|e| ApiError::invalid(&t.def.kind, name, "patch", &e.to_string()))?,
-                other => return Err(ApiError::unsupported_media_type(other)),
-            }
-            *stored = t.to_storage(obj);
-            Ok(())
-        })?;
+                *stored = t.to_storage(obj);
+                Ok(())
+            })?;
     Ok(json_response(200, &t.out(&updated)))
 }
 

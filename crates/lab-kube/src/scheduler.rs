@@ -162,7 +162,10 @@ fn match_expression(expr: &Value, value: Option<&str>) -> bool {
 
 /// Whether a node satisfies the pod's nodeSelector and required node affinity.
 pub fn node_matches(pod: &Value, node: &Value) -> bool {
-    let labels = labels_of(node);
+    node_matches_labels(pod, meta::name(node), &labels_of(node))
+}
+
+fn node_matches_labels(pod: &Value, node_name: &str, labels: &BTreeMap<String, String>) -> bool {
     if let Some(sel) = pod["spec"]["nodeSelector"].as_object()
         && !sel
             .iter()
@@ -189,7 +192,7 @@ pub fn node_matches(pod: &Value, node: &Value) -> bool {
             .into_iter()
             .flatten()
             .all(|e| {
-                let value = (e["key"] == "metadata.name").then(|| meta::name(node));
+                let value = (e["key"] == "metadata.name").then_some(node_name);
                 match_expression(e, value)
             });
         let empty = term["matchExpressions"]
@@ -219,12 +222,22 @@ pub fn usage_by_node(pods: &[Arc<Value>]) -> HashMap<String, BTreeMap<String, i1
 }
 
 /// Why one node cannot take the pod, in the real scheduler's words.
+/// What the scheduler needs of a node, computed once per pass.
+struct NodeInfo<'a> {
+    node: &'a Value,
+    name: &'a str,
+    ready: bool,
+    labels: BTreeMap<String, String>,
+    allocatable: BTreeMap<String, i128>,
+}
+
 fn reject_reason(
     pod: &Value,
-    node: &Value,
+    info: &NodeInfo<'_>,
     used: &BTreeMap<String, i128>,
     wants: &BTreeMap<String, i128>,
 ) -> Option<String> {
+    let node = info.node;
     if node["spec"]["unschedulable"].as_bool() == Some(true)
         && !pod["spec"]["tolerations"].as_array().is_some_and(|ts| {
             ts.iter().any(|t| {
@@ -237,7 +250,7 @@ fn reject_reason(
     {
         return Some("node(s) were unschedulable".into());
     }
-    if !node_matches(pod, node) {
+    if !node_matches_labels(pod, info.name, &info.labels) {
         return Some("node(s) didn't match Pod's node affinity/selector".into());
     }
     if let Some(taint) = untolerated_taint(pod, node) {
@@ -247,7 +260,7 @@ fn reject_reason(
             taint["value"].as_str().unwrap_or_default()
         ));
     }
-    let allocatable = node_allocatable(node);
+    let allocatable = &info.allocatable;
     for (resource, want) in wants {
         if *want == 0 {
             continue;
@@ -294,17 +307,28 @@ pub fn reconcile(store: &Store) {
         return;
     }
     let (all_nodes, _) = store.list(&nodes(), "");
+    let infos: Vec<NodeInfo<'_>> = all_nodes
+        .iter()
+        .map(|n| NodeInfo {
+            node: n,
+            name: meta::name(n),
+            ready: meta::condition_true(n, "Ready"),
+            labels: labels_of(n),
+            allocatable: node_allocatable(n),
+        })
+        .collect();
     let mut used = usage_by_node(&all_pods);
     let now = meta::format_time(store.clock().now());
     for pod in pending {
         let wants = pod_requests(pod);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut chosen: Option<&Arc<Value>> = None;
+        let mut chosen: Option<&Value> = None;
         let mut best_free = i128::MIN;
-        for node in &all_nodes {
-            let empty = BTreeMap::new();
-            let node_used = used.get(meta::name(node)).unwrap_or(&empty);
-            if !meta::condition_true(node, "Ready") {
+        let empty = BTreeMap::new();
+        for info in &infos {
+            let node = info.node;
+            let node_used = used.get(info.name).unwrap_or(&empty);
+            if !info.ready {
                 // The lifecycle controller's not-ready taint explains it;
                 // without one, report it the same way.
                 let reason = untolerated_taint(pod, node)
@@ -320,12 +344,11 @@ pub fn reconcile(store: &Store) {
                 *reasons.entry(reason).or_default() += 1;
                 continue;
             }
-            match reject_reason(pod, node, node_used, &wants) {
+            match reject_reason(pod, info, node_used, &wants) {
                 Some(reason) => *reasons.entry(reason).or_default() += 1,
                 None => {
                     // Least allocated: prefer the node with most free cpu.
-                    let alloc = node_allocatable(node);
-                    let free = alloc.get("cpu").copied().unwrap_or(0)
+                    let free = info.allocatable.get("cpu").copied().unwrap_or(0)
                         - node_used.get("cpu").copied().unwrap_or(0);
                     if free > best_free {
                         best_free = free;

@@ -105,6 +105,15 @@ impl Default for StoreConfig {
 
 type ObjKey = (String, String);
 
+/// How a read-modify-write commits.
+#[derive(Clone, Copy, Debug)]
+struct WriteMode {
+    /// The resourceVersion the stored object must have.
+    precondition: Option<u64>,
+    /// Compute the result without storing it.
+    dry_run: bool,
+}
+
 /// What a watch starts from: events to replay, a receiver for later ones,
 /// and the resourceVersion at subscription time.
 pub type Subscription = (
@@ -470,7 +479,11 @@ impl Store {
             0 => None,
             rv => Some(rv),
         };
-        self.modify_inner(key, namespace, name, part, precondition, |current| {
+        let how = WriteMode {
+            precondition,
+            dry_run: false,
+        };
+        self.modify_inner(key, namespace, name, part, how, |current| {
             *current = obj;
             Ok(())
         })
@@ -490,7 +503,28 @@ impl Store {
         part: Part,
         change: impl FnOnce(&mut Value) -> Result<(), ApiError>,
     ) -> Result<Arc<Value>, ApiError> {
-        self.modify_inner(key, namespace, name, part, None, |current| {
+        self.modify_or_preview(key, namespace, name, part, false, change)
+    }
+
+    /// Like [`Store::modify`], but with `dry_run` only computes the result
+    /// (`?dryRun=All`).
+    ///
+    /// # Errors
+    /// As [`Store::modify`].
+    pub fn modify_or_preview(
+        &self,
+        key: &ResKey,
+        namespace: &str,
+        name: &str,
+        part: Part,
+        dry_run: bool,
+        change: impl FnOnce(&mut Value) -> Result<(), ApiError>,
+    ) -> Result<Arc<Value>, ApiError> {
+        let how = WriteMode {
+            precondition: None,
+            dry_run,
+        };
+        self.modify_inner(key, namespace, name, part, how, |current| {
             let before = meta::resource_version(current);
             change(current)?;
             let after = meta::resource_version(current);
@@ -514,9 +548,13 @@ impl Store {
         namespace: &str,
         name: &str,
         part: Part,
-        precondition: Option<u64>,
+        how: WriteMode,
         change: impl FnOnce(&mut Value) -> Result<(), ApiError>,
     ) -> Result<Arc<Value>, ApiError> {
+        let WriteMode {
+            precondition,
+            dry_run,
+        } = how;
         let mut st = self.lock();
         let def = Self::def(&st, key)?;
         let okey = obj_key(&def, namespace, name);
@@ -594,6 +632,9 @@ impl Store {
         }
         if same_but_version(&merged, &old) {
             return Ok(old);
+        }
+        if dry_run {
+            return Ok(Arc::new(merged));
         }
         if def.plural == "customresourcedefinitions" && def.group == "apiextensions.k8s.io" {
             let crd_def = def_from_crd(&merged)
@@ -835,6 +876,24 @@ fn apply_create_defaults(def: &ResourceDef, obj: &mut Value, now: &str) {
             if obj["status"]["phase"].is_null() {
                 obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
             }
+            // The DefaultTolerationSeconds admission plugin.
+            let mut tolerations = obj["spec"]["tolerations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
+                let taint = json!({"key": key, "effect": "NoExecute"});
+                if !tolerations
+                    .iter()
+                    .any(|t| crate::scheduler::tolerates(t, &taint))
+                {
+                    tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                }
+            }
+            obj["spec"]["tolerations"] = json!(tolerations);
         }
         ("", "namespaces") => {
             let name = meta::name(obj).to_owned();

@@ -236,3 +236,48 @@ async fn an_injected_fault_answers_with_a_status_of_its_code() {
     let again = c.kubectl_ok(&["get", "nodes", "-o", "json"]).await;
     assert!(again.contains("\"items\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_on_an_unreachable_node_is_evicted_after_its_toleration_and_replaced_elsewhere() {
+    let c = cluster("no-execute").await;
+    c.lab.register_node(&node("worker-1")).unwrap();
+    c.lab
+        .create(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "svc", "namespace": "default"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "svc"}},
+                "template": {"metadata": {"labels": {"app": "svc"}}, "spec": {
+                    "containers": [{"name": "c", "image": "svc"}],
+                    "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                     "effect": "NoExecute", "tolerationSeconds": 5}]}}}}))
+        .unwrap();
+    eventually(10, "the pod runs on worker-1", || {
+        running(&pods_on(&c.lab, "worker-1", "app=svc")) == 1
+    })
+    .await;
+    let first = c.lab.list("v1", "Pod", "default", "app=svc").unwrap()[0].clone();
+    let defaults = first["spec"]["tolerations"].as_array().unwrap();
+    assert!(
+        defaults
+            .iter()
+            .any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["tolerationSeconds"] == 300),
+        "the DefaultTolerationSeconds admission adds a not-ready toleration: {defaults:?}"
+    );
+    c.lab.register_node(&node("worker-2")).unwrap();
+    c.lab.set_node_ready("worker-1", false).unwrap();
+    eventually(20, "a replacement runs on worker-2", || {
+        running(&pods_on(&c.lab, "worker-2", "app=svc")) == 1
+    })
+    .await;
+    let old = c
+        .lab
+        .get(
+            "v1",
+            "Pod",
+            "default",
+            first["metadata"]["name"].as_str().unwrap(),
+        )
+        .unwrap();
+    assert!(
+        old["metadata"]["deletionTimestamp"].is_string(),
+        "the old pod stays Terminating on the dead node"
+    );
+}

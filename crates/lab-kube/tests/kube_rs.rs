@@ -180,3 +180,61 @@ async fn events_recorded_through_events_v1_show_in_kubectl_get_events() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_selected_watch_reports_an_object_leaving_the_selection_as_deleted() {
+    use kube::api::{WatchEvent, WatchParams};
+    let c = cluster("kube-rs-selector").await;
+    let client = client(&c).await;
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "default");
+    let rv = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = maps
+        .watch(
+            &WatchParams::default().labels("team=infra").timeout(10),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    c.lab
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "default", "labels": {"team": "apps"}}}))
+        .unwrap();
+    for labels in [
+        json!({"team": "infra"}),
+        json!({"team": "infra", "x": "1"}),
+        json!({"team": "apps"}),
+    ] {
+        c.lab
+            .merge_patch(
+                "v1",
+                "ConfigMap",
+                "default",
+                "a",
+                &json!({"metadata": {"labels": labels}}),
+            )
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Some(WatchEvent::Added(_)) => seen.push("ADDED"),
+            Some(WatchEvent::Modified(_)) => seen.push("MODIFIED"),
+            Some(WatchEvent::Deleted(_)) => seen.push("DELETED"),
+            Some(WatchEvent::Bookmark(_)) => {}
+            Some(WatchEvent::Error(e)) => panic!("watch error {e:?}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec!["ADDED", "MODIFIED", "DELETED"]);
+}

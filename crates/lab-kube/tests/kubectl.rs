@@ -316,3 +316,20 @@ async fn kubectl_pages_through_a_long_list_with_continue_tokens() {
         .await;
     assert_eq!(even.lines().count(), 617);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_dry_run_changes_nothing() {
+    let c = cluster("dry-run").await;
+    c.lab.register_node(&node("worker-1")).unwrap();
+    let out = c
+        .kubectl_ok(&["cordon", "worker-1", "--dry-run=server"])
+        .await;
+    assert!(out.contains("cordoned (server dry run)"), "{out}");
+    assert_ne!(
+        c.lab.get("v1", "Node", "", "worker-1").unwrap()["spec"]["unschedulable"],
+        true
+    );
+    c.kubectl_ok(&["delete", "node", "worker-1", "--dry-run=server"])
+        .await;
+    assert!(c.lab.get("v1", "Node", "", "worker-1").is_ok());
+}

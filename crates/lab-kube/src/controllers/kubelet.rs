@@ -95,6 +95,45 @@ fn set_readiness(pod: &mut Value, ready: bool, now: &str) {
     }
 }
 
+/// The taint manager's decision for one pod: `None` when every NoExecute
+/// taint of the node is tolerated indefinitely, otherwise how long until the
+/// pod must go (zero: now). A toleration's `tolerationSeconds` counts from
+/// the taint's `timeAdded`.
+pub fn no_execute_deadline(pod: &Value, node: &Value, now: SystemTime) -> Option<Duration> {
+    let tolerations = pod["spec"]["tolerations"].as_array();
+    let mut soonest: Option<Duration> = None;
+    for taint in node["spec"]["taints"].as_array().into_iter().flatten() {
+        if taint["effect"] != "NoExecute" {
+            continue;
+        }
+        let matching: Vec<&Value> = tolerations
+            .into_iter()
+            .flatten()
+            .filter(|t| crate::scheduler::tolerates(t, taint))
+            .collect();
+        let left = if matching.is_empty() {
+            Duration::ZERO
+        } else if matching.iter().any(|t| t["tolerationSeconds"].is_null()) {
+            continue;
+        } else {
+            let secs = matching
+                .iter()
+                .filter_map(|t| t["tolerationSeconds"].as_i64())
+                .min()
+                .unwrap_or(0)
+                .max(0);
+            let added = taint["timeAdded"]
+                .as_str()
+                .and_then(meta::parse_time)
+                .unwrap_or(now);
+            let deadline = added + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+            deadline.duration_since(now).unwrap_or(Duration::ZERO)
+        };
+        soonest = Some(soonest.map_or(left, |s| s.min(left)));
+    }
+    soonest
+}
+
 impl Kubelets {
     /// One pass over all bound pods. Returns how long (simulated) until a
     /// pending start or termination is due, if any.
@@ -159,6 +198,14 @@ impl Kubelets {
                     }
                 }
                 continue;
+            }
+            if let Some(evict_in) = no_execute_deadline(pod, node, now_t) {
+                if evict_in.is_zero() {
+                    // The taint manager deletes the pod; its controller replaces it.
+                    let _ = store.delete(&pods(), ns, name, &DeleteOptions::default());
+                    continue;
+                }
+                due(evict_in);
             }
             let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
             match phase {

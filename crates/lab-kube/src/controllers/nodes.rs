@@ -200,56 +200,72 @@ const LIFECYCLE_TAINTS: [&str; 3] = [
     "node.kubernetes.io/unschedulable",
 ];
 
-/// The node lifecycle controller: keeps the NoSchedule taints that mirror
-/// readiness and cordoning in step with the node.
+fn is_lifecycle(taint: &Value) -> bool {
+    taint["key"]
+        .as_str()
+        .is_some_and(|k| LIFECYCLE_TAINTS.contains(&k))
+}
+
+/// The node lifecycle controller: keeps the taints that mirror readiness
+/// (`not-ready` / `unreachable`, NoSchedule and NoExecute) and cordoning
+/// (`unschedulable`, NoSchedule) in step with the node.
 pub fn reconcile(store: &Store) {
     let (all, _) = store.list(&nodes(), "");
     for node in all {
         let ready = meta::condition(&node, "Ready")
             .and_then(|c| c["status"].as_str())
             .unwrap_or("Unknown");
-        let mut wanted: Vec<&str> = Vec::new();
+        let mut wanted: Vec<(&str, &str)> = Vec::new();
         match ready {
             "True" => {}
-            "False" => wanted.push(LIFECYCLE_TAINTS[0]),
-            _ => wanted.push(LIFECYCLE_TAINTS[1]),
+            "False" => {
+                wanted.push((LIFECYCLE_TAINTS[0], "NoSchedule"));
+                wanted.push((LIFECYCLE_TAINTS[0], "NoExecute"));
+            }
+            _ => {
+                wanted.push((LIFECYCLE_TAINTS[1], "NoSchedule"));
+                wanted.push((LIFECYCLE_TAINTS[1], "NoExecute"));
+            }
         }
         if node["spec"]["unschedulable"].as_bool() == Some(true) {
-            wanted.push(LIFECYCLE_TAINTS[2]);
+            wanted.push((LIFECYCLE_TAINTS[2], "NoSchedule"));
         }
-        let current: Vec<&str> = node["spec"]["taints"]
+        let mut current: Vec<(&str, &str)> = node["spec"]["taints"]
             .as_array()
             .map(|ts| {
                 ts.iter()
-                    .filter(|t| t["effect"] == "NoSchedule")
-                    .filter_map(|t| t["key"].as_str())
-                    .filter(|k| LIFECYCLE_TAINTS.contains(k))
+                    .filter(|t| is_lifecycle(t))
+                    .map(|t| {
+                        (
+                            t["key"].as_str().unwrap_or_default(),
+                            t["effect"].as_str().unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        let mut a = wanted.clone();
-        let mut b = current.clone();
-        a.sort_unstable();
-        b.sort_unstable();
-        if a == b {
+        let mut sorted = wanted.clone();
+        sorted.sort_unstable();
+        current.sort_unstable();
+        if sorted == current {
             continue;
         }
         let now = meta::format_time(store.clock().now());
         let _ = store.modify(&nodes(), "", meta::name(&node), Part::Internal, |n| {
-            let mut taints: Vec<Value> = n["spec"]["taints"]
-                .as_array()
+            let existing: Vec<Value> = n["spec"]["taints"].as_array().cloned().unwrap_or_default();
+            let mut taints: Vec<Value> = existing
+                .iter()
+                .filter(|t| !is_lifecycle(t))
                 .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|t| {
-                    !(t["effect"] == "NoSchedule"
-                        && t["key"]
-                            .as_str()
-                            .is_some_and(|k| LIFECYCLE_TAINTS.contains(&k)))
-                })
                 .collect();
-            for key in &wanted {
-                taints.push(json!({"key": key, "effect": "NoSchedule", "timeAdded": now}));
+            for (key, effect) in &wanted {
+                let kept = existing
+                    .iter()
+                    .find(|t| t["key"] == *key && t["effect"] == *effect)
+                    .cloned();
+                taints.push(
+                    kept.unwrap_or_else(|| json!({"key": key, "effect": effect, "timeAdded": now})),
+                );
             }
             if taints.is_empty() {
                 if let Some(spec) = n["spec"].as_object_mut() {
