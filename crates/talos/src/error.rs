@@ -161,6 +161,11 @@ impl TalosError {
     /// `ApplyConfiguration`, `InvalidArgument` and Talos' `Unknown`
     /// "failed to parse config" mean the configuration was refused.
     pub(crate) fn from_status(endpoint: &str, method: &str, status: &tonic::Status) -> Self {
+        // A status with a source was made on this side from a failed
+        // connection, not sent by the node.
+        if let Some(cause) = std::error::Error::source(status) {
+            return crate::tls::classify_transport_error(endpoint, cause);
+        }
         let message = status.message().to_owned();
         let method_s = method.to_owned();
         match status.code() {

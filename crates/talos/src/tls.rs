@@ -330,12 +330,17 @@ pub(crate) async fn connect(
             actual,
         });
     }
-    Err(classify_connect_error(&endpoint_name, &error))
+    Err(classify_transport_error(&endpoint_name, &error))
 }
 
-/// Turns a failed connect into [`TalosError::NotReady`] (refused, reset,
-/// unreachable), [`TalosError::Timeout`] or [`TalosError::Tls`].
-fn classify_connect_error(endpoint: &str, error: &tonic::transport::Error) -> TalosError {
+/// Turns a failed connection (at connect or under a call) into
+/// [`TalosError::NotReady`] (refused, reset, unreachable),
+/// [`TalosError::Timeout`] or [`TalosError::Tls`] (a TLS alert, e.g. the
+/// server requiring a client certificate).
+pub(crate) fn classify_transport_error(
+    endpoint: &str,
+    error: &(dyn std::error::Error + 'static),
+) -> TalosError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut chain = Vec::new();
     while let Some(e) = source {
@@ -384,9 +389,22 @@ fn classify_connect_error(endpoint: &str, error: &tonic::transport::Error) -> Ta
         }
         source = e.source();
     }
+    let message = chain.join(": ");
+    // h2 keeps only the kind and text of an I/O error, so a TLS alert that
+    // arrives under an open HTTP/2 connection is recognised by its text.
+    let lower = message.to_lowercase();
+    if ["alert", "certificate", "handshake"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        return TalosError::Tls {
+            endpoint: endpoint.to_owned(),
+            message,
+        };
+    }
     TalosError::NotReady {
         endpoint: endpoint.to_owned(),
-        message: chain.join(": "),
+        message,
     }
 }
 
