@@ -171,6 +171,21 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         &self.hv
     }
 
+    /// The cluster's nodes.
+    pub fn nodes(&self) -> &N {
+        &self.nodes
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The current time from the injected clock.
+    pub fn now(&self) -> Timestamp {
+        (self.now)()
+    }
+
     fn checkpoint(&self, step: Step, moment: Moment) -> Result<(), ExecutorError> {
         match &self.kill {
             Some(hook) if !hook(step, moment) => Err(ExecutorError::Killed { step, moment }),

@@ -168,8 +168,27 @@ pub trait Joiner: Send + Sync {
     ) -> impl Future<Output = ProviderResult<()>> + Send;
 }
 
+/// What the service layer shows about a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Whether the Ready condition is True.
+    pub ready: bool,
+    /// Whether it is cordoned.
+    pub unschedulable: bool,
+    /// Pods on it other than DaemonSet and mirror pods.
+    pub workload_pods: usize,
+}
+
 /// The cluster's nodes.
 pub trait Nodes: Send + Sync {
+    /// Every node.
+    fn list(&self) -> impl Future<Output = ProviderResult<Vec<NodeView>>> + Send;
+    /// Marks the node schedulable again (idempotent).
+    fn uncordon(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
     /// `None` when no node of that name is registered, else whether it is Ready.
     fn node_ready(&self, name: &str) -> impl Future<Output = ProviderResult<Option<bool>>> + Send;
     /// Makes the node carry at least these labels, annotations and taints.
@@ -195,6 +214,12 @@ pub trait Nodes: Send + Sync {
 
 /// The durable claim records.
 pub trait ClaimStore: Send + Sync {
+    /// Every claim.
+    fn list(&self) -> impl Future<Output = ProviderResult<Vec<Claim>>> + Send;
+    /// Creates a claim (with its finalizer). `Conflict` if the name exists.
+    fn create(&self, claim: &Claim) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Replaces the claim's spec and intent (not its status).
+    fn update(&self, claim: &Claim) -> impl Future<Output = ProviderResult<()>> + Send;
     /// The claim, if it exists.
     fn get(&self, name: &str) -> impl Future<Output = ProviderResult<Option<Claim>>> + Send;
     /// Replaces the claim's status.

@@ -122,6 +122,22 @@ impl Fake {
         );
     }
 
+    /// Adds a node that Tidepool did not create.
+    pub fn add_foreign_node(&self, name: &str, labels: &[(&str, &str)]) {
+        self.world().nodes.insert(
+            name.to_owned(),
+            FakeNode {
+                ready: true,
+                cordoned: false,
+                pods: 3,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            },
+        );
+    }
+
     /// Stores a claim.
     pub fn put_claim(&self, claim: Claim) {
         self.world().claims.insert(claim.name.clone(), claim);
@@ -278,6 +294,33 @@ impl Joiner for Fake {
 }
 
 impl Nodes for Fake {
+    async fn list(&self) -> ProviderResult<Vec<crate::ports::NodeView>> {
+        self.take("list_nodes")?;
+        Ok(self
+            .world()
+            .nodes
+            .iter()
+            .map(|(name, n)| crate::ports::NodeView {
+                name: name.clone(),
+                labels: n.labels.clone(),
+                ready: n.ready,
+                unschedulable: n.cordoned,
+                workload_pods: n.pods,
+            })
+            .collect())
+    }
+
+    async fn uncordon(&self, name: &str) -> ProviderResult<()> {
+        self.take("uncordon")?;
+        let mut w = self.world();
+        let node = w
+            .nodes
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("node {name}")))?;
+        node.cordoned = false;
+        Ok(())
+    }
+
     async fn node_ready(&self, name: &str) -> ProviderResult<Option<bool>> {
         self.take("node_ready")?;
         Ok(self.world().nodes.get(name).map(|n| n.ready))
@@ -329,6 +372,36 @@ impl Nodes for Fake {
 }
 
 impl ClaimStore for Fake {
+    async fn list(&self) -> ProviderResult<Vec<Claim>> {
+        self.take("list_claims")?;
+        Ok(self.world().claims.values().cloned().collect())
+    }
+
+    async fn create(&self, claim: &Claim) -> ProviderResult<()> {
+        self.take("create_claim")?;
+        let mut w = self.world();
+        if w.claims.contains_key(&claim.name) {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                format!("claim {} already exists", claim.name),
+            ));
+        }
+        w.claims.insert(claim.name.clone(), claim.clone());
+        Ok(())
+    }
+
+    async fn update(&self, claim: &Claim) -> ProviderResult<()> {
+        self.take("update_claim")?;
+        let mut w = self.world();
+        let stored = w
+            .claims
+            .get_mut(&claim.name)
+            .ok_or_else(|| not_found(format!("claim {}", claim.name)))?;
+        stored.spec = claim.spec.clone();
+        stored.intent = claim.intent;
+        Ok(())
+    }
+
     async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
         self.take("get_claim")?;
         Ok(self.world().claims.get(name).cloned())

@@ -1,0 +1,606 @@
+//! The service layer: the operations an operator or an agent performs on
+//! workers — list, show, provision, drain, destroy, extend TTL, cordon,
+//! uncordon. The CLI, the MCP server and the HTTP API all call these, so the
+//! validation and safety rules of spec §8 live here once.
+//!
+//! Mutating operations only change the durable claim (its intent, TTL); the
+//! executor carries them out. Every mutating call writes an audit record
+//! (who, what, target, result) to the `tidepool::audit` log target.
+
+use std::collections::BTreeSet;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tidepool_core::config::Pool;
+use tidepool_core::conventions::{WORKER_SUFFIX_LEN, worker_name};
+use tidepool_core::pool::{PoolUsage, WorkerType};
+use tidepool_core::safety::{
+    self, DestroyTarget, Refusal, RequestError, check_bounds, check_destroy, did_you_mean,
+};
+use tidepool_core::ttl::{Ttl, TtlError};
+use tidepool_core::{Phase, PoolKind};
+use tracing::info;
+
+use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
+use crate::executor::Executor;
+use crate::ports::{
+    ClaimStore, Hypervisor, Joiner, NodeView, Nodes, ProviderError, ProviderErrorKind,
+};
+
+/// Why an operation was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is invalid; every problem is listed.
+    #[error("invalid request: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<RequestError>),
+    /// A safety rule refused it.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// No such worker.
+    #[error("no worker named `{0}`")]
+    NotFound(String),
+    /// The TTL change is not allowed.
+    #[error(transparent)]
+    Ttl(#[from] TtlError),
+    /// A provider or the claim store failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+impl ServiceError {
+    /// A stable category for exit codes, metrics and tool errors.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) | Self::Ttl(_) => "invalid",
+            Self::Refused(_) => "refused",
+            Self::NotFound(_) => "not-found",
+            Self::Provider(_) => "failed",
+        }
+    }
+}
+
+/// A request for new workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvisionRequest {
+    /// Pool name.
+    pub pool: String,
+    /// Size name; the pool's first size when omitted.
+    pub size: Option<String>,
+    /// How many (1–10).
+    pub count: u32,
+    /// TTL (1–168 h); the pool's default when omitted.
+    pub ttl: Option<Duration>,
+    /// Who asks.
+    pub requested_by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Which workers to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerFilter {
+    /// Only this worker type.
+    pub worker_type: Option<WorkerType>,
+    /// Only this pool.
+    pub pool: Option<String>,
+}
+
+/// One worker as shown to operators and agents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerView {
+    /// Worker (claim and node) name.
+    pub name: String,
+    /// Whether Tidepool created it.
+    pub managed: bool,
+    /// Pool name, from the claim or the node's pool label.
+    pub pool: Option<String>,
+    /// Pool kind, for managed workers.
+    pub kind: Option<PoolKind>,
+    /// `permanent`, `temporary`, `preemptible`, or `unknown`.
+    pub worker_type: String,
+    /// Size name.
+    pub size: Option<String>,
+    /// Lifecycle phase, or `Unmanaged`.
+    pub phase: String,
+    /// The failure, for failed workers.
+    pub failure: Option<String>,
+    /// Node readiness, if the node exists.
+    pub node_ready: Option<bool>,
+    /// Whether the node is cordoned.
+    pub cordoned: bool,
+    /// Pods other than DaemonSet pods on the node.
+    pub workload_pods: usize,
+    /// VMID.
+    pub vmid: Option<u32>,
+    /// Proxmox host.
+    pub host: Option<String>,
+    /// Guest address.
+    pub ip: Option<String>,
+    /// When it expires, if it has a TTL.
+    pub expires_at: Option<Timestamp>,
+    /// Who asked for it.
+    pub requested_by: Option<String>,
+    /// The last error recorded.
+    pub last_error: Option<String>,
+}
+
+/// The service over an executor's ports.
+pub struct Service<H, J, N, S> {
+    exec: Arc<Executor<H, J, N, S>>,
+    names: NameGen,
+}
+
+/// Generates the random suffix of worker names.
+#[derive(Debug)]
+struct NameGen {
+    seed: RandomState,
+    counter: AtomicU64,
+}
+
+impl NameGen {
+    fn suffix(&self) -> String {
+        let mut h = self.seed.build_hasher();
+        h.write_u64(self.counter.fetch_add(1, Ordering::Relaxed));
+        let mut x = h.finish();
+        let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
+        (0..WORKER_SUFFIX_LEN)
+            .map(|_| {
+                let c = alphabet[(x % alphabet.len() as u64) as usize];
+                x /= alphabet.len() as u64;
+                char::from(c)
+            })
+            .collect()
+    }
+}
+
+fn audit(actor: &str, op: &str, target: &str, result: &Result<impl std::fmt::Debug, ServiceError>) {
+    match result {
+        Ok(_) => info!(target: "tidepool::audit", actor, op, target, result = "ok", "audit"),
+        Err(e) => info!(
+            target: "tidepool::audit",
+            actor,
+            op,
+            target,
+            result = e.category(),
+            error = %e,
+            "audit"
+        ),
+    }
+}
+
+impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
+    /// A service over `exec`.
+    pub fn new(exec: Arc<Executor<H, J, N, S>>) -> Self {
+        Self {
+            exec,
+            names: NameGen {
+                seed: RandomState::new(),
+                counter: AtomicU64::new(0),
+            },
+        }
+    }
+
+    /// The executor.
+    pub fn executor(&self) -> &Arc<Executor<H, J, N, S>> {
+        &self.exec
+    }
+
+    fn pool(&self, name: &str) -> Result<&Pool, RequestError> {
+        let cfg = self.exec.config();
+        cfg.pool(name).ok_or_else(|| RequestError::UnknownPool {
+            name: name.to_owned(),
+            hint: did_you_mean(name, cfg.pools.iter().map(|p| p.name.as_str())),
+        })
+    }
+
+    /// Validates a request and creates its claims; returns their names.
+    ///
+    /// # Errors
+    /// [`ServiceError::Invalid`] listing every problem (count, TTL, pool,
+    /// size, limits), or a store failure.
+    pub async fn provision(&self, req: &ProvisionRequest) -> Result<Vec<String>, ServiceError> {
+        let result = self.provision_inner(req).await;
+        audit(&req.requested_by, "provision", &req.pool, &result);
+        result
+    }
+
+    async fn provision_inner(&self, req: &ProvisionRequest) -> Result<Vec<String>, ServiceError> {
+        let mut errors = check_bounds(req.count, req.ttl).err().unwrap_or_default();
+        let cfg = self.exec.config().clone();
+        let pool = match self.pool(&req.pool) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        let size_name = req
+            .size
+            .clone()
+            .or_else(|| pool.and_then(|p| p.sizes.first().cloned()));
+        let size = match &size_name {
+            Some(name) => match cfg.size(name) {
+                Some(s) => Some(s),
+                None => {
+                    errors.push(RequestError::UnknownSize {
+                        name: name.clone(),
+                        hint: did_you_mean(name, cfg.sizes.keys().map(String::as_str)),
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(pool), Some(name)) = (pool, &size_name)
+            && size.is_some()
+            && !pool.sizes.contains(name)
+        {
+            errors.push(RequestError::SizeNotInPool {
+                pool: pool.name.clone(),
+                size: name.clone(),
+                offered: pool.sizes.join(", "),
+            });
+        }
+        if let Some(pool) = pool
+            && pool.kind == PoolKind::Permanent
+            && req.ttl.is_some()
+        {
+            errors.push(RequestError::TtlOnPermanent(pool.name.clone()));
+        }
+        if let (Some(pool), Some(size)) = (pool, size)
+            && errors.is_empty()
+        {
+            let usage = self.usage(pool).await?;
+            if let Err(source) = pool.limits.check_add(usage, &size.size, req.count) {
+                errors.push(RequestError::Limit {
+                    pool: pool.name.clone(),
+                    source,
+                });
+            }
+        }
+        let (Some(pool), Some(size_name), true) = (pool, size_name, errors.is_empty()) else {
+            return Err(ServiceError::Invalid(errors));
+        };
+        let ttl = req.ttl.or(pool.ttl);
+        let mut names = Vec::new();
+        for _ in 0..req.count {
+            let name = worker_name(&pool.name, &self.names.suffix());
+            let claim = Claim {
+                name: name.clone(),
+                spec: ClaimSpec {
+                    pool: pool.name.clone(),
+                    size: size_name.clone(),
+                    ttl,
+                    requested_by: req.requested_by.clone(),
+                    reason: req.reason.clone(),
+                },
+                status: ClaimStatus::default(),
+                intent: Intent::Keep,
+                finalizer: true,
+            };
+            self.exec.store().create(&claim).await?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// What a pool uses now, counting claims still on their way.
+    async fn usage(&self, pool: &Pool) -> Result<PoolUsage, ServiceError> {
+        let cfg = self.exec.config();
+        let mut usage = PoolUsage::default();
+        for c in self.exec.store().list().await? {
+            if c.spec.pool != pool.name
+                || !c.status.lifecycle.phase().counts_toward_pool()
+                || c.intent != Intent::Keep
+            {
+                continue;
+            }
+            if let Some(size) = cfg.size(&c.spec.size) {
+                usage.nodes += 1;
+                usage.cpu_cores += u64::from(size.size.vcpu);
+                usage.memory_mib += size.size.memory_mib;
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Every worker: managed claims and the cluster's other nodes.
+    ///
+    /// # Errors
+    /// Store or cluster failures.
+    pub async fn list_workers(
+        &self,
+        filter: &WorkerFilter,
+    ) -> Result<Vec<WorkerView>, ServiceError> {
+        let claims = self.exec.store().list().await?;
+        let nodes = self.exec.nodes().list().await?;
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for c in &claims {
+            if c.status.lifecycle.phase() == Phase::Terminated {
+                continue;
+            }
+            seen.insert(c.name.clone());
+            out.push(self.claim_view(c, nodes.iter().find(|n| n.name == c.name)));
+        }
+        let keys = &self.exec.config().labels;
+        for n in nodes.iter().filter(|n| !seen.contains(&n.name)) {
+            out.push(WorkerView {
+                name: n.name.clone(),
+                managed: false,
+                pool: n.labels.get(&keys.pool).cloned(),
+                kind: None,
+                worker_type: n
+                    .labels
+                    .get(&keys.worker_type)
+                    .cloned()
+                    .unwrap_or_else(|| "unknown".into()),
+                size: n.labels.get(&keys.size).cloned(),
+                phase: "Unmanaged".into(),
+                failure: None,
+                node_ready: Some(n.ready),
+                cordoned: n.unschedulable,
+                workload_pods: n.workload_pods,
+                vmid: None,
+                host: None,
+                ip: None,
+                expires_at: None,
+                requested_by: None,
+                last_error: None,
+            });
+        }
+        out.retain(|w| {
+            filter
+                .worker_type
+                .is_none_or(|t| w.worker_type == t.as_str())
+                && filter
+                    .pool
+                    .as_ref()
+                    .is_none_or(|p| w.pool.as_ref() == Some(p))
+        });
+        out.sort_by(|a, b| {
+            (a.pool.as_deref(), a.name.as_str()).cmp(&(b.pool.as_deref(), b.name.as_str()))
+        });
+        Ok(out)
+    }
+
+    fn claim_view(&self, c: &Claim, node: Option<&NodeView>) -> WorkerView {
+        let kind = self.exec.config().pool(&c.spec.pool).map(|p| p.kind);
+        let failure = match &c.status.lifecycle {
+            tidepool_core::Lifecycle::Failed { step, reason } => Some(format!("{step}: {reason}")),
+            _ => None,
+        };
+        WorkerView {
+            name: c.name.clone(),
+            managed: true,
+            pool: Some(c.spec.pool.clone()),
+            kind,
+            worker_type: kind
+                .map_or("unknown", |k| k.worker_type().as_str())
+                .to_owned(),
+            size: Some(c.spec.size.clone()),
+            phase: c.status.lifecycle.phase().to_string(),
+            failure,
+            node_ready: node.map(|n| n.ready),
+            cordoned: node.is_some_and(|n| n.unschedulable),
+            workload_pods: node.map_or(0, |n| n.workload_pods),
+            vmid: c.status.vm.as_ref().map(|v| v.vmid).or(c.status.vmid),
+            host: c
+                .status
+                .vm
+                .as_ref()
+                .map(|v| v.node.clone())
+                .or_else(|| c.status.host.clone()),
+            ip: c.status.ip.map(|ip| ip.to_string()),
+            expires_at: c.status.expires_at,
+            requested_by: Some(c.spec.requested_by.clone()),
+            last_error: c.status.last_error.clone(),
+        }
+    }
+
+    /// One worker by name.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] when neither a claim nor a node has that name.
+    pub async fn get_worker(&self, id: &str) -> Result<WorkerView, ServiceError> {
+        self.list_workers(&WorkerFilter::default())
+            .await?
+            .into_iter()
+            .find(|w| w.name == id)
+            .ok_or_else(|| ServiceError::NotFound(id.to_owned()))
+    }
+
+    /// The claim behind a worker, after the rules that apply to every
+    /// disruptive operation: not protected, managed, not permanent.
+    async fn managed_claim(
+        &self,
+        id: &str,
+        force_drain_rule: bool,
+    ) -> Result<(Claim, Option<NodeView>), ServiceError> {
+        let claim = self.exec.store().get(id).await?;
+        let nodes = self.exec.nodes().list().await?;
+        let node = nodes.into_iter().find(|n| n.name == id);
+        let Some(claim) = claim else {
+            if node.is_none() {
+                return Err(ServiceError::NotFound(id.to_owned()));
+            }
+            let target = DestroyTarget {
+                name: id,
+                managed: false,
+                kind: None,
+                cordoned: false,
+                remaining_pods: 0,
+            };
+            check_destroy(&target, &self.exec.config().protected, true)?;
+            return Err(ServiceError::NotFound(id.to_owned()));
+        };
+        let kind = self.exec.config().pool(&claim.spec.pool).map(|p| p.kind);
+        let target = DestroyTarget {
+            name: id,
+            managed: true,
+            kind,
+            cordoned: node.as_ref().is_none_or(|n| n.unschedulable),
+            remaining_pods: node.as_ref().map_or(0, |n| n.workload_pods),
+        };
+        check_destroy(&target, &self.exec.config().protected, force_drain_rule)?;
+        Ok((claim, node))
+    }
+
+    /// Asks for a worker to be cordoned and drained (it stays, drained,
+    /// until destroyed).
+    ///
+    /// # Errors
+    /// Refusals of spec §8, unknown workers, store failures.
+    pub async fn drain(&self, actor: &str, id: &str) -> Result<(), ServiceError> {
+        let result = async {
+            let (mut claim, _) = self.managed_claim(id, true).await?;
+            if claim.intent == Intent::Keep {
+                claim.intent = Intent::Drain;
+                self.exec.store().update(&claim).await?;
+            }
+            Ok(())
+        }
+        .await;
+        audit(actor, "drain", id, &result);
+        result
+    }
+
+    /// Asks for a worker to be removed. Without `force` the worker must be
+    /// drained (cordoned, no workload pods left).
+    ///
+    /// # Errors
+    /// Refusals of spec §8, unknown workers, store failures.
+    pub async fn destroy(&self, actor: &str, id: &str, force: bool) -> Result<(), ServiceError> {
+        let result = async {
+            let (mut claim, _) = self.managed_claim(id, force).await?;
+            claim.intent = Intent::Remove { force };
+            self.exec.store().update(&claim).await?;
+            Ok(())
+        }
+        .await;
+        audit(
+            actor,
+            if force { "destroy --force" } else { "destroy" },
+            id,
+            &result,
+        );
+        result
+    }
+
+    /// Extends a worker's TTL by `hours` (1–168), counted from its current
+    /// expiry; the result may not leave more than 168 h to live.
+    ///
+    /// # Errors
+    /// Workers without a TTL, out-of-range hours, unknown workers.
+    pub async fn extend_ttl(
+        &self,
+        actor: &str,
+        id: &str,
+        hours: u32,
+    ) -> Result<Timestamp, ServiceError> {
+        let result = async {
+            let by = Duration::from_secs(u64::from(hours) * 3600);
+            check_bounds(1, Some(by)).map_err(ServiceError::Invalid)?;
+            let (mut claim, node) = self.managed_claim(id, true).await?;
+            let (Some(provisioned_at), Some(expires_at)) =
+                (claim.status.provisioned_at, claim.status.expires_at)
+            else {
+                return Err(ServiceError::Invalid(vec![RequestError::Ttl(format!(
+                    "worker `{id}` has no TTL"
+                ))]));
+            };
+            let ttl = Ttl {
+                provisioned_at,
+                expires_at,
+            };
+            let now = self.exec.now();
+            let longer = ttl.extend(by, now, safety::MAX_TTL)?;
+            claim.spec.ttl = Some(
+                longer
+                    .expires_at
+                    .duration_since(provisioned_at)
+                    .unsigned_abs(),
+            );
+            self.exec.store().update(&claim).await?;
+            let mut status = claim.status.clone();
+            status.expires_at = Some(longer.expires_at);
+            self.exec.store().save_status(id, &status).await?;
+            claim.status = status;
+            if node.is_some() {
+                let meta = self
+                    .exec
+                    .metadata(&claim)
+                    .map_err(|e| ProviderError::new(ProviderErrorKind::Permanent, e.to_string()))?;
+                self.exec.nodes().ensure_metadata(id, &meta).await?;
+            }
+            Ok(longer.expires_at)
+        }
+        .await;
+        audit(actor, "extend-ttl", id, &result);
+        result
+    }
+
+    /// Cordons (`true`) or uncordons a worker's node. Protected names are
+    /// refused; unmanaged workers may be cordoned.
+    ///
+    /// # Errors
+    /// Refusals, unknown nodes, cluster failures.
+    pub async fn set_cordon(
+        &self,
+        actor: &str,
+        id: &str,
+        cordon: bool,
+    ) -> Result<(), ServiceError> {
+        let result = async {
+            if let Some(pattern) = self.exec.config().protected.matching(id) {
+                return Err(ServiceError::Refused(Refusal::Protected {
+                    name: id.to_owned(),
+                    pattern: pattern.to_owned(),
+                }));
+            }
+            let exists = self.exec.nodes().list().await?.iter().any(|n| n.name == id);
+            if !exists {
+                return Err(ServiceError::NotFound(id.to_owned()));
+            }
+            if cordon {
+                self.exec.nodes().cordon(id).await?;
+            } else {
+                self.exec.nodes().uncordon(id).await?;
+            }
+            Ok(())
+        }
+        .await;
+        audit(
+            actor,
+            if cordon { "cordon" } else { "uncordon" },
+            id,
+            &result,
+        );
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_name_suffixes_are_dns_safe_and_distinct() {
+        let g = NameGen {
+            seed: RandomState::new(),
+            counter: AtomicU64::new(0),
+        };
+        let a: Vec<String> = (0..200).map(|_| g.suffix()).collect();
+        let unique: BTreeSet<&String> = a.iter().collect();
+        assert_eq!(unique.len(), a.len());
+        assert!(a.iter().all(|s| {
+            s.len() == WORKER_SUFFIX_LEN
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }));
+    }
+}

@@ -1,0 +1,286 @@
+//! The service layer over fakes: validation and the safety rules of spec §8
+//! as every front-end sees them.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tidepool_controller::Executor;
+use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
+use tidepool_controller::testing::Fake;
+use tidepool_core::Phase;
+use tidepool_core::config::{self, EXAMPLE};
+use tidepool_core::pool::WorkerType;
+
+type Svc = Service<Fake, Fake, Fake, Fake>;
+
+const NOW: i64 = 1_767_225_600;
+
+fn service(fake: &Fake) -> Svc {
+    let config = Arc::new(config::load(EXAMPLE).unwrap());
+    let now = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    Service::new(Arc::new(Executor::new(
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        config,
+        now,
+    )))
+}
+
+fn request(pool: &str, size: Option<&str>, count: u32, ttl_hours: Option<u64>) -> ProvisionRequest {
+    ProvisionRequest {
+        pool: pool.into(),
+        size: size.map(str::to_owned),
+        count,
+        ttl: ttl_hours.map(|h| Duration::from_secs(h * 3600)),
+        requested_by: "tester".into(),
+        reason: "tests".into(),
+    }
+}
+
+async fn settle(svc: &Svc, names: &[String]) {
+    for n in names {
+        svc.executor()
+            .run_until_idle(n, Duration::from_secs(5), Duration::from_millis(1))
+            .await
+            .unwrap();
+    }
+}
+
+fn messages(err: ServiceError) -> Vec<String> {
+    match err {
+        ServiceError::Invalid(errs) => errs.iter().map(ToString::to_string).collect(),
+        other => panic!("expected invalid, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn three_burst_workers_are_provisioned_and_listed_with_their_expiry() {
+    let fake = Fake::new();
+    fake.add_foreign_node(
+        "k8s-node1",
+        &[("node-pool", "permanent"), ("worker-type", "permanent")],
+    );
+    let svc = service(&fake);
+    let names = svc
+        .provision(&request("burst", Some("medium"), 3, Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 3);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("burst-") && n.len() == "burst-".len() + 5)
+    );
+    settle(&svc, &names).await;
+    let temporary = svc
+        .list_workers(&WorkerFilter {
+            worker_type: Some(WorkerType::Temporary),
+            pool: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(temporary.len(), 3);
+    for w in &temporary {
+        assert_eq!(w.phase, "Ready");
+        assert_eq!(w.size.as_deref(), Some("medium"));
+        assert_eq!(
+            w.expires_at,
+            Some(Timestamp::from_second(NOW + 7200).unwrap())
+        );
+        assert_eq!(w.node_ready, Some(true));
+    }
+    let all = svc.list_workers(&WorkerFilter::default()).await.unwrap();
+    let node1 = all.iter().find(|w| w.name == "k8s-node1").unwrap();
+    assert!(!node1.managed);
+    assert_eq!(node1.worker_type, "permanent");
+}
+
+#[tokio::test]
+async fn an_invalid_request_reports_every_problem_and_creates_nothing() {
+    let fake = Fake::new();
+    let svc = service(&fake);
+    let errs = messages(
+        svc.provision(&request("brust", None, 11, Some(200)))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        errs,
+        [
+            "count must be between 1 and 10, got 11",
+            "ttl must be between 1h and 168h, got 8d8h",
+            "unknown pool `brust`, did you mean `burst`?",
+        ]
+    );
+    let errs = messages(
+        svc.provision(&request("spot", Some("large"), 1, None))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        errs,
+        ["pool `spot` does not offer size `large` (it offers: small)"]
+    );
+    let errs = messages(
+        svc.provision(&request("permanent", None, 1, Some(4)))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        errs,
+        ["pool `permanent` is permanent: its workers have no TTL"]
+    );
+    let errs = messages(
+        svc.provision(&request("burst", Some("xxl"), 1, None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(errs[0].starts_with("unknown size `xxl`"), "{errs:?}");
+    assert!(fake.world().claims.is_empty());
+}
+
+#[tokio::test]
+async fn pool_limits_count_workers_on_their_way() {
+    let fake = Fake::new();
+    let svc = service(&fake);
+    // burst: cpuCores 64 → eight 8-vCPU workers at most.
+    svc.provision(&request("burst", Some("medium"), 8, None))
+        .await
+        .unwrap();
+    let errs = messages(
+        svc.provision(&request("burst", Some("medium"), 1, None))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        errs,
+        ["pool `burst`: pool would use 72 vCPUs, above its cpuCores ceiling of 64"]
+    );
+}
+
+#[tokio::test]
+async fn destroying_permanent_unmanaged_or_protected_workers_is_refused_even_with_force() {
+    let fake = Fake::new();
+    fake.add_foreign_node("k8s-node2", &[("worker-type", "permanent")]);
+    fake.add_foreign_node("control-plane-1", &[]);
+    let svc = service(&fake);
+    let err = svc.destroy("tester", "k8s-node2", true).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "refusing to destroy `k8s-node2`: it is not managed by Tidepool"
+    );
+    assert_eq!(err.category(), "refused");
+    let err = svc
+        .destroy("tester", "control-plane-1", true)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("protected pattern `^control-plane-.*`"),
+        "{err}"
+    );
+    assert!(matches!(
+        svc.destroy("tester", "nope", false).await,
+        Err(ServiceError::NotFound(_))
+    ));
+    let names = svc
+        .provision(&request("permanent", None, 1, None))
+        .await
+        .unwrap();
+    settle(&svc, &names).await;
+    // Workers of the example's `permanent` pool are doubly protected: by
+    // their kind and by the `^permanent-.*` name pattern, checked first.
+    let err = svc.destroy("tester", &names[0], true).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("protected pattern `^permanent-.*`"),
+        "{err}"
+    );
+    assert!(matches!(
+        svc.drain("tester", &names[0]).await,
+        Err(ServiceError::Refused(_))
+    ));
+}
+
+#[tokio::test]
+async fn destroy_without_drain_is_refused_unless_forced_and_drain_then_destroy_removes_it() {
+    let fake = Fake::new();
+    let svc = service(&fake);
+    let names = svc
+        .provision(&request("burst", None, 2, None))
+        .await
+        .unwrap();
+    settle(&svc, &names).await;
+    fake.world().nodes.get_mut(&names[0]).unwrap().pods = 4;
+    let err = svc.destroy("tester", &names[0], false).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "refusing to destroy `{}`: it is not cordoned; drain it first or pass force",
+            names[0]
+        )
+    );
+    svc.drain("tester", &names[0]).await.unwrap();
+    settle(&svc, &names[..1]).await;
+    svc.destroy("tester", &names[0], false).await.unwrap();
+    settle(&svc, &names[..1]).await;
+    assert!(fake.owned(&names[0]).is_empty());
+    // The other one, forced without a drain.
+    svc.destroy("tester", &names[1], true).await.unwrap();
+    let phase = svc
+        .executor()
+        .run_until_idle(&names[1], Duration::from_secs(5), Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(phase, Phase::Terminated);
+    assert!(fake.world().vms.is_empty());
+}
+
+#[tokio::test]
+async fn extending_a_ttl_moves_the_expiry_and_the_node_label() {
+    let fake = Fake::new();
+    let svc = service(&fake);
+    let names = svc
+        .provision(&request("burst", None, 1, Some(4)))
+        .await
+        .unwrap();
+    settle(&svc, &names).await;
+    let expiry = svc.extend_ttl("tester", &names[0], 2).await.unwrap();
+    assert_eq!(expiry, Timestamp::from_second(NOW + 6 * 3600).unwrap());
+    assert_eq!(
+        fake.world().nodes[&names[0]].labels["ttl"],
+        (NOW + 6 * 3600).to_string()
+    );
+    assert_eq!(fake.world().nodes[&names[0]].labels["ttl-hours"], "6");
+    let err = svc.extend_ttl("tester", &names[0], 200).await.unwrap_err();
+    assert_eq!(err.category(), "invalid");
+    let err = svc.extend_ttl("tester", &names[0], 165).await.unwrap_err();
+    assert!(
+        err.to_string().contains("more than the maximum of 7d"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn cordon_refuses_protected_names_and_round_trips_on_workers() {
+    let fake = Fake::new();
+    fake.add_foreign_node("master-1", &[]);
+    fake.add_foreign_node("k8s-node3", &[]);
+    let svc = service(&fake);
+    assert_eq!(
+        svc.set_cordon("t", "master-1", true)
+            .await
+            .unwrap_err()
+            .category(),
+        "refused"
+    );
+    svc.set_cordon("t", "k8s-node3", true).await.unwrap();
+    assert!(fake.world().nodes["k8s-node3"].cordoned);
+    svc.set_cordon("t", "k8s-node3", false).await.unwrap();
+    assert!(!fake.world().nodes["k8s-node3"].cordoned);
+}
