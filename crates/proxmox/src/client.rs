@@ -138,13 +138,12 @@ struct Call {
 
 impl Call {
     fn new(method: Method, segments: &[&str]) -> Self {
-        let retry = true;
         Self {
             method,
             segments: segments.iter().map(|s| (*s).to_owned()).collect(),
             query: Vec::new(),
             form: Vec::new(),
-            retry,
+            retry: true,
         }
     }
 
@@ -672,7 +671,8 @@ impl ProxmoxClient {
     ) -> Result<String, ProxmoxError> {
         match self.clone_vm(node, source, req).await? {
             CloneStarted::Task(upid) => {
-                self.wait_task(&upid, deadline).await?;
+                let op = format!("cloning VM {source} to {} on {node}", req.newid);
+                self.wait_task_as(op, &upid, deadline).await?;
                 Ok(req.target.clone().unwrap_or_else(|| node.to_owned()))
             }
             CloneStarted::Accepted { vmid } => self.wait_clone_lock(source, vmid, deadline).await,
@@ -924,7 +924,16 @@ impl ProxmoxClient {
         upid: &Upid,
         deadline: Instant,
     ) -> Result<TaskStatus, ProxmoxError> {
-        let op = describe_task(upid);
+        self.wait_task_as(describe_task(upid), upid, deadline).await
+    }
+
+    /// [`ProxmoxClient::wait_task`] with errors naming `op`.
+    async fn wait_task_as(
+        &self,
+        op: String,
+        upid: &Upid,
+        deadline: Instant,
+    ) -> Result<TaskStatus, ProxmoxError> {
         let started = Instant::now();
         let mut pause = self.options.polling.initial;
         loop {

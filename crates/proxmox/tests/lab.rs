@@ -458,6 +458,11 @@ async fn an_injected_clone_task_failure_is_a_task_failed_error_with_the_exit_sta
         .clone_and_wait("pve-01", TEMPLATE, &linked(150), soon())
         .await
         .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("cloning VM 9000 to 150 on pve-01: task failed: "),
+        "{err}"
+    );
     match &err {
         ProxmoxError::TaskFailed { upid, message, .. } => {
             assert!(upid.contains(":qmclone:9000:"));
@@ -584,4 +589,125 @@ async fn an_adopted_clone_is_waited_for_until_its_lock_clears() {
     assert_eq!(node, "pve-01");
     assert!(env.lab.vm(190).unwrap().lock.is_none());
     assert_eq!(vm_count(&env), 2);
+}
+
+// ------------------------------------------------------------------ more
+
+#[tokio::test]
+async fn a_provider_from_the_config_reads_its_token_file_relative_to_the_config_dir() {
+    let env = start().await;
+    std::fs::write(env.dir.join("pve-token"), format!("{}\n", env.lab.token())).unwrap();
+    let provider = tidepool_core::config::ProxmoxProvider {
+        name: "lab".into(),
+        endpoint: format!("{}/api2/json", env.endpoint()),
+        token: tidepool_core::config::SecretRef::File("pve-token".into()),
+        tls: TlsVerify::CaFile("pve-root-ca.pem".into()),
+        hosts: vec!["pve-01".into()],
+        vmid_lower: 1000,
+        vmid_upper: 1999,
+        host_memory_reserve_mib: 2048,
+        vm_memory_overhead_mib: 256,
+        cpu_overcommit: 2.0,
+        storage: "local-lvm".into(),
+        resource_pool: None,
+        full_clone: false,
+    };
+    let c = ProxmoxClient::from_provider(&provider, &env.dir, fast()).unwrap();
+    assert_eq!(c.token_id(), "root@pam!tidepool");
+    assert_eq!(c.version().await.unwrap().release, "8.4");
+}
+
+#[tokio::test]
+async fn old_servers_without_a_message_body_are_classified_from_the_reason_phrase() {
+    let mut cfg = cluster();
+    cfg.error_bodies = tidepool_lab_pve::ErrorBodies::DataOnly;
+    let env = start_with(cfg).await;
+    let c = env.client();
+    let err = c.vm_config("pve-01", 4242).await.unwrap_err();
+    assert_eq!(err.category(), "not_found", "{err:?}");
+    assert_eq!(
+        err.cause().message(),
+        Some("Configuration file 'nodes/pve-01/qemu-server/4242.conf' does not exist")
+    );
+    match c.next_id(Some(TEMPLATE)).await.unwrap_err() {
+        ProxmoxError::Permanent { errors, .. } => {
+            assert_eq!(errors["vmid"], "VM 9000 already exists");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_second_vm_on_a_busy_mapped_gpu_fails_to_start_for_lack_of_a_gpu() {
+    let mut cfg = cluster();
+    let mut gpu = cfg.vms[0].clone();
+    gpu.vmid = 9001;
+    gpu.node = "pve-02".into();
+    gpu.name = "talos-gpu".into();
+    gpu.extra_config.insert("machine".into(), "q35".into());
+    cfg.vms.push(gpu);
+    let env = start_with(cfg).await;
+    let c = env.client();
+    for id in [200, 201] {
+        c.clone_and_wait("pve-02", 9001, &linked(id), soon())
+            .await
+            .unwrap();
+        let gpu = ConfigUpdate {
+            hostpci: [(0, tidepool_proxmox::HostPci::mapped("gpu"))].into(),
+            ..ConfigUpdate::default()
+        };
+        let upid = c.update_config_async("pve-02", id, &gpu).await.unwrap();
+        assert_eq!(upid.kind, "qmconfig");
+        c.wait_task(&upid, soon()).await.unwrap();
+        let cfg = c.vm_config("pve-02", id).await.unwrap();
+        assert_eq!(cfg.hostpci[&0].mapping.as_deref(), Some("gpu"));
+    }
+    let first = c.start("pve-02", 200).await.unwrap();
+    c.wait_task(&first, soon()).await.unwrap();
+    let second = c.start("pve-02", 201).await.unwrap();
+    match c.wait_task(&second, soon()).await.unwrap_err() {
+        ProxmoxError::InsufficientCapacity { capacity, .. } => assert_eq!(capacity, Capacity::Gpu),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_config_update_that_cannot_get_the_file_lock_is_transient() {
+    let mut cfg = cluster();
+    cfg.durations.full_clone_ms = 60_000_000;
+    let env = start_with(cfg).await;
+    let c = env.client();
+    let req = CloneRequest {
+        full: Some(true),
+        ..linked(210)
+    };
+    c.clone_vm("pve-01", TEMPLATE, &req).await.unwrap();
+    let update = ConfigUpdate {
+        cores: Some(4),
+        ..ConfigUpdate::default()
+    };
+    let err = c.update_config("pve-01", 210, &update).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "updating the config of VM 210 on pve-01: temporary failure"
+    );
+}
+
+#[tokio::test]
+async fn a_task_wait_past_its_deadline_is_a_timeout() {
+    let mut cfg = cluster();
+    cfg.durations.linked_clone_ms = 60_000_000;
+    let env = start_with(cfg).await;
+    let c = env.client();
+    let CloneStarted::Task(upid) = c.clone_vm("pve-01", TEMPLATE, &linked(220)).await.unwrap()
+    else {
+        panic!("expected a task");
+    };
+    let err = c
+        .wait_task(&upid, Instant::now() + Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), "timeout", "{err:?}");
+    assert!(err.to_string().starts_with("cloning VM 9000 on pve-01"));
 }
