@@ -450,8 +450,8 @@ impl ProxmoxClient {
     /// id if it is free. Not a reservation: clone and handle the race.
     ///
     /// # Errors
-    /// A taken `probe` is `Permanent` with `errors["vmid"]` = "VM <id>
-    /// already exists"; an exhausted range is `InsufficientCapacity`.
+    /// A taken `probe` is `Permanent` with `errors["vmid"]` = `VM <id>
+    /// already exists`; an exhausted range is `InsufficientCapacity`.
     pub async fn next_id(&self, probe: Option<u32>) -> Result<u32, ProxmoxError> {
         let op = match probe {
             Some(id) => format!("probing VMID {id}"),
@@ -841,7 +841,7 @@ impl ProxmoxClient {
     /// changes.
     ///
     /// # Errors
-    /// "VM <id> not running" is `Permanent`.
+    /// `VM <id> not running` is `Permanent`.
     pub async fn reboot(&self, node: &str, vmid: u32) -> Result<Upid, ProxmoxError> {
         let op = format!("rebooting VM {vmid} on {node}");
         self.power(op, node, vmid, "reboot", Vec::new()).await
@@ -852,7 +852,7 @@ impl ProxmoxClient {
     /// SMBIOS UUID, ownership tag) first.
     ///
     /// # Errors
-    /// "VM <id> is running - destroy failed" is `Permanent`; a gone VM is
+    /// `VM <id> is running - destroy failed` is `Permanent`; a gone VM is
     /// `NotFound`.
     pub async fn delete_vm(
         &self,
