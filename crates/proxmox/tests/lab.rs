@@ -711,3 +711,22 @@ async fn a_task_wait_past_its_deadline_is_a_timeout() {
     assert_eq!(err.category(), "timeout", "{err:?}");
     assert!(err.to_string().starts_with("cloning VM 9000 on pve-01"));
 }
+
+#[tokio::test]
+async fn vms_join_and_leave_a_pool() {
+    let env = start().await;
+    let c = env.client();
+    c.clone_and_wait("pve-01", TEMPLATE, &linked(230), soon())
+        .await
+        .unwrap();
+    c.add_to_pool("tidepool", &[230], false).await.unwrap();
+    let members = c.pool_members("tidepool").await.unwrap();
+    assert_eq!(
+        members.iter().map(|m| m.vmid).collect::<Vec<_>>(),
+        vec![230]
+    );
+    c.remove_from_pool("tidepool", &[230]).await.unwrap();
+    assert!(c.pool_members("tidepool").await.unwrap().is_empty());
+    let missing = c.pool_members("nope").await.unwrap_err();
+    assert_eq!(missing.category(), "not_found", "{missing:?}");
+}
