@@ -11,6 +11,7 @@
 pub mod claim;
 pub mod executor;
 pub mod ports;
+pub mod reconciler;
 pub mod service;
 pub mod testing;
 
