@@ -11,6 +11,7 @@
 pub mod client;
 pub mod error;
 pub mod maintenance;
+pub mod nocloud;
 pub mod render;
 pub mod talosconfig;
 pub mod tls;
@@ -18,6 +19,11 @@ pub mod tls;
 pub use client::{RebootMode, ResetOptions, ServiceStatus, TalosClient, VersionInfo, WipeMode};
 pub use error::TalosError;
 pub use maintenance::{ApplyMode, ApplyOutcome, apply_maintenance, probe_maintenance_certificate};
+pub use nocloud::{
+    DEFAULT_KUBEADM_TEMPLATE, KubeadmVars, NocloudError, NocloudOptions, NocloudServer,
+    Registration, render_kubeadm_cloud_config, render_template, smbios_serial,
+    smbios_serial_base64,
+};
 pub use render::{RenderError, WorkerIdentity, render_worker_config};
 pub use talosconfig::{TalosContext, Talosconfig, TalosconfigError};
 pub use tls::{PresentedCertificate, Sha256Fingerprint};
