@@ -10,6 +10,7 @@
 
 pub mod claim;
 pub mod executor;
+pub mod live;
 pub mod ports;
 pub mod reconciler;
 pub mod service;

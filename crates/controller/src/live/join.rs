@@ -1,0 +1,113 @@
+//! [`Joiner`] over Talos: apply the rendered worker config in maintenance
+//! mode (`talos-api`), or serve it as nocloud user-data named by the VM's
+//! SMBIOS serial (`nocloud`).
+//!
+//! Labels a kubelet may not set on its own Node (NodeRestriction) are left
+//! out of the machine config; the executor's Label step sets them through
+//! the API once the node is Ready.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tidepool_core::NodeMetadata;
+use tidepool_talos::render::node_may_set_label;
+use tidepool_talos::{
+    NocloudServer, TalosError, WorkerIdentity, apply_maintenance, render_worker_config,
+};
+use tracing::info;
+
+use crate::claim::Claim;
+use crate::ports::{Joiner, ProviderError, ProviderErrorKind, ProviderResult};
+
+/// How long one maintenance-mode apply may take.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The configured join method with what it needs.
+pub enum LiveJoiner {
+    /// Talos API apply in maintenance mode.
+    TalosApi {
+        /// The base `worker.yaml` (a secret: never logged).
+        base_config: String,
+        /// Talos API port.
+        port: u16,
+    },
+    /// nocloud user-data served by Tidepool.
+    Nocloud {
+        /// The base `worker.yaml` (a secret: never logged).
+        base_config: String,
+        /// The user-data server.
+        server: NocloudServer,
+    },
+}
+
+impl std::fmt::Debug for LiveJoiner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TalosApi { port, .. } => f
+                .debug_struct("TalosApi")
+                .field("port", port)
+                .finish_non_exhaustive(),
+            Self::Nocloud { .. } => f.debug_struct("Nocloud").finish_non_exhaustive(),
+        }
+    }
+}
+
+fn render(base: &str, claim: &Claim, meta: &NodeMetadata) -> ProviderResult<String> {
+    let mut identity = WorkerIdentity::new(claim.name.clone(), meta);
+    identity.labels.retain(|k, _| node_may_set_label(k));
+    render_worker_config(base, &identity).map_err(|e| {
+        ProviderError::new(
+            ProviderErrorKind::Permanent,
+            format!("rendering the worker config for {}: {e}", claim.name),
+        )
+    })
+}
+
+fn classify(e: &TalosError, claim: &str) -> ProviderError {
+    let kind = if e.is_retryable() {
+        ProviderErrorKind::Transient
+    } else {
+        ProviderErrorKind::Permanent
+    };
+    ProviderError::new(kind, format!("delivering the config of {claim}: {e}"))
+}
+
+impl Joiner for LiveJoiner {
+    async fn prepare(&self, claim: &Claim, meta: &NodeMetadata) -> ProviderResult<Option<String>> {
+        match self {
+            Self::TalosApi { .. } => Ok(None),
+            Self::Nocloud {
+                base_config,
+                server,
+            } => {
+                let user_data = render(base_config, claim, meta)?;
+                let meta_data = format!("instance-id: {0}\nlocal-hostname: {0}\n", claim.name);
+                let reg = server.register(user_data, meta_data).map_err(|e| {
+                    ProviderError::new(
+                        ProviderErrorKind::Permanent,
+                        format!("registering nocloud seed: {e}"),
+                    )
+                })?;
+                Ok(Some(tidepool_talos::nocloud::smbios_serial(&reg.url)))
+            }
+        }
+    }
+
+    async fn deliver(&self, claim: &Claim, ip: IpAddr, meta: &NodeMetadata) -> ProviderResult<()> {
+        let Self::TalosApi { base_config, port } = self else {
+            return Ok(());
+        };
+        let config = render(base_config, claim, meta)?;
+        match apply_maintenance(ip, *port, config.as_bytes(), None, APPLY_TIMEOUT).await {
+            Ok(_) => Ok(()),
+            // The maintenance API is gone: the machine already has a
+            // configuration (a previous life of this process applied it).
+            // Whether it joined is checked by the next step's timeout.
+            Err(e) if matches!(e.category(), "tls" | "unimplemented") => {
+                info!(claim = %claim.name, %ip, "machine already left maintenance mode; treating the config as delivered");
+                Ok(())
+            }
+            Err(e) => Err(classify(&e, &claim.name)),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The ports implemented over the production clients: Proxmox VE for the
+//! hypervisor, Talos (API apply or nocloud) for joining, Kubernetes for
+//! nodes and claims.
+
+pub mod join;
+pub mod pve;

@@ -1,0 +1,287 @@
+//! [`Hypervisor`] over the Proxmox VE client.
+//!
+//! Ownership of a VM is read from the marker line its description gets at
+//! clone time (`tidepool-claim: <name>`); the SMBIOS UUID comes from its
+//! `smbios1`, which every clone regenerates. Together with the VMID they
+//! are the identity the destroy interlock checks.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tidepool_core::config::ProxmoxProvider;
+use tidepool_proxmox::types::{CloneRequest, ConfigUpdate, DeleteOptions};
+use tidepool_proxmox::{HostPci, ProxmoxClient, ProxmoxError, Smbios1};
+use tokio::time::Instant;
+
+use crate::claim::VmIdentity;
+use crate::executor::owner_from_description;
+use crate::ports::{
+    CloneSpec, Hypervisor, ProviderError, ProviderErrorKind, ProviderResult, VmFacts, VmShape,
+};
+
+/// How long one Proxmox task (clone, start, stop, delete) may take.
+const TASK_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The Proxmox VE hypervisor of one provider.
+#[derive(Debug)]
+pub struct PveHypervisor {
+    client: ProxmoxClient,
+    provider: ProxmoxProvider,
+}
+
+impl PveHypervisor {
+    /// A hypervisor over `client` for `provider`'s VMID range, storage and pool.
+    pub fn new(client: ProxmoxClient, provider: ProxmoxProvider) -> Self {
+        Self { client, provider }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &ProxmoxClient {
+        &self.client
+    }
+}
+
+/// Maps a Proxmox error onto the executor's classification.
+pub fn classify(e: ProxmoxError) -> ProviderError {
+    let kind = match e.category() {
+        "not_found" => ProviderErrorKind::NotFound,
+        "locked" => ProviderErrorKind::Conflict,
+        "insufficient_capacity" => ProviderErrorKind::InsufficientCapacity,
+        "transient" | "timeout" | "agent_not_ready" => ProviderErrorKind::Transient,
+        _ => ProviderErrorKind::Permanent,
+    };
+    ProviderError::new(kind, e.to_string())
+}
+
+fn deadline() -> Instant {
+    Instant::now() + TASK_DEADLINE
+}
+
+impl PveHypervisor {
+    async fn facts(&self, node: &str, vmid: u32, running: bool) -> ProviderResult<Option<VmFacts>> {
+        let config = match self.client.vm_config(node, vmid).await {
+            Ok(c) => c,
+            Err(e) if e.category() == "not_found" => return Ok(None),
+            Err(e) => return Err(classify(e)),
+        };
+        let owner = config
+            .description
+            .as_deref()
+            .and_then(owner_from_description)
+            .map(str::to_owned);
+        Ok(Some(VmFacts {
+            identity: VmIdentity {
+                vmid,
+                node: node.to_owned(),
+                uuid: config.smbios_uuid().unwrap_or_default().to_owned(),
+            },
+            owner,
+            running,
+            locked: config.lock.is_some(),
+        }))
+    }
+
+    async fn template(&self, template: &str) -> ProviderResult<(String, u32)> {
+        let vms = self.client.cluster_vms().await.map_err(classify)?;
+        let found = match template.parse::<u32>() {
+            Ok(vmid) => vms.into_iter().find(|v| v.vmid == vmid),
+            Err(_) => vms
+                .into_iter()
+                .find(|v| v.template && v.name.as_deref() == Some(template)),
+        };
+        found.map(|v| (v.node, v.vmid)).ok_or_else(|| {
+            ProviderError::new(
+                ProviderErrorKind::Permanent,
+                format!("no template named `{template}` on the Proxmox cluster"),
+            )
+        })
+    }
+}
+
+impl Hypervisor for PveHypervisor {
+    async fn vm(&self, vmid: u32) -> ProviderResult<Option<VmFacts>> {
+        match self.client.find_vm(vmid).await.map_err(classify)? {
+            Some(vm) => self.facts(&vm.node, vmid, vm.status == "running").await,
+            None => Ok(None),
+        }
+    }
+
+    async fn owned_by(&self, claim: &str) -> ProviderResult<Vec<VmFacts>> {
+        let vms = self.client.cluster_vms().await.map_err(classify)?;
+        let mut out = Vec::new();
+        // Candidates carry the claim's name (set at clone) or tag (set after).
+        for vm in vms.iter().filter(|v| {
+            !v.template && (v.name.as_deref() == Some(claim) || v.tags.iter().any(|t| t == claim))
+        }) {
+            if let Some(f) = self
+                .facts(&vm.node, vm.vmid, vm.status == "running")
+                .await?
+                && f.owner.as_deref() == Some(claim)
+            {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn free_vmid(&self) -> ProviderResult<u32> {
+        let used: std::collections::BTreeSet<u32> = self
+            .client
+            .cluster_vms()
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|v| v.vmid)
+            .collect();
+        for id in self.provider.vmid_lower..=self.provider.vmid_upper {
+            if used.contains(&id) {
+                continue;
+            }
+            // Ask Proxmox too: it knows about VMIDs being created right now.
+            match self.client.next_id(Some(id)).await {
+                Ok(_) => return Ok(id),
+                Err(e) if e.category() == "permanent" => continue,
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        Err(ProviderError::new(
+            ProviderErrorKind::InsufficientCapacity,
+            format!(
+                "no free VMID in {}-{} on provider {}",
+                self.provider.vmid_lower, self.provider.vmid_upper, self.provider.name
+            ),
+        ))
+    }
+
+    async fn clone_vm(&self, spec: &CloneSpec) -> ProviderResult<VmIdentity> {
+        let (template_node, template_vmid) = self.template(&spec.template).await?;
+        let req = CloneRequest {
+            newid: spec.vmid,
+            name: Some(spec.claim.clone()),
+            target: (!spec.host.is_empty() && spec.host != template_node)
+                .then(|| spec.host.clone()),
+            full: Some(self.provider.full_clone),
+            storage: self
+                .provider
+                .full_clone
+                .then(|| self.provider.storage.clone()),
+            pool: self.provider.resource_pool.clone(),
+            description: Some(crate::executor::ownership_description(&spec.claim)),
+        };
+        let node = self
+            .client
+            .clone_and_wait(&template_node, template_vmid, &req, deadline())
+            .await
+            .map_err(classify)?;
+        let config = self
+            .client
+            .vm_config(&node, spec.vmid)
+            .await
+            .map_err(classify)?;
+        Ok(VmIdentity {
+            vmid: spec.vmid,
+            node,
+            uuid: config.smbios_uuid().unwrap_or_default().to_owned(),
+        })
+    }
+
+    async fn configure(&self, vm: &VmIdentity, shape: &VmShape) -> ProviderResult<()> {
+        let current = self
+            .client
+            .vm_config(&vm.node, vm.vmid)
+            .await
+            .map_err(classify)?;
+        let mut smbios = current.smbios1.clone().unwrap_or_default();
+        if let Some(serial) = &shape.smbios_serial {
+            smbios.serial = Some(serial.clone());
+        }
+        let mut hostpci = std::collections::BTreeMap::new();
+        if let Some(mapping) = &shape.gpu_mapping {
+            hostpci.insert(0, HostPci::mapped(mapping.clone()));
+        }
+        let update = ConfigUpdate {
+            cores: Some(shape.cores),
+            memory_mib: Some(shape.memory_mib),
+            tags: Some(shape.tags.clone()),
+            description: Some(shape.description.clone()),
+            smbios1: Some(Smbios1 { ..smbios }),
+            hostpci,
+            ..ConfigUpdate::default()
+        };
+        self.client
+            .update_config(&vm.node, vm.vmid, &update)
+            .await
+            .map_err(classify)
+    }
+
+    async fn start(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        let status = self
+            .client
+            .vm_status(&vm.node, vm.vmid)
+            .await
+            .map_err(classify)?;
+        if status.status == "running" {
+            return Ok(());
+        }
+        let upid = self
+            .client
+            .start(&vm.node, vm.vmid)
+            .await
+            .map_err(classify)?;
+        self.client
+            .wait_task(&upid, deadline())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn address(&self, vm: &VmIdentity) -> ProviderResult<Option<IpAddr>> {
+        match self.client.agent_addresses(&vm.node, vm.vmid).await {
+            Ok(addrs) => Ok(addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or_else(|| addrs.first())
+                .copied()),
+            Err(e) if e.category() == "agent_not_ready" => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn stop(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        let status = self
+            .client
+            .vm_status(&vm.node, vm.vmid)
+            .await
+            .map_err(classify)?;
+        if status.status == "stopped" {
+            return Ok(());
+        }
+        let upid = self
+            .client
+            .stop(&vm.node, vm.vmid)
+            .await
+            .map_err(classify)?;
+        self.client
+            .wait_task(&upid, deadline())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn delete(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        let options = DeleteOptions {
+            purge: true,
+            destroy_unreferenced_disks: true,
+        };
+        let upid = self
+            .client
+            .delete_vm(&vm.node, vm.vmid, &options)
+            .await
+            .map_err(classify)?;
+        self.client
+            .wait_task(&upid, deadline())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
