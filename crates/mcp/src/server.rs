@@ -1,0 +1,538 @@
+//! The MCP server: six tools over the controller's service layer.
+//!
+//! Every tool call runs the service operation in its own task under a
+//! deadline. Whatever goes wrong — bad arguments, a safety refusal, an
+//! unknown worker, a failing provider, the deadline — comes back as a tool
+//! error (`isError: true`, a readable text and `{"error": {...}}` as
+//! structured content), never as a protocol error, a crash or a hung call.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ServerCapabilities, ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
+use tidepool_controller::{ClaimStore, Hypervisor, Joiner, Nodes};
+use tracing::warn;
+
+use crate::types::{
+    ActionResult, DestroyArgs, ExtendTtlArgs, ListWorkersArgs, NewWorker, ProvisionArgs,
+    ProvisionResult, ToolErrorBody, ToolErrorContent, TtlResult, WorkerIdArgs, WorkerInfo,
+    WorkerList, expires_in,
+};
+
+/// How long a tool call may take unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server tells an agent when it connects.
+pub const INSTRUCTIONS: &str = "\
+Tidepool manages elastic Kubernetes worker pools on Proxmox VE. Use \
+list_workers to see the workers and their state, get_worker_details for one \
+worker, provision_workers to add temporary capacity (it returns at once; the \
+controller clones, boots and joins the VMs over the next minutes, so poll \
+get_worker_details until the phase is Ready), extend_ttl to keep a worker \
+longer, drain_worker to move its pods away, and destroy_worker to remove a \
+drained worker. Safety rules are enforced server-side and never relaxed: \
+permanent workers, nodes Tidepool did not create and names matching a \
+protected pattern (e.g. control-plane nodes) can never be drained or \
+destroyed; destroying needs a drained worker unless force is set; a request \
+adds 1 to 10 workers with a TTL of 1 to 168 hours within the pool's limits. \
+A refused or failed operation comes back as a tool error whose structured \
+content is {\"error\": {\"category\", \"message\"}}.";
+
+/// The requester recorded when the client did not say who it is.
+const ANONYMOUS: &str = "mcp";
+
+/// Tidepool's MCP server over a [`Service`] with ports `H`, `J`, `N`, `S`.
+pub struct TidepoolMcp<H, J, N, S> {
+    service: Arc<Service<H, J, N, S>>,
+    timeout: Duration,
+    tool_router: ToolRouter<Self>,
+}
+
+impl<H, J, N, S> Clone for TidepoolMcp<H, J, N, S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: Arc::clone(&self.service),
+            timeout: self.timeout,
+            tool_router: self.tool_router.clone(),
+        }
+    }
+}
+
+impl<H, J, N, S> std::fmt::Debug for TidepoolMcp<H, J, N, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TidepoolMcp")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tool call that did not do what was asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolFailure {
+    /// The tool that failed.
+    pub tool: &'static str,
+    /// The error reported to the client.
+    pub body: ToolErrorBody,
+}
+
+impl ToolFailure {
+    fn new(tool: &'static str, category: &str, message: String, problems: Vec<String>) -> Self {
+        Self {
+            tool,
+            body: ToolErrorBody {
+                category: category.to_owned(),
+                message,
+                problems,
+            },
+        }
+    }
+
+    fn from_service(tool: &'static str, e: &ServiceError) -> Self {
+        let problems = match e {
+            ServiceError::Invalid(errs) => errs.iter().map(ToString::to_string).collect(),
+            _ => Vec::new(),
+        };
+        Self::new(tool, e.category(), e.to_string(), problems)
+    }
+
+    /// The MCP tool error: a readable text, `isError: true`, and
+    /// `{"error": {...}}` as structured content.
+    pub fn into_result(self) -> CallToolResult {
+        let mut text = format!("{} failed ({}): ", self.tool, self.body.category);
+        if self.body.problems.len() > 1 {
+            text.push_str("the request has these problems:");
+            for p in &self.body.problems {
+                text.push_str("\n- ");
+                text.push_str(p);
+            }
+        } else {
+            text.push_str(&self.body.message);
+        }
+        let value = serde_json::to_value(ToolErrorContent { error: self.body })
+            .unwrap_or_else(|_| serde_json::json!({"error": {"category": "internal"}}));
+        let mut result = CallToolResult::structured_error(value);
+        result.content = vec![ContentBlock::text(text)];
+        result
+    }
+}
+
+/// Who a request comes from: `mcp:<client name>` when the client named
+/// itself at initialize, else `mcp`.
+fn requester(peer: &Peer<RoleServer>) -> String {
+    peer.peer_info()
+        .map(|info| info.client_info.name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .map_or_else(
+            || ANONYMOUS.to_owned(),
+            |name| format!("{ANONYMOUS}:{name}"),
+        )
+}
+
+impl<H, J, N, S> TidepoolMcp<H, J, N, S>
+where
+    H: Hypervisor + 'static,
+    J: Joiner + 'static,
+    N: Nodes + 'static,
+    S: ClaimStore + 'static,
+{
+    /// A server over `service`, with the default deadline of 30 s per call.
+    pub fn new(service: Arc<Service<H, J, N, S>>) -> Self {
+        Self {
+            service,
+            timeout: DEFAULT_TIMEOUT,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// Sets how long one tool call may take before it is answered with a
+    /// `timeout` tool error.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The deadline of one tool call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs `op` in its own task under the deadline.
+    ///
+    /// # Guarantees
+    /// An operation that outlives the deadline is not cancelled half-way:
+    /// it runs on to completion (and is audited by the service) while the
+    /// caller gets a `timeout` error telling it to check before retrying.
+    async fn run<T, F>(&self, tool: &'static str, op: F) -> Result<T, ToolFailure>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, ServiceError>> + Send + 'static,
+    {
+        let task = tokio::spawn(op);
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(e))) => Err(ToolFailure::from_service(tool, &e)),
+            Ok(Err(join)) => {
+                warn!(tool, error = %join, "tool task ended abnormally");
+                Err(ToolFailure::new(
+                    tool,
+                    "internal",
+                    "the operation ended abnormally; check the server's log".to_owned(),
+                    Vec::new(),
+                ))
+            }
+            Err(_) => {
+                warn!(tool, timeout = ?self.timeout, "tool call timed out");
+                Err(ToolFailure::new(
+                    tool,
+                    "timeout",
+                    format!(
+                        "no answer within {}s; the operation continues in the background and \
+                         may still take effect, so check with list_workers or \
+                         get_worker_details before retrying",
+                        self.timeout.as_secs_f64()
+                    ),
+                    Vec::new(),
+                ))
+            }
+        }
+    }
+
+    /// The current phase of a worker, read back after a change.
+    async fn phase_of(&self, id: &str) -> Option<String> {
+        let service = Arc::clone(&self.service);
+        let id = id.to_owned();
+        self.run("phase", async move { service.get_worker(&id).await })
+            .await
+            .ok()
+            .map(|w| w.phase)
+    }
+
+    fn now(&self) -> jiff::Timestamp {
+        self.service.executor().now()
+    }
+}
+
+#[tool_router]
+impl<H, J, N, S> TidepoolMcp<H, J, N, S>
+where
+    H: Hypervisor + 'static,
+    J: Joiner + 'static,
+    N: Nodes + 'static,
+    S: ClaimStore + 'static,
+{
+    #[tool(
+        description = "List the cluster's workers: Tidepool-managed VMs (with \
+        their lifecycle phase, VM id, host, IP, TTL expiry and last error) and \
+        the other nodes of the cluster (shown as unmanaged). Filter by worker \
+        type (permanent, temporary, preemptible, all) and by pool. Read-only.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_workers(
+        &self,
+        Parameters(args): Parameters<ListWorkersArgs>,
+    ) -> Result<Json<WorkerList>, CallToolResult> {
+        let service = Arc::clone(&self.service);
+        let filter = WorkerFilter {
+            worker_type: args.type_filter.worker_type(),
+            pool: args.pool,
+        };
+        let workers = self
+            .run("list_workers", async move {
+                service.list_workers(&filter).await
+            })
+            .await
+            .map_err(ToolFailure::into_result)?;
+        let now = self.now();
+        let workers: Vec<WorkerInfo> = workers
+            .into_iter()
+            .map(|w| WorkerInfo::from_view(w, now))
+            .collect();
+        Ok(Json(WorkerList {
+            count: workers.len() as u64,
+            workers,
+        }))
+    }
+
+    #[tool(
+        description = "Show one worker by name (its Kubernetes node name): \
+        managed or not, pool, kind, size, lifecycle phase and failure, node \
+        readiness, cordon state, workload pods, VM id, host, IP, TTL expiry, \
+        who requested it and its last error. Read-only.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_worker_details(
+        &self,
+        Parameters(args): Parameters<WorkerIdArgs>,
+    ) -> Result<Json<WorkerInfo>, CallToolResult> {
+        let service = Arc::clone(&self.service);
+        let worker = self
+            .run("get_worker_details", async move {
+                service.get_worker(&args.worker_id).await
+            })
+            .await
+            .map_err(ToolFailure::into_result)?;
+        Ok(Json(WorkerInfo::from_view(worker, self.now())))
+    }
+
+    #[tool(
+        description = "Request new workers in a pool. Returns at once with \
+        the new worker names in phase Requested; the controller then clones, \
+        boots and joins each VM (about 2-3 minutes), so poll \
+        get_worker_details until the phase is Ready. Rules: count 1-10 per \
+        request, ttl_hours 1-168 (not for permanent pools), size offered by \
+        the pool, and the pool's node/CPU/memory limits must hold counting \
+        workers already on their way; an invalid request lists every problem \
+        and creates nothing.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn provision_workers(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(args): Parameters<ProvisionArgs>,
+    ) -> Result<Json<ProvisionResult>, CallToolResult> {
+        let requested_by = requester(&peer);
+        let request = ProvisionRequest {
+            pool: args.pool.clone(),
+            size: args.size,
+            count: args.count,
+            ttl: args
+                .ttl_hours
+                .map(|h| Duration::from_secs(u64::from(h) * 3600)),
+            requested_by: requested_by.clone(),
+            reason: args
+                .reason
+                .filter(|r| !r.trim().is_empty())
+                .unwrap_or_else(|| "requested through MCP".to_owned()),
+        };
+        let service = Arc::clone(&self.service);
+        let names = self
+            .run("provision_workers", async move {
+                service.provision(&request).await
+            })
+            .await
+            .map_err(ToolFailure::into_result)?;
+        let mut workers = Vec::with_capacity(names.len());
+        for name in names {
+            let phase = self
+                .phase_of(&name)
+                .await
+                .unwrap_or_else(|| "Requested".to_owned());
+            workers.push(NewWorker { name, phase });
+        }
+        Ok(Json(ProvisionResult {
+            pool: args.pool,
+            requested_by,
+            message: format!(
+                "{} worker(s) requested; the controller provisions them in the \
+                 background (about 2-3 minutes each). Poll get_worker_details \
+                 until the phase is Ready.",
+                workers.len()
+            ),
+            workers,
+        }))
+    }
+
+    #[tool(
+        description = "Cordon a worker and evict its pods (respecting \
+        PodDisruptionBudgets; DaemonSet pods stay). The worker stays, drained, \
+        until destroyed. Refused for permanent workers, for nodes Tidepool \
+        did not create and for names matching a protected pattern (e.g. \
+        control-plane nodes). Returns once the drain is requested; poll \
+        get_worker_details to see it cordoned with no workload pods left.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn drain_worker(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(args): Parameters<WorkerIdArgs>,
+    ) -> Result<Json<ActionResult>, CallToolResult> {
+        let actor = requester(&peer);
+        let service = Arc::clone(&self.service);
+        let id = args.worker_id.clone();
+        self.run(
+            "drain_worker",
+            async move { service.drain(&actor, &id).await },
+        )
+        .await
+        .map_err(ToolFailure::into_result)?;
+        Ok(Json(ActionResult {
+            phase: self.phase_of(&args.worker_id).await,
+            message: format!(
+                "drain of `{}` requested; the controller cordons the node and \
+                 evicts its pods. Destroy it once get_worker_details shows it \
+                 cordoned with 0 workload pods.",
+                args.worker_id
+            ),
+            worker_id: args.worker_id,
+            action: "drain".to_owned(),
+        }))
+    }
+
+    #[tool(
+        description = "Remove a worker: its node is deleted and its VM stopped \
+        and deleted. Only managed, non-permanent workers can be destroyed: \
+        permanent workers, nodes Tidepool did not create and names matching a \
+        protected pattern (e.g. control-plane nodes) are always refused, even \
+        with force. The worker must be drained first (cordoned, no workload \
+        pods) unless force is true, which evicts its pods without waiting for \
+        a drain. Returns once removal is requested; it completes in the \
+        background.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn destroy_worker(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(args): Parameters<DestroyArgs>,
+    ) -> Result<Json<ActionResult>, CallToolResult> {
+        let actor = requester(&peer);
+        let service = Arc::clone(&self.service);
+        let (id, force) = (args.worker_id.clone(), args.force);
+        self.run("destroy_worker", async move {
+            service.destroy(&actor, &id, force).await
+        })
+        .await
+        .map_err(ToolFailure::into_result)?;
+        Ok(Json(ActionResult {
+            phase: self.phase_of(&args.worker_id).await,
+            message: format!(
+                "removal of `{}` requested; the controller deletes the node, \
+                 then stops and deletes the VM. The worker disappears from \
+                 list_workers when done.",
+                args.worker_id
+            ),
+            worker_id: args.worker_id,
+            action: if args.force {
+                "destroy --force"
+            } else {
+                "destroy"
+            }
+            .to_owned(),
+        }))
+    }
+
+    #[tool(
+        description = "Extend a temporary worker's time to live by a number \
+        of hours (1-168), counted from its current expiry; the worker may not \
+        end up with more than 168 hours left. Refused for workers without a \
+        TTL (permanent or unmanaged ones) and for protected names.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn extend_ttl(
+        &self,
+        peer: Peer<RoleServer>,
+        Parameters(args): Parameters<ExtendTtlArgs>,
+    ) -> Result<Json<TtlResult>, CallToolResult> {
+        let actor = requester(&peer);
+        let service = Arc::clone(&self.service);
+        let (id, hours) = (args.worker_id.clone(), args.hours);
+        let expiry = self
+            .run("extend_ttl", async move {
+                service.extend_ttl(&actor, &id, hours).await
+            })
+            .await
+            .map_err(ToolFailure::into_result)?;
+        Ok(Json(TtlResult {
+            worker_id: args.worker_id,
+            expires_at: expiry.to_string(),
+            expires_in: expires_in(expiry, self.now()),
+        }))
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl<H, J, N, S> ServerHandler for TidepoolMcp<H, J, N, S>
+where
+    H: Hypervisor + 'static,
+    J: Joiner + 'static,
+    N: Nodes + 'static,
+    S: ClaimStore + 'static,
+{
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("tidepool", env!("CARGO_PKG_VERSION"))
+                    .with_title("Tidepool")
+                    .with_description(
+                        "Elastic Kubernetes worker pools on Proxmox VE: list, \
+                         provision, drain, destroy and extend workers.",
+                    ),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.clone();
+        let response = self
+            .tool_router
+            .call(ToolCallContext::new(self, request, context))
+            .await?;
+        Ok(match response {
+            // Arguments that do not match the schema: rmcp answers with a
+            // text-only tool error; give it the same structure as ours.
+            CallToolResponse::Complete(result)
+                if result.is_error == Some(true) && result.structured_content.is_none() =>
+            {
+                let message = result
+                    .content
+                    .iter()
+                    .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let tool = tool_name(&name);
+                ToolFailure::new(tool, "invalid", message, Vec::new())
+                    .into_result()
+                    .into()
+            }
+            other => other,
+        })
+    }
+}
+
+/// The static name of one of our tools (error texts use it).
+fn tool_name(name: &str) -> &'static str {
+    [
+        "list_workers",
+        "get_worker_details",
+        "provision_workers",
+        "drain_worker",
+        "destroy_worker",
+        "extend_ttl",
+    ]
+    .into_iter()
+    .find(|t| *t == name)
+    .unwrap_or("tool call")
+}

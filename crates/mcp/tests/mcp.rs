@@ -1,0 +1,513 @@
+//! The MCP server seen by a real MCP client: the rmcp client talks to it
+//! over an in-process duplex pipe (initialize → tools/list → tools/call),
+//! against the controller's service over the fake world, with a background
+//! executor carrying the requested changes out.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+};
+use rmcp::service::RunningService;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use tidepool_controller::service::Service;
+use tidepool_controller::testing::Fake;
+use tidepool_controller::{Claim, ClaimStatus, ClaimStore, Executor, Hypervisor, Joiner, Nodes};
+use tidepool_core::config::{self, EXAMPLE};
+use tidepool_mcp::TidepoolMcp;
+use tidepool_mcp::types::{ActionResult, ProvisionResult, TtlResult, WorkerInfo, WorkerList};
+
+/// 2026-01-01T00:00:00Z, the fixed time of the fake world.
+const NOW: i64 = 1_767_225_600;
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+fn executor<S: ClaimStore>(fake: &Fake, store: S) -> Arc<Executor<Fake, Fake, Fake, S>> {
+    let config = Arc::new(config::load(EXAMPLE).unwrap());
+    let now = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    Arc::new(Executor::new(
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        store,
+        config,
+        now,
+    ))
+}
+
+/// Runs the executor on every claim, over and over, like the controller.
+fn spawn_controller<H, J, N, S>(fake: &Fake, exec: Arc<Executor<H, J, N, S>>)
+where
+    H: Hypervisor + 'static,
+    J: Joiner + 'static,
+    N: Nodes + 'static,
+    S: ClaimStore + 'static,
+{
+    let fake = fake.clone();
+    tokio::spawn(async move {
+        loop {
+            let names: Vec<String> = fake.world().claims.keys().cloned().collect();
+            for name in names {
+                let _ = exec
+                    .run_until_idle(&name, Duration::from_millis(20), Duration::from_millis(1))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}
+
+/// Starts `server` on one end of a duplex pipe and connects a client
+/// calling itself `test-agent` to the other.
+async fn connect<H, J, N, S>(server: TidepoolMcp<H, J, N, S>) -> Client
+where
+    H: Hypervisor + 'static,
+    J: Joiner + 'static,
+    N: Nodes + 'static,
+    S: ClaimStore + 'static,
+{
+    let (server_end, client_end) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move { tidepool_mcp::serve(server, server_end).await });
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("test-agent", "1.0.0"),
+    )
+    .serve(client_end)
+    .await
+    .unwrap()
+}
+
+/// A client for a server over the fake world with a running controller.
+async fn agent(fake: &Fake) -> Client {
+    let exec = executor(fake, fake.clone());
+    spawn_controller(fake, Arc::clone(&exec));
+    connect(TidepoolMcp::new(Arc::new(Service::new(exec)))).await
+}
+
+async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object");
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+        .await
+        .unwrap_or_else(|e| panic!("{tool} answered with a protocol error: {e}"))
+}
+
+/// The structured result of a successful call.
+async fn ok<T: serde::de::DeserializeOwned>(client: &Client, tool: &str, args: Value) -> T {
+    let result = call(client, tool, args).await;
+    assert_ne!(result.is_error, Some(true), "{tool} failed: {result:?}");
+    serde_json::from_value(result.structured_content.expect("structured content")).unwrap()
+}
+
+/// The text and the `error` object of a failed call.
+async fn tool_error(client: &Client, tool: &str, args: Value) -> (String, Value) {
+    let result = call(client, tool, args).await;
+    assert_eq!(
+        result.is_error,
+        Some(true),
+        "{tool} should fail: {result:?}"
+    );
+    let text = result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut structured = result.structured_content.expect("structured error");
+    (text, structured["error"].take())
+}
+
+/// Polls a worker until `done` holds (the controller works in the background).
+async fn wait_for(client: &Client, id: &str, done: impl Fn(&WorkerInfo) -> bool) -> WorkerInfo {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let w: WorkerInfo = ok(client, "get_worker_details", json!({"worker_id": id})).await;
+            if done(&w) {
+                return w;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("worker {id} never reached the expected state"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_introduces_itself_and_lists_exactly_six_schemad_tools() {
+    let client = agent(&Fake::new()).await;
+    let info = client.peer_info().unwrap();
+    let server = info.server_info.as_ref().unwrap();
+    assert_eq!(server.name, "tidepool");
+    assert_eq!(server.version, env!("CARGO_PKG_VERSION"));
+    assert!(
+        info.instructions
+            .as_deref()
+            .unwrap()
+            .contains("destroy_worker")
+    );
+
+    let mut tools = client.list_tools(None).await.unwrap().tools;
+    tools.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(
+        names,
+        [
+            "destroy_worker",
+            "drain_worker",
+            "extend_ttl",
+            "get_worker_details",
+            "list_workers",
+            "provision_workers",
+        ]
+    );
+    for t in &tools {
+        assert_eq!(
+            t.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            t.name
+        );
+        assert!(t.input_schema.contains_key("properties"), "{}", t.name);
+        let output = t.output_schema.as_ref().expect("output schema");
+        assert_eq!(output.get("type"), Some(&json!("object")), "{}", t.name);
+        assert!(t.description.as_ref().is_some_and(|d| d.len() > 80));
+    }
+    let destroy = &tools[0];
+    assert!(destroy.description.as_ref().unwrap().contains("force"));
+    insta::assert_json_snapshot!("tools", tools);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_provisions_inspects_extends_drains_and_destroys_burst_workers() {
+    let fake = Fake::new();
+    fake.add_foreign_node(
+        "k8s-node1",
+        &[("node-pool", "permanent"), ("worker-type", "permanent")],
+    );
+    let client = agent(&fake).await;
+
+    // Provision: answered at once, the names in phase Requested.
+    let provisioned: ProvisionResult = ok(
+        &client,
+        "provision_workers",
+        json!({"count": 2, "pool": "burst", "size": "medium", "ttl_hours": 2, "reason": "CI backlog"}),
+    )
+    .await;
+    assert_eq!(provisioned.pool, "burst");
+    assert_eq!(provisioned.requested_by, "mcp:test-agent");
+    assert_eq!(provisioned.workers.len(), 2);
+    let names: Vec<String> = provisioned.workers.iter().map(|w| w.name.clone()).collect();
+    for w in &provisioned.workers {
+        assert!(w.name.starts_with("burst-"), "{}", w.name);
+        assert!(
+            ["Requested", "Provisioning", "Joining", "Ready"].contains(&w.phase.as_str()),
+            "{}",
+            w.phase
+        );
+    }
+    assert_eq!(
+        fake.world().claims[&names[0]].spec.requested_by,
+        "mcp:test-agent"
+    );
+    assert_eq!(fake.world().claims[&names[0]].spec.reason, "CI backlog");
+
+    // The controller brings them to Ready; details show the whole record.
+    for name in &names {
+        let w = wait_for(&client, name, |w| w.phase == "Ready").await;
+        assert!(w.managed);
+        assert_eq!(w.kind.as_deref(), Some("burst"));
+        assert_eq!(w.worker_type, "temporary");
+        assert_eq!(w.size.as_deref(), Some("medium"));
+        assert_eq!(w.node_ready, Some(true));
+        assert!(w.vmid.is_some() && w.host.is_some() && w.ip.is_some());
+        assert_eq!(w.expires_at.as_deref(), Some("2026-01-01T02:00:00Z"));
+        assert_eq!(w.expires_in.as_deref(), Some("2h 0m"));
+        assert_eq!(w.requested_by.as_deref(), Some("mcp:test-agent"));
+        assert_eq!(w.last_error, None);
+    }
+
+    // List: filtered by type and by pool, and everything.
+    let temporary: WorkerList =
+        ok(&client, "list_workers", json!({"type_filter": "temporary"})).await;
+    assert_eq!(temporary.count, 2);
+    let listed: Vec<&str> = temporary.workers.iter().map(|w| w.name.as_str()).collect();
+    let mut expected: Vec<&str> = names.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+    let burst: WorkerList = ok(&client, "list_workers", json!({"pool": "burst"})).await;
+    assert_eq!(burst.count, 2);
+    let all: WorkerList = ok(&client, "list_workers", json!({})).await;
+    assert_eq!(all.count, 3);
+    let node1 = all.workers.iter().find(|w| w.name == "k8s-node1").unwrap();
+    assert!(!node1.managed);
+    assert_eq!(node1.phase, "Unmanaged");
+    let permanent: WorkerList =
+        ok(&client, "list_workers", json!({"type_filter": "permanent"})).await;
+    assert_eq!(permanent.count, 1);
+
+    // Extend the TTL of the first by two hours.
+    let extended: TtlResult = ok(
+        &client,
+        "extend_ttl",
+        json!({"worker_id": names[0], "hours": 2}),
+    )
+    .await;
+    assert_eq!(extended.expires_at, "2026-01-01T04:00:00Z");
+    assert_eq!(extended.expires_in, "4h 0m");
+    let w = wait_for(&client, &names[0], |_| true).await;
+    assert_eq!(w.expires_at.as_deref(), Some("2026-01-01T04:00:00Z"));
+
+    // Pods land on both; destroying one that is not drained is refused.
+    for name in &names {
+        fake.world().nodes.get_mut(name).unwrap().pods = 4;
+    }
+    let (text, error) = tool_error(&client, "destroy_worker", json!({"worker_id": names[0]})).await;
+    assert_eq!(error["category"], "refused");
+    assert!(text.contains("drain it first or pass force"), "{text}");
+
+    // Drain, then destroy once drained.
+    let drained: ActionResult = ok(&client, "drain_worker", json!({"worker_id": names[0]})).await;
+    assert_eq!(drained.action, "drain");
+    assert_eq!(drained.worker_id, names[0]);
+    wait_for(&client, &names[0], |w| w.cordoned && w.workload_pods == 0).await;
+    let destroyed: ActionResult =
+        ok(&client, "destroy_worker", json!({"worker_id": names[0]})).await;
+    assert_eq!(destroyed.action, "destroy");
+
+    // The other one, forced without a drain.
+    let forced: ActionResult = ok(
+        &client,
+        "destroy_worker",
+        json!({"worker_id": names[1], "force": true}),
+    )
+    .await;
+    assert_eq!(forced.action, "destroy --force");
+
+    // Both disappear; only the unmanaged node is left, and no VM.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let all: WorkerList = ok(&client, "list_workers", json!({"type_filter": "all"})).await;
+            if all.count == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("destroyed workers disappear from the list");
+    assert!(fake.world().vms.is_empty());
+    let (_, error) = tool_error(
+        &client,
+        "get_worker_details",
+        json!({"worker_id": names[0]}),
+    )
+    .await;
+    assert_eq!(error["category"], "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroying_unmanaged_or_protected_nodes_returns_tool_errors_naming_the_rule() {
+    let fake = Fake::new();
+    fake.add_foreign_node("k8s-node2", &[("worker-type", "permanent")]);
+    fake.add_foreign_node("control-plane-1", &[]);
+    let client = agent(&fake).await;
+
+    let (text, error) = tool_error(
+        &client,
+        "destroy_worker",
+        json!({"worker_id": "k8s-node2", "force": true}),
+    )
+    .await;
+    assert_eq!(
+        text,
+        "destroy_worker failed (refused): refusing to destroy `k8s-node2`: it is not managed by Tidepool"
+    );
+    assert_eq!(error["category"], "refused");
+    assert_eq!(
+        error["message"],
+        "refusing to destroy `k8s-node2`: it is not managed by Tidepool"
+    );
+
+    let (text, error) = tool_error(
+        &client,
+        "destroy_worker",
+        json!({"worker_id": "control-plane-1", "force": true}),
+    )
+    .await;
+    assert!(
+        text.contains("protected pattern `^control-plane-.*`"),
+        "{text}"
+    );
+    assert_eq!(error["category"], "refused");
+
+    let (text, _) = tool_error(
+        &client,
+        "drain_worker",
+        json!({"worker_id": "control-plane-1"}),
+    )
+    .await;
+    assert!(text.contains("protected pattern"), "{text}");
+    let (_, error) = tool_error(
+        &client,
+        "extend_ttl",
+        json!({"worker_id": "k8s-node2", "hours": 1}),
+    )
+    .await;
+    assert_eq!(error["category"], "refused");
+    let (_, error) = tool_error(&client, "destroy_worker", json!({"worker_id": "nope"})).await;
+    assert_eq!(error["category"], "not-found");
+
+    // Nothing was touched.
+    assert_eq!(fake.world().nodes.len(), 2);
+    assert!(fake.world().claims.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_provision_lists_every_problem_and_creates_nothing() {
+    let fake = Fake::new();
+    let client = agent(&fake).await;
+    let result = call(
+        &client,
+        "provision_workers",
+        json!({"count": 11, "pool": "brust", "ttl_hours": 200}),
+    )
+    .await;
+    assert_eq!(result.is_error, Some(true));
+    insta::assert_json_snapshot!("invalid_provision", result);
+    let (text, error) = tool_error(
+        &client,
+        "provision_workers",
+        json!({"count": 11, "pool": "brust", "ttl_hours": 200}),
+    )
+    .await;
+    assert_eq!(error["category"], "invalid");
+    assert_eq!(
+        error["problems"],
+        json!([
+            "count must be between 1 and 10, got 11",
+            "ttl must be between 1h and 168h, got 8d8h",
+            "unknown pool `brust`, did you mean `burst`?",
+        ])
+    );
+    for problem in error["problems"].as_array().unwrap() {
+        assert!(text.contains(problem.as_str().unwrap()), "{text}");
+    }
+    assert!(fake.world().claims.is_empty());
+
+    let (_, error) = tool_error(
+        &client,
+        "extend_ttl",
+        json!({"worker_id": "x", "hours": 500}),
+    )
+    .await;
+    assert_eq!(error["category"], "invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_that_break_the_schema_are_tool_errors_not_protocol_errors() {
+    let client = agent(&Fake::new()).await;
+    for (tool, args) in [
+        (
+            "provision_workers",
+            json!({"count": "two", "pool": "burst"}),
+        ),
+        ("provision_workers", json!({"count": -1, "pool": "burst"})),
+        ("provision_workers", json!({"pool": "burst"})),
+        ("list_workers", json!({"type_filter": "everything"})),
+        ("destroy_worker", json!({"worker_id": "x", "forse": true})),
+        ("extend_ttl", json!({"worker_id": "x"})),
+    ] {
+        let (text, error) = tool_error(&client, tool, args).await;
+        assert_eq!(error["category"], "invalid", "{tool}: {text}");
+        assert!(
+            text.starts_with(&format!("{tool} failed (invalid)")),
+            "{text}"
+        );
+    }
+}
+
+/// A claim store that answers only after a delay, while one is set.
+#[derive(Clone)]
+struct SlowStore {
+    inner: Fake,
+    delay: Arc<Mutex<Option<Duration>>>,
+}
+
+impl SlowStore {
+    async fn pause(&self) {
+        let delay = *self.delay.lock().unwrap();
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+impl ClaimStore for SlowStore {
+    async fn list(&self) -> tidepool_controller::ports::ProviderResult<Vec<Claim>> {
+        self.pause().await;
+        ClaimStore::list(&self.inner).await
+    }
+
+    async fn create(&self, claim: &Claim) -> tidepool_controller::ports::ProviderResult<()> {
+        self.pause().await;
+        self.inner.create(claim).await
+    }
+
+    async fn update(&self, claim: &Claim) -> tidepool_controller::ports::ProviderResult<()> {
+        self.pause().await;
+        self.inner.update(claim).await
+    }
+
+    async fn get(&self, name: &str) -> tidepool_controller::ports::ProviderResult<Option<Claim>> {
+        self.pause().await;
+        self.inner.get(name).await
+    }
+
+    async fn save_status(
+        &self,
+        name: &str,
+        status: &ClaimStatus,
+    ) -> tidepool_controller::ports::ProviderResult<()> {
+        self.inner.save_status(name, status).await
+    }
+
+    async fn remove_finalizer(&self, name: &str) -> tidepool_controller::ports::ProviderResult<()> {
+        self.inner.remove_finalizer(name).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_operation_answers_with_a_timeout_error_and_the_server_keeps_answering() {
+    let fake = Fake::new();
+    let delay = Arc::new(Mutex::new(Some(Duration::from_secs(3600))));
+    let store = SlowStore {
+        inner: fake.clone(),
+        delay: Arc::clone(&delay),
+    };
+    let server = TidepoolMcp::new(Arc::new(Service::new(executor(&fake, store))))
+        .with_timeout(Duration::from_millis(200));
+    assert_eq!(server.timeout(), Duration::from_millis(200));
+    let client = connect(server).await;
+
+    let (text, error) = tool_error(&client, "list_workers", json!({})).await;
+    assert_eq!(error["category"], "timeout");
+    assert!(text.contains("no answer within 0.2s"), "{text}");
+    let (_, error) = tool_error(
+        &client,
+        "provision_workers",
+        json!({"count": 1, "pool": "burst"}),
+    )
+    .await;
+    assert_eq!(error["category"], "timeout");
+
+    *delay.lock().unwrap() = None;
+    let all: WorkerList = ok(&client, "list_workers", json!({})).await;
+    assert_eq!(all.count, 0);
+}
