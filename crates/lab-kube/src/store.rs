@@ -47,10 +47,14 @@ pub struct WatchEvent {
     pub rv: u64,
     /// The object after the change (the last state, for a deletion).
     pub object: Arc<Value>,
-    /// The object before the change, for modifications.
+    /// The selectable parts of the object before the change, for
+    /// modifications (see [`selectable_skeleton`]).
     pub previous: Option<Arc<Value>>,
     /// When the change happened (simulated time).
     pub at: SystemTime,
+    /// The event's wire form, serialised once for all watchers that see it
+    /// unchanged.
+    pub wire: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// Where a watch starts.
@@ -135,6 +139,8 @@ impl Table {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             resumable_from: 0,
+            // A watcher that falls further behind resumes from the history
+            // (or gets 410 Gone if its position left it meanwhile).
             tx: broadcast::channel(16_384).0,
         }
     }
@@ -279,8 +285,9 @@ impl Store {
             kind,
             rv,
             object,
-            previous,
+            previous: previous.map(|p| Arc::new(selectable_skeleton(&p))),
             at: now,
+            wire: std::sync::OnceLock::new(),
         });
         table.history.push_back(event.clone());
         while let Some(front) = table.history.front() {
@@ -833,6 +840,7 @@ impl Store {
                         object: o.clone(),
                         previous: None,
                         at: SystemTime::UNIX_EPOCH,
+                        wire: std::sync::OnceLock::new(),
                     })
                 })
                 .collect(),
@@ -854,6 +862,43 @@ impl Store {
     pub fn keys(&self) -> Vec<ResKey> {
         self.lock().tables.keys().cloned().collect()
     }
+}
+
+/// The parts of an object that label and field selectors look at: name,
+/// namespace, labels, top-level scalars (`type`, `reason`), the scalar
+/// fields of `spec` and `status` (`spec.nodeName`, `status.phase`, ...) and
+/// the event's `involvedObject`/`regarding`. Kept instead of the whole
+/// previous object in watch events, to bound memory.
+pub fn selectable_skeleton(obj: &Value) -> Value {
+    let scalars = |v: &Value| -> Value {
+        Value::Object(
+            v.as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, x)| !x.is_object() && !x.is_array())
+                        .map(|(k, x)| (k.clone(), x.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )
+    };
+    let mut out = scalars(obj);
+    out["metadata"] = json!({
+        "name": obj["metadata"]["name"],
+        "namespace": obj["metadata"]["namespace"],
+        "labels": obj["metadata"]["labels"],
+    });
+    for part in ["spec", "status"] {
+        if obj[part].is_object() {
+            out[part] = scalars(&obj[part]);
+        }
+    }
+    for reference in ["involvedObject", "regarding"] {
+        if obj[reference].is_object() {
+            out[reference] = obj[reference].clone();
+        }
+    }
+    out
 }
 
 /// Server-side defaults a real API server fills in on create.

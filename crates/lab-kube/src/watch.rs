@@ -92,6 +92,11 @@ fn render_event(req: &WatchRequest, ev: &WatchEvent) -> Option<Bytes> {
     };
     match req.render {
         Some(render) => Some(line(kind.as_str(), &render(&ev.object))),
+        None if kind == ev.kind => Some(
+            ev.wire
+                .get_or_init(|| line(kind.as_str(), &ev.object))
+                .clone(),
+        ),
         None => Some(line(kind.as_str(), &ev.object)),
     }
 }
