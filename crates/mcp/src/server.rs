@@ -26,7 +26,7 @@ use tracing::warn;
 use crate::types::{
     ActionResult, DestroyArgs, ExtendTtlArgs, ListWorkersArgs, NewWorker, ProvisionArgs,
     ProvisionResult, ToolErrorBody, ToolErrorContent, TtlResult, WorkerIdArgs, WorkerInfo,
-    WorkerList, expires_in,
+    WorkerList, expires_in, rfc3339,
 };
 
 /// How long a tool call may take unless configured otherwise.
@@ -463,7 +463,7 @@ where
             .map_err(ToolFailure::into_result)?;
         Ok(Json(TtlResult {
             worker_id: args.worker_id,
-            expires_at: expiry.to_string(),
+            expires_at: rfc3339(expiry),
             expires_in: expires_in(expiry, self.now()),
         }))
     }

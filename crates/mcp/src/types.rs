@@ -160,7 +160,7 @@ impl WorkerInfo {
     pub fn from_view(w: WorkerView, now: Timestamp) -> Self {
         Self {
             expires_in: w.expires_at.map(|at| expires_in(at, now)),
-            expires_at: w.expires_at.map(|at| at.to_string()),
+            expires_at: w.expires_at.map(rfc3339),
             name: w.name,
             managed: w.managed,
             pool: w.pool,
@@ -259,6 +259,13 @@ pub struct ToolErrorContent {
     pub error: ToolErrorBody,
 }
 
+/// `at` as RFC 3339 in UTC, to the second (e.g. `2026-01-01T02:00:00Z`).
+pub fn rfc3339(at: Timestamp) -> String {
+    Timestamp::from_second(at.as_second())
+        .unwrap_or(at)
+        .to_string()
+}
+
 /// The time from `now` to `at` in words: `2d 3h`, `3h 59m`, `45m`,
 /// `less than a minute`, or `expired 5m ago` once past.
 pub fn expires_in(at: Timestamp, now: Timestamp) -> String {
@@ -304,5 +311,11 @@ mod tests {
             "2d 3h"
         );
         assert_eq!(expires_in(at(1_000_000 - 300), now), "expired 5m ago");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_to_the_second() {
+        let t = Timestamp::new(1_767_225_600, 267_750_639).unwrap();
+        assert_eq!(rfc3339(t), "2026-01-01T00:00:00Z");
     }
 }
