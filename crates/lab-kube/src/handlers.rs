@@ -105,8 +105,9 @@ struct Target {
     storage: ResKey,
     /// Converts a stored object to the served form, if they differ.
     outward: Option<fn(&Value) -> Value>,
-    /// Converts a served-form body to the stored form, if they differ.
-    inward: Option<fn(Value) -> Value>,
+    /// Converts a served-form body to the stored form, given the stored
+    /// object (if any), when they differ.
+    inward: Option<fn(Value, &Value) -> Value>,
 }
 
 impl Target {
@@ -117,9 +118,9 @@ impl Target {
         }
     }
 
-    fn to_storage(&self, obj: Value) -> Value {
+    fn to_storage(&self, obj: Value, current: &Value) -> Value {
         match self.inward {
-            Some(f) => f(obj),
+            Some(f) => f(obj, current),
             None => obj,
         }
     }
@@ -213,16 +214,51 @@ async fn handle(
     }
 }
 
+/// The `autoscaling/v1` Scale view of a workload.
+fn to_scale(obj: &Value) -> Value {
+    let selector_text = obj["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector_text},
+    })
+}
+
+/// Applies a Scale's `spec.replicas` to the stored workload.
+fn from_scale(scale: Value, current: &Value) -> Value {
+    let mut out = current.clone();
+    out["spec"]["replicas"] = scale["spec"]["replicas"].clone();
+    out
+}
+
 /// Converts the protobuf bodies we understand (Eviction, Binding) to JSON.
 fn protobuf_to_json(t: &Target, body: &[u8]) -> Result<Bytes, ApiError> {
     let refuse = || ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf");
-    let (_, _, raw) = proto::envelope(body).map_err(|_| refuse())?;
+    let (api_version, kind, raw) = proto::envelope(body).map_err(|_| refuse())?;
+    let bad = |e: proto::ProtoError| ApiError::bad_request(e.to_string());
     let value = match t.sub.as_deref() {
-        Some("eviction") => {
-            proto::eviction(raw).map_err(|e| ApiError::bad_request(e.to_string()))?
-        }
-        Some("binding") => proto::binding(raw).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        _ => return Err(refuse()),
+        Some("eviction") => proto::eviction(raw).map_err(bad)?,
+        Some("binding") => proto::binding(raw).map_err(bad)?,
+        Some(_) => return Err(refuse()),
+        None => proto::object(&api_version, &kind, raw)
+            .map_err(bad)?
+            .ok_or_else(refuse)?,
     };
     Ok(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
 }
@@ -282,14 +318,16 @@ fn resolve(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Option
         return None;
     }
     type Out = Option<fn(&Value) -> Value>;
-    type In = Option<fn(Value) -> Value>;
+    type In = Option<fn(Value, &Value) -> Value>;
     let (storage, outward, inward): (ResKey, Out, In) =
         if def.group == "events.k8s.io" && def.plural == "events" {
             (
                 ResKey::new("", "events"),
                 Some(events::to_events_v1),
-                Some(events::to_core),
+                Some(|e, _| events::to_core(e)),
             )
+        } else if sub.as_deref() == Some("scale") {
+            (def.key(), Some(to_scale), Some(from_scale))
         } else {
             (def.key(), None, None)
         };
@@ -410,7 +448,7 @@ async fn dispatch(
                 if dry_run(q) {
                     return Ok(json_response(201, &obj));
                 }
-                let created = store.create(&key, &t.namespace, t.to_storage(obj))?;
+                let created = store.create(&key, &t.namespace, t.to_storage(obj, &Value::Null))?;
                 Ok(json_response(201, &t.out(&created)))
             }
         },
@@ -428,14 +466,17 @@ async fn dispatch(
                 Some("finalize") => Part::Internal,
                 _ => Part::Main,
             };
-            let updated = if dry_run(q) {
-                let obj = t.to_storage(obj);
-                store.modify_or_preview(&key, &t.namespace, name, part, true, |o| {
-                    *o = obj;
+            let updated = if dry_run(q) || t.inward.is_some() {
+                let want_rv = meta::resource_version(&obj);
+                store.modify_or_preview(&key, &t.namespace, name, part, dry_run(q), |o| {
+                    if want_rv != 0 && want_rv != meta::resource_version(o) {
+                        return Err(ApiError::conflict(&t.def.group, &t.def.plural, name));
+                    }
+                    *o = t.to_storage(obj, o);
                     Ok(())
                 })?
             } else {
-                store.update(&key, &t.namespace, name, t.to_storage(obj), part)?
+                store.update(&key, &t.namespace, name, obj, part)?
             };
             Ok(json_response(200, &t.out(&updated)))
         }
@@ -516,7 +557,10 @@ fn patch_object(
             Err(e) if e.code == 404 && part == Part::Main => {
                 let mut obj = applied;
                 meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
-                let created = shared.store.create(&key, &t.namespace, t.to_storage(obj))?;
+                let created =
+                    shared
+                        .store
+                        .create(&key, &t.namespace, t.to_storage(obj, &Value::Null))?;
                 Ok(json_response(201, &t.out(&created)))
             }
             Err(e) => Err(e),
@@ -530,7 +574,7 @@ fn patch_object(
                     |live| {
                         let mut served = t.out(live);
                         patch::apply_merge(&mut served, &applied);
-                        *live = t.to_storage(served);
+                        *live = t.to_storage(served, live);
                         Ok(())
                     },
                 )?;
@@ -556,7 +600,7 @@ fn patch_object(
                     }
                     other => return Err(ApiError::unsupported_media_type(other)),
                 }
-                *stored = t.to_storage(obj);
+                *stored = t.to_storage(obj, stored);
                 Ok(())
             })?;
     Ok(json_response(200, &t.out(&updated)))

@@ -1,8 +1,10 @@
 //! Just enough of the Kubernetes protobuf wire format to read the request
 //! bodies kubectl's typed clients send as `application/vnd.kubernetes.protobuf`
-//! for subresources (Eviction, Binding): the `k8s\0` envelope
-//! (`runtime.Unknown`) and the few fields those objects carry. Other
-//! protobuf bodies are refused with 415.
+//! for subresources (Eviction, Binding) and for `kubectl create <kind>`
+//! (Namespace, ConfigMap, Secret, Deployment, PodDisruptionBudget): the
+//! `k8s\0` envelope (`runtime.Unknown`) and a schema table of the fields
+//! those objects carry (field numbers from Kubernetes' `generated.proto`).
+//! Fields outside the table are dropped; other kinds are refused with 415.
 
 use serde_json::{Value, json};
 
@@ -181,6 +183,246 @@ pub fn binding(raw: &[u8]) -> Result<Value, ProtoError> {
         }
     }
     Ok(out)
+}
+
+/// How one protobuf field maps to JSON.
+#[derive(Clone, Copy)]
+enum Ty {
+    Str,
+    Int,
+    Bool,
+    Msg(&'static [F]),
+    /// `map<string, string>`.
+    StrMap,
+    /// `map<string, bytes>`, base64 in JSON.
+    BytesMap,
+    /// `map<string, Quantity>`.
+    QuantityMap,
+    /// `intstr.IntOrString`.
+    IntOrString,
+}
+
+/// One field of a message schema: number, JSON name, type, repeated.
+#[derive(Clone, Copy)]
+struct F(u64, &'static str, Ty, bool);
+
+const OBJECT_META: &[F] = &[
+    F(1, "name", Ty::Str, false),
+    F(2, "generateName", Ty::Str, false),
+    F(3, "namespace", Ty::Str, false),
+    F(11, "labels", Ty::StrMap, false),
+    F(12, "annotations", Ty::StrMap, false),
+    F(14, "finalizers", Ty::Str, true),
+];
+const REQUIREMENT: &[F] = &[
+    F(1, "key", Ty::Str, false),
+    F(2, "operator", Ty::Str, false),
+    F(3, "values", Ty::Str, true),
+];
+const LABEL_SELECTOR: &[F] = &[
+    F(1, "matchLabels", Ty::StrMap, false),
+    F(2, "matchExpressions", Ty::Msg(REQUIREMENT), true),
+];
+const RESOURCES: &[F] = &[
+    F(1, "limits", Ty::QuantityMap, false),
+    F(2, "requests", Ty::QuantityMap, false),
+];
+const PORT: &[F] = &[
+    F(1, "name", Ty::Str, false),
+    F(3, "containerPort", Ty::Int, false),
+    F(4, "protocol", Ty::Str, false),
+];
+const ENV: &[F] = &[F(1, "name", Ty::Str, false), F(2, "value", Ty::Str, false)];
+const CONTAINER: &[F] = &[
+    F(1, "name", Ty::Str, false),
+    F(2, "image", Ty::Str, false),
+    F(3, "command", Ty::Str, true),
+    F(4, "args", Ty::Str, true),
+    F(5, "workingDir", Ty::Str, false),
+    F(6, "ports", Ty::Msg(PORT), true),
+    F(7, "env", Ty::Msg(ENV), true),
+    F(8, "resources", Ty::Msg(RESOURCES), false),
+    F(13, "terminationMessagePath", Ty::Str, false),
+    F(14, "imagePullPolicy", Ty::Str, false),
+    F(20, "terminationMessagePolicy", Ty::Str, false),
+];
+const TOLERATION: &[F] = &[
+    F(1, "key", Ty::Str, false),
+    F(2, "operator", Ty::Str, false),
+    F(3, "value", Ty::Str, false),
+    F(4, "effect", Ty::Str, false),
+    F(5, "tolerationSeconds", Ty::Int, false),
+];
+const POD_SPEC: &[F] = &[
+    F(2, "containers", Ty::Msg(CONTAINER), true),
+    F(3, "restartPolicy", Ty::Str, false),
+    F(4, "terminationGracePeriodSeconds", Ty::Int, false),
+    F(6, "dnsPolicy", Ty::Str, false),
+    F(7, "nodeSelector", Ty::StrMap, false),
+    F(8, "serviceAccountName", Ty::Str, false),
+    F(10, "nodeName", Ty::Str, false),
+    F(19, "schedulerName", Ty::Str, false),
+    F(20, "initContainers", Ty::Msg(CONTAINER), true),
+    F(22, "tolerations", Ty::Msg(TOLERATION), true),
+    F(24, "priorityClassName", Ty::Str, false),
+];
+const POD_TEMPLATE: &[F] = &[
+    F(1, "metadata", Ty::Msg(OBJECT_META), false),
+    F(2, "spec", Ty::Msg(POD_SPEC), false),
+];
+const ROLLING_UPDATE: &[F] = &[
+    F(1, "maxUnavailable", Ty::IntOrString, false),
+    F(2, "maxSurge", Ty::IntOrString, false),
+];
+const STRATEGY: &[F] = &[
+    F(1, "type", Ty::Str, false),
+    F(2, "rollingUpdate", Ty::Msg(ROLLING_UPDATE), false),
+];
+const DEPLOYMENT_SPEC: &[F] = &[
+    F(1, "replicas", Ty::Int, false),
+    F(2, "selector", Ty::Msg(LABEL_SELECTOR), false),
+    F(3, "template", Ty::Msg(POD_TEMPLATE), false),
+    F(4, "strategy", Ty::Msg(STRATEGY), false),
+    F(5, "minReadySeconds", Ty::Int, false),
+];
+const PDB_SPEC: &[F] = &[
+    F(1, "minAvailable", Ty::IntOrString, false),
+    F(2, "selector", Ty::Msg(LABEL_SELECTOR), false),
+    F(3, "maxUnavailable", Ty::IntOrString, false),
+    F(4, "unhealthyPodEvictionPolicy", Ty::Str, false),
+];
+const NAMESPACE_SPEC: &[F] = &[F(1, "finalizers", Ty::Str, true)];
+const NAMESPACE: &[F] = &[
+    F(1, "metadata", Ty::Msg(OBJECT_META), false),
+    F(2, "spec", Ty::Msg(NAMESPACE_SPEC), false),
+];
+const CONFIG_MAP: &[F] = &[
+    F(1, "metadata", Ty::Msg(OBJECT_META), false),
+    F(2, "data", Ty::StrMap, false),
+    F(3, "binaryData", Ty::BytesMap, false),
+    F(4, "immutable", Ty::Bool, false),
+];
+const SECRET: &[F] = &[
+    F(1, "metadata", Ty::Msg(OBJECT_META), false),
+    F(2, "data", Ty::BytesMap, false),
+    F(3, "type", Ty::Str, false),
+    F(5, "immutable", Ty::Bool, false),
+];
+const DEPLOYMENT: &[F] = &[
+    F(1, "metadata", Ty::Msg(OBJECT_META), false),
+    F(2, "spec", Ty::Msg(DEPLOYMENT_SPEC), false),
+];
+const PDB: &[F] = &[
+    F(1, "metadata", Ty::Msg(OBJECT_META), false),
+    F(2, "spec", Ty::Msg(PDB_SPEC), false),
+];
+
+fn map_entry(bytes: &[u8]) -> Result<(String, Option<&[u8]>), ProtoError> {
+    let mut key = String::new();
+    let mut value = None;
+    for (n, f) in fields(bytes)? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => key = String::from_utf8_lossy(b).into_owned(),
+            (2, Field::Bytes(b)) => value = Some(b),
+            _ => {}
+        }
+    }
+    Ok((key, value))
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Null => true,
+        _ => false,
+    }
+}
+
+fn decode_value(ty: Ty, field: &Field<'_>) -> Result<Value, ProtoError> {
+    use base64::Engine as _;
+    Ok(match (ty, field) {
+        (Ty::Str, Field::Bytes(b)) => string(b),
+        (Ty::Int, Field::Varint(v)) => json!(*v as i64),
+        (Ty::Bool, Field::Varint(v)) => json!(*v != 0),
+        (Ty::Msg(schema), Field::Bytes(b)) => decode_message(schema, b)?,
+        (Ty::IntOrString, Field::Bytes(b)) => {
+            let (mut kind, mut int, mut text) = (0, 0i64, String::new());
+            for (n, f) in fields(b)? {
+                match (n, f) {
+                    (1, Field::Varint(v)) => kind = v,
+                    (2, Field::Varint(v)) => int = v as i64,
+                    (3, Field::Bytes(s)) => text = String::from_utf8_lossy(s).into_owned(),
+                    _ => {}
+                }
+            }
+            if kind == 1 { json!(text) } else { json!(int) }
+        }
+        (Ty::StrMap | Ty::BytesMap | Ty::QuantityMap, Field::Bytes(b)) => {
+            let (key, value) = map_entry(b)?;
+            let value = value.unwrap_or_default();
+            let v = match ty {
+                Ty::BytesMap => json!(base64::engine::general_purpose::STANDARD.encode(value)),
+                Ty::QuantityMap => fields(value)?
+                    .into_iter()
+                    .find_map(|(n, f)| match (n, f) {
+                        (1, Field::Bytes(s)) => Some(string(s)),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| json!("0")),
+                _ => string(value),
+            };
+            json!({ key: v })
+        }
+        _ => Value::Null,
+    })
+}
+
+fn decode_message(schema: &[F], buf: &[u8]) -> Result<Value, ProtoError> {
+    let mut out = serde_json::Map::new();
+    for (n, field) in fields(buf)? {
+        let Some(F(_, name, ty, repeated)) = schema.iter().find(|f| f.0 == n).copied() else {
+            continue;
+        };
+        let v = decode_value(ty, &field)?;
+        let is_map = matches!(ty, Ty::StrMap | Ty::BytesMap | Ty::QuantityMap);
+        if is_map {
+            let slot = out.entry(name).or_insert_with(|| json!({}));
+            if let (Some(m), Value::Object(entry)) = (slot.as_object_mut(), v) {
+                m.extend(entry);
+            }
+        } else if repeated {
+            let slot = out.entry(name).or_insert_with(|| json!([]));
+            if let Some(a) = slot.as_array_mut() {
+                a.push(v);
+            }
+        } else if !is_empty(&v) {
+            out.insert(name.to_owned(), v);
+        }
+    }
+    out.retain(|_, v| !is_empty(v));
+    Ok(Value::Object(out))
+}
+
+/// Decodes the object of a `kubectl create` for the kinds in the schema
+/// table; `None` for other kinds.
+///
+/// # Errors
+/// [`ProtoError::Malformed`].
+pub fn object(api_version: &str, kind: &str, raw: &[u8]) -> Result<Option<Value>, ProtoError> {
+    let schema = match (api_version, kind) {
+        ("v1", "Namespace") => NAMESPACE,
+        ("v1", "ConfigMap") => CONFIG_MAP,
+        ("v1", "Secret") => SECRET,
+        ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("policy/v1", "PodDisruptionBudget") => PDB,
+        _ => return Ok(None),
+    };
+    let mut obj = decode_message(schema, raw)?;
+    obj["apiVersion"] = json!(api_version);
+    obj["kind"] = json!(kind);
+    Ok(Some(obj))
 }
 
 #[cfg(test)]

@@ -333,3 +333,72 @@ async fn a_server_side_dry_run_changes_nothing() {
         .await;
     assert!(c.lab.get("v1", "Node", "", "worker-1").is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_subcommands_that_send_protobuf_and_kubectl_scale_work() {
+    let c = cluster("create-scale").await;
+    c.lab.register_node(&node("worker-1")).unwrap();
+    c.kubectl_ok(&["create", "namespace", "apps"]).await;
+    c.kubectl_ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "apps",
+        "--from-literal=mode=burst",
+    ])
+    .await;
+    c.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "apps",
+        "--image=nginx",
+        "--replicas=1",
+        "--port=80",
+    ])
+    .await;
+    c.kubectl_ok(&[
+        "create",
+        "poddisruptionbudget",
+        "web",
+        "-n",
+        "apps",
+        "--selector=app=web",
+        "--min-available=1",
+    ])
+    .await;
+    let cm = c.lab.get("v1", "ConfigMap", "apps", "settings").unwrap();
+    assert_eq!(cm["data"]["mode"], "burst");
+    let d = c.lab.get("apps/v1", "Deployment", "apps", "web").unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        80
+    );
+
+    c.kubectl_ok(&["scale", "deployment", "web", "-n", "apps", "--replicas=3"])
+        .await;
+    eventually(20, "three web pods run", || {
+        running(&pods_on(&c.lab, "worker-1", "app=web")) == 3
+    })
+    .await;
+    c.kubectl_ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        "apps",
+        "--timeout=20s",
+    ])
+    .await;
+    let pdb = c
+        .lab
+        .get("policy/v1", "PodDisruptionBudget", "apps", "web")
+        .unwrap();
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+}
