@@ -281,3 +281,28 @@ async fn a_pod_on_an_unreachable_node_is_evicted_after_its_toleration_and_replac
         "the old pod stays Terminating on the dead node"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_start_fault_leaves_the_pod_waiting_until_a_retry_succeeds() {
+    let c = cluster("start-fault").await;
+    c.faults.add_rule(FaultRule {
+        service: Service::Kubernetes,
+        op: "kubelet start pods".into(),
+        error_rate: 1.0,
+        status: None,
+        message: Some("failed to pull image \"busybox\": registry unavailable".into()),
+        latency_ms: 0,
+        times: Some(1),
+    });
+    c.lab.register_node(&node("worker-1")).unwrap();
+    c.lab.create(pod("p", json!({}), json!({}))).unwrap();
+    eventually(10, "the container waits with ErrImagePull", || {
+        let p = c.lab.get("v1", "Pod", "default", "p").unwrap();
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"
+    })
+    .await;
+    eventually(10, "the retry starts it", || {
+        c.lab.get("v1", "Pod", "default", "p").unwrap()["status"]["phase"] == "Running"
+    })
+    .await;
+}

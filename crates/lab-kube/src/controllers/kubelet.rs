@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
+use tidepool_lab_sim::{Faults, Service};
+
 use crate::error::ApiError;
 use crate::meta;
 use crate::resources::ResKey;
@@ -35,7 +37,11 @@ pub struct KubeletTimings {
 #[derive(Debug, Default)]
 pub struct Kubelets {
     first_seen: HashMap<String, SystemTime>,
+    orphaned_since: HashMap<String, SystemTime>,
 }
+
+/// How long the pod GC waits before deleting a pod whose node is gone.
+const ORPHAN_QUARANTINE: Duration = Duration::from_secs(40);
 
 fn pod_ip(uid: &str) -> String {
     let h = uid
@@ -81,6 +87,22 @@ fn running_status(pod: &mut Value, node: &Value, now: &str) {
     ] {
         set_condition(pod, kind, "True", None, None, now);
     }
+}
+
+/// A pod whose containers failed to start (a `kubelet start pods` fault):
+/// Pending, containers waiting with `ErrImagePull`.
+fn waiting_status(pod: &mut Value, message: &str) {
+    let statuses: Vec<Value> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false, "started": false,
+                   "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull", "message": message}},
+                   "lastState": {}})
+        })
+        .collect();
+    pod["status"]["containerStatuses"] = json!(statuses);
 }
 
 fn set_readiness(pod: &mut Value, ready: bool, now: &str) {
@@ -137,7 +159,12 @@ pub fn no_execute_deadline(pod: &Value, node: &Value, now: SystemTime) -> Option
 impl Kubelets {
     /// One pass over all bound pods. Returns how long (simulated) until a
     /// pending start or termination is due, if any.
-    pub fn reconcile(&mut self, store: &Store, timings: &KubeletTimings) -> Option<Duration> {
+    pub fn reconcile(
+        &mut self,
+        store: &Store,
+        faults: &Faults,
+        timings: &KubeletTimings,
+    ) -> Option<Duration> {
         let (all_pods, _) = store.list(&pods(), "");
         let (all_nodes, _) = store.list(&ResKey::new("", "nodes"), "");
         let nodes: HashMap<&str, &Value> = all_nodes
@@ -156,6 +183,14 @@ impl Kubelets {
             let (ns, name, uid) = (meta::namespace(pod), meta::name(pod), meta::uid(pod));
             live.insert(uid);
             let Some(node) = nodes.get(node_name) else {
+                let since = *self.orphaned_since.entry(uid.to_owned()).or_insert(now_t);
+                let gone_at = since + ORPHAN_QUARANTINE;
+                if let Ok(left) = gone_at.duration_since(now_t)
+                    && !left.is_zero()
+                {
+                    due(left);
+                    continue;
+                }
                 let _ = store.delete(
                     &pods(),
                     ns,
@@ -215,6 +250,17 @@ impl Kubelets {
                     match ready_at.duration_since(now_t) {
                         Ok(left) if !left.is_zero() => due(left),
                         _ => {
+                            let injected = faults.check(Service::Kubernetes, "kubelet start pods");
+                            if let Some(err) = injected.error {
+                                // The start fails; the kubelet retries after another delay.
+                                self.first_seen.insert(uid.to_owned(), now_t);
+                                due(timings.start_delay);
+                                let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
+                                    waiting_status(p, &err.message);
+                                    Ok(())
+                                });
+                                continue;
+                            }
                             let node = (*node).clone();
                             let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
                                 running_status(p, &node, &now);
@@ -236,6 +282,17 @@ impl Kubelets {
             }
         }
         self.first_seen.retain(|uid, _| live.contains(uid.as_str()));
+        let orphans: HashSet<&str> = all_pods
+            .iter()
+            .filter(|p| {
+                p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty() && !nodes.contains_key(n))
+            })
+            .map(|p| meta::uid(p))
+            .collect();
+        self.orphaned_since
+            .retain(|uid, _| orphans.contains(uid.as_str()));
         next
     }
 }

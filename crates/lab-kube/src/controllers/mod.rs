@@ -29,7 +29,7 @@ pub async fn run(shared: Weak<Shared>) {
         workloads::reconcile_replicasets(store);
         workloads::reconcile_daemonsets(store);
         scheduler::reconcile(store);
-        let due = kubelets.reconcile(store, &lab.options.kubelet_timings());
+        let due = kubelets.reconcile(store, &lab.faults, &lab.options.kubelet_timings());
         disruption::reconcile(store);
         gc::reconcile(store);
         let wait = due
