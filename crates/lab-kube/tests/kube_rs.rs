@@ -66,16 +66,27 @@ async fn kube_rs_lists_patches_applies_and_evicts() {
         .await
         .unwrap();
     assert_eq!(applied.metadata.name.as_deref(), Some("solo"));
-    let stale = {
-        let mut p = applied.clone();
-        p.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
-        p
-    };
-    pods.replace("solo", &PostParams::default(), &stale)
+    // Update conflicts on an object no controller touches.
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "default");
+    let cm = maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"k": "v"}}))
+                .unwrap(),
+        )
         .await
         .unwrap();
-    let conflict = pods
-        .replace("solo", &PostParams::default(), &stale)
+    let stale = {
+        let mut m = cm.clone();
+        m.metadata.labels = Some([("a".to_owned(), "b".to_owned())].into());
+        m
+    };
+    maps.replace("cfg", &PostParams::default(), &stale)
+        .await
+        .unwrap();
+    let conflict = maps
+        .replace("cfg", &PostParams::default(), &stale)
         .await
         .unwrap_err();
     assert!(
