@@ -249,3 +249,47 @@ async fn a_label_selected_watch_reports_an_object_leaving_the_selection_as_delet
     }
     assert_eq!(seen, vec!["ADDED", "MODIFIED", "DELETED"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_allows_bookmarks_receives_them_with_the_current_resource_version() {
+    use kube::api::{WatchEvent, WatchParams};
+    let options = tidepool_lab_kube::KubeOptions {
+        bookmark_interval: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let c = common::cluster_with("kube-rs-bookmarks", options).await;
+    let client = client(&c).await;
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, "default");
+    let rv = maps
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = maps
+        .watch(&WatchParams::default().timeout(10), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let created = c
+        .lab
+        .create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "default"}}))
+        .unwrap();
+    let created_rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bookmark = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(WatchEvent::Bookmark(b)) = events.try_next().await.unwrap()
+                && b.metadata.resource_version == created_rv
+            {
+                return b;
+            }
+        }
+    })
+    .await
+    .expect("a bookmark carrying the version of the last change");
+    assert_eq!(bookmark.types.kind, "ConfigMap");
+}
