@@ -22,6 +22,7 @@ pub mod patch;
 pub mod proto;
 pub mod resources;
 pub mod scheduler;
+pub mod schema;
 pub mod selectors;
 pub mod store;
 pub mod table;

@@ -54,6 +54,8 @@ pub struct ResourceDef {
     pub subresources: Vec<(String, Vec<&'static str>)>,
     /// Categories (`all`).
     pub categories: Vec<String>,
+    /// The storage version's `openAPIV3Schema`, for custom resources.
+    pub schema: Option<std::sync::Arc<Value>>,
 }
 
 impl ResourceDef {
@@ -121,6 +123,7 @@ fn builtin(
             })
             .collect(),
         categories: if all { vec!["all".into()] } else { vec![] },
+        schema: None,
     }
 }
 
@@ -485,6 +488,12 @@ pub fn def_from_crd(crd: &Value) -> Result<ResourceDef, ResourceError> {
         return Err(ResourceError::MissingField("spec.versions[].name"));
     }
     versions.sort_by_key(|(storage, _)| !*storage);
+    let storage_schema = spec["versions"].as_array().and_then(|vs| {
+        vs.iter()
+            .find(|v| v["name"].as_str() == versions.first().map(|(_, n)| n.as_str()))
+            .map(|v| v["schema"]["openAPIV3Schema"].clone())
+            .filter(Value::is_object)
+    });
     let has_status = spec["versions"]
         .as_array()
         .is_some_and(|vs| vs.iter().any(|v| v["subresources"]["status"].is_object()));
@@ -511,6 +520,7 @@ pub fn def_from_crd(crd: &Value) -> Result<ResourceDef, ResourceError> {
             vec![]
         },
         categories: strings(&names["categories"]),
+        schema: storage_schema.map(std::sync::Arc::new),
     })
 }
 

@@ -450,6 +450,9 @@ impl Store {
                 "Required value",
             ));
         }
+        if let Some(schema) = &def.schema {
+            crate::schema::apply(schema, &mut obj, &def.kind, &def.group, &name)?;
+        }
         apply_create_defaults(&def, &mut obj, &now);
         if def.plural == "customresourcedefinitions" && def.group == "apiextensions.k8s.io" {
             let crd_def = def_from_crd(&obj)
@@ -632,6 +635,9 @@ impl Store {
         }
         if merged["kind"].is_null() {
             merged["kind"] = old["kind"].clone();
+        }
+        if let Some(schema) = &def.schema {
+            crate::schema::apply(schema, &mut merged, &def.kind, &def.group, name)?;
         }
         if part != Part::Status && spec_differs(&merged, &old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;

@@ -194,6 +194,7 @@ fn row_for(plural_group: (&str, &str), obj: &Value) -> Value {
         short_names: vec![],
         subresources: vec![],
         categories: vec![],
+        schema: None,
     };
     let mut t = render(
         &def,

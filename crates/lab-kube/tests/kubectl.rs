@@ -218,7 +218,17 @@ spec:
     schema:
       openAPIV3Schema:
         type: object
-        x-kubernetes-preserve-unknown-fields: true
+        properties:
+          spec:
+            type: object
+            required: [pool]
+            properties:
+              pool: {type: string}
+              size: {type: string, enum: [small, large], default: small}
+              ttlSeconds: {type: integer, default: 3600}
+          status:
+            type: object
+            x-kubernetes-preserve-unknown-fields: true
 "#;
 
 const CLAIM: &str = r#"
@@ -230,6 +240,16 @@ metadata:
 spec:
   pool: burst
   size: large
+  typo: dropped
+"#;
+
+const BAD_CLAIM: &str = r#"
+apiVersion: tidepool.dev/v1alpha1
+kind: WorkerClaim
+metadata:
+  name: burst-2
+spec:
+  size: huge
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +290,26 @@ async fn kubectl_applies_a_crd_and_then_an_instance_that_keeps_its_finalizer() {
     let got: Value =
         serde_json::from_str(&c.kubectl_ok(&["get", "wc", "burst-1", "-o", "json"]).await).unwrap();
     assert_eq!(got["spec"]["pool"], "burst");
+    assert_eq!(
+        got["spec"]["ttlSeconds"], 3600,
+        "schema defaults are filled in"
+    );
+    assert!(got["spec"]["typo"].is_null(), "unknown fields are pruned");
     assert_eq!(got["metadata"]["generation"], 1);
+
+    let bad = c.write("bad.yaml", BAD_CLAIM);
+    let refused = c
+        .kubectl(&["apply", "-f", bad.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("The WorkerClaim \"burst-2\" is invalid"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("spec.pool: Required value"), "{stderr}");
 
     c.kubectl_ok(&["delete", "workerclaim", "burst-1", "--wait=false"])
         .await;
