@@ -355,11 +355,7 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         let mut st = self.lock();
         let def = Self::def(&st, key)?;
-        if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be a JSON object",
-            ));
-        }
+        check_shape(&def, &obj)?;
         let now = format_time(self.clock.now());
         let version = def.versions.first().cloned().unwrap_or_default();
         if obj["apiVersion"].as_str().is_none() {
@@ -581,9 +577,7 @@ impl Store {
         }
         let mut new = (*old).clone();
         change(&mut new)?;
-        if !new.is_object() {
-            return Err(ApiError::bad_request("the object must be a JSON object"));
-        }
+        check_shape(&def, &new)?;
         let mut merged = match part {
             Part::Status => {
                 let mut m = (*old).clone();
@@ -870,6 +864,54 @@ impl Store {
     }
 }
 
+/// Rejects bodies whose well-known parts have the wrong JSON type, as the
+/// real server's decoder does (`metadata`, `spec`, `status` objects;
+/// labels and annotations maps of strings).
+fn check_shape(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    let wrong = |field: &str, want: &str| {
+        Err(ApiError::bad_request(format!(
+            "json: cannot unmarshal {field} of {} into a {want}",
+            def.kind
+        )))
+    };
+    if !obj.is_object() {
+        return wrong("the body", "JSON object");
+    }
+    for part in ["metadata", "spec", "status"] {
+        if !(obj[part].is_object() || obj[part].is_null()) {
+            return wrong(part, "JSON object");
+        }
+    }
+    for map in ["labels", "annotations"] {
+        let v = &obj["metadata"][map];
+        if !(v.is_null()
+            || v.as_object()
+                .is_some_and(|m| m.values().all(Value::is_string)))
+        {
+            return wrong(&format!("metadata.{map}"), "map of strings");
+        }
+    }
+    if def.group.is_empty() && def.plural == "pods" {
+        let ok = obj["spec"]["containers"]
+            .as_array()
+            .is_none_or(|cs| cs.iter().all(|c| c.is_object() && c["name"].is_string()));
+        if !ok {
+            return wrong("spec.containers", "list of named containers");
+        }
+    }
+    if matches!(
+        def.plural.as_str(),
+        "deployments" | "replicasets" | "daemonsets" | "statefulsets"
+    ) && !(obj["spec"]["template"].is_null()
+        || obj["spec"]["template"].is_object()
+            && (obj["spec"]["template"]["metadata"].is_null()
+                || obj["spec"]["template"]["metadata"].is_object()))
+    {
+        return wrong("spec.template", "pod template object");
+    }
+    Ok(())
+}
+
 /// The parts of an object that label and field selectors look at: name,
 /// namespace, labels, top-level scalars (`type`, `reason`), the scalar
 /// fields of `spec` and `status` (`spec.nodeName`, `status.phase`, ...) and
@@ -1068,6 +1110,32 @@ mod tests {
             .watch(&pods(), WatchStart::Since(s.current_rv() - 1))
             .unwrap();
         assert_eq!(backlog.len(), 1);
+    }
+
+    #[test]
+    fn bodies_with_mistyped_parts_are_bad_requests() {
+        let s = store();
+        let err = s
+            .create(
+                &pods(),
+                "default",
+                json!({"metadata": {"name": "x"}, "spec": []}),
+            )
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+        let err = s
+            .create(&pods(), "default", json!({"metadata": {"name": "x", "labels": {"a": 1}}, "spec": {"containers": [{"name": "c"}]}}))
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+        let p = s.create(&pods(), "default", pod("ok")).unwrap();
+        let err = s
+            .modify(&pods(), "default", "ok", Part::Main, |o| {
+                o["spec"] = json!("nope");
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err.code, 400);
+        assert_eq!(s.get(&pods(), "default", "ok").unwrap(), p);
     }
 
     #[test]

@@ -24,14 +24,23 @@ pub async fn run(shared: Weak<Shared>) {
     loop {
         let Some(lab) = shared.upgrade() else { return };
         let store = &lab.store;
-        nodes::reconcile(store);
-        workloads::reconcile_deployments(store);
-        workloads::reconcile_replicasets(store);
-        workloads::reconcile_daemonsets(store);
-        scheduler::reconcile(store);
-        let due = kubelets.reconcile(store, &lab.faults, &lab.options.kubelet_timings());
-        disruption::reconcile(store);
-        gc::reconcile(store);
+        // A pass that trips over a malformed object must not stop the
+        // controllers for good: log it and carry on with the next round.
+        let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            nodes::reconcile(store);
+            workloads::reconcile_deployments(store);
+            workloads::reconcile_replicasets(store);
+            workloads::reconcile_daemonsets(store);
+            scheduler::reconcile(store);
+            let due = kubelets.reconcile(store, &lab.faults, &lab.options.kubelet_timings());
+            disruption::reconcile(store);
+            gc::reconcile(store);
+            due
+        }));
+        let due = pass.unwrap_or_else(|_| {
+            tracing::error!("a controller pass of the Kubernetes emulator failed; retrying");
+            None
+        });
         let wait = due
             .map(|d| store.clock().real(d) + Duration::from_millis(1))
             .unwrap_or(lab.options.resync_interval)
