@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::meta;
 use crate::resources::ResKey;
-use crate::selectors::labels_of;
+use crate::selectors::{LabelSelector, labels_of};
 use crate::store::{Part, Store};
 
 /// Errors of this module are API errors.
@@ -278,6 +278,79 @@ fn reject_reason(
     None
 }
 
+/// Whether some placed pod matching `term` runs in the same topology
+/// domain (`topologyKey` value) as `info`'s node.
+fn domain_has_match(
+    pod: &Value,
+    term: &Value,
+    info: &NodeInfo<'_>,
+    infos: &[NodeInfo<'_>],
+    placed: &HashMap<String, Vec<Value>>,
+) -> bool {
+    let Some(key) = term["topologyKey"].as_str() else {
+        return false;
+    };
+    let Some(domain) = info.labels.get(key) else {
+        return false;
+    };
+    let selector = LabelSelector::from_object(&term["labelSelector"]).unwrap_or_default();
+    let namespaces: Vec<&str> = term["namespaces"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .filter(|v: &Vec<&str>| !v.is_empty())
+        .unwrap_or_else(|| vec![meta::namespace(pod)]);
+    infos
+        .iter()
+        .filter(|other| other.labels.get(key) == Some(domain))
+        .filter_map(|other| placed.get(other.name))
+        .flatten()
+        .any(|q| {
+            namespaces.contains(&meta::namespace(q))
+                && term["labelSelector"].is_object()
+                && selector.matches_object(q)
+        })
+}
+
+/// Why required inter-pod (anti-)affinity rules the node out, if they do.
+fn inter_pod_reason(
+    pod: &Value,
+    info: &NodeInfo<'_>,
+    infos: &[NodeInfo<'_>],
+    placed: &HashMap<String, Vec<Value>>,
+) -> Option<String> {
+    let affinity = &pod["spec"]["affinity"];
+    let required = |kind: &str| -> Vec<Value> {
+        affinity[kind]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for term in required("podAntiAffinity") {
+        if domain_has_match(pod, &term, info, infos, placed) {
+            return Some("node(s) didn't match pod anti-affinity rules".into());
+        }
+    }
+    for term in required("podAffinity") {
+        if domain_has_match(pod, &term, info, infos, placed) {
+            continue;
+        }
+        // The first pod of a group may go anywhere if it matches its own term.
+        let selector = LabelSelector::from_object(&term["labelSelector"]).unwrap_or_default();
+        let anywhere = infos
+            .iter()
+            .any(|other| domain_has_match(pod, &term, other, infos, placed));
+        if anywhere
+            || !selector.matches_object(pod)
+            || !info
+                .labels
+                .contains_key(term["topologyKey"].as_str().unwrap_or_default())
+        {
+            return Some("node(s) didn't match pod affinity rules".into());
+        }
+    }
+    None
+}
+
 /// The message of a failed scheduling attempt.
 fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) -> String {
     let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
@@ -318,6 +391,21 @@ pub fn reconcile(store: &Store) {
         })
         .collect();
     let mut used = usage_by_node(&all_pods);
+    let mut placed: HashMap<String, Vec<Value>> = HashMap::new();
+    let inter_pod = pending.iter().any(|p| {
+        let a = &p["spec"]["affinity"];
+        a["podAffinity"].is_object() || a["podAntiAffinity"].is_object()
+    });
+    for p in all_pods
+        .iter()
+        .filter(|p| inter_pod && !meta::is_terminating(p))
+    {
+        if let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            placed.entry(n.to_owned()).or_default().push(json!({
+                "metadata": {"namespace": p["metadata"]["namespace"], "labels": p["metadata"]["labels"]},
+            }));
+        }
+    }
     let now = meta::format_time(store.clock().now());
     for pod in pending {
         let wants = pod_requests(pod);
@@ -344,7 +432,9 @@ pub fn reconcile(store: &Store) {
                 *reasons.entry(reason).or_default() += 1;
                 continue;
             }
-            match reject_reason(pod, info, node_used, &wants) {
+            let verdict = reject_reason(pod, info, node_used, &wants)
+                .or_else(|| inter_pod_reason(pod, info, &infos, &placed));
+            match verdict {
                 Some(reason) => *reasons.entry(reason).or_default() += 1,
                 None => {
                     // Least allocated: prefer the node with most free cpu.
@@ -377,6 +467,11 @@ pub fn reconcile(store: &Store) {
                         Ok(())
                     },
                 );
+                if bound.is_ok() && inter_pod {
+                    placed.entry(node_name.clone()).or_default().push(json!({
+                        "metadata": {"namespace": pod["metadata"]["namespace"], "labels": pod["metadata"]["labels"]},
+                    }));
+                }
                 if bound.is_ok() {
                     let entry = used.entry(node_name).or_default();
                     for (k, v) in wants {
@@ -528,6 +623,37 @@ mod tests {
             &pod(json!({"key": "gpu", "operator": "DoesNotExist"})),
             &node
         ));
+    }
+
+    #[test]
+    fn required_pod_anti_affinity_keeps_replicas_on_different_hosts() {
+        let node = |name: &str| {
+            json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+                   "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}})
+        };
+        let (a, b) = (node("a"), node("b"));
+        let infos: Vec<NodeInfo<'_>> = [&a, &b]
+            .iter()
+            .map(|n| NodeInfo {
+                node: n,
+                name: meta::name(n),
+                ready: true,
+                labels: labels_of(n),
+                allocatable: node_allocatable(n),
+            })
+            .collect();
+        let pod = json!({"metadata": {"namespace": "default", "labels": {"app": "db"}}, "spec": {"affinity": {"podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}}});
+        let mut placed = HashMap::new();
+        placed.insert(
+            "a".to_owned(),
+            vec![json!({"metadata": {"namespace": "default", "labels": {"app": "db"}}})],
+        );
+        assert_eq!(
+            inter_pod_reason(&pod, &infos[0], &infos, &placed).as_deref(),
+            Some("node(s) didn't match pod anti-affinity rules")
+        );
+        assert_eq!(inter_pod_reason(&pod, &infos[1], &infos, &placed), None);
     }
 
     #[test]

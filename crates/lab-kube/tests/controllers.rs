@@ -306,3 +306,49 @@ async fn a_kubelet_start_fault_leaves_the_pod_waiting_until_a_retry_succeeds() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_pod_anti_affinity_spreads_replicas_and_leaves_the_extra_one_pending() {
+    let c = cluster("anti-affinity").await;
+    c.lab.register_node(&node("worker-1")).unwrap();
+    c.lab.register_node(&node("worker-2")).unwrap();
+    c.lab
+        .create(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                    "containers": [{"name": "c", "image": "db"}],
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}}}}}))
+        .unwrap();
+    eventually(10, "one replica runs per node and the third waits", || {
+        let pods = c.lab.list("v1", "Pod", "default", "app=db").unwrap();
+        let waiting = pods.iter().filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+            })
+        });
+        running(&pods_on(&c.lab, "worker-1", "app=db")) == 1
+            && running(&pods_on(&c.lab, "worker-2", "app=db")) == 1
+            && waiting.count() == 1
+    })
+    .await;
+    let pods = c.lab.list("v1", "Pod", "default", "app=db").unwrap();
+    let message = pods
+        .iter()
+        .flat_map(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|c| c["reason"] == "Unschedulable")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("2 node(s) didn't match pod anti-affinity rules"),
+        "{message}"
+    );
+}
