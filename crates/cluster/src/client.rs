@@ -22,7 +22,27 @@ use crate::error::{ClusterError, ErrorCategory};
 /// How many times a read-modify-write retries after losing a race.
 const CONFLICT_ATTEMPTS: u32 = 5;
 
-/// Builds a client from a kubeconfig file (its current context), as for the lab.
+/// Builds a client from a kube-rs [`Config`], with kube-rs's built-in
+/// retrying of 429/503/504 answers turned off.
+///
+/// kube-rs 5 retries those answers inside every request by default, up to
+/// 15 times with backoff growing towards 1000 s. An eviction refused by a
+/// PodDisruptionBudget answers 429, so with that default a single eviction
+/// call can block for many minutes and a drain could not keep its
+/// deadline or report its blocker. Tidepool retries itself, by
+/// [`ErrorCategory`], where it knows the deadline. Clients handed to
+/// [`ClusterClient::new`] should be built this way.
+///
+/// # Errors
+/// Category Config when the TLS or proxy settings cannot be used.
+pub fn client_from_config(mut config: Config) -> Result<Client, ClusterError> {
+    config.default_retry = false;
+    Client::try_from(config)
+        .map_err(|source| ClusterError::api("building a Kubernetes client", source))
+}
+
+/// Builds a client from a kubeconfig file (its current context), as for
+/// the lab; see [`client_from_config`] about retries.
 ///
 /// # Errors
 /// [`ClusterError::Kubeconfig`] when the file cannot be read or used.
@@ -35,23 +55,17 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, ClusterError>
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(wrap)?;
-    Client::try_from(config).map_err(|source| {
-        ClusterError::api(
-            format!("building a client from kubeconfig {}", path.display()),
-            source,
-        )
-    })
+    client_from_config(config)
 }
 
 /// Builds a client from the service account and environment of the pod
-/// the process runs in.
+/// the process runs in; see [`client_from_config`] about retries.
 ///
 /// # Errors
 /// [`ClusterError::InCluster`] outside a pod, or when the token or CA is unreadable.
 pub fn client_in_cluster() -> Result<Client, ClusterError> {
     let config = Config::incluster().map_err(ClusterError::InCluster)?;
-    Client::try_from(config)
-        .map_err(|source| ClusterError::api("building the in-cluster client", source))
+    client_from_config(config)
 }
 
 /// Settings of a [`ClusterClient`].
@@ -107,6 +121,10 @@ pub enum Deletion {
 impl ClusterClient {
     /// A cluster client with default options. Starts the node and pod
     /// watchers at once, so it must be called inside a Tokio runtime.
+    ///
+    /// Build `client` with [`client_from_config`] (or the helpers beside
+    /// it): a client that retries 429 answers internally makes drains
+    /// overrun their deadline.
     pub fn new(client: Client) -> Self {
         Self::with_options(client, ClusterOptions::default())
     }
