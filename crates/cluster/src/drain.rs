@@ -319,6 +319,15 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_match && expressions_match
 }
 
+/// How long one API call of a drain may take: what is left until the
+/// deadline, but at least a moment, so a call made at the deadline can
+/// still complete.
+fn call_budget(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(500))
+}
+
 /// The outcome of one eviction attempt.
 enum Attempt {
     Evicted,
@@ -387,7 +396,7 @@ impl ClusterClient {
             let mut refused = Vec::new();
             let mut still_pending = Vec::new();
             for pod in pending {
-                match self.evict(&pod, options).await.map_err(fail)? {
+                match self.evict(&pod, options, deadline).await.map_err(fail)? {
                     Attempt::Evicted => {
                         report.evicted.push(PodRef::of(&pod));
                         evicted.push(pod);
@@ -417,7 +426,7 @@ impl ClusterClient {
         loop {
             let mut remaining = Vec::new();
             for pod in evicted {
-                if self.still_present(&pod).await.map_err(fail)? {
+                if self.still_present(&pod, deadline).await.map_err(fail)? {
                     remaining.push(pod);
                 }
             }
@@ -455,7 +464,12 @@ impl ClusterClient {
             .collect())
     }
 
-    async fn evict(&self, pod: &Pod, options: &DrainOptions) -> Result<Attempt, ClusterError> {
+    async fn evict(
+        &self,
+        pod: &Pod,
+        options: &DrainOptions,
+        deadline: Instant,
+    ) -> Result<Attempt, ClusterError> {
         let pod_ref = PodRef::of(pod);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod_ref.namespace);
         let params = EvictParams {
@@ -469,7 +483,18 @@ impl ClusterClient {
             }),
             ..EvictParams::default()
         };
-        match api.evict(&pod_ref.name, &params).await {
+        // A request that hangs must not carry the drain past its deadline.
+        let answer =
+            tokio::time::timeout(call_budget(deadline), api.evict(&pod_ref.name, &params)).await;
+        let Ok(answer) = answer else {
+            return Ok(Attempt::Refused(BlockedPod {
+                pod: pod_ref,
+                reason: BlockReason::EvictionRefused,
+                budgets: Vec::new(),
+                message: "the eviction request did not complete before the deadline".to_owned(),
+            }));
+        };
+        match answer {
             Ok(_) => Ok(Attempt::Evicted),
             // Gone already, or replaced by a new pod of the same name.
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Attempt::Evicted),
@@ -524,13 +549,17 @@ impl ClusterClient {
         Ok(names)
     }
 
-    async fn still_present(&self, pod: &Pod) -> Result<bool, ClusterError> {
+    async fn still_present(&self, pod: &Pod, deadline: Instant) -> Result<bool, ClusterError> {
         let pod_ref = PodRef::of(pod);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod_ref.namespace);
-        let live = api
-            .get_opt(&pod_ref.name)
-            .await
-            .map_err(|e| ClusterError::api(format!("reading pod {pod_ref}"), e))?;
+        // No answer in time counts as "still there": the caller's deadline
+        // check then reports it.
+        let Ok(answer) =
+            tokio::time::timeout(call_budget(deadline), api.get_opt(&pod_ref.name)).await
+        else {
+            return Ok(true);
+        };
+        let live = answer.map_err(|e| ClusterError::api(format!("reading pod {pod_ref}"), e))?;
         Ok(live.is_some_and(|p| p.uid() == pod.uid()))
     }
 }

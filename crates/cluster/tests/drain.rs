@@ -206,3 +206,44 @@ async fn draining_a_missing_node_is_a_not_found_error() {
         .unwrap_err();
     assert_eq!(err.category().as_str(), "NotFound");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_that_fails_transiently_is_retried() {
+    let lab = lab("drain-transient").await;
+    lab.kube.register_node(&node("worker-1")).unwrap();
+    lab.kube
+        .create(pod_on("lone", "worker-1", json!({}), json!([])))
+        .unwrap();
+    eventually(20, "the pod runs", || {
+        running_on(&lab.kube, "worker-1", "lone").len() == 1
+    })
+    .await;
+    lab.faults.add_rule(common::fail("evict pods", 503, 2));
+    let report = lab
+        .cluster
+        .drain("worker-1", &quick(10, false))
+        .await
+        .unwrap();
+    assert_eq!(names(&report.evicted), ["lone"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_eviction_stops_the_drain_with_its_category() {
+    let lab = lab("drain-forbidden").await;
+    lab.kube.register_node(&node("worker-1")).unwrap();
+    lab.kube
+        .create(pod_on("lone", "worker-1", json!({}), json!([])))
+        .unwrap();
+    eventually(20, "the pod runs", || {
+        running_on(&lab.kube, "worker-1", "lone").len() == 1
+    })
+    .await;
+    lab.faults.add_rule(common::fail("evict pods", 403, 1));
+    let err = lab
+        .cluster
+        .drain("worker-1", &quick(10, false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DrainError::Cluster { .. }), "{err:?}");
+    assert_eq!(err.category().as_str(), "Forbidden");
+}

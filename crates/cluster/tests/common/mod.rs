@@ -12,11 +12,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidepool_cluster::{ClusterClient, client_from_kubeconfig};
 use tidepool_lab_kube::{KubeLab, NodeRegistration};
-use tidepool_lab_sim::{Faults, SimClock};
+use tidepool_lab_sim::{FaultRule, Faults, Service, SimClock};
 
 /// A served emulator, a kubeconfig file for it, and a cluster client.
 pub struct Lab {
     pub kube: KubeLab,
+    pub faults: Arc<Faults>,
     pub dir: PathBuf,
     pub cluster: ClusterClient,
 }
@@ -36,7 +37,8 @@ pub fn install_crypto() {
 /// kubeconfig file, as production code does.
 pub async fn lab(name: &str) -> Lab {
     install_crypto();
-    let kube = KubeLab::new(SimClock::new(10.0), Arc::new(Faults::new(7)));
+    let faults = Arc::new(Faults::new(7));
+    let kube = KubeLab::new(SimClock::new(10.0), faults.clone());
     kube.serve(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .unwrap();
@@ -47,7 +49,25 @@ pub async fn lab(name: &str) -> Lab {
     std::fs::write(&path, kube.kubeconfig().unwrap()).unwrap();
     let client = client_from_kubeconfig(&path).await.unwrap();
     let cluster = ClusterClient::new(client);
-    Lab { kube, dir, cluster }
+    Lab {
+        kube,
+        faults,
+        dir,
+        cluster,
+    }
+}
+
+/// A fault rule failing `op` (for example `"evict pods"`) with `status`, `times` times.
+pub fn fail(op: &str, status: u16, times: u64) -> FaultRule {
+    FaultRule {
+        service: Service::Kubernetes,
+        op: op.into(),
+        error_rate: 1.0,
+        status: Some(status),
+        message: Some(format!("injected {status}")),
+        latency_ms: 0,
+        times: Some(times),
+    }
 }
 
 /// A 4-CPU, 8 GiB node registration.
