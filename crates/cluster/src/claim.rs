@@ -325,8 +325,12 @@ pub struct ClaimCondition {
 /// The lifecycle steps a claim reports conditions for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum ConditionType {
+    /// A VMID was reserved for the worker (recorded before cloning).
+    VmidAllocated,
     /// The VM was cloned from its template.
     VmCloned,
+    /// The VM's cores, memory, tags and description were set.
+    VmConfigured,
     /// The VM was started.
     VmStarted,
     /// The guest booted and reported an address.

@@ -123,6 +123,9 @@ pub struct Executor<H, J, N, S> {
     config: Arc<Config>,
     now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     kill: Option<KillHook>,
+    /// Serialises VMID choice within this process: two claims allocating
+    /// at once must not both pick the same free VMID.
+    vmid_lock: tokio::sync::Mutex<()>,
 }
 
 enum Outcome {
@@ -152,6 +155,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             config,
             now,
             kill: None,
+            vmid_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -450,10 +454,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 if s.host.is_none() {
                     s.host = pool.hosts.first().cloned();
                 }
-                if s.vmid.is_none() {
-                    s.vmid = Some(self.hv.free_vmid().await?);
-                }
                 self.mark(&mut s, Condition::VmidAllocated);
+                if s.vmid.is_none() {
+                    // Reserve and record under the lock, so the next
+                    // allocation in this process sees the reservation.
+                    let _guard = self.vmid_lock.lock().await;
+                    s.vmid = Some(self.reserve_vmid(name).await?);
+                    self.store.save_status(name, &s).await?;
+                }
                 s.lifecycle = s
                     .lifecycle
                     .advance(Phase::Provisioning)
@@ -476,9 +484,11 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                         // Someone else took the VMID after we reserved it.
                         warn!(
                             claim = name,
-                            vmid, "reserved VMID taken by a foreign VM; choosing another"
+                            vmid, "reserved VMID taken by another VM; choosing another"
                         );
-                        s.vmid = Some(self.hv.free_vmid().await?);
+                        let _guard = self.vmid_lock.lock().await;
+                        s.vmid = Some(self.reserve_vmid(name).await?);
+                        self.store.save_status(name, &s).await?;
                         return Ok(Outcome::Done(Box::new(s)));
                     }
                     None => {
@@ -654,6 +664,19 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 Ok(Outcome::Done(Box::new(s)))
             }
         }
+    }
+
+    /// A free VMID that no other claim has reserved.
+    async fn reserve_vmid(&self, name: &str) -> Result<u32, ProviderError> {
+        let reserved: std::collections::BTreeSet<u32> = self
+            .store
+            .list()
+            .await?
+            .iter()
+            .filter(|c| c.name != name)
+            .filter_map(|c| c.status.vm.as_ref().map(|v| v.vmid).or(c.status.vmid))
+            .collect();
+        self.hv.free_vmid(&reserved).await
     }
 
     /// The VMs that provably belong to the claim: the recorded VM if its

@@ -123,8 +123,12 @@ pub trait Hypervisor: Send + Sync {
     fn vm(&self, vmid: u32) -> impl Future<Output = ProviderResult<Option<VmFacts>>> + Send;
     /// Every VM whose ownership markers name `claim`.
     fn owned_by(&self, claim: &str) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
-    /// A VMID in the provider's range that no VM uses.
-    fn free_vmid(&self) -> impl Future<Output = ProviderResult<u32>> + Send;
+    /// A VMID in the provider's range that no VM uses and that is not in
+    /// `reserved` (VMIDs other claims have recorded but not cloned yet).
+    fn free_vmid(
+        &self,
+        reserved: &std::collections::BTreeSet<u32>,
+    ) -> impl Future<Output = ProviderResult<u32>> + Send;
     /// Clones and waits for the clone to finish. `Conflict` if the VMID is
     /// taken.
     fn clone_vm(&self, spec: &CloneSpec)

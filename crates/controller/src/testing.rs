@@ -178,11 +178,11 @@ impl Hypervisor for Fake {
         Ok(self.owned(claim).iter().map(facts).collect())
     }
 
-    async fn free_vmid(&self) -> ProviderResult<u32> {
+    async fn free_vmid(&self, reserved: &std::collections::BTreeSet<u32>) -> ProviderResult<u32> {
         self.take("free_vmid")?;
         let w = self.world();
         let mut id = w.vmid_lower;
-        while w.vms.contains_key(&id) {
+        while w.vms.contains_key(&id) || reserved.contains(&id) {
             id += 1;
         }
         Ok(id)

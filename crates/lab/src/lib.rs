@@ -112,6 +112,9 @@ impl RunningLab {
     }
 }
 
+/// The WorkerClaim CRD, as generated from the Rust types.
+const WORKER_CLAIM_CRD: &str = include_str!("../../../deploy/crds/workerclaims.tidepool.dev.yaml");
+
 fn emulator(emulator: &'static str) -> impl Fn(String) -> LabError {
     move |message| LabError::Emulator { emulator, message }
 }
@@ -214,6 +217,12 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         )
         .map_err(|e| LabError::Internal(format!("namespace {ns}: {e}")))?;
     }
+
+    // The cluster runs Tidepool: its WorkerClaim CRD is installed.
+    let crd: serde_json::Value = serde_saphyr::from_str(WORKER_CLAIM_CRD)
+        .map_err(|e| LabError::Internal(format!("the WorkerClaim CRD does not parse: {e}")))?;
+    kube.apply(crd)
+        .map_err(|e| LabError::Internal(format!("installing the WorkerClaim CRD: {e}")))?;
 
     let cp_ip = scenario
         .cluster

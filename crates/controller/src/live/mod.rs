@@ -2,5 +2,7 @@
 //! hypervisor, Talos (API apply or nocloud) for joining, Kubernetes for
 //! nodes and claims.
 
+pub mod connect;
 pub mod join;
+pub mod kube;
 pub mod pve;

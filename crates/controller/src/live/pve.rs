@@ -41,6 +41,22 @@ impl PveHypervisor {
     }
 }
 
+/// An error with its whole chain of causes, for messages that must say
+/// what the server answered.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(next.trim_end());
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Maps a Proxmox error onto the executor's classification.
 pub fn classify(e: ProxmoxError) -> ProviderError {
     let kind = match e.category() {
@@ -48,9 +64,10 @@ pub fn classify(e: ProxmoxError) -> ProviderError {
         "locked" => ProviderErrorKind::Conflict,
         "insufficient_capacity" => ProviderErrorKind::InsufficientCapacity,
         "transient" | "timeout" | "agent_not_ready" => ProviderErrorKind::Transient,
+        _ if chain(&e).contains("already exists") => ProviderErrorKind::Conflict,
         _ => ProviderErrorKind::Permanent,
     };
-    ProviderError::new(kind, e.to_string())
+    ProviderError::new(kind, chain(&e))
 }
 
 fn deadline() -> Instant {
@@ -124,7 +141,7 @@ impl Hypervisor for PveHypervisor {
         Ok(out)
     }
 
-    async fn free_vmid(&self) -> ProviderResult<u32> {
+    async fn free_vmid(&self, reserved: &std::collections::BTreeSet<u32>) -> ProviderResult<u32> {
         let used: std::collections::BTreeSet<u32> = self
             .client
             .cluster_vms()
@@ -134,7 +151,7 @@ impl Hypervisor for PveHypervisor {
             .map(|v| v.vmid)
             .collect();
         for id in self.provider.vmid_lower..=self.provider.vmid_upper {
-            if used.contains(&id) {
+            if used.contains(&id) || reserved.contains(&id) {
                 continue;
             }
             // Ask Proxmox too: it knows about VMIDs being created right now.
@@ -236,12 +253,23 @@ impl Hypervisor for PveHypervisor {
     }
 
     async fn address(&self, vm: &VmIdentity) -> ProviderResult<Option<IpAddr>> {
-        match self.client.agent_addresses(&vm.node, vm.vmid).await {
-            Ok(addrs) => Ok(addrs
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or_else(|| addrs.first())
-                .copied()),
+        // Interfaces other than the guest's loopback device; the address is
+        // not filtered by class, so guests on any network (the lab's run on
+        // 127.x addresses) are found.
+        match self.client.agent_interfaces(&vm.node, vm.vmid).await {
+            Ok(interfaces) => {
+                let addrs: Vec<IpAddr> = interfaces
+                    .iter()
+                    .filter(|i| i.name != "lo")
+                    .flat_map(|i| i.addresses.iter().map(|a| a.addr))
+                    .filter(|ip| !ip.is_unspecified() && *ip != IpAddr::from([127, 0, 0, 1]))
+                    .collect();
+                Ok(addrs
+                    .iter()
+                    .find(|a| a.is_ipv4())
+                    .or_else(|| addrs.first())
+                    .copied())
+            }
             Err(e) if e.category() == "agent_not_ready" => Ok(None),
             Err(e) => Err(classify(e)),
         }

@@ -1,0 +1,227 @@
+//! Builds the live executor from a configuration: the Proxmox client, the
+//! join method with its worker config, and the Kubernetes client.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use tidepool_cluster::{ClusterClient, client_from_kubeconfig, client_in_cluster};
+use tidepool_core::config::{Config, JoinMethod, SecretRef};
+use tidepool_proxmox::{ClientOptions, ProxmoxClient};
+use tidepool_talos::nocloud::{NocloudOptions, NocloudServer};
+
+use crate::executor::Executor;
+use crate::live::join::LiveJoiner;
+use crate::live::kube::KubeCluster;
+use crate::live::pve::PveHypervisor;
+
+/// The executor over the production adapters.
+pub type LiveExecutor = Executor<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
+
+/// Why the live stack could not be built. Messages name the setting or
+/// reference, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The configuration asks for something this build cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A secret reference could not be resolved.
+    #[error("reading secret {reference}: {message}")]
+    Secret {
+        /// Where the secret was to come from.
+        reference: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The Proxmox client could not be built.
+    #[error("Proxmox provider {provider}: {message}")]
+    Proxmox {
+        /// Provider name.
+        provider: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The Kubernetes client could not be built.
+    #[error("Kubernetes: {0}")]
+    Kubernetes(String),
+    /// The nocloud user-data server could not listen.
+    #[error("nocloud server on {addr}: {message}")]
+    Nocloud {
+        /// Listen address.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Where the live stack connects.
+#[derive(Clone)]
+pub struct LiveOptions {
+    /// Directory relative file references are resolved against (the
+    /// configuration file's directory).
+    pub config_dir: PathBuf,
+    /// A kubeconfig; `None` for in-cluster configuration.
+    pub kubeconfig: Option<PathBuf>,
+    /// The clock.
+    pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+impl std::fmt::Debug for LiveOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveOptions")
+            .field("config_dir", &self.config_dir)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves a secret reference: an environment variable, a file (relative
+/// to `base`), or a key of a Kubernetes Secret.
+///
+/// # Errors
+/// [`ConnectError::Secret`] naming the reference.
+pub async fn resolve_secret(
+    reference: &SecretRef,
+    base: &Path,
+    kube: &kube::Client,
+    default_namespace: &str,
+) -> Result<String, ConnectError> {
+    let err = |message: String| ConnectError::Secret {
+        reference: reference.to_string(),
+        message,
+    };
+    match reference {
+        SecretRef::Env(var) => {
+            std::env::var(var).map_err(|_| err("the variable is not set".into()))
+        }
+        SecretRef::File(path) => {
+            let path = base.join(path);
+            std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))
+        }
+        SecretRef::Secret {
+            namespace,
+            name,
+            key,
+        } => {
+            let ns = namespace.as_deref().unwrap_or(default_namespace);
+            let secret = Api::<Secret>::namespaced(kube.clone(), ns)
+                .get(name)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let bytes = secret
+                .data
+                .and_then(|d| d.get(key).cloned())
+                .ok_or_else(|| err(format!("the Secret has no key `{key}`")))?;
+            String::from_utf8(bytes.0).map_err(|_| err("the value is not UTF-8".into()))
+        }
+    }
+}
+
+/// Connects to the configured hypervisor and cluster.
+///
+/// # Errors
+/// [`ConnectError`] naming what could not be reached or resolved.
+pub async fn connect(
+    config: Arc<Config>,
+    options: &LiveOptions,
+) -> Result<Arc<LiveExecutor>, ConnectError> {
+    let kube = match &options.kubeconfig {
+        Some(path) => client_from_kubeconfig(path).await,
+        None => client_in_cluster(),
+    }
+    .map_err(|e| ConnectError::Kubernetes(e.to_string()))?;
+    let namespace = config.server.namespace.clone();
+    let mut providers = config
+        .pools
+        .iter()
+        .map(|p| p.provider.as_str())
+        .collect::<Vec<_>>();
+    providers.sort_unstable();
+    providers.dedup();
+    let [provider_name] = providers.as_slice() else {
+        return Err(ConnectError::Unsupported(format!(
+            "pools use {} providers; this version drives exactly one",
+            providers.len()
+        )));
+    };
+    let provider = config
+        .providers
+        .get(*provider_name)
+        .ok_or_else(|| ConnectError::Unsupported(format!("unknown provider {provider_name}")))?
+        .clone();
+    let token = resolve_secret(&provider.token, &options.config_dir, &kube, &namespace).await?;
+    let token = tidepool_proxmox::ApiToken::parse(&token).map_err(|e| ConnectError::Proxmox {
+        provider: provider.name.clone(),
+        message: e.to_string(),
+    })?;
+    let pve = ProxmoxClient::from_provider_with_token(
+        &provider,
+        token,
+        &options.config_dir,
+        ClientOptions::default(),
+    )
+    .map_err(|e| ConnectError::Proxmox {
+        provider: provider.name.clone(),
+        message: e.to_string(),
+    })?;
+    let base_config = resolve_secret(
+        &config.join.worker_config,
+        &options.config_dir,
+        &kube,
+        &namespace,
+    )
+    .await?;
+    let joiner = match &config.join.method {
+        JoinMethod::TalosApi { port } => LiveJoiner::TalosApi {
+            base_config,
+            port: *port,
+        },
+        JoinMethod::Nocloud {
+            flavor,
+            listen,
+            advertise_url,
+        } => {
+            if *flavor != tidepool_core::config::NocloudFlavor::Talos {
+                return Err(ConnectError::Unsupported(
+                    "the nocloud cloud-init flavor needs a kubeadm join command source, which this version does not read yet".into(),
+                ));
+            }
+            let server = NocloudServer::new(advertise_url.clone(), NocloudOptions::default());
+            let listener =
+                tokio::net::TcpListener::bind(listen)
+                    .await
+                    .map_err(|e| ConnectError::Nocloud {
+                        addr: listen.clone(),
+                        message: e.to_string(),
+                    })?;
+            let router = server.router();
+            tokio::spawn(async move {
+                if let Err(e) = axum_serve(listener, router).await {
+                    tracing::warn!(error = %e, "nocloud server stopped");
+                }
+            });
+            LiveJoiner::Nocloud {
+                base_config,
+                server,
+            }
+        }
+    };
+    let cluster = KubeCluster::new(ClusterClient::new(kube));
+    Ok(Arc::new(Executor::new(
+        PveHypervisor::new(pve, provider),
+        joiner,
+        cluster.clone(),
+        cluster,
+        config,
+        options.now.clone(),
+    )))
+}
+
+async fn axum_serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).await
+}

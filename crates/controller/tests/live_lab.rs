@@ -1,0 +1,146 @@
+//! The executor over the production adapters against the lab, over real
+//! sockets: three burst workers are provisioned to Ready with the spec §3
+//! labels and taints, listed with their expiry, and destroyed to nothing.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tidepool_controller::live::connect::{LiveOptions, connect};
+use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
+use tidepool_controller::service::{ProvisionRequest, Service, WorkerFilter};
+use tidepool_lab::{LabOptions, Scenario};
+
+const SCALE: f64 = 200.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = std::env::temp_dir().join(format!("tidepool-live-{}", std::process::id()));
+    let lab = tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: dir,
+        time_scale: SCALE,
+        seed: 7,
+    })
+    .await
+    .unwrap();
+    let config = Arc::new(
+        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
+            .unwrap(),
+    );
+    let clock = lab.clock.clone();
+    let now = Arc::new(move || Timestamp::try_from(clock.now()).unwrap());
+    let exec = connect(
+        config,
+        &LiveOptions {
+            config_dir: lab.files.dir.clone(),
+            kubeconfig: Some(lab.files.kubeconfig.clone()),
+            now,
+        },
+    )
+    .await
+    .unwrap();
+    let svc = Service::new(exec.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let options = ReconcilerOptions {
+        resync: Duration::from_millis(50),
+        min_wait: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(500),
+        time_scale: SCALE,
+    };
+    let reconciler = Reconciler::new(exec.clone(), options).spawn(stop_rx);
+    let started = std::time::Instant::now();
+    let names = svc
+        .provision(&ProvisionRequest {
+            pool: "burst".into(),
+            size: Some("small".into()),
+            count: 3,
+            ttl: Some(Duration::from_secs(4 * 3600)),
+            requested_by: "live-test".into(),
+            reason: "lab end to end".into(),
+        })
+        .await
+        .unwrap();
+    let mut ready = Vec::new();
+    for _ in 0..600 {
+        let workers = svc.list_workers(&WorkerFilter::default()).await.unwrap();
+        ready = workers
+            .iter()
+            .filter(|w| names.contains(&w.name) && w.phase == "Ready")
+            .map(|w| w.name.clone())
+            .collect();
+        if let Some(failed) = workers.iter().find(|w| w.phase == "Failed") {
+            panic!("worker failed: {failed:?}");
+        }
+        if ready.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready.len(), 3, "all three Ready");
+    eprintln!(
+        "3 workers Ready in {:?} real time at {SCALE}x",
+        started.elapsed()
+    );
+    for name in &names {
+        let node: Value = lab.kube.get("v1", "Node", "", name).unwrap();
+        let labels = &node["metadata"]["labels"];
+        assert_eq!(labels["node-pool"], "burst");
+        assert_eq!(labels["worker-type"], "temporary");
+        assert_eq!(labels["workload-size"], "small");
+        assert_eq!(labels["tidepool.dev/claim"], name.as_str());
+        assert!(labels["ttl"].as_str().unwrap().parse::<i64>().is_ok());
+        let taints = node["spec"]["taints"].as_array().unwrap();
+        assert!(taints.iter().any(|t| t["key"] == "workload-type"
+            && t["value"] == "burst"
+            && t["effect"] == "NoSchedule"));
+        let w = svc.get_worker(name).await.unwrap();
+        assert!(w.expires_at.is_some());
+        let vm = lab.pve.vm(w.vmid.unwrap()).unwrap();
+        assert!(vm.tags.contains(&"tidepool".to_owned()) && vm.tags.contains(name));
+        assert!(vm.running);
+    }
+    // Destroy: one drained properly, two forced.
+    let refused = svc
+        .destroy("live-test", &names[0], false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.category(), "refused");
+    svc.drain("live-test", &names[0]).await.unwrap();
+    for _ in 0..400 {
+        if svc.get_worker(&names[0]).await.unwrap().phase == "Draining"
+            && svc.get_worker(&names[0]).await.unwrap().cordoned
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    svc.destroy("live-test", &names[0], false).await.unwrap();
+    svc.destroy("live-test", &names[1], true).await.unwrap();
+    svc.destroy("live-test", &names[2], true).await.unwrap();
+    for _ in 0..600 {
+        let left = svc.list_workers(&WorkerFilter::default()).await.unwrap();
+        if !left.iter().any(|w| names.contains(&w.name)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = svc.list_workers(&WorkerFilter::default()).await.unwrap();
+    assert!(!left.iter().any(|w| names.contains(&w.name)), "{left:?}");
+    assert!(
+        lab.pve.vms().iter().all(|v| v.vmid < 1250 || v.vmid > 1300),
+        "no VM left in the range"
+    );
+    assert!(
+        lab.pve.vm(100).unwrap().running,
+        "the TrueNAS VM is untouched"
+    );
+    stop_tx.send(true).unwrap();
+    let _ = reconciler.await;
+    lab.shutdown().await;
+}
