@@ -24,6 +24,13 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// Kubeconfig (else ~/.kube/config, else in-cluster configuration).
+    #[arg(long, global = true, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Run the controller's clock this many times faster than real time,
+    /// to match a lab started with the same `--time-scale`.
+    #[arg(long, global = true, default_value_t = 1.0, value_parser = parse_scale)]
+    pub time_scale: f64,
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -41,6 +48,67 @@ pub enum Command {
     /// Run the lab: emulated Proxmox VE, Kubernetes and Talos APIs on
     /// loopback, until interrupted.
     Lab(commands::lab::LabArgs),
+    /// List or show workers.
+    #[command(subcommand)]
+    Workers(commands::workers::WorkersCommand),
+    /// Request new workers in a pool.
+    Provision(commands::workers::ProvisionArgs),
+    /// Cordon a worker and evict its pods (it stays until destroyed).
+    Drain {
+        /// Worker name.
+        id: String,
+        /// Carry it out now and wait until drained.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove a drained worker (its node and its VM).
+    Destroy {
+        /// Worker name.
+        id: String,
+        /// Skip the drain requirement (never the other safety rules).
+        #[arg(long)]
+        force: bool,
+        /// Carry it out now and wait until it is gone.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Extend a worker's time to live by whole hours (e.g. 2h).
+    ExtendTtl {
+        /// Worker name.
+        id: String,
+        /// How much longer, e.g. 2h.
+        #[arg(value_parser = parse_hours)]
+        by: std::time::Duration,
+    },
+    /// Mark a worker's node unschedulable.
+    Cordon {
+        /// Worker name.
+        id: String,
+    },
+    /// Mark a worker's node schedulable again.
+    Uncordon {
+        /// Worker name.
+        id: String,
+    },
+    /// Serve the MCP tools on stdin/stdout for an AI agent.
+    Mcp,
+}
+
+fn parse_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a time scale; use a number of at least 1"
+        )),
+    }
+}
+
+fn parse_hours(s: &str) -> Result<std::time::Duration, String> {
+    let d = tidepool_core::duration::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.as_secs() == 0 || d.as_secs() % 3600 != 0 {
+        return Err(format!("`{s}` is not a whole number of hours (e.g. 2h)"));
+    }
+    Ok(d)
 }
 
 /// `tidepool config …`.
@@ -80,7 +148,58 @@ pub fn run() -> ExitCode {
             commands::config::check(file.as_ref().unwrap_or(&cli.config), cli.output)
         }
         Command::Config(ConfigCommand::Example) => commands::config::example(),
-        Command::Lab(args) => commands::lab::run(args),
+        Command::Lab(args) => commands::lab::run(args, cli.time_scale),
+        cmd => {
+            use commands::workers::{self, Mutation};
+            let ctx = workers::Context {
+                config: cli.config.clone(),
+                kubeconfig: cli.kubeconfig.clone(),
+                output: cli.output,
+                time_scale: cli.time_scale,
+            };
+            match cmd {
+                Command::Workers(w) => workers::workers(&ctx, w),
+                Command::Provision(p) => workers::provision(&ctx, p),
+                Command::Drain { id, wait } => workers::mutate(
+                    &ctx,
+                    &Mutation::Drain {
+                        id: id.clone(),
+                        wait: *wait,
+                    },
+                ),
+                Command::Destroy { id, force, wait } => workers::mutate(
+                    &ctx,
+                    &Mutation::Destroy {
+                        id: id.clone(),
+                        force: *force,
+                        wait: *wait,
+                    },
+                ),
+                Command::ExtendTtl { id, by } => workers::mutate(
+                    &ctx,
+                    &Mutation::ExtendTtl {
+                        id: id.clone(),
+                        by: *by,
+                    },
+                ),
+                Command::Cordon { id } => workers::mutate(
+                    &ctx,
+                    &Mutation::Cordon {
+                        id: id.clone(),
+                        on: true,
+                    },
+                ),
+                Command::Uncordon { id } => workers::mutate(
+                    &ctx,
+                    &Mutation::Cordon {
+                        id: id.clone(),
+                        on: false,
+                    },
+                ),
+                Command::Mcp => workers::mcp(&ctx),
+                Command::Config(_) | Command::Lab(_) => Ok(Exit::Invalid),
+            }
+        }
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -9,8 +9,12 @@ pub enum Exit {
     Ok,
     /// 1: the operation failed (an API error, a timeout, a failed step).
     Failure,
-    /// 2: bad usage or an invalid or unreadable configuration.
+    /// 2: bad usage, an invalid request, or an invalid or unreadable configuration.
     Invalid,
+    /// 3: a safety rule refused the operation.
+    Refused,
+    /// 4: no such worker.
+    NotFound,
 }
 
 impl Exit {
@@ -20,6 +24,8 @@ impl Exit {
             Self::Ok => 0,
             Self::Failure => 1,
             Self::Invalid => 2,
+            Self::Refused => 3,
+            Self::NotFound => 4,
         }
     }
 }
@@ -35,4 +41,6 @@ pub const HELP: &str = "\
 Exit codes:
   0  success
   1  the operation failed (API error, timeout, failed lifecycle step)
-  2  bad usage, or an invalid or unreadable configuration";
+  2  bad usage, an invalid request, or an invalid or unreadable configuration
+  3  refused by a safety rule (permanent, unmanaged or protected worker; not drained)
+  4  no such worker";

@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod exit;
+mod live;
 mod output;
 
 fn main() -> std::process::ExitCode {

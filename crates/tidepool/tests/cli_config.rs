@@ -144,5 +144,11 @@ fn help_documents_the_exit_codes() {
     let out = tidepool(&["--help"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Exit codes:"));
-    assert!(text.contains("2  bad usage, or an invalid or unreadable configuration"));
+    assert!(
+        text.contains(
+            "2  bad usage, an invalid request, or an invalid or unreadable configuration"
+        )
+    );
+    assert!(text.contains("3  refused by a safety rule"));
+    assert!(text.contains("4  no such worker"));
 }

@@ -16,28 +16,16 @@ pub struct LabArgs {
     /// Where to write kubeconfig, proxmox.env, talosconfig, tidepool.yaml and ready.
     #[arg(long, default_value = "./.tidepool-lab")]
     pub state_dir: PathBuf,
-    /// Run simulated time this many times faster than real time.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
-    pub time_scale: f64,
     /// Seed for fault injection and other random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-}
-
-fn parse_scale(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
-        _ => Err(format!(
-            "`{s}` is not a time scale; use a number of at least 1"
-        )),
-    }
 }
 
 /// Starts the lab, prints where everything is, and waits for Ctrl-C.
 ///
 /// # Errors
 /// Runtime start-up failures; an unusable scenario is `Exit::Invalid`.
-pub fn run(args: &LabArgs) -> anyhow::Result<Exit> {
+pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
     let scenario = match &args.scenario {
         None => Scenario::default_home_lab(),
         Some(path) => match std::fs::read_to_string(path) {
@@ -61,7 +49,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<Exit> {
         let lab = match tidepool_lab::start(LabOptions {
             scenario,
             state_dir: args.state_dir.clone(),
-            time_scale: args.time_scale,
+            time_scale,
             seed: args.seed,
         })
         .await

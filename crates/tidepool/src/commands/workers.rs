@@ -1,0 +1,437 @@
+//! The worker commands: `workers list|show`, `provision`, `drain`,
+//! `destroy`, `extend-ttl`, `cordon`, `uncordon`.
+//!
+//! Mutations change the durable WorkerClaim; with `--wait` the command also
+//! carries them out itself (running the lifecycle executor for just those
+//! workers, with a progress bar each), which is how an operator works
+//! without a running controller.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
+use tidepool_controller::service::{ProvisionRequest, ServiceError, WorkerFilter, WorkerView};
+use tidepool_core::duration::parse_duration;
+use tidepool_core::pool::WorkerType;
+use tidepool_mcp::types::WorkerInfo;
+
+use crate::exit::Exit;
+use crate::live::{self, LiveService};
+use crate::output::{self, Format};
+
+/// Global settings the worker commands need.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// Configuration file.
+    pub config: PathBuf,
+    /// Kubeconfig flag.
+    pub kubeconfig: Option<PathBuf>,
+    /// Output format.
+    pub output: Format,
+    /// Simulated time runs this many times faster (for a scaled lab).
+    pub time_scale: f64,
+}
+
+/// `tidepool workers …`.
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// List workers: Tidepool's and the cluster's other nodes.
+    List {
+        /// Only this pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Only this worker type.
+        #[arg(long = "type", value_enum)]
+        worker_type: Option<TypeArg>,
+    },
+    /// Show one worker.
+    Show {
+        /// Worker name.
+        id: String,
+    },
+}
+
+/// Worker types for `--type`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TypeArg {
+    /// Baseline workers.
+    Permanent,
+    /// Burst and GPU workers.
+    Temporary,
+    /// Spot workers.
+    Preemptible,
+}
+
+/// `tidepool provision`.
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Pool to add workers to.
+    #[arg(long)]
+    pub pool: String,
+    /// Size (the pool's first size when omitted).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// How many workers (1–10).
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Time to live, e.g. 4h (1h–168h; the pool's default when omitted).
+    #[arg(long, value_parser = parse_ttl)]
+    pub ttl: Option<Duration>,
+    /// Why, for the audit trail.
+    #[arg(long, default_value = "manual")]
+    pub reason: String,
+    /// Carry the request out now and wait until the workers are Ready.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// What a mutating command does.
+#[derive(Debug)]
+pub enum Mutation {
+    /// Cordon and drain.
+    Drain {
+        /// Worker.
+        id: String,
+        /// Wait until drained.
+        wait: bool,
+    },
+    /// Remove.
+    Destroy {
+        /// Worker.
+        id: String,
+        /// Skip the drain requirement.
+        force: bool,
+        /// Wait until gone.
+        wait: bool,
+    },
+    /// Extend the TTL.
+    ExtendTtl {
+        /// Worker.
+        id: String,
+        /// By how much (whole hours).
+        by: Duration,
+    },
+    /// Cordon or uncordon.
+    Cordon {
+        /// Worker.
+        id: String,
+        /// Cordon (`true`) or uncordon.
+        on: bool,
+    },
+}
+
+fn actor() -> String {
+    std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"))
+}
+
+fn exit_for(e: &ServiceError) -> Exit {
+    match e.category() {
+        "invalid" => Exit::Invalid,
+        "refused" => Exit::Refused,
+        "not-found" => Exit::NotFound,
+        _ => Exit::Failure,
+    }
+}
+
+fn report(e: &ServiceError) -> Exit {
+    match e {
+        ServiceError::Invalid(problems) => {
+            eprintln!("error: the request is invalid:");
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+        }
+        other => eprintln!("error: {other}"),
+    }
+    exit_for(e)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn connect(ctx: &Context) -> Result<LiveService, Exit> {
+    match live::service(&ctx.config, ctx.kubeconfig.as_ref(), ctx.time_scale).await {
+        Ok((_, svc)) => Ok(svc),
+        Err(u) => {
+            eprintln!("{}", u.message);
+            Err(u.exit)
+        }
+    }
+}
+
+fn table(workers: &[WorkerView]) -> String {
+    let now = jiff::Timestamp::now();
+    let mut t = output::table([
+        "NAME", "POOL", "TYPE", "SIZE", "PHASE", "NODE", "VMID", "HOST", "IP", "EXPIRES",
+    ]);
+    for w in workers {
+        let node = match (w.node_ready, w.cordoned) {
+            (None, _) => "-".to_owned(),
+            (Some(true), false) => "Ready".to_owned(),
+            (Some(true), true) => "Ready,Cordoned".to_owned(),
+            (Some(false), false) => "NotReady".to_owned(),
+            (Some(false), true) => "NotReady,Cordoned".to_owned(),
+        };
+        t.add_row(vec![
+            w.name.clone(),
+            w.pool.clone().unwrap_or_else(|| "-".into()),
+            w.worker_type.clone(),
+            w.size.clone().unwrap_or_else(|| "-".into()),
+            w.phase.clone(),
+            node,
+            w.vmid.map_or_else(|| "-".into(), |v| v.to_string()),
+            w.host.clone().unwrap_or_else(|| "-".into()),
+            w.ip.clone().unwrap_or_else(|| "-".into()),
+            w.expires_at
+                .map_or_else(|| "-".into(), |at| tidepool_mcp::types::expires_in(at, now)),
+        ]);
+    }
+    output::render(&t)
+}
+
+fn print_workers(format: Format, workers: Vec<WorkerView>) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now();
+    match format {
+        Format::Table => print!("{}", table(&workers)),
+        f => {
+            let infos: Vec<WorkerInfo> = workers
+                .into_iter()
+                .map(|w| WorkerInfo::from_view(w, now))
+                .collect();
+            if let Some(doc) = output::structured(f, &infos)? {
+                print!("{doc}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tidepool workers list|show`.
+///
+/// # Errors
+/// Output failures.
+pub fn workers(ctx: &Context, cmd: &WorkersCommand) -> anyhow::Result<Exit> {
+    runtime()?.block_on(async {
+        let svc = match connect(ctx).await {
+            Ok(s) => s,
+            Err(exit) => return Ok(exit),
+        };
+        match cmd {
+            WorkersCommand::List { pool, worker_type } => {
+                let filter = WorkerFilter {
+                    worker_type: worker_type.map(|t| match t {
+                        TypeArg::Permanent => WorkerType::Permanent,
+                        TypeArg::Temporary => WorkerType::Temporary,
+                        TypeArg::Preemptible => WorkerType::Preemptible,
+                    }),
+                    pool: pool.clone(),
+                };
+                match svc.list_workers(&filter).await {
+                    Ok(ws) => print_workers(ctx.output, ws).map(|()| Exit::Ok),
+                    Err(e) => Ok(report(&e)),
+                }
+            }
+            WorkersCommand::Show { id } => match svc.get_worker(id).await {
+                Ok(w) => print_workers(ctx.output, vec![w]).map(|()| Exit::Ok),
+                Err(e) => Ok(report(&e)),
+            },
+        }
+    })
+}
+
+/// Runs the executor for `names` with a progress bar each until every one
+/// reaches a resting phase; true when all reached `goal`.
+async fn wait_for(svc: &LiveService, names: &[String], goal: &str, time_scale: f64) -> bool {
+    let exec = svc.executor().clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut drivers = Vec::new();
+    for name in names {
+        let options = ReconcilerOptions {
+            time_scale,
+            ..ReconcilerOptions::default()
+        };
+        let reconciler = Reconciler::new(exec.clone(), options);
+        let stop = stop_rx.clone();
+        let name = name.clone();
+        drivers.push(tokio::spawn(
+            async move { reconciler.drive(&name, &stop).await },
+        ));
+    }
+    let bars = MultiProgress::new();
+    let style = ProgressStyle::with_template("{spinner} {prefix:<14} {wide_msg} {elapsed}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let progress: Vec<ProgressBar> = names
+        .iter()
+        .map(|n| {
+            let b = bars.add(ProgressBar::new_spinner());
+            b.set_style(style.clone());
+            b.set_prefix(n.clone());
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        })
+        .collect();
+    loop {
+        let mut all_done = true;
+        for (name, bar) in names.iter().zip(&progress) {
+            let phase = match svc.get_worker(name).await {
+                Ok(w) => match &w.failure {
+                    Some(f) => format!("Failed: {f}"),
+                    None => w.phase,
+                },
+                Err(ServiceError::NotFound(_)) => "Terminated".to_owned(),
+                Err(e) => format!("(unknown: {e})"),
+            };
+            let resting = phase == goal || phase.starts_with("Failed") || phase == "Terminated";
+            if resting {
+                bar.finish_with_message(phase);
+            } else {
+                all_done = false;
+                bar.set_message(phase);
+            }
+        }
+        if all_done || drivers.iter().all(tokio::task::JoinHandle::is_finished) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = stop_tx.send(true);
+    for d in drivers {
+        let _ = d.await;
+    }
+    let mut ok = true;
+    for name in names {
+        let phase = match svc.get_worker(name).await {
+            Ok(w) => w.phase,
+            Err(_) => "Terminated".to_owned(),
+        };
+        ok &= phase == goal;
+    }
+    ok
+}
+
+/// `tidepool provision`.
+///
+/// # Errors
+/// Output failures.
+pub fn provision(ctx: &Context, args: &ProvisionArgs) -> anyhow::Result<Exit> {
+    runtime()?.block_on(async {
+        let svc = match connect(ctx).await {
+            Ok(s) => s,
+            Err(exit) => return Ok(exit),
+        };
+        let req = ProvisionRequest {
+            pool: args.pool.clone(),
+            size: args.size.clone(),
+            count: args.count,
+            ttl: args.ttl,
+            requested_by: actor(),
+            reason: args.reason.clone(),
+        };
+        let names = match svc.provision(&req).await {
+            Ok(n) => n,
+            Err(e) => return Ok(report(&e)),
+        };
+        if !args.wait {
+            for n in &names {
+                println!("{n} requested");
+            }
+            return Ok(Exit::Ok);
+        }
+        let ok = wait_for(&svc, &names, "Ready", ctx.time_scale).await;
+        let workers: Vec<WorkerView> = svc
+            .list_workers(&WorkerFilter::default())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|w| names.contains(&w.name))
+            .collect();
+        print_workers(ctx.output, workers)?;
+        Ok(if ok { Exit::Ok } else { Exit::Failure })
+    })
+}
+
+/// `tidepool drain|destroy|extend-ttl|cordon|uncordon`.
+///
+/// # Errors
+/// Output failures.
+pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
+    runtime()?.block_on(async {
+        let svc = match connect(ctx).await {
+            Ok(s) => s,
+            Err(exit) => return Ok(exit),
+        };
+        let who = actor();
+        let (result, wait) = match m {
+            Mutation::Drain { id, wait } => (
+                svc.drain(&who, id).await.map(|()| format!("{id} draining")),
+                wait.then(|| (id, "Draining")),
+            ),
+            Mutation::Destroy { id, force, wait } => (
+                svc.destroy(&who, id, *force)
+                    .await
+                    .map(|()| format!("{id} being destroyed")),
+                wait.then(|| (id, "Terminated")),
+            ),
+            Mutation::ExtendTtl { id, by } => {
+                let hours = u32::try_from(by.as_secs().div_ceil(3600)).unwrap_or(u32::MAX);
+                (
+                    svc.extend_ttl(&who, id, hours)
+                        .await
+                        .map(|at| format!("{id} now expires at {at}")),
+                    None,
+                )
+            }
+            Mutation::Cordon { id, on } => (
+                svc.set_cordon(&who, id, *on)
+                    .await
+                    .map(|()| format!("{id} {}", if *on { "cordoned" } else { "uncordoned" })),
+                None,
+            ),
+        };
+        match result {
+            Err(e) => Ok(report(&e)),
+            Ok(message) => {
+                println!("{message}");
+                match wait {
+                    Some((id, goal)) => Ok(
+                        if wait_for(&svc, std::slice::from_ref(id), goal, ctx.time_scale).await {
+                            Exit::Ok
+                        } else {
+                            Exit::Failure
+                        },
+                    ),
+                    None => Ok(Exit::Ok),
+                }
+            }
+        }
+    })
+}
+
+/// `tidepool mcp`: the MCP server on stdin/stdout.
+///
+/// # Errors
+/// Runtime failures.
+pub fn mcp(ctx: &Context) -> anyhow::Result<Exit> {
+    runtime()?.block_on(async {
+        let (_, svc) =
+            match live::service(&ctx.config, ctx.kubeconfig.as_ref(), ctx.time_scale).await {
+                Ok(s) => s,
+                Err(u) => {
+                    eprintln!("{}", u.message);
+                    return Ok(u.exit);
+                }
+            };
+        let server = tidepool_mcp::TidepoolMcp::new(std::sync::Arc::new(svc));
+        tidepool_mcp::serve_stdio(server).await?;
+        Ok(Exit::Ok)
+    })
+}

@@ -1,0 +1,103 @@
+//! Connecting the CLI to the configured Proxmox cluster and Kubernetes
+//! cluster through the controller's live adapters.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tidepool_controller::live::connect::{LiveExecutor, LiveOptions, connect};
+use tidepool_controller::live::join::LiveJoiner;
+use tidepool_controller::live::kube::KubeCluster;
+use tidepool_controller::live::pve::PveHypervisor;
+use tidepool_controller::service::Service;
+use tidepool_core::config::{self, Config};
+
+use crate::exit::Exit;
+
+/// The service over the production adapters.
+pub type LiveService = Service<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
+
+/// Why the CLI could not connect; carries the exit code.
+#[derive(Debug)]
+pub struct Unavailable {
+    /// Exit code to end with.
+    pub exit: Exit,
+    /// What to print.
+    pub message: String,
+}
+
+/// Loads the configuration (exit 2 when invalid or unreadable).
+///
+/// # Errors
+/// [`Unavailable`] with every configuration error listed.
+pub fn load_config(path: &Path) -> Result<Config, Unavailable> {
+    let text = std::fs::read_to_string(path).map_err(|e| Unavailable {
+        exit: Exit::Invalid,
+        message: format!("{}: cannot read the configuration: {e}", path.display()),
+    })?;
+    config::load(&text).map_err(|errs| Unavailable {
+        exit: Exit::Invalid,
+        message: errs
+            .0
+            .iter()
+            .map(|e| format!("{}:{e}", path.display()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
+}
+
+/// The kubeconfig to use: `--kubeconfig`/`KUBECONFIG`, else
+/// `~/.kube/config` when it exists, else in-cluster configuration.
+pub fn kubeconfig(flag: Option<&PathBuf>) -> Option<PathBuf> {
+    if let Some(p) = flag {
+        return Some(p.clone());
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let default = home.join(".kube").join("config");
+    default.exists().then_some(default)
+}
+
+/// Connects to everything the configuration names.
+///
+/// # Errors
+/// [`Unavailable`]: exit 2 for configuration problems, 1 for connection failures.
+pub async fn service(
+    config_path: &Path,
+    kubeconfig_flag: Option<&PathBuf>,
+    time_scale: f64,
+) -> Result<(Arc<LiveExecutor>, LiveService), Unavailable> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = Arc::new(load_config(config_path)?);
+    let config_dir = config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let options = LiveOptions {
+        config_dir,
+        kubeconfig: kubeconfig(kubeconfig_flag),
+        now: scaled_clock(time_scale),
+    };
+    let exec = connect(config, &options).await.map_err(|e| Unavailable {
+        exit: Exit::Failure,
+        message: format!("error: {e}"),
+    })?;
+    Ok((exec.clone(), Service::new(exec)))
+}
+
+/// A clock that starts at the real time and runs `scale` times faster (the
+/// lab's `--time-scale`, so TTLs and timeouts match a lab started with it).
+pub fn scaled_clock(scale: f64) -> Arc<dyn Fn() -> jiff::Timestamp + Send + Sync> {
+    let origin = std::time::Instant::now();
+    let wall = jiff::Timestamp::now();
+    let scale = if scale.is_finite() && scale >= 1.0 {
+        scale
+    } else {
+        1.0
+    };
+    Arc::new(move || {
+        let elapsed = origin.elapsed().mul_f64(scale);
+        jiff::SignedDuration::try_from(elapsed)
+            .ok()
+            .and_then(|d| wall.checked_add(d).ok())
+            .unwrap_or(wall)
+    })
+}

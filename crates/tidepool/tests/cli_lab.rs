@@ -1,0 +1,235 @@
+//! The worker commands and the MCP server, run as a user would run them,
+//! against a lab started in-process: provision with `--wait`, list as JSON,
+//! the safety refusals with their exit codes, drain and destroy; and an MCP
+//! session over the binary's stdin/stdout.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+use tidepool_lab::{LabOptions, RunningLab, Scenario};
+
+const SCALE: &str = "100";
+
+async fn lab(name: &str) -> RunningLab {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: std::env::temp_dir()
+            .join(format!("tidepool-cli-lab-{name}-{}", std::process::id())),
+        time_scale: SCALE.parse().unwrap(),
+        seed: 3,
+    })
+    .await
+    .unwrap()
+}
+
+async fn run(lab: &RunningLab, args: &[&str]) -> Output {
+    let lab_args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let config = lab.files.tidepool_yaml.clone();
+    let kubeconfig = lab.files.kubeconfig.clone();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tidepool"))
+            .arg("--config")
+            .arg(config)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--time-scale", SCALE])
+            .args(lab_args)
+            .env("TIDEPOOL_LOG", "error")
+            .output()
+            .expect("run tidepool")
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_provisions_lists_drains_and_destroys_workers_from_the_cli() {
+    let lab = lab("flow").await;
+    let out = run(
+        &lab,
+        &[
+            "provision",
+            "--pool",
+            "burst",
+            "--size",
+            "small",
+            "--count",
+            "3",
+            "--ttl",
+            "4h",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains(" Ready "))
+            .count(),
+        3,
+        "{}",
+        stdout(&out)
+    );
+
+    let out = run(
+        &lab,
+        &["-o", "json", "workers", "list", "--type", "temporary"],
+    )
+    .await;
+    let workers: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let workers = workers.as_array().unwrap();
+    assert_eq!(workers.len(), 3);
+    for w in workers {
+        assert_eq!(w["phase"], "Ready");
+        assert_eq!(w["pool"], "burst");
+        assert!(w["expires_at"].is_string());
+    }
+    let name = workers[0]["name"].as_str().unwrap().to_owned();
+
+    // Safety rules, with their exit codes.
+    let out = run(&lab, &["destroy", "k8s-node1", "--force"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not managed by Tidepool"));
+    let out = run(&lab, &["destroy", &name]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("drain it first or pass force"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        &lab,
+        &[
+            "provision",
+            "--pool",
+            "burst",
+            "--count",
+            "11",
+            "--ttl",
+            "200h",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("count must be between 1 and 10, got 11"));
+    let out = run(&lab, &["workers", "show", "nope"]).await;
+    assert_eq!(out.status.code(), Some(4));
+
+    let out = run(&lab, &["extend-ttl", &name, "2h"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(&lab, &["drain", &name, "--wait"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let node = lab.kube.get("v1", "Node", "", &name).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true);
+    let out = run(&lab, &["destroy", &name, "--wait"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        lab.kube.get("v1", "Node", "", &name).is_err(),
+        "node deleted"
+    );
+    assert_eq!(
+        lab.pve
+            .vms()
+            .iter()
+            .filter(|v| (1250..=1300).contains(&v.vmid))
+            .count(),
+        2,
+        "exactly the two other VMs remain"
+    );
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
+    let lab = lab("mcp").await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .arg("--config")
+        .arg(&lab.files.tidepool_yaml)
+        .arg("--kubeconfig")
+        .arg(&lab.files.kubeconfig)
+        .arg("mcp")
+        .env("TIDEPOOL_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let calls = tokio::task::spawn_blocking(move || {
+        let mut send = |msg: Value| {
+            writeln!(stdin, "{msg}").unwrap();
+            stdin.flush().unwrap();
+        };
+        let mut answers = Vec::new();
+        send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "cli-test", "version": "1"}}}));
+        answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
+        send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
+        send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_workers", "arguments": {}}}));
+        answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
+        send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "destroy_worker", "arguments": {"worker_id": "k8s-master", "force": true}}}));
+        answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
+        send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "provision_workers", "arguments": {"count": 1, "pool": "spot"}}}));
+        answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
+        drop(stdin);
+        answers
+    })
+    .await
+    .unwrap();
+    let _ = child.wait();
+    assert_eq!(calls[0]["result"]["serverInfo"]["name"], "tidepool");
+    let mut tools: Vec<&str> = calls[1]["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    tools.sort_unstable();
+    assert_eq!(
+        tools,
+        [
+            "destroy_worker",
+            "drain_worker",
+            "extend_ttl",
+            "get_worker_details",
+            "list_workers",
+            "provision_workers"
+        ]
+    );
+    let listed = &calls[2]["result"]["structuredContent"];
+    assert!(listed["count"].as_u64().unwrap() >= 4, "{listed}");
+    assert_eq!(calls[3]["result"]["isError"], true);
+    assert!(
+        calls[3]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("not managed by Tidepool")
+    );
+    assert_eq!(calls[4]["result"]["isError"], false, "{}", calls[4]);
+    let name = calls[4]["result"]["structuredContent"]["workers"][0]["name"]
+        .as_str()
+        .unwrap();
+    assert!(name.starts_with("spot-"));
+    let claim = lab
+        .kube
+        .get("tidepool.dev/v1alpha1", "WorkerClaim", "", name)
+        .unwrap();
+    assert_eq!(claim["spec"]["requestedBy"], "mcp:cli-test");
+    lab.shutdown().await;
+}
