@@ -216,6 +216,19 @@ pub trait Nodes: Send + Sync {
     fn delete_node(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
 }
 
+/// One mutating operation, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Who asked (`cli:<user>`, `mcp:<client>`, `autoscaler`).
+    pub actor: String,
+    /// What (`provision`, `drain`, `destroy`, `destroy --force`, `extend-ttl`, ...).
+    pub operation: String,
+    /// `ok`, or the error category.
+    pub result: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
 /// The durable claim records.
 pub trait ClaimStore: Send + Sync {
     /// Every claim.
@@ -234,4 +247,8 @@ pub trait ClaimStore: Send + Sync {
     ) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Removes the cleanup finalizer (the record may then disappear).
     fn remove_finalizer(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Records one entry of the audit trail on the claim (an Event for
+    /// Kubernetes). Best effort: a failure to record never fails the
+    /// operation. The message never holds a secret.
+    fn audit(&self, claim: &str, entry: &AuditEntry) -> impl Future<Output = ()> + Send;
 }

@@ -28,7 +28,7 @@ use tracing::info;
 use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
 use crate::executor::Executor;
 use crate::ports::{
-    ClaimStore, Hypervisor, Joiner, NodeView, Nodes, ProviderError, ProviderErrorKind,
+    AuditEntry, ClaimStore, Hypervisor, Joiner, NodeView, Nodes, ProviderError, ProviderErrorKind,
 };
 
 /// Why an operation was not carried out.
@@ -157,7 +157,12 @@ impl NameGen {
     }
 }
 
-fn audit(actor: &str, op: &str, target: &str, result: &Result<impl std::fmt::Debug, ServiceError>) {
+fn audit_log(
+    actor: &str,
+    op: &str,
+    target: &str,
+    result: &Result<impl std::fmt::Debug, ServiceError>,
+) {
     match result {
         Ok(_) => info!(target: "tidepool::audit", actor, op, target, result = "ok", "audit"),
         Err(e) => info!(
@@ -189,6 +194,32 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         &self.exec
     }
 
+    /// Writes the audit trail of one operation: a structured log line, and
+    /// an entry on each claim it concerns.
+    async fn audit<T: std::fmt::Debug>(
+        &self,
+        actor: &str,
+        op: &str,
+        target: &str,
+        claims: &[String],
+        result: &Result<T, ServiceError>,
+    ) {
+        audit_log(actor, op, target, result);
+        let (outcome, message) = match result {
+            Ok(_) => ("ok".to_owned(), format!("{op} {target} accepted")),
+            Err(e) => (e.category().to_owned(), e.to_string()),
+        };
+        let entry = AuditEntry {
+            actor: actor.to_owned(),
+            operation: op.to_owned(),
+            result: outcome,
+            message,
+        };
+        for claim in claims {
+            self.exec.store().audit(claim, &entry).await;
+        }
+    }
+
     fn pool(&self, name: &str) -> Result<&Pool, RequestError> {
         let cfg = self.exec.config();
         cfg.pool(name).ok_or_else(|| RequestError::UnknownPool {
@@ -204,7 +235,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
     /// size, limits), or a store failure.
     pub async fn provision(&self, req: &ProvisionRequest) -> Result<Vec<String>, ServiceError> {
         let result = self.provision_inner(req).await;
-        audit(&req.requested_by, "provision", &req.pool, &result);
+        let claims = result.as_ref().map(Clone::clone).unwrap_or_default();
+        self.audit(&req.requested_by, "provision", &req.pool, &claims, &result)
+            .await;
         result
     }
 
@@ -450,6 +483,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         Ok((claim, node))
     }
 
+    /// `[id]` when a claim of that name exists, else nothing.
+    async fn known_claim(&self, id: &str) -> Vec<String> {
+        match self.exec.store().get(id).await {
+            Ok(Some(_)) => vec![id.to_owned()],
+            _ => Vec::new(),
+        }
+    }
+
     /// Asks for a worker to be cordoned and drained (it stays, drained,
     /// until destroyed).
     ///
@@ -465,7 +506,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             Ok(())
         }
         .await;
-        audit(actor, "drain", id, &result);
+        self.audit(actor, "drain", id, &self.known_claim(id).await, &result)
+            .await;
         result
     }
 
@@ -482,12 +524,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             Ok(())
         }
         .await;
-        audit(
-            actor,
-            if force { "destroy --force" } else { "destroy" },
-            id,
-            &result,
-        );
+        let op = if force { "destroy --force" } else { "destroy" };
+        self.audit(actor, op, id, &self.known_claim(id).await, &result)
+            .await;
         result
     }
 
@@ -540,7 +579,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             Ok(longer.expires_at)
         }
         .await;
-        audit(actor, "extend-ttl", id, &result);
+        self.audit(
+            actor,
+            "extend-ttl",
+            id,
+            &self.known_claim(id).await,
+            &result,
+        )
+        .await;
         result
     }
 
@@ -574,12 +620,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             Ok(())
         }
         .await;
-        audit(
-            actor,
-            if cordon { "cordon" } else { "uncordon" },
-            id,
-            &result,
-        );
+        let op = if cordon { "cordon" } else { "uncordon" };
+        self.audit(actor, op, id, &self.known_claim(id).await, &result)
+            .await;
         result
     }
 }

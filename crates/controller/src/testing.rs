@@ -64,6 +64,8 @@ pub struct World {
     pub drain_blocker: Option<String>,
     /// Lowest VMID handed out.
     pub vmid_lower: u32,
+    /// Audit entries recorded, by claim.
+    pub audit: Vec<(String, crate::ports::AuditEntry)>,
     uuid_counter: u64,
 }
 
@@ -416,6 +418,10 @@ impl ClaimStore for Fake {
             .ok_or_else(|| not_found(format!("claim {name}")))?;
         claim.status = status.clone();
         Ok(())
+    }
+
+    async fn audit(&self, claim: &str, entry: &crate::ports::AuditEntry) {
+        self.world().audit.push((claim.to_owned(), entry.clone()));
     }
 
     async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {

@@ -140,6 +140,32 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
         lab.pve.vm(100).unwrap().running,
         "the TrueNAS VM is untouched"
     );
+    // The audit trail is on the claims as Events.
+    let events = lab.kube.list("v1", "Event", "default", "").unwrap();
+    let audit: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["involvedObject"]["kind"] == "WorkerClaim"
+                && e["involvedObject"]["name"] == names[0].as_str()
+        })
+        .collect();
+    let messages: Vec<&str> = audit.iter().filter_map(|e| e["message"].as_str()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("provision by live-test")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("destroy by live-test") && m.ends_with("(refused)")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("drain by live-test")),
+        "{messages:?}"
+    );
     stop_tx.send(true).unwrap();
     let _ = reconciler.await;
     lab.shutdown().await;

@@ -227,6 +227,25 @@ async fn destroy_without_drain_is_refused_unless_forced_and_drain_then_destroy_r
     );
     svc.drain("tester", &names[0]).await.unwrap();
     settle(&svc, &names[..1]).await;
+    let trail: Vec<(String, String, String)> = fake
+        .world()
+        .audit
+        .iter()
+        .filter(|(claim, _)| claim == &names[0])
+        .map(|(_, e)| (e.actor.clone(), e.operation.clone(), e.result.clone()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("tester".to_owned(), "provision".to_owned(), "ok".to_owned()),
+            (
+                "tester".to_owned(),
+                "destroy".to_owned(),
+                "refused".to_owned()
+            ),
+            ("tester".to_owned(), "drain".to_owned(), "ok".to_owned()),
+        ]
+    );
     svc.destroy("tester", &names[0], false).await.unwrap();
     settle(&svc, &names[..1]).await;
     assert!(fake.owned(&names[0]).is_empty());

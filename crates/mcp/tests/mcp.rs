@@ -481,6 +481,10 @@ impl ClaimStore for SlowStore {
     async fn remove_finalizer(&self, name: &str) -> tidepool_controller::ports::ProviderResult<()> {
         self.inner.remove_finalizer(name).await
     }
+
+    async fn audit(&self, claim: &str, entry: &tidepool_controller::ports::AuditEntry) {
+        self.inner.audit(claim, entry).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

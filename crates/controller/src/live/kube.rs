@@ -415,6 +415,36 @@ impl ClaimStore for KubeCluster {
         Ok(())
     }
 
+    async fn audit(&self, claim: &str, entry: &crate::ports::AuditEntry) {
+        let target = tidepool_cluster::EventTarget {
+            api_version: "tidepool.dev/v1alpha1".into(),
+            kind: "WorkerClaim".into(),
+            name: claim.to_owned(),
+            namespace: None,
+            uid: None,
+        };
+        let record = tidepool_cluster::EventRecord {
+            event_type: if entry.result == "ok" {
+                tidepool_cluster::EventType::Normal
+            } else {
+                tidepool_cluster::EventType::Warning
+            },
+            reason: if entry.result == "ok" {
+                "Audit"
+            } else {
+                "AuditRefused"
+            },
+            action: &entry.operation,
+            message: &format!(
+                "{} by {}: {} ({})",
+                entry.operation, entry.actor, entry.message, entry.result
+            ),
+        };
+        if let Err(e) = self.cluster.record_event(&target, &record).await {
+            tracing::warn!(claim, error = %e, "could not record the audit Event");
+        }
+    }
+
     async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {
         self.cluster
             .remove_claim_finalizer(name)
