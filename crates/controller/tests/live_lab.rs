@@ -34,16 +34,18 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
     );
     let clock = lab.clock.clone();
     let now = Arc::new(move || Timestamp::try_from(clock.now()).unwrap());
-    let exec = connect(
-        config,
-        &LiveOptions {
-            config_dir: lab.files.dir.clone(),
-            kubeconfig: Some(lab.files.kubeconfig.clone()),
-            now,
-        },
-    )
-    .await
-    .unwrap();
+    let exec = Arc::new(
+        connect(
+            config,
+            &LiveOptions {
+                config_dir: lab.files.dir.clone(),
+                kubeconfig: Some(lab.files.kubeconfig.clone()),
+                now,
+            },
+        )
+        .await
+        .unwrap(),
+    );
     let svc = Service::new(exec.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let options = ReconcilerOptions {

@@ -76,10 +76,10 @@ pub async fn service(
         kubeconfig: kubeconfig(kubeconfig_flag),
         now: scaled_clock(time_scale),
     };
-    let exec = connect(config, &options).await.map_err(|e| Unavailable {
+    let exec = Arc::new(connect(config, &options).await.map_err(|e| Unavailable {
         exit: Exit::Failure,
         message: format!("error: {e}"),
-    })?;
+    })?);
     Ok((exec.clone(), Service::new(exec)))
 }
 

@@ -126,7 +126,7 @@ pub async fn resolve_secret(
 pub async fn connect(
     config: Arc<Config>,
     options: &LiveOptions,
-) -> Result<Arc<LiveExecutor>, ConnectError> {
+) -> Result<LiveExecutor, ConnectError> {
     let kube = match &options.kubeconfig {
         Some(path) => client_from_kubeconfig(path).await,
         None => client_in_cluster(),
@@ -209,14 +209,14 @@ pub async fn connect(
         }
     };
     let cluster = KubeCluster::new(ClusterClient::new(kube));
-    Ok(Arc::new(Executor::new(
+    Ok(Executor::new(
         PveHypervisor::new(pve, provider),
         joiner,
         cluster.clone(),
         cluster,
         config,
         options.now.clone(),
-    )))
+    ))
 }
 
 async fn axum_serve(
