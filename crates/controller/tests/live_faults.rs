@@ -269,3 +269,44 @@ async fn proxmox_and_talos_faults_are_retried_or_fail_with_the_reason_without_le
     assert_eq!(owned(&lab, &rejected), 0);
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_destroy_leaves_a_foreign_vm_that_reused_the_vmid_alone() {
+    use tidepool_proxmox::types::{CloneRequest, DeleteOptions};
+    let lab = lab("reuse").await;
+    let exec = Arc::new(executor(&lab).await);
+    let svc = Service::new(exec.clone());
+    let name = provision(&svc).await;
+    assert_eq!(settle(&exec, &name).await.unwrap(), Phase::Ready);
+    let vmid = svc.get_worker(&name).await.unwrap().vmid.unwrap();
+    let pve = exec.hypervisor().client();
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(30);
+    // Behind Tidepool's back: our VM is deleted, and someone else's VM
+    // takes its VMID.
+    let upid = pve.stop("pve-01", vmid).await.unwrap();
+    pve.wait_task(&upid, deadline()).await.unwrap();
+    let options = DeleteOptions {
+        purge: true,
+        destroy_unreferenced_disks: true,
+    };
+    let upid = pve.delete_vm("pve-01", vmid, &options).await.unwrap();
+    pve.wait_task(&upid, deadline()).await.unwrap();
+    let request = CloneRequest {
+        newid: vmid,
+        name: Some("someone-elses-vm".into()),
+        full: Some(true),
+        ..CloneRequest::default()
+    };
+    pve.clone_and_wait("pve-01", 9002, &request, deadline())
+        .await
+        .unwrap();
+    let upid = pve.start("pve-01", vmid).await.unwrap();
+    pve.wait_task(&upid, deadline()).await.unwrap();
+
+    svc.destroy("fault-test", &name, true).await.unwrap();
+    assert_eq!(settle(&exec, &name).await.unwrap(), Phase::Terminated);
+    let foreign = lab.pve.vm(vmid).expect("the foreign VM must survive");
+    assert_eq!(foreign.name.as_deref(), Some("someone-elses-vm"));
+    assert!(foreign.running, "and keep running");
+    lab.shutdown().await;
+}

@@ -306,6 +306,20 @@ fn each_rule_reports_its_message_at_the_field() {
             "only applies to the talos-api join method",
         ),
         case(
+            "cloud-init flavor without a join command",
+            edit("method: talos-api", "method: nocloud\n  flavor: cloud-init\n  advertiseUrl: http://10.0.0.5:8088"),
+            "join",
+            (10, 3),
+            "the nocloud cloud-init flavor needs `joinCommandFrom`",
+        ),
+        case(
+            "join command for talos-api",
+            edit("  workerConfigFrom: {file: worker.yaml}\n", "  workerConfigFrom: {file: worker.yaml}\n  joinCommandFrom: {env: JOIN}\n"),
+            "join.joinCommandFrom",
+            (12, 20),
+            "only applies to the nocloud join method with flavor cloud-init",
+        ),
+        case(
             "pool name not a DNS label",
             edit("name: burst", "name: Burst_Pool"),
             "pools[0].name",

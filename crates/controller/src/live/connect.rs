@@ -183,11 +183,17 @@ pub async fn connect(
             listen,
             advertise_url,
         } => {
-            if *flavor != tidepool_core::config::NocloudFlavor::Talos {
-                return Err(ConnectError::Unsupported(
-                    "the nocloud cloud-init flavor needs a kubeadm join command source, which this version does not read yet".into(),
-                ));
-            }
+            let join_command = match (flavor, &config.join.join_command) {
+                (tidepool_core::config::NocloudFlavor::CloudInit, Some(reference)) => {
+                    Some(resolve_secret(reference, &options.config_dir, &kube, &namespace).await?)
+                }
+                (tidepool_core::config::NocloudFlavor::CloudInit, None) => {
+                    return Err(ConnectError::Unsupported(
+                        "the nocloud cloud-init flavor needs join.joinCommandFrom".into(),
+                    ));
+                }
+                (tidepool_core::config::NocloudFlavor::Talos, _) => None,
+            };
             let server = NocloudServer::new(advertise_url.clone(), NocloudOptions::default());
             let listener =
                 tokio::net::TcpListener::bind(listen)
@@ -205,6 +211,7 @@ pub async fn connect(
             LiveJoiner::Nocloud {
                 base_config,
                 server,
+                join_command,
             }
         }
     };

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use tidepool_core::NodeMetadata;
+use tidepool_talos::nocloud::{KubeadmVars, render_kubeadm_cloud_config};
 use tidepool_talos::render::node_may_set_label;
 use tidepool_talos::{
     NocloudServer, TalosError, WorkerIdentity, apply_maintenance, render_worker_config,
@@ -33,10 +34,14 @@ pub enum LiveJoiner {
     },
     /// nocloud user-data served by Tidepool.
     Nocloud {
-        /// The base `worker.yaml` (a secret: never logged).
+        /// The base `worker.yaml`, or for cloud-init the `#cloud-config`
+        /// template (secret: never logged).
         base_config: String,
         /// The user-data server.
         server: NocloudServer,
+        /// For cloud-init images: the `kubeadm join` command that fills the
+        /// template's `{{join_command}}` (secret). `None` for Talos images.
+        join_command: Option<String>,
     },
 }
 
@@ -79,8 +84,33 @@ impl Joiner for LiveJoiner {
             Self::Nocloud {
                 base_config,
                 server,
+                join_command,
             } => {
-                let user_data = render(base_config, claim, meta)?;
+                let user_data = match join_command {
+                    None => render(base_config, claim, meta)?,
+                    Some(join) => {
+                        let vars = KubeadmVars {
+                            hostname: claim.name.clone(),
+                            join_command: join.trim().to_owned(),
+                            labels: meta
+                                .labels
+                                .iter()
+                                .filter(|(k, _)| node_may_set_label(k))
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                            taints: meta.taints.clone(),
+                        };
+                        render_kubeadm_cloud_config(base_config, &vars).map_err(|e| {
+                            ProviderError::new(
+                                ProviderErrorKind::Permanent,
+                                format!(
+                                    "rendering the cloud-init user-data for {}: {e}",
+                                    claim.name
+                                ),
+                            )
+                        })?
+                    }
+                };
                 let meta_data = format!("instance-id: {0}\nlocal-hostname: {0}\n", claim.name);
                 let reg = server.register(user_data, meta_data).map_err(|e| {
                     ProviderError::new(

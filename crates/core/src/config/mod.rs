@@ -206,6 +206,9 @@ pub struct Join {
     pub worker_config: SecretRef,
     /// A talosconfig for day-2 operations (reboot, shutdown, upgrade), by reference.
     pub talosconfig: Option<SecretRef>,
+    /// The `kubeadm join …` command (it carries a bootstrap token), by
+    /// reference; required by the nocloud cloud-init flavor.
+    pub join_command: Option<SecretRef>,
     /// How long a new node may take to register and turn Ready.
     #[serde(with = "secs")]
     pub registration_timeout: Duration,

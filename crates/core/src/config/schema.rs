@@ -489,6 +489,10 @@ fn join_section(node: &Node, path: &str, errs: &mut Errors) -> Option<Join> {
         Some((n, p)) => secret_ref(n, &p, errs).map(Some),
         None => Some(None),
     };
+    let join_command = match obj.get("joinCommandFrom") {
+        Some((n, p)) => secret_ref(n, &p, errs).map(|r| Some((r, n.mark, p))),
+        None => Some(None),
+    };
     let registration_timeout = obj
         .get("registrationTimeout")
         .and_then(|(n, p)| positive_duration(n, &p, errs))
@@ -496,6 +500,7 @@ fn join_section(node: &Node, path: &str, errs: &mut Errors) -> Option<Join> {
     obj.finish_with(errs, |key| match key {
         "workerConfig" | "userData" => Some(inline_secret(key, "workerConfigFrom")),
         "talosconfig" => Some(inline_secret(key, "talosconfigFrom")),
+        "joinCommand" => Some(inline_secret(key, "joinCommandFrom")),
         _ => None,
     });
     let method = method?;
@@ -580,10 +585,38 @@ fn join_section(node: &Node, path: &str, errs: &mut Errors) -> Option<Join> {
             return None;
         }
     };
+    let join_command = join_command?;
+    let cloud_init = matches!(
+        method,
+        JoinMethod::Nocloud {
+            flavor: NocloudFlavor::CloudInit,
+            ..
+        }
+    );
+    match (&join_command, cloud_init) {
+        (None, true) => {
+            errs.at(
+                path,
+                node.mark,
+                "the nocloud cloud-init flavor needs `joinCommandFrom`, the `kubeadm join` command by reference",
+            );
+            return None;
+        }
+        (Some((_, mark, p)), false) => {
+            errs.at(
+                p,
+                *mark,
+                "only applies to the nocloud join method with flavor cloud-init",
+            );
+            return None;
+        }
+        _ => {}
+    }
     Some(Join {
         method,
         worker_config: worker_config?,
         talosconfig: talosconfig?,
+        join_command: join_command.map(|(r, _, _)| r),
         registration_timeout,
     })
 }
