@@ -6,12 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tidepool_tls::{AcceptAny, CertificateCheck, CustomVerifier};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
 use tidepool_core::config::TlsVerify;
 
@@ -66,25 +65,18 @@ fn parse_fingerprint(text: &str) -> Result<[u8; 32], TlsSetupError> {
 /// Accepts exactly the server certificate whose SHA-256 matches the pin,
 /// whatever issued it and whatever name it carries (Proxmox's default
 /// certificate is self-signed by the cluster CA and often lacks the
-/// address clients use). Handshake signatures are still verified.
+/// address clients use). Handshake signatures are still verified by
+/// [`CustomVerifier`].
 #[derive(Debug)]
 struct PinnedFingerprint {
     pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedFingerprint {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+impl CertificateCheck for PinnedFingerprint {
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         if seen == self.pin {
-            Ok(ServerCertVerified::assertion())
+            Ok(())
         } else {
             tracing::warn!(
                 seen = %fingerprint_of(end_entity.as_ref()),
@@ -94,94 +86,6 @@ impl ServerCertVerifier for PinnedFingerprint {
                 rustls::CertificateError::ApplicationVerificationFailure,
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Accepts any server certificate (handshake signatures are still
-/// checked). Built only for [`TlsVerify::InsecureSkipVerify`].
-#[derive(Debug)]
-struct SkipVerify {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
@@ -241,10 +145,12 @@ pub fn client_config(verify: &TlsVerify, base_dir: &Path) -> Result<ClientConfig
             .with_no_client_auth(),
         TlsVerify::Fingerprint(fp) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedFingerprint {
-                pin: parse_fingerprint(fp)?,
+            .with_custom_certificate_verifier(Arc::new(CustomVerifier::new(
+                PinnedFingerprint {
+                    pin: parse_fingerprint(fp)?,
+                },
                 provider,
-            }))
+            )))
             .with_no_client_auth(),
         TlsVerify::InsecureSkipVerify => {
             tracing::warn!(
@@ -253,7 +159,9 @@ pub fn client_config(verify: &TlsVerify, base_dir: &Path) -> Result<ClientConfig
             );
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(SkipVerify { provider }))
+                .with_custom_certificate_verifier(Arc::new(CustomVerifier::new(
+                    AcceptAny, provider,
+                )))
                 .with_no_client_auth()
         }
     };

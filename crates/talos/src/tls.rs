@@ -9,14 +9,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tidepool_tls::{CertificateCheck, CustomVerifier};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint};
 
@@ -141,34 +140,18 @@ pub(crate) struct HandshakeRecord {
 /// certificate or its key really identifies the peer.
 #[derive(Debug)]
 pub(crate) struct MaintenanceVerifier {
-    provider: Arc<CryptoProvider>,
     pin: Option<Sha256Fingerprint>,
     record: Arc<Mutex<HandshakeRecord>>,
 }
 
 impl MaintenanceVerifier {
-    pub(crate) fn new(
-        provider: Arc<CryptoProvider>,
-        pin: Option<Sha256Fingerprint>,
-        record: Arc<Mutex<HandshakeRecord>>,
-    ) -> Self {
-        Self {
-            provider,
-            pin,
-            record,
-        }
+    pub(crate) fn new(pin: Option<Sha256Fingerprint>, record: Arc<Mutex<HandshakeRecord>>) -> Self {
+        Self { pin, record }
     }
 }
 
-impl ServerCertVerifier for MaintenanceVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+impl CertificateCheck for MaintenanceVerifier {
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         let presented = PresentedCertificate::new(end_entity.as_ref());
         let mismatch = self.pin.is_some_and(|pin| !presented.matches(&pin));
         if let Ok(mut record) = self.record.lock() {
@@ -180,41 +163,7 @@ impl ServerCertVerifier for MaintenanceVerifier {
                 "server certificate does not match the pinned fingerprint".to_owned(),
             ));
         }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        Ok(())
     }
 }
 
@@ -234,7 +183,10 @@ pub(crate) fn maintenance_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| TalosError::Setup(format!("TLS versions: {e}")))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(MaintenanceVerifier::new(provider, pin, record)))
+        .with_custom_certificate_verifier(Arc::new(CustomVerifier::new(
+            MaintenanceVerifier::new(pin, record),
+            provider,
+        )))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
