@@ -10,9 +10,11 @@
 
 pub mod claim;
 pub mod executor;
+pub mod leader;
 pub mod live;
 pub mod ports;
 pub mod reconciler;
+pub mod run;
 pub mod service;
 pub mod testing;
 

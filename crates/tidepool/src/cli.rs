@@ -92,6 +92,9 @@ pub enum Command {
     },
     /// Serve the MCP tools on stdin/stdout for an AI agent.
     Mcp,
+    /// Run the controller: leader election, the worker lifecycle for every
+    /// WorkerClaim, and /healthz, /readyz, /metrics.
+    Run,
 }
 
 fn parse_scale(s: &str) -> Result<f64, String> {
@@ -197,6 +200,7 @@ pub fn run() -> ExitCode {
                     },
                 ),
                 Command::Mcp => workers::mcp(&ctx),
+                Command::Run => commands::run::run(&ctx),
                 Command::Config(_) | Command::Lab(_) => Ok(Exit::Invalid),
             }
         }

@@ -3,4 +3,5 @@
 
 pub mod config;
 pub mod lab;
+pub mod run;
 pub mod workers;

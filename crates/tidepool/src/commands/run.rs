@@ -1,0 +1,67 @@
+//! `tidepool run`: the controller, in the foreground until interrupted.
+
+use std::sync::Arc;
+
+use tidepool_controller::leader::LeaseConfig;
+use tidepool_controller::run::{RunOptions, run as run_controller};
+
+use crate::commands::workers::Context;
+use crate::exit::Exit;
+use crate::live;
+
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .map_or_else(
+            |_| format!("tidepool-{}", std::process::id()),
+            |h| format!("{h}-{}", std::process::id()),
+        )
+}
+
+/// Runs the controller until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// Runtime failures; configuration and connection problems are exit codes.
+pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (exec, _) =
+            match live::service(&ctx.config, ctx.kubeconfig.as_ref(), ctx.time_scale).await {
+                Ok(s) => s,
+                Err(u) => {
+                    eprintln!("{}", u.message);
+                    return Ok(u.exit);
+                }
+            };
+        let server = exec.config().server.clone();
+        let metrics_addr = match server.metrics_addr.parse() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("server.metricsAddr `{}`: {e}", server.metrics_addr);
+                return Ok(Exit::Invalid);
+            }
+        };
+        let options = RunOptions {
+            metrics_addr,
+            lease: server.leader_election.then(|| LeaseConfig {
+                namespace: server.namespace.clone(),
+                name: server.lease_name.clone(),
+                identity: identity(),
+                duration: server.lease_duration,
+            }),
+            time_scale: ctx.time_scale,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let controller = tokio::spawn(run_controller(Arc::clone(&exec), options, stop_rx, None));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+        controller.await??;
+        Ok(Exit::Ok)
+    })
+}
