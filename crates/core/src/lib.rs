@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod pool;
 pub mod quantity;
 pub mod safety;
+pub mod sched;
 pub mod ttl;
 
 pub use config::{Config, ConfigError, ConfigErrors};
