@@ -31,11 +31,18 @@ struct WorkerLabels {
     phase: String,
 }
 
+/// A pool label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
 /// The controller's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     leader: Gauge<i64, AtomicI64>,
     workers: Family<WorkerLabels, Gauge<i64, AtomicI64>>,
+    oldest_provisioning: Family<PoolLabel, Gauge<i64, AtomicI64>>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -194,6 +201,28 @@ pub async fn run(
         }
         if let Ok(claims) = exec.store().list().await {
             metrics.workers.clear();
+            metrics.oldest_provisioning.clear();
+            let now = exec.now();
+            for c in &claims {
+                let phase = c.status.lifecycle.phase();
+                if matches!(
+                    phase,
+                    tidepool_core::Phase::Requested
+                        | tidepool_core::Phase::Provisioning
+                        | tidepool_core::Phase::Joining
+                ) {
+                    let age = c
+                        .status
+                        .provisioned_at
+                        .map_or(0, |t| now.duration_since(t).as_secs().max(0));
+                    let gauge = metrics.oldest_provisioning.get_or_create(&PoolLabel {
+                        pool: c.spec.pool.clone(),
+                    });
+                    if age > gauge.get() {
+                        gauge.set(age);
+                    }
+                }
+            }
             for c in claims {
                 metrics
                     .workers
