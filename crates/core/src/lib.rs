@@ -11,6 +11,7 @@ pub mod cron;
 pub mod duration;
 pub mod k8s_names;
 pub mod lifecycle;
+pub mod planner;
 pub mod pool;
 pub mod quantity;
 pub mod safety;

@@ -445,3 +445,562 @@ mod fits_table {
         assert_eq!(large.allocatable.cpu_milli, 15_800);
     }
 }
+
+mod fixtures {
+    use super::*;
+    use std::collections::BTreeSet;
+    use tidepool_core::config::Pool;
+    use tidepool_core::lifecycle::Phase;
+    use tidepool_core::planner::{ClaimState, HostSnapshot, PendingPod, PlanInput, PoolState};
+
+    pub fn host(name: &str, memory_gib: u64, cores: u32, gpus: u32) -> HostSnapshot {
+        HostSnapshot {
+            name: name.into(),
+            provider: "pve".into(),
+            online: true,
+            memory_total_mib: memory_gib * 1024,
+            memory_used_mib: 0,
+            cores,
+            vcpus_allocated: 0,
+            storage_free_gib: BTreeMap::from([("local-lvm".to_owned(), 10_000)]),
+            gpu_free: if gpus > 0 {
+                BTreeMap::from([("tesla-t4".to_owned(), gpus)])
+            } else {
+                BTreeMap::new()
+            },
+        }
+    }
+
+    /// The example configuration, two roomy hosts (a GPU on pve-01), nothing running.
+    pub fn world() -> PlanInput {
+        PlanInput {
+            config: example(),
+            nodes: Vec::new(),
+            pending: Vec::new(),
+            claims: Vec::new(),
+            hosts: vec![host("pve-01", 512, 64, 1), host("pve-02", 256, 64, 0)],
+            vmids_in_use: BTreeMap::new(),
+            pool_state: BTreeMap::new(),
+            now: t0(),
+        }
+    }
+
+    pub fn pool_mut<'a>(input: &'a mut PlanInput, name: &str) -> &'a mut Pool {
+        input
+            .config
+            .pools
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap()
+    }
+
+    pub fn emergency(input: &mut PlanInput, pool: &str) {
+        input.pool_state.insert(
+            pool.into(),
+            PoolState {
+                emergency: true,
+                last_scale_down: None,
+            },
+        );
+    }
+
+    /// A pod meant for the burst pool: tolerates it and selects it.
+    pub fn burst_pod(name: &str, cpu_milli: u64, mem_gib: u64) -> PodSpec {
+        let mut p = burst(pod(name, cpu_milli, mem_gib));
+        p.node_selector.insert("node-pool".into(), "burst".into());
+        p
+    }
+
+    pub fn gpu_pod(name: &str) -> PodSpec {
+        let mut p = tolerating(pod(name, 2000, 8), "nvidia.com/gpu", "true");
+        p.requests.extended.insert("nvidia.com/gpu".into(), 1);
+        p
+    }
+
+    pub fn waited(pod: PodSpec, secs: i64) -> PendingPod {
+        PendingPod {
+            pod,
+            unschedulable_since: t0() - jiff::SignedDuration::from_secs(secs),
+        }
+    }
+
+    pub fn pods(n: usize, cpu_milli: u64, mem_gib: u64, secs: i64) -> Vec<PendingPod> {
+        (0..n)
+            .map(|i| waited(burst_pod(&format!("p{i:03}"), cpu_milli, mem_gib), secs))
+            .collect()
+    }
+
+    pub fn claim(name: &str, pool: &str, size: &str, phase: Phase) -> ClaimState {
+        ClaimState {
+            name: name.into(),
+            pool: pool.into(),
+            size: size.into(),
+            phase,
+            host: Some("pve-01".into()),
+            expires_at: None,
+            idle_since: None,
+        }
+    }
+
+    /// A Ready worker with its node; `workload` pods besides a DaemonSet pod.
+    pub fn worker(input: &mut PlanInput, name: &str, pool: &str, workload: usize) -> usize {
+        let cfg = &input.config;
+        let p = cfg.pool(pool).unwrap();
+        let size = p.sizes[0].clone();
+        let mut node =
+            NodeSnapshot::hypothetical(cfg, p, cfg.size(&size).unwrap(), name, input.now);
+        let mut ds = pod(&format!("{name}-ds"), 100, 0);
+        ds.daemon_set = true;
+        node.bind(&ds, true);
+        for i in 0..workload {
+            node.bind(&burst(pod(&format!("{name}-app-{i}"), 100, 0)), true);
+        }
+        input.nodes.push(node);
+        input.claims.push(claim(name, pool, &size, Phase::Ready));
+        input.claims.len() - 1
+    }
+
+    pub fn all_vmids_taken(input: &mut PlanInput) {
+        input
+            .vmids_in_use
+            .insert("pve".into(), (1250..=1300).collect::<BTreeSet<u32>>());
+    }
+}
+
+mod scale_up {
+    use super::fixtures::*;
+    use super::*;
+    use tidepool_core::lifecycle::Phase;
+    use tidepool_core::planner::{Action, Plan, PlanInput, ReasonCode, plan};
+
+    /// (pool, size, host, count, reason code)
+    fn provisions(plan: &Plan) -> Vec<(String, String, String, u32, ReasonCode)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Provision {
+                    pool,
+                    size,
+                    host,
+                    count,
+                    reason,
+                } => Some((
+                    pool.clone(),
+                    size.clone(),
+                    host.clone(),
+                    *count,
+                    reason.code,
+                )),
+                Action::Remove { .. } => None,
+            })
+            .collect()
+    }
+
+    fn unhelpable(plan: &Plan) -> Vec<(String, ReasonCode)> {
+        plan.unhelpable
+            .iter()
+            .map(|u| (u.pod.clone(), u.reason.code))
+            .collect()
+    }
+
+    fn codes_of_unhelpable(plan: &Plan) -> Vec<ReasonCode> {
+        let mut codes: Vec<_> = plan.unhelpable.iter().map(|u| u.reason.code).collect();
+        codes.dedup();
+        codes
+    }
+
+    fn p(
+        pool: &str,
+        size: &str,
+        host: &str,
+        count: u32,
+        code: ReasonCode,
+    ) -> (String, String, String, u32, ReasonCode) {
+        (pool.into(), size.into(), host.into(), count, code)
+    }
+
+    #[test]
+    fn three_pods_that_fill_a_medium_get_one_medium_not_three_smalls() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input.pending = pods(3, 2500, 5, 0);
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+        );
+        assert!(plan.unhelpable.is_empty() && plan.waiting.is_empty());
+        let reason = &plan.actions[0].reason().message;
+        assert!(
+            reason.contains("3 pod(s) packed onto 1 new medium worker(s)"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn pods_too_big_for_a_small_go_to_mediums_two_by_two() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input.pending = pods(3, 3900, 1, 0);
+        let plan = plan(&input);
+        // Two fill one medium; the third's medium cannot shrink: 3900m does not fit a small.
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "medium", "pve-01", 2, ReasonCode::Emergency)]
+        );
+    }
+
+    #[test]
+    fn the_least_full_worker_is_shrunk_to_the_cheapest_size_that_holds_it() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        // Two 3.9-core pods fill a medium; the one-core pod alone needs only a small.
+        input.pending = pods(2, 3900, 1, 0);
+        input.pending.push(waited(burst_pod("light", 1000, 1), 0));
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![
+                p("burst", "medium", "pve-01", 1, ReasonCode::Emergency),
+                p("burst", "small", "pve-01", 1, ReasonCode::Emergency),
+            ]
+        );
+    }
+
+    #[test]
+    fn pods_tolerating_the_large_taint_get_one_large_instead_of_three_mediums() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input.pending = pods(3, 5000, 10, 0)
+            .into_iter()
+            .map(|mut pp| {
+                pp.pod = tolerating(pp.pod, "workload-size", "large");
+                pp
+            })
+            .collect();
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "large", "pve-01", 1, ReasonCode::Emergency)]
+        );
+    }
+
+    #[test]
+    fn max_nodes_cuts_the_count_and_names_the_limit() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        pool_mut(&mut input, "burst").scale_up.batch_size = 50;
+        for i in 0..8 {
+            input.claims.push(claim(
+                &format!("burst-old{i}"),
+                "burst",
+                "small",
+                Phase::Ready,
+            ));
+        }
+        input.pending = pods(4, 3000, 1, 0);
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "small", "pve-01", 2, ReasonCode::Emergency)]
+        );
+        assert_eq!(codes_of_unhelpable(&plan), vec![ReasonCode::MaxNodes]);
+        assert_eq!(plan.unhelpable.len(), 2);
+        assert!(
+            plan.unhelpable[0]
+                .reason
+                .message
+                .contains("pool would have 11 workers, above its maxNodes of 10"),
+            "{}",
+            plan.unhelpable[0].reason.message
+        );
+    }
+
+    #[test]
+    fn the_cpu_ceiling_counts_in_flight_claims() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        for i in 0..7 {
+            // 7 mediums = 56 of the 64 cores; the one without a node yet is on its way.
+            let phase = if i == 0 {
+                Phase::Provisioning
+            } else {
+                Phase::Ready
+            };
+            input
+                .claims
+                .push(claim(&format!("burst-old{i}"), "burst", "medium", phase));
+        }
+        // A pod the in-flight medium cannot take (it wants 9 cores): needs a large, 16 cores.
+        let mut big = burst_pod("big", 9000, 4);
+        big = tolerating(big, "workload-size", "large");
+        input.pending = vec![waited(big, 0)];
+        let plan = plan(&input);
+        assert!(provisions(&plan).is_empty());
+        assert_eq!(
+            unhelpable(&plan),
+            vec![("default/big".to_owned(), ReasonCode::CpuCores)]
+        );
+        assert!(
+            plan.unhelpable[0]
+                .reason
+                .message
+                .contains("72 vCPUs, above its cpuCores ceiling of 64")
+        );
+    }
+
+    #[test]
+    fn host_memory_with_reserve_and_overhead_cuts_the_count() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        // pve-01 can take exactly one medium: 16384 + 512 overhead above the 4096 reserve.
+        input.hosts = vec![host("pve-01", 0, 64, 0)];
+        input.hosts[0].memory_total_mib = 4096 + 16384 + 512 + 100;
+        input.pending = pods(4, 3900, 1, 0);
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+        );
+        assert_eq!(codes_of_unhelpable(&plan), vec![ReasonCode::HostMemory]);
+        let msg = &plan.unhelpable[0].reason.message;
+        assert!(
+            msg.contains(
+                "pve-01: memory (VM needs 16896 MiB with overhead, 100 MiB free above the reserve)"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_vcpu_overcommit_ratio_bounds_a_host() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        // 3 cores × 4 = 12 vCPUs, 4 allocated: room for one 8-vCPU medium, not two.
+        input.hosts = vec![host("pve-01", 512, 3, 0)];
+        input.hosts[0].vcpus_allocated = 4;
+        input.pending = pods(4, 3900, 1, 0);
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+        );
+        assert_eq!(codes_of_unhelpable(&plan), vec![ReasonCode::HostCpu]);
+    }
+
+    #[test]
+    fn storage_without_room_for_the_disk_refuses_the_vm() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        for h in &mut input.hosts {
+            h.storage_free_gib.insert("local-lvm".into(), 50);
+        }
+        input.pending = pods(1, 1000, 1, 0);
+        let plan = plan(&input);
+        assert!(provisions(&plan).is_empty());
+        assert_eq!(codes_of_unhelpable(&plan), vec![ReasonCode::HostStorage]);
+        let msg = &plan.unhelpable[0].reason.message;
+        assert!(
+            msg.contains("pve-01: storage local-lvm (VM needs 94 GiB, 50 GiB free)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn new_vms_go_to_the_host_with_the_most_headroom() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input.hosts[0].memory_used_mib = 500 * 1024;
+        input.pending = pods(1, 1000, 1, 0);
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "small", "pve-02", 1, ReasonCode::Emergency)]
+        );
+    }
+
+    #[test]
+    fn a_gpu_pod_goes_only_to_the_gpu_pool_on_a_host_with_a_free_device() {
+        let mut input = world();
+        pool_mut(&mut input, "gpu").scale_up.pending_pods = 1;
+        input.pending = vec![waited(gpu_pod("train"), 300)];
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("gpu", "gpu", "pve-01", 1, ReasonCode::PendingPods)]
+        );
+    }
+
+    #[test]
+    fn a_gpu_pod_is_unhelpable_when_no_device_is_free() {
+        let mut input = world();
+        pool_mut(&mut input, "gpu").scale_up.pending_pods = 1;
+        input.hosts[0].gpu_free.insert("tesla-t4".into(), 0);
+        input.pending = vec![waited(gpu_pod("train"), 300)];
+        let plan = plan(&input);
+        assert!(provisions(&plan).is_empty());
+        assert_eq!(
+            unhelpable(&plan),
+            vec![("default/train".to_owned(), ReasonCode::HostGpu)]
+        );
+        assert!(
+            plan.unhelpable[0]
+                .reason
+                .message
+                .contains("GPU mapping tesla-t4 (VM needs 1, 0 free)")
+        );
+    }
+
+    #[test]
+    fn a_gpu_pod_without_the_gpu_toleration_fits_no_pool() {
+        let mut input = world();
+        let mut p = pod("train", 2000, 8);
+        p.requests.extended.insert("nvidia.com/gpu".into(), 1);
+        input.pending = vec![waited(p, 300)];
+        let plan = plan(&input);
+        assert_eq!(
+            unhelpable(&plan),
+            vec![("default/train".to_owned(), ReasonCode::NoPoolFits)]
+        );
+        let msg = &plan.unhelpable[0].reason.message;
+        assert!(
+            msg.contains("permanent (medium): Insufficient nvidia.com/gpu"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("gpu (gpu): node had untolerated taint nvidia.com/gpu=true:NoSchedule"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn an_exhausted_vmid_range_refuses_new_workers() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        all_vmids_taken(&mut input);
+        input.pending = pods(1, 1000, 1, 0);
+        let plan = plan(&input);
+        assert_eq!(codes_of_unhelpable(&plan), vec![ReasonCode::VmidRange]);
+    }
+
+    #[test]
+    fn in_flight_claims_absorb_pending_pods() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input
+            .claims
+            .push(claim("burst-abcde", "burst", "medium", Phase::Provisioning));
+        input.pending = pods(2, 3000, 4, 600);
+        let plan = plan(&input);
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn free_room_on_an_existing_node_absorbs_pending_pods() {
+        let mut input = world();
+        worker(&mut input, "burst-aaaaa", "burst", 0);
+        input.pending = pods(3, 1000, 1, 600);
+        let plan = plan(&input);
+        assert!(provisions(&plan).is_empty());
+        assert!(plan.unhelpable.is_empty() && plan.waiting.is_empty());
+    }
+
+    #[test]
+    fn batch_size_caps_one_plan_and_the_rest_wait_for_the_next() {
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input.pending = pods(5, 3000, 1, 0);
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "small", "pve-01", 3, ReasonCode::Emergency)]
+        );
+        assert_eq!(plan.waiting.len(), 2);
+        assert_eq!(plan.waiting[0].reason.code, ReasonCode::BatchSize);
+    }
+
+    struct Window {
+        name: &'static str,
+        pods: usize,
+        waited_secs: i64,
+        emergency: bool,
+        expect: Option<ReasonCode>,
+    }
+
+    #[test]
+    fn the_pending_pods_trigger_fires_only_after_its_window() {
+        let table = [
+            Window {
+                name: "five_pods_waiting_a_minute_do_not_trigger_yet",
+                pods: 5,
+                waited_secs: 60,
+                emergency: false,
+                expect: None,
+            },
+            Window {
+                name: "four_pods_waiting_ten_minutes_are_too_few",
+                pods: 4,
+                waited_secs: 600,
+                emergency: false,
+                expect: None,
+            },
+            Window {
+                name: "five_pods_waiting_the_full_window_trigger_now",
+                pods: 5,
+                waited_secs: 120,
+                emergency: false,
+                expect: Some(ReasonCode::PendingPods),
+            },
+            Window {
+                name: "an_emergency_skips_the_window",
+                pods: 1,
+                waited_secs: 0,
+                emergency: true,
+                expect: Some(ReasonCode::Emergency),
+            },
+        ];
+        for case in table {
+            let mut input = world();
+            if case.emergency {
+                emergency(&mut input, "burst");
+            }
+            input.pending = pods(case.pods, 500, 1, case.waited_secs);
+            let plan = plan(&input);
+            let got = plan.actions.first().map(|a| a.reason().code);
+            assert_eq!(got, case.expect, "{}", case.name);
+            if case.expect.is_none() {
+                assert_eq!(plan.waiting.len(), case.pods, "{}", case.name);
+                assert!(
+                    plan.waiting
+                        .iter()
+                        .all(|w| w.reason.code == ReasonCode::TriggerWindow && w.pool == "burst"),
+                    "{}",
+                    case.name
+                );
+                assert!(plan.unhelpable.is_empty(), "{}", case.name);
+            }
+        }
+    }
+
+    #[test]
+    fn pods_spill_from_a_full_permanent_pool_to_burst() {
+        let mut input: PlanInput = world();
+        for i in 0..6 {
+            input.claims.push(claim(
+                &format!("perm-{i}"),
+                "permanent",
+                "medium",
+                Phase::Ready,
+            ));
+        }
+        input.pending = (0..5)
+            .map(|i| waited(burst(pod(&format!("p{i}"), 1000, 1)), 600))
+            .collect();
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "small", "pve-01", 2, ReasonCode::PendingPods)]
+        );
+        assert!(plan.unhelpable.is_empty());
+    }
+}

@@ -1,0 +1,244 @@
+//! The hypervisor headroom model of spec §5: what a host can still take
+//! (memory with a reserve and per-VM overhead, vCPUs under an overcommit
+//! ratio, storage, free GPU devices per mapping) and the choice of host
+//! for each new VM.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Pool, ProxmoxProvider};
+use crate::pool::Size;
+
+use super::{ClaimState, ReasonCode};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// One Proxmox host as last polled.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostSnapshot {
+    /// Host (Proxmox node) name.
+    pub name: String,
+    /// Provider it belongs to.
+    pub provider: String,
+    /// Whether the host is online and not in maintenance.
+    pub online: bool,
+    /// Physical memory, MiB.
+    pub memory_total_mib: u64,
+    /// Memory in use (running VMs, the host itself), MiB.
+    pub memory_used_mib: u64,
+    /// Physical cores.
+    pub cores: u32,
+    /// vCPUs of the VMs running on it.
+    pub vcpus_allocated: u64,
+    /// Free space per storage, GiB.
+    pub storage_free_gib: BTreeMap<String, u64>,
+    /// Free devices per PCI resource mapping.
+    pub gpu_free: BTreeMap<String, u32>,
+}
+
+/// A VM's cost on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmCost {
+    /// Memory with the per-VM overhead, MiB.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub vcpus: u64,
+    /// Disk, GiB (rounded up from the size's GB).
+    pub disk_gib: u64,
+    /// GPU mapping and device count, if any.
+    pub gpu: Option<(String, u32)>,
+}
+
+impl VmCost {
+    /// What a VM of `size` costs a host of `provider`.
+    pub fn of(size: &Size, provider: &ProxmoxProvider) -> Self {
+        let disk_gib = (size.disk_gb as f64 * 1e9 / GIB).ceil() as u64;
+        VmCost {
+            memory_mib: size.memory_mib + provider.vm_memory_overhead_mib,
+            vcpus: u64::from(size.vcpu),
+            disk_gib,
+            gpu: size.gpu.as_ref().map(|g| (g.mapping.clone(), g.count)),
+        }
+    }
+}
+
+/// What is left on one host while a plan is being made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Headroom {
+    /// Host name.
+    pub name: String,
+    /// Provider.
+    pub provider: String,
+    /// Memory left for VMs (reserve taken off), MiB; may be negative.
+    pub memory_mib: i64,
+    /// vCPUs left under the overcommit ratio.
+    pub vcpus: f64,
+    /// Storage left per storage, GiB.
+    pub storage_gib: BTreeMap<String, u64>,
+    /// Free GPU devices per mapping.
+    pub gpu_free: BTreeMap<String, u32>,
+}
+
+/// The first dimension a host lacks for a VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Which dimension.
+    pub code: ReasonCode,
+    /// With the figures.
+    pub message: String,
+}
+
+impl Headroom {
+    /// The headroom of `host` for `provider`, with the VMs of `pending`
+    /// claims placed on it that the host does not report yet (phases
+    /// `Requested` and `Provisioning`) already taken off.
+    pub fn new(
+        host: &HostSnapshot,
+        provider: &ProxmoxProvider,
+        pending: &[(&ClaimState, VmCost)],
+    ) -> Self {
+        let free = i128::from(host.memory_total_mib)
+            - i128::from(host.memory_used_mib)
+            - i128::from(provider.host_memory_reserve_mib);
+        let mut room = Headroom {
+            name: host.name.clone(),
+            provider: host.provider.clone(),
+            memory_mib: i64::try_from(free).unwrap_or(i64::MIN),
+            vcpus: f64::from(host.cores) * provider.cpu_overcommit - host.vcpus_allocated as f64,
+            storage_gib: host.storage_free_gib.clone(),
+            gpu_free: host.gpu_free.clone(),
+        };
+        for (_, cost) in pending {
+            room.take(cost, &provider.storage);
+        }
+        room
+    }
+
+    /// Why a VM costing `cost` on `storage` does not fit, or `None` if it does.
+    pub fn shortfall(&self, cost: &VmCost, storage: &str) -> Option<Shortfall> {
+        let need_mem = i64::try_from(cost.memory_mib).unwrap_or(i64::MAX);
+        if self.memory_mib < need_mem {
+            return Some(Shortfall {
+                code: ReasonCode::HostMemory,
+                message: format!(
+                    "{}: memory (VM needs {} MiB with overhead, {} MiB free above the reserve)",
+                    self.name,
+                    cost.memory_mib,
+                    self.memory_mib.max(0)
+                ),
+            });
+        }
+        if self.vcpus < cost.vcpus as f64 {
+            return Some(Shortfall {
+                code: ReasonCode::HostCpu,
+                message: format!(
+                    "{}: vCPU (VM needs {}, {} free under the overcommit ratio)",
+                    self.name,
+                    cost.vcpus,
+                    self.vcpus.max(0.0).floor()
+                ),
+            });
+        }
+        let disk = self.storage_gib.get(storage).copied().unwrap_or(0);
+        if disk < cost.disk_gib {
+            return Some(Shortfall {
+                code: ReasonCode::HostStorage,
+                message: format!(
+                    "{}: storage {storage} (VM needs {} GiB, {disk} GiB free)",
+                    self.name, cost.disk_gib
+                ),
+            });
+        }
+        if let Some((mapping, count)) = &cost.gpu {
+            let free = self.gpu_free.get(mapping).copied().unwrap_or(0);
+            if free < *count {
+                return Some(Shortfall {
+                    code: ReasonCode::HostGpu,
+                    message: format!(
+                        "{}: GPU mapping {mapping} (VM needs {count}, {free} free)",
+                        self.name
+                    ),
+                });
+            }
+        }
+        None
+    }
+
+    /// Takes a VM's cost off the headroom.
+    pub fn take(&mut self, cost: &VmCost, storage: &str) {
+        self.memory_mib = self
+            .memory_mib
+            .saturating_sub(i64::try_from(cost.memory_mib).unwrap_or(i64::MAX));
+        self.vcpus -= cost.vcpus as f64;
+        let disk = self.storage_gib.entry(storage.to_owned()).or_insert(0);
+        *disk = disk.saturating_sub(cost.disk_gib);
+        if let Some((mapping, count)) = &cost.gpu {
+            let free = self.gpu_free.entry(mapping.clone()).or_insert(0);
+            *free = free.saturating_sub(*count);
+        }
+    }
+}
+
+/// Picks the host for one VM of `pool`: among the pool's hosts that fit,
+/// the one with the most memory left after placing it (then vCPUs, then
+/// name), and takes the VM's cost off it.
+///
+/// # Errors
+/// The shortfall of every eligible host, the first one's code leading;
+/// [`ReasonCode::NoHost`] when the pool may use no known, online host.
+pub fn place(
+    ledger: &mut [Headroom],
+    pool: &Pool,
+    provider: &ProxmoxProvider,
+    cost: &VmCost,
+) -> Result<String, Shortfall> {
+    let allowed = |name: &str| {
+        let list = if pool.hosts.is_empty() {
+            &provider.hosts
+        } else {
+            &pool.hosts
+        };
+        list.iter().any(|h| h == name)
+    };
+    let mut best: Option<usize> = None;
+    let mut misses = Vec::new();
+    for (i, room) in ledger.iter().enumerate() {
+        if room.provider != provider.name || !allowed(&room.name) {
+            continue;
+        }
+        if let Some(short) = room.shortfall(cost, &provider.storage) {
+            misses.push(short);
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some(b) => {
+                let cur = &ledger[b];
+                (room.memory_mib, room.vcpus) > (cur.memory_mib, cur.vcpus)
+            }
+        };
+        if better {
+            best = Some(i);
+        }
+    }
+    if let Some(i) = best {
+        ledger[i].take(cost, &provider.storage);
+        return Ok(ledger[i].name.clone());
+    }
+    match misses.first() {
+        None => Err(Shortfall {
+            code: ReasonCode::NoHost,
+            message: format!("pool {} may use no online host", pool.name),
+        }),
+        Some(first) => Err(Shortfall {
+            code: first.code,
+            message: format!(
+                "no host has room: {}",
+                misses
+                    .iter()
+                    .map(|m| m.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        }),
+    }
+}

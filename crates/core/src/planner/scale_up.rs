@@ -1,0 +1,632 @@
+//! Scale-up: which pending pods need new workers, of which pool and size,
+//! on which host.
+//!
+//! 1. Pending pods are taken largest first (by their dominant resource).
+//!    A pod that fits the free room of an existing node or of a worker on
+//!    its way (an in-flight claim) is absorbed: it needs no new capacity.
+//! 2. The rest are offered to the pools in configuration order. A pool
+//!    takes the pods that fit one of its sizes, if its trigger fires
+//!    (enough pods waited long enough, or an emergency).
+//! 3. The pool's pods are bin-packed first-fit-decreasing onto each of its
+//!    sizes; the size that places the most pods with the least provisioned
+//!    capacity wins, pods it cannot hold are packed again on the other
+//!    sizes, and then each new worker is shrunk to the cheapest size that
+//!    still holds its pods.
+//! 4. Workers are accepted one by one while the pool's limits, its
+//!    `batchSize`, the VMID range and some host's headroom allow; pods of a
+//!    refused worker are reported with the limit or dimension that refused it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Config, Pool, SizeEntry};
+use crate::pool::{PoolUsage, Resources};
+use crate::sched::{NodeSnapshot, PodSpec, fits, fits_identity, fits_room};
+
+use super::hosts::{Headroom, VmCost, place};
+use super::{
+    Action, ClaimState, Plan, PlanInput, PoolState, Reason, ReasonCode, Unhelpable, Waiting,
+};
+
+/// What scale-down needs to know from scale-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScaleUpOutcome {
+    /// Nodes (and in-flight workers) that pending pods were simulated onto.
+    pub absorbing_nodes: BTreeSet<String>,
+}
+
+/// A new worker being filled by the simulation.
+#[derive(Clone, Debug)]
+struct Bin {
+    /// Index into the pool's templates.
+    size: usize,
+    node: NodeSnapshot,
+    /// Indices into `input.pending`.
+    pods: Vec<usize>,
+}
+
+/// A pool's sizes with the empty node each would become.
+struct Template<'a> {
+    entry: &'a SizeEntry,
+    node: NodeSnapshot,
+    cost: f64,
+}
+
+/// Reference capacity that makes cpu and memory comparable: the largest
+/// allocatable of any configured size.
+#[derive(Clone, Copy)]
+struct Scale {
+    cpu: f64,
+    mem: f64,
+}
+
+impl Scale {
+    fn of(config: &Config) -> Self {
+        let cpu = config
+            .sizes
+            .values()
+            .map(|s| s.size.allocatable.cpu_milli)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mem = config
+            .sizes
+            .values()
+            .map(|s| s.size.allocatable.memory_bytes)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        Scale {
+            cpu: cpu as f64,
+            mem: mem as f64,
+        }
+    }
+
+    fn dominant(self, pod: &PodSpec) -> f64 {
+        (pod.requests.cpu_milli as f64 / self.cpu).max(pod.requests.memory_bytes as f64 / self.mem)
+    }
+
+    fn cost(self, alloc: &Resources) -> f64 {
+        alloc.cpu_milli as f64 / self.cpu + alloc.memory_bytes as f64 / self.mem
+    }
+}
+
+/// A cheap necessary condition for [`fits_room`]: pod slots, cpu, memory.
+fn quick_room(pod: &PodSpec, node: &NodeSnapshot) -> bool {
+    node.pod_count < node.allocatable.pods
+        && node.requested.cpu_milli + pod.requests.cpu_milli <= node.allocatable.cpu_milli
+        && node.requested.memory_bytes + pod.requests.memory_bytes <= node.allocatable.memory_bytes
+}
+
+fn waited_secs(input: &PlanInput, i: usize) -> i64 {
+    input.now.as_second() - input.pending[i].unschedulable_since.as_second()
+}
+
+/// Plans the scale-up part of `input` into `out`.
+pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
+    let cfg = &input.config;
+    let scale = Scale::of(cfg);
+    let keep_pods = input
+        .pending
+        .iter()
+        .any(|p| !p.pod.anti_affinity.is_empty());
+    let mut outcome = ScaleUpOutcome::default();
+
+    let mut order: Vec<usize> = (0..input.pending.len())
+        .filter(|&i| !input.pending[i].pod.daemon_set)
+        .collect();
+    let dominant: Vec<f64> = input
+        .pending
+        .iter()
+        .map(|p| scale.dominant(&p.pod))
+        .collect();
+    order.sort_by(|&a, &b| {
+        let (pa, pb) = (&input.pending[a].pod, &input.pending[b].pod);
+        dominant[b]
+            .total_cmp(&dominant[a])
+            .then_with(|| (&pa.namespace, &pa.name).cmp(&(&pb.namespace, &pb.name)))
+    });
+
+    // 1. Absorb into existing nodes and workers on their way.
+    let mut room = capacity_on_hand(input);
+    let mut remaining = Vec::new();
+    for &i in &order {
+        let pod = &input.pending[i].pod;
+        match room
+            .iter()
+            .position(|n| quick_room(pod, n) && fits(pod, n).is_ok())
+        {
+            Some(j) => {
+                room[j].bind(pod, keep_pods);
+                outcome.absorbing_nodes.insert(room[j].name.clone());
+            }
+            None => remaining.push(i),
+        }
+    }
+
+    // 2–4. Offer the rest to the pools.
+    let n = input.pending.len();
+    let mut placed = vec![false; n];
+    let mut blocked: Vec<Option<Reason>> = vec![None; n];
+    let mut waiting: Vec<Option<(String, Reason)>> = vec![None; n];
+    let mut ledger = ledger(input);
+    let mut vmids = vmids_free(input);
+    for pool in &cfg.pools {
+        let Some(provider) = cfg.providers.get(&pool.provider) else {
+            continue;
+        };
+        let templates = templates(input, pool, scale);
+        let candidates: Vec<usize> = remaining
+            .iter()
+            .copied()
+            .filter(|&i| {
+                !placed[i]
+                    && templates
+                        .iter()
+                        .any(|t| fits(&input.pending[i].pod, &t.node).is_ok())
+            })
+            .collect();
+        if candidates.is_empty() {
+            continue;
+        }
+        let state = input
+            .pool_state
+            .get(&pool.name)
+            .cloned()
+            .unwrap_or_default();
+        let Some(trigger) = trigger(input, pool, &state, &candidates) else {
+            let waited = count_waited(input, pool, &candidates);
+            let reason = Reason::new(
+                ReasonCode::TriggerWindow,
+                format!(
+                    "pool {} could host {} pending pod(s) but only {waited} waited {}s or more; it scales up at {}",
+                    pool.name,
+                    candidates.len(),
+                    pool.scale_up.pending_for.as_secs(),
+                    pool.scale_up.pending_pods
+                ),
+            );
+            for &i in &candidates {
+                waiting[i].get_or_insert_with(|| (pool.name.clone(), reason.clone()));
+            }
+            continue;
+        };
+
+        let bins = pack(input, &candidates, &templates, keep_pods);
+        let mut usage = pool_usage(cfg, &input.claims, &pool.name);
+        let mut accepted: Vec<&Bin> = Vec::new();
+        let mut groups: Vec<(usize, String, u32, usize)> = Vec::new();
+        for bin in &bins {
+            let entry = templates[bin.size].entry;
+            let size = &entry.size;
+            let refusal = if accepted.len() as u64 >= u64::from(pool.scale_up.batch_size) {
+                let reason = Reason::new(
+                    ReasonCode::BatchSize,
+                    format!(
+                        "pool {} provisions at most {} worker(s) per batch; the next batch will host it",
+                        pool.name, pool.scale_up.batch_size
+                    ),
+                );
+                for &i in &bin.pods {
+                    waiting[i].get_or_insert_with(|| (pool.name.clone(), reason.clone()));
+                }
+                continue;
+            } else if let Err(e) = pool.limits.check_add(usage, size, 1) {
+                let code = match e.limit() {
+                    "maxNodes" => ReasonCode::MaxNodes,
+                    "cpuCores" => ReasonCode::CpuCores,
+                    _ => ReasonCode::MemoryMib,
+                };
+                Some(Reason::new(
+                    code,
+                    format!("a new {} worker: {e} (pool {})", size.name, pool.name),
+                ))
+            } else if vmids.get(&provider.name).copied().unwrap_or(0) == 0 {
+                Some(Reason::new(
+                    ReasonCode::VmidRange,
+                    format!(
+                        "provider {} has no free VMID in {}–{}",
+                        provider.name, provider.vmid_lower, provider.vmid_upper
+                    ),
+                ))
+            } else {
+                match place(&mut ledger, pool, provider, &VmCost::of(size, provider)) {
+                    Err(short) => Some(Reason::new(
+                        short.code,
+                        format!(
+                            "a new {} worker for pool {}: {}",
+                            size.name, pool.name, short.message
+                        ),
+                    )),
+                    Ok(host) => {
+                        usage.nodes += 1;
+                        usage.cpu_cores += u64::from(size.vcpu);
+                        usage.memory_mib += size.memory_mib;
+                        if let Some(v) = vmids.get_mut(&provider.name) {
+                            *v -= 1;
+                        }
+                        for &i in &bin.pods {
+                            placed[i] = true;
+                        }
+                        accepted.push(bin);
+                        match groups.iter_mut().find(|g| g.0 == bin.size && g.1 == host) {
+                            Some(g) => {
+                                g.2 += 1;
+                                g.3 += bin.pods.len();
+                            }
+                            None => groups.push((bin.size, host, 1, bin.pods.len())),
+                        }
+                        None
+                    }
+                }
+            };
+            if let Some(reason) = refusal {
+                for &i in &bin.pods {
+                    blocked[i].get_or_insert_with(|| reason.clone());
+                }
+            }
+        }
+        let waste = waste_percent(&accepted, &templates, scale);
+        for (size, host, count, pods) in groups {
+            let size = &templates[size].entry.size.name;
+            out.actions.push(Action::Provision {
+                pool: pool.name.clone(),
+                size: size.clone(),
+                host,
+                count,
+                reason: Reason::new(
+                    trigger.code,
+                    format!(
+                        "{}; {pods} pod(s) packed onto {count} new {size} worker(s) (least waste over sizes [{}]: {waste:.0}% of the new capacity unused)",
+                        trigger.message,
+                        pool.sizes.join(", ")
+                    ),
+                ),
+            });
+        }
+    }
+
+    for &i in &remaining {
+        if placed[i] {
+            continue;
+        }
+        let key = input.pending[i].pod.key();
+        if let Some((pool, reason)) = waiting[i].take() {
+            out.waiting.push(Waiting {
+                pod: key,
+                pool,
+                reason,
+            });
+        } else if let Some(reason) = blocked[i].take() {
+            out.unhelpable.push(Unhelpable { pod: key, reason });
+        } else {
+            out.unhelpable.push(Unhelpable {
+                pod: key,
+                reason: no_pool_fits(input, scale, &input.pending[i].pod),
+            });
+        }
+    }
+    outcome
+}
+
+/// Existing schedulable nodes, then the empty nodes in-flight claims will become.
+fn capacity_on_hand(input: &PlanInput) -> Vec<NodeSnapshot> {
+    let cfg = &input.config;
+    let mut room: Vec<NodeSnapshot> = input
+        .nodes
+        .iter()
+        .filter(|n| n.ready && !n.unschedulable)
+        .cloned()
+        .collect();
+    let ready: BTreeSet<&str> = input
+        .nodes
+        .iter()
+        .filter(|n| n.ready)
+        .map(|n| n.name.as_str())
+        .collect();
+    for claim in input.claims.iter().filter(|c| c.in_flight()) {
+        // A claim whose node is already Ready is counted as that node.
+        if ready.contains(claim.name.as_str()) {
+            continue;
+        }
+        let (Some(pool), Some(size)) = (cfg.pool(&claim.pool), cfg.size(&claim.size)) else {
+            continue;
+        };
+        room.push(NodeSnapshot::hypothetical(
+            cfg,
+            pool,
+            size,
+            &claim.name,
+            input.now,
+        ));
+    }
+    room
+}
+
+fn templates<'a>(input: &'a PlanInput, pool: &Pool, scale: Scale) -> Vec<Template<'a>> {
+    let cfg = &input.config;
+    pool.sizes
+        .iter()
+        .filter_map(|name| cfg.size(name))
+        .map(|entry| Template {
+            entry,
+            node: NodeSnapshot::hypothetical(
+                cfg,
+                pool,
+                entry,
+                &format!("{}-new", pool.name),
+                input.now,
+            ),
+            cost: scale.cost(&entry.size.allocatable),
+        })
+        .collect()
+}
+
+fn count_waited(input: &PlanInput, pool: &Pool, candidates: &[usize]) -> usize {
+    let window = i64::try_from(pool.scale_up.pending_for.as_secs()).unwrap_or(i64::MAX);
+    candidates
+        .iter()
+        .filter(|&&i| waited_secs(input, i) >= window)
+        .count()
+}
+
+fn trigger(
+    input: &PlanInput,
+    pool: &Pool,
+    state: &PoolState,
+    candidates: &[usize],
+) -> Option<Reason> {
+    if state.emergency {
+        return Some(Reason::new(
+            ReasonCode::Emergency,
+            format!(
+                "emergency request for pool {}: {} pending pod(s), trigger window skipped",
+                pool.name,
+                candidates.len()
+            ),
+        ));
+    }
+    let waited = count_waited(input, pool, candidates);
+    if waited >= pool.scale_up.pending_pods as usize && waited > 0 {
+        let oldest = candidates
+            .iter()
+            .map(|&i| waited_secs(input, i))
+            .max()
+            .unwrap_or(0);
+        return Some(Reason::new(
+            ReasonCode::PendingPods,
+            format!(
+                "{waited} pending pod(s) waited {}s or more (oldest {oldest}s; pool {} scales up at {})",
+                pool.scale_up.pending_for.as_secs(),
+                pool.name,
+                pool.scale_up.pending_pods
+            ),
+        ));
+    }
+    None
+}
+
+/// First-fit-decreasing of `pods` (already sorted) onto new nodes of one
+/// template; returns the bins and the pods the template cannot hold.
+fn first_fit(
+    input: &PlanInput,
+    pods: &[usize],
+    template: &Template<'_>,
+    size: usize,
+    keep_pods: bool,
+) -> (Vec<Bin>, Vec<usize>) {
+    let mut bins: Vec<Bin> = Vec::new();
+    let mut leftover = Vec::new();
+    // Bins before `open` cannot take the smallest pod any more.
+    let mut open = 0;
+    let (min_cpu, min_mem) = pods.iter().fold((u64::MAX, u64::MAX), |(c, m), &i| {
+        let r = &input.pending[i].pod.requests;
+        (c.min(r.cpu_milli), m.min(r.memory_bytes))
+    });
+    for &i in pods {
+        let pod = &input.pending[i].pod;
+        if fits(pod, &template.node).is_err() {
+            leftover.push(i);
+            continue;
+        }
+        let slot = bins[open..]
+            .iter()
+            .position(|b| quick_room(pod, &b.node) && fits_room(pod, &b.node).is_ok())
+            .map(|j| j + open);
+        let j = match slot {
+            Some(j) => j,
+            None => {
+                bins.push(Bin {
+                    size,
+                    node: template.node.clone(),
+                    pods: Vec::new(),
+                });
+                bins.len() - 1
+            }
+        };
+        bins[j].node.bind(pod, keep_pods);
+        bins[j].pods.push(i);
+        while open < bins.len() && is_closed(&bins[open].node, min_cpu, min_mem) {
+            open += 1;
+        }
+    }
+    (bins, leftover)
+}
+
+fn is_closed(node: &NodeSnapshot, min_cpu: u64, min_mem: u64) -> bool {
+    node.pod_count >= node.allocatable.pods
+        || node
+            .allocatable
+            .cpu_milli
+            .saturating_sub(node.requested.cpu_milli)
+            < min_cpu
+        || node
+            .allocatable
+            .memory_bytes
+            .saturating_sub(node.requested.memory_bytes)
+            < min_mem
+}
+
+/// Packs `pods` onto new workers of the pool's sizes with the least waste.
+fn pack(
+    input: &PlanInput,
+    pods: &[usize],
+    templates: &[Template<'_>],
+    keep_pods: bool,
+) -> Vec<Bin> {
+    let mut left = pods.to_vec();
+    let mut out: Vec<Bin> = Vec::new();
+    while !left.is_empty() {
+        let mut best: Option<(usize, f64, Vec<Bin>, Vec<usize>)> = None;
+        for (s, template) in templates.iter().enumerate() {
+            let (bins, leftover) = first_fit(input, &left, template, s, keep_pods);
+            let packed = left.len() - leftover.len();
+            if packed == 0 {
+                continue;
+            }
+            let cost = bins.len() as f64 * template.cost;
+            let better = match &best {
+                None => true,
+                Some((bp, bc, _, _)) => packed > *bp || (packed == *bp && cost < *bc),
+            };
+            if better {
+                best = Some((packed, cost, bins, leftover));
+            }
+        }
+        let Some((_, _, bins, leftover)) = best else {
+            break;
+        };
+        out.extend(bins);
+        left = leftover;
+    }
+    // Improve: shrink each worker to the cheapest size that holds its pods.
+    let mut by_cost: Vec<usize> = (0..templates.len()).collect();
+    by_cost.sort_by(|&a, &b| templates[a].cost.total_cmp(&templates[b].cost));
+    for bin in &mut out {
+        for &s in &by_cost {
+            if templates[s].cost >= templates[bin.size].cost {
+                break;
+            }
+            let mut node = templates[s].node.clone();
+            let mut ok = true;
+            for &i in &bin.pods {
+                let pod = &input.pending[i].pod;
+                if fits(pod, &node).is_err() {
+                    ok = false;
+                    break;
+                }
+                node.bind(pod, keep_pods);
+            }
+            if ok {
+                bin.size = s;
+                bin.node = node;
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn waste_percent(bins: &[&Bin], templates: &[Template<'_>], scale: Scale) -> f64 {
+    let mut total = 0.0;
+    let mut used = 0.0;
+    for bin in bins {
+        total += templates[bin.size].cost;
+        used += bin.node.requested.cpu_milli as f64 / scale.cpu
+            + bin.node.requested.memory_bytes as f64 / scale.mem;
+    }
+    if total > 0.0 {
+        100.0 * (total - used).max(0.0) / total
+    } else {
+        0.0
+    }
+}
+
+/// What a pool uses, counting every claim that counts toward it.
+pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage {
+    let mut usage = PoolUsage::default();
+    for claim in claims
+        .iter()
+        .filter(|c| c.pool == pool && c.phase.counts_toward_pool())
+    {
+        usage.nodes += 1;
+        if let Some(size) = cfg.size(&claim.size) {
+            usage.cpu_cores += u64::from(size.size.vcpu);
+            usage.memory_mib += size.size.memory_mib;
+        }
+    }
+    usage
+}
+
+fn ledger(input: &PlanInput) -> Vec<Headroom> {
+    let cfg = &input.config;
+    let mut hosts: Vec<_> = input.hosts.iter().filter(|h| h.online).collect();
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    hosts
+        .into_iter()
+        .filter_map(|host| {
+            let provider = cfg.providers.get(&host.provider)?;
+            let pending: Vec<(&ClaimState, VmCost)> = input
+                .claims
+                .iter()
+                .filter(|c| {
+                    c.host.as_deref() == Some(host.name.as_str())
+                        && matches!(
+                            c.phase,
+                            crate::lifecycle::Phase::Requested
+                                | crate::lifecycle::Phase::Provisioning
+                        )
+                })
+                .filter_map(|c| Some((c, VmCost::of(&cfg.size(&c.size)?.size, provider))))
+                .collect();
+            Some(Headroom::new(host, provider, &pending))
+        })
+        .collect()
+}
+
+fn vmids_free(input: &PlanInput) -> BTreeMap<String, u64> {
+    let cfg = &input.config;
+    cfg.providers
+        .values()
+        .map(|p| {
+            let range = u64::from(p.vmid_upper.saturating_sub(p.vmid_lower)) + 1;
+            let used = input.vmids_in_use.get(&p.name).map_or(0, |ids| {
+                ids.range(p.vmid_lower..=p.vmid_upper).count() as u64
+            });
+            let unallocated = input
+                .claims
+                .iter()
+                .filter(|c| {
+                    c.phase == crate::lifecycle::Phase::Requested
+                        && cfg
+                            .pool(&c.pool)
+                            .is_some_and(|pool| pool.provider == p.name)
+                })
+                .count() as u64;
+            (p.name.clone(), range.saturating_sub(used + unallocated))
+        })
+        .collect()
+}
+
+fn no_pool_fits(input: &PlanInput, scale: Scale, pod: &PodSpec) -> Reason {
+    let cfg = &input.config;
+    let mut parts = Vec::new();
+    for pool in &cfg.pools {
+        let templates = templates(input, pool, scale);
+        // The largest size says the most: identity misfits are the same for
+        // every size, room misfits are least likely on it.
+        if let Some(t) = templates.iter().max_by(|a, b| a.cost.total_cmp(&b.cost)) {
+            let misfit = fits_identity(pod, &t.node)
+                .and_then(|()| fits_room(pod, &t.node))
+                .err();
+            if let Some(m) = misfit {
+                parts.push(format!("{} ({}): {m}", pool.name, t.entry.size.name));
+            }
+        }
+    }
+    let message = if parts.is_empty() {
+        "no pool is configured".to_owned()
+    } else {
+        format!("no pool can host it: {}", parts.join("; "))
+    };
+    Reason::new(ReasonCode::NoPoolFits, message)
+}
