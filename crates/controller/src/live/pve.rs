@@ -98,6 +98,30 @@ impl PveHypervisor {
         }))
     }
 
+    /// Starts (`running`) or stops the VM and waits for the task; a VM
+    /// already in that state is left alone.
+    async fn power(&self, vm: &VmIdentity, running: bool) -> ProviderResult<()> {
+        let status = self
+            .client
+            .vm_status(&vm.node, vm.vmid)
+            .await
+            .map_err(classify)?;
+        if (status.status == "running") == running {
+            return Ok(());
+        }
+        let upid = if running {
+            self.client.start(&vm.node, vm.vmid).await
+        } else {
+            self.client.stop(&vm.node, vm.vmid).await
+        }
+        .map_err(classify)?;
+        self.client
+            .wait_task(&upid, deadline())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn template(&self, template: &str) -> ProviderResult<(String, u32)> {
         let vms = self.client.cluster_vms().await.map_err(classify)?;
         let found = match template.parse::<u32>() {
@@ -232,24 +256,7 @@ impl Hypervisor for PveHypervisor {
     }
 
     async fn start(&self, vm: &VmIdentity) -> ProviderResult<()> {
-        let status = self
-            .client
-            .vm_status(&vm.node, vm.vmid)
-            .await
-            .map_err(classify)?;
-        if status.status == "running" {
-            return Ok(());
-        }
-        let upid = self
-            .client
-            .start(&vm.node, vm.vmid)
-            .await
-            .map_err(classify)?;
-        self.client
-            .wait_task(&upid, deadline())
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.power(vm, true).await
     }
 
     async fn address(&self, vm: &VmIdentity) -> ProviderResult<Option<IpAddr>> {
@@ -276,24 +283,7 @@ impl Hypervisor for PveHypervisor {
     }
 
     async fn stop(&self, vm: &VmIdentity) -> ProviderResult<()> {
-        let status = self
-            .client
-            .vm_status(&vm.node, vm.vmid)
-            .await
-            .map_err(classify)?;
-        if status.status == "stopped" {
-            return Ok(());
-        }
-        let upid = self
-            .client
-            .stop(&vm.node, vm.vmid)
-            .await
-            .map_err(classify)?;
-        self.client
-            .wait_task(&upid, deadline())
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.power(vm, false).await
     }
 
     async fn delete(&self, vm: &VmIdentity) -> ProviderResult<()> {

@@ -1291,6 +1291,24 @@ fn pressure(
     })
 }
 
+/// Reads the optional field `key` with `parse` into `slot`; a field that is
+/// present but invalid clears `ok` (its error is already recorded).
+fn set<'a, T>(
+    obj: &mut Obj<'a>,
+    key: &'static str,
+    errs: &mut Errors,
+    ok: &mut bool,
+    slot: &mut T,
+    parse: impl FnOnce(&'a Node, &str, &mut Errors) -> Option<T>,
+) {
+    if let Some((n, p)) = obj.get(key) {
+        match parse(n, &p, errs) {
+            Some(v) => *slot = v,
+            None => *ok = false,
+        }
+    }
+}
+
 fn scale_up(section: Option<(&Node, String)>, errs: &mut Errors) -> Option<ScaleUp> {
     let mut out = ScaleUp {
         pending_pods: 5,
@@ -1310,24 +1328,30 @@ fn scale_up(section: Option<(&Node, String)>, errs: &mut Errors) -> Option<Scale
     };
     let mut obj = Obj::new(node, &path, errs)?;
     let mut ok = true;
-    if let Some((n, p)) = obj.get("pendingPods") {
-        match at_least_one(n, &p, errs) {
-            Some(v) => out.pending_pods = v,
-            None => ok = false,
-        }
-    }
-    if let Some((n, p)) = obj.get("pendingFor") {
-        match duration(n, &p, errs) {
-            Some(v) => out.pending_for = v.value,
-            None => ok = false,
-        }
-    }
-    if let Some((n, p)) = obj.get("batchSize") {
-        match at_least_one(n, &p, errs) {
-            Some(v) => out.batch_size = v,
-            None => ok = false,
-        }
-    }
+    set(
+        &mut obj,
+        "pendingPods",
+        errs,
+        &mut ok,
+        &mut out.pending_pods,
+        at_least_one,
+    );
+    set(
+        &mut obj,
+        "pendingFor",
+        errs,
+        &mut ok,
+        &mut out.pending_for,
+        |n, p, e| duration(n, p, e).map(|d| d.value),
+    );
+    set(
+        &mut obj,
+        "batchSize",
+        errs,
+        &mut ok,
+        &mut out.batch_size,
+        at_least_one,
+    );
     for (key, slot, default) in [
         ("cpuPressure", &mut out.cpu_pressure, 0.8),
         ("memoryPressure", &mut out.memory_pressure, 0.85),
@@ -1361,35 +1385,46 @@ fn scale_down(section: Option<(&Node, String)>, errs: &mut Errors) -> Option<Sca
     };
     let mut obj = Obj::new(node, &path, errs)?;
     let mut ok = true;
-    if let Some((n, p)) = obj.get("maxFraction") {
-        match fraction(n, &p, errs) {
-            Some(v) => out.max_fraction = v.value,
-            None => ok = false,
-        }
-    }
-    for (key, slot) in [
-        ("interval", &mut out.interval),
-        ("drainTimeout", &mut out.drain_timeout),
-    ] {
-        if let Some((n, p)) = obj.get(key) {
-            match positive_duration(n, &p, errs) {
-                Some(v) => *slot = v,
-                None => ok = false,
-            }
-        }
-    }
-    if let Some((n, p)) = obj.get("gracePeriod") {
-        match duration(n, &p, errs) {
-            Some(v) => out.grace_period = v.value,
-            None => ok = false,
-        }
-    }
-    if let Some((n, p)) = obj.get("maxConcurrent") {
-        match at_least_one(n, &p, errs) {
-            Some(v) => out.max_concurrent = v,
-            None => ok = false,
-        }
-    }
+    set(
+        &mut obj,
+        "maxFraction",
+        errs,
+        &mut ok,
+        &mut out.max_fraction,
+        |n, p, e| fraction(n, p, e).map(|f| f.value),
+    );
+    set(
+        &mut obj,
+        "interval",
+        errs,
+        &mut ok,
+        &mut out.interval,
+        positive_duration,
+    );
+    set(
+        &mut obj,
+        "drainTimeout",
+        errs,
+        &mut ok,
+        &mut out.drain_timeout,
+        positive_duration,
+    );
+    set(
+        &mut obj,
+        "gracePeriod",
+        errs,
+        &mut ok,
+        &mut out.grace_period,
+        |n, p, e| duration(n, p, e).map(|d| d.value),
+    );
+    set(
+        &mut obj,
+        "maxConcurrent",
+        errs,
+        &mut ok,
+        &mut out.max_concurrent,
+        at_least_one,
+    );
     obj.finish(errs);
     ok.then_some(out)
 }
