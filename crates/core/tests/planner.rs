@@ -1004,3 +1004,520 @@ mod scale_up {
         assert!(plan.unhelpable.is_empty());
     }
 }
+
+mod scale_down {
+    use super::fixtures::*;
+    use super::*;
+    use jiff::SignedDuration;
+    use tidepool_core::lifecycle::Phase;
+    use tidepool_core::planner::{Action, Plan, PlanInput, PoolState, ReasonCode, plan};
+
+    fn ago(mins: i64) -> Timestamp {
+        t0() - SignedDuration::from_mins(mins)
+    }
+
+    /// (worker, drain, reason code) of every removal.
+    fn removals(plan: &Plan) -> Vec<(String, bool, ReasonCode)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove {
+                    worker,
+                    drain,
+                    reason,
+                    ..
+                } => Some((worker.clone(), *drain, reason.code)),
+                Action::Provision { .. } => None,
+            })
+            .collect()
+    }
+
+    fn held(plan: &Plan) -> Vec<(String, ReasonCode)> {
+        plan.held
+            .iter()
+            .map(|h| (h.worker.clone(), h.reason.code))
+            .collect()
+    }
+
+    fn r(worker: &str, drain: bool, code: ReasonCode) -> (String, bool, ReasonCode) {
+        (worker.into(), drain, code)
+    }
+
+    fn h(worker: &str, code: ReasonCode) -> (String, ReasonCode) {
+        (worker.into(), code)
+    }
+
+    fn expired(input: &mut PlanInput, name: &str, pool: &str, workload: usize, mins_ago: i64) {
+        let i = worker(input, name, pool, workload);
+        input.claims[i].expires_at = Some(ago(mins_ago));
+    }
+
+    fn idle(input: &mut PlanInput, name: &str, pool: &str, mins: i64) {
+        let i = worker(input, name, pool, 0);
+        input.claims[i].idle_since = Some(ago(mins));
+    }
+
+    fn annotate(input: &mut PlanInput, node: &str, key: &str, value: &str) {
+        let n = input.nodes.iter_mut().find(|n| n.name == node).unwrap();
+        let p = n.pods.iter_mut().find(|p| !p.daemon_set).unwrap();
+        p.annotations.insert(key.into(), value.into());
+    }
+
+    #[test]
+    fn an_idle_burst_worker_past_its_ttl_is_removed_at_once() {
+        let mut input = world();
+        expired(&mut input, "burst-aaaaa", "burst", 0, 5);
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![r("burst-aaaaa", false, ReasonCode::TtlExpiredIdle)]
+        );
+        assert!(
+            plan.actions[0]
+                .reason()
+                .message
+                .contains("TTL expired 300s ago")
+        );
+    }
+
+    #[test]
+    fn a_busy_burst_worker_past_its_ttl_is_drained_first() {
+        let mut input = world();
+        expired(&mut input, "burst-aaaaa", "burst", 2, 5);
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![r("burst-aaaaa", true, ReasonCode::TtlExpiredBusy)]
+        );
+        assert!(
+            plan.actions[0]
+                .reason()
+                .message
+                .contains("2 pod(s) run on it")
+        );
+    }
+
+    #[test]
+    fn a_worker_idle_past_the_idle_timeout_is_removed() {
+        let mut input = world();
+        idle(&mut input, "burst-aaaaa", "burst", 31);
+        idle(&mut input, "burst-bbbbb", "burst", 10);
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![r("burst-aaaaa", false, ReasonCode::IdleTimeout)]
+        );
+        assert!(plan.held.is_empty());
+    }
+
+    #[test]
+    fn a_permanent_worker_is_never_chosen_whatever_its_ttl_or_idleness() {
+        let mut input = world();
+        expired(&mut input, "perm-aaaaa", "permanent", 0, 600);
+        let i = input.claims.len() - 1;
+        input.claims[i].idle_since = Some(ago(600));
+        let plan = plan(&input);
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn do_not_disrupt_and_safe_to_evict_false_hold_an_expired_worker() {
+        let mut input = world();
+        expired(&mut input, "burst-aaaaa", "burst", 1, 5);
+        annotate(
+            &mut input,
+            "burst-aaaaa",
+            "karpenter.sh/do-not-disrupt",
+            "true",
+        );
+        expired(&mut input, "burst-bbbbb", "burst", 1, 5);
+        annotate(
+            &mut input,
+            "burst-bbbbb",
+            "cluster-autoscaler.kubernetes.io/safe-to-evict",
+            "false",
+        );
+        let plan = plan(&input);
+        assert!(removals(&plan).is_empty());
+        assert_eq!(
+            held(&plan),
+            vec![
+                h("burst-aaaaa", ReasonCode::DoNotDisrupt),
+                h("burst-bbbbb", ReasonCode::DoNotDisrupt)
+            ]
+        );
+        assert!(
+            plan.held[0]
+                .reason
+                .message
+                .contains("pod default/burst-aaaaa-app-0 forbids disruption")
+        );
+    }
+
+    #[test]
+    fn at_most_max_fraction_of_a_pool_goes_per_batch_oldest_expiry_first() {
+        let mut input = world();
+        for i in 0..10 {
+            expired(&mut input, &format!("burst-{i:05}"), "burst", 0, 100 - i);
+        }
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![
+                r("burst-00000", false, ReasonCode::TtlExpiredIdle),
+                r("burst-00001", false, ReasonCode::TtlExpiredIdle),
+            ]
+        );
+        assert_eq!(plan.held.len(), 8);
+        assert!(
+            plan.held
+                .iter()
+                .all(|h| h.reason.code == ReasonCode::MaxFraction)
+        );
+    }
+
+    #[test]
+    fn max_concurrent_limits_drains_counting_those_already_running() {
+        let mut input = world();
+        pool_mut(&mut input, "burst").scale_down.max_fraction = 1.0;
+        expired(&mut input, "burst-aaaaa", "burst", 1, 50);
+        expired(&mut input, "burst-bbbbb", "burst", 1, 40);
+        expired(&mut input, "burst-ccccc", "burst", 0, 30);
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![
+                r("burst-aaaaa", true, ReasonCode::TtlExpiredBusy),
+                r("burst-ccccc", false, ReasonCode::TtlExpiredIdle),
+            ]
+        );
+        assert_eq!(
+            held(&plan),
+            vec![h("burst-bbbbb", ReasonCode::MaxConcurrent)]
+        );
+
+        input
+            .claims
+            .push(claim("burst-ddddd", "burst", "small", Phase::Draining));
+        let plan2 = tidepool_core::planner::plan(&input);
+        assert_eq!(
+            removals(&plan2),
+            vec![r("burst-ccccc", false, ReasonCode::TtlExpiredIdle)]
+        );
+    }
+
+    #[test]
+    fn the_scale_down_interval_holds_the_next_batch() {
+        let mut input = world();
+        expired(&mut input, "burst-aaaaa", "burst", 0, 5);
+        input.pool_state.insert(
+            "burst".into(),
+            PoolState {
+                emergency: false,
+                last_scale_down: Some(ago(10)),
+            },
+        );
+        let plan = plan(&input);
+        assert!(removals(&plan).is_empty());
+        assert_eq!(
+            held(&plan),
+            vec![h("burst-aaaaa", ReasonCode::ScaleDownInterval)]
+        );
+        assert!(
+            plan.held[0]
+                .reason
+                .message
+                .contains("started 600s ago; the interval is 1800s")
+        );
+    }
+
+    #[test]
+    fn a_pool_never_shrinks_below_min_nodes() {
+        let mut input = world();
+        pool_mut(&mut input, "burst").limits.min_nodes = 1;
+        expired(&mut input, "burst-aaaaa", "burst", 0, 5);
+        let plan = plan(&input);
+        assert_eq!(held(&plan), vec![h("burst-aaaaa", ReasonCode::MinNodes)]);
+    }
+
+    #[test]
+    fn a_protected_name_is_never_removed() {
+        let mut input = world();
+        expired(&mut input, "permanent-oops", "burst", 0, 5);
+        let plan = plan(&input);
+        assert_eq!(
+            held(&plan),
+            vec![h("permanent-oops", ReasonCode::Protected)]
+        );
+    }
+
+    #[test]
+    fn an_idle_worker_that_pending_pods_would_use_is_kept() {
+        let mut input = world();
+        idle(&mut input, "burst-aaaaa", "burst", 60);
+        input.pending = pods(1, 500, 1, 5);
+        let plan = plan(&input);
+        assert!(removals(&plan).is_empty());
+        assert_eq!(
+            held(&plan),
+            vec![h("burst-aaaaa", ReasonCode::AbsorbsPendingPods)]
+        );
+    }
+}
+
+mod properties {
+    use super::fixtures::*;
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use tidepool_core::lifecycle::Phase;
+    use tidepool_core::planner::{Action, PlanInput, plan};
+    use tidepool_core::pool::PoolUsage;
+    use tidepool_core::sched::fits;
+
+    #[derive(Clone, Debug)]
+    struct PodShape {
+        cpu_milli: u64,
+        mem_mib: u64,
+        target: u8,
+        gpu: bool,
+        waited: i64,
+    }
+
+    fn pod_shape() -> impl Strategy<Value = PodShape> {
+        (
+            100u64..17_000,
+            64u64..34_000,
+            0u8..4,
+            prop::bool::weighted(0.1),
+            0i64..400,
+        )
+            .prop_map(|(cpu_milli, mem_mib, target, gpu, waited)| PodShape {
+                cpu_milli,
+                mem_mib,
+                target,
+                gpu,
+                waited,
+            })
+    }
+
+    fn to_pod(i: usize, s: &PodShape) -> PodSpec {
+        let mut p = pod(&format!("p{i:04}"), s.cpu_milli, 0);
+        p.requests.memory_bytes = s.mem_mib << 20;
+        p = match s.target {
+            0 => p,
+            1 => burst(p),
+            2 => tolerating(burst(p), "workload-size", "large"),
+            _ => tolerating(p, "workload-type", "spot"),
+        };
+        if s.gpu {
+            p = tolerating(p, "nvidia.com/gpu", "true");
+            p.requests.extended.insert("nvidia.com/gpu".into(), 1);
+        }
+        p
+    }
+
+    #[derive(Clone, Debug)]
+    struct HostShape {
+        memory_gib: u64,
+        used_gib: u64,
+        cores: u32,
+        vcpus: u64,
+        storage_gib: u64,
+        gpus: u32,
+    }
+
+    fn host_shape() -> impl Strategy<Value = HostShape> {
+        (
+            8u64..300,
+            0u64..100,
+            1u32..32,
+            0u64..64,
+            0u64..3000,
+            0u32..3,
+        )
+            .prop_map(|(memory_gib, used_gib, cores, vcpus, storage_gib, gpus)| {
+                HostShape {
+                    memory_gib,
+                    used_gib,
+                    cores,
+                    vcpus,
+                    storage_gib,
+                    gpus,
+                }
+            })
+    }
+
+    fn build(
+        pods: &[PodShape],
+        hosts: &[HostShape],
+        existing: &[(u8, u8)],
+        emergency_all: bool,
+    ) -> PlanInput {
+        let mut input = world();
+        input.hosts = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut snap = host(&format!("pve-0{}", i + 1), h.memory_gib, h.cores, h.gpus);
+                snap.memory_used_mib = h.used_gib * 1024;
+                snap.vcpus_allocated = h.vcpus;
+                snap.storage_free_gib
+                    .insert("local-lvm".into(), h.storage_gib);
+                snap
+            })
+            .collect();
+        input.pending = pods
+            .iter()
+            .enumerate()
+            .map(|(i, s)| waited(to_pod(i, s), s.waited))
+            .collect();
+        let pools = ["permanent", "burst", "spot", "gpu"];
+        for (i, (pool, phase)) in existing.iter().enumerate() {
+            let pool = pools[usize::from(*pool) % 4];
+            let size = input.config.pool(pool).unwrap().sizes[0].clone();
+            let phase =
+                [Phase::Requested, Phase::Provisioning, Phase::Ready][usize::from(*phase) % 3];
+            let mut c = claim(&format!("{pool}-x{i:04}"), pool, &size, phase);
+            c.host = Some("pve-01".into());
+            input.claims.push(c);
+        }
+        if emergency_all {
+            for pool in pools {
+                emergency(&mut input, pool);
+            }
+        }
+        input
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, .. ProptestConfig::default() })]
+
+        #[test]
+        fn a_plan_never_exceeds_pool_limits_or_host_headroom(
+            pods in prop::collection::vec(pod_shape(), 0..60),
+            hosts in prop::collection::vec(host_shape(), 1..3),
+            existing in prop::collection::vec((0u8..4, 0u8..3), 0..12),
+            emergency_all in any::<bool>(),
+        ) {
+            let input = build(&pods, &hosts, &existing, emergency_all);
+            let cfg = &input.config;
+            let plan = plan(&input);
+            let pve = &cfg.providers["pve"];
+            let mut usage: BTreeMap<String, PoolUsage> = BTreeMap::new();
+            for c in input.claims.iter().filter(|c| c.phase.counts_toward_pool()) {
+                let u = usage.entry(c.pool.clone()).or_default();
+                let size = &cfg.size(&c.size).unwrap().size;
+                u.nodes += 1;
+                u.cpu_cores += u64::from(size.vcpu);
+                u.memory_mib += size.memory_mib;
+            }
+            // Host use per dimension: [pending claims, this plan's VMs].
+            let mut use_of: BTreeMap<(String, usize), [u64; 2]> = BTreeMap::new();
+            let mut add_vm = |host: &str, size: &tidepool_core::Size, n: u64, by_plan: usize| {
+                let disk = (size.disk_gb as f64 * 1e9 / f64::from(1u32 << 30)).ceil() as u64;
+                let dims = [
+                    (size.memory_mib + pve.vm_memory_overhead_mib) * n,
+                    u64::from(size.vcpu) * n,
+                    disk * n,
+                    u64::from(size.gpu.as_ref().map_or(0, |g| g.count)) * n,
+                ];
+                for (d, v) in dims.into_iter().enumerate() {
+                    use_of.entry((host.to_owned(), d)).or_default()[by_plan] += v;
+                }
+            };
+            for c in input.claims.iter().filter(|c| matches!(c.phase, Phase::Requested | Phase::Provisioning)) {
+                add_vm(c.host.as_deref().unwrap(), &cfg.size(&c.size).unwrap().size, 1, 0);
+            }
+            let mut total_new = 0u64;
+            for a in &plan.actions {
+                if let Action::Provision { pool, size, host, count, .. } = a {
+                    let p = cfg.pool(pool).unwrap();
+                    let s = &cfg.size(size).unwrap().size;
+                    let u = usage.entry(pool.clone()).or_default();
+                    prop_assert!(p.limits.check_add(*u, s, *count).is_ok(), "pool {pool} over its limits");
+                    u.nodes += count;
+                    u.cpu_cores += u64::from(s.vcpu) * u64::from(*count);
+                    u.memory_mib += s.memory_mib * u64::from(*count);
+                    let allowed = if p.hosts.is_empty() { &pve.hosts } else { &p.hosts };
+                    prop_assert!(allowed.contains(host), "pool {pool} placed on {host}");
+                    add_vm(host, s, u64::from(*count), 1);
+                    total_new += u64::from(*count);
+                }
+            }
+            for h in &input.hosts {
+                let capacity = [
+                    i128::from(h.memory_total_mib) - i128::from(h.memory_used_mib) - i128::from(pve.host_memory_reserve_mib),
+                    (f64::from(h.cores) * pve.cpu_overcommit - h.vcpus_allocated as f64).floor() as i128,
+                    i128::from(h.storage_free_gib["local-lvm"]),
+                    i128::from(h.gpu_free.get("tesla-t4").copied().unwrap_or(0)),
+                ];
+                for (d, cap) in capacity.into_iter().enumerate() {
+                    let [pending, added] = use_of.get(&(h.name.clone(), d)).copied().unwrap_or_default();
+                    if added > 0 {
+                        prop_assert!(i128::from(pending + added) <= cap, "host {} dimension {d}: {pending} + {added} > {cap}", h.name);
+                    }
+                }
+            }
+            let requested = input.claims.iter().filter(|c| c.phase == Phase::Requested).count() as u64;
+            prop_assert!(total_new + requested <= 51, "VMID range overrun");
+        }
+
+        #[test]
+        fn with_room_everywhere_every_pod_that_fits_some_pool_gets_capacity(
+            pods in prop::collection::vec(pod_shape(), 1..80),
+        ) {
+            let mut input = build(&pods, &[], &[], true);
+            input.hosts = vec![host("pve-01", 100_000, 10_000, 1000), host("pve-02", 100_000, 10_000, 0)];
+            input.config.providers.get_mut("pve").unwrap().vmid_upper = 100_000;
+            for pool in &mut input.config.pools {
+                pool.limits.max_nodes = 10_000;
+                pool.limits.cpu_cores = None;
+                pool.limits.memory_mib = None;
+                pool.scale_up.batch_size = 10_000;
+            }
+            let cfg = &input.config;
+            let plan = plan(&input);
+            for pp in &input.pending {
+                let fits_somewhere = cfg.pools.iter().any(|pool| pool.sizes.iter().any(|s| {
+                    fits(&pp.pod, &NodeSnapshot::hypothetical(cfg, pool, cfg.size(s).unwrap(), "n", input.now)).is_ok()
+                }));
+                let key = pp.pod.key();
+                let left_out = plan.unhelpable.iter().any(|u| u.pod == key) || plan.waiting.iter().any(|w| w.pod == key);
+                prop_assert_eq!(left_out, !fits_somewhere, "pod {} fits somewhere: {}; plan {:?}", key, fits_somewhere, plan.unhelpable);
+            }
+        }
+
+        #[test]
+        fn a_permanent_worker_is_never_removed(
+            workers in prop::collection::vec((0u8..4, 0usize..3, 0i64..600, 0i64..600, any::<bool>()), 1..20),
+            last in prop::option::of(0i64..120),
+        ) {
+            let mut input = world();
+            let pools = ["permanent", "burst", "spot", "gpu"];
+            for (i, (pool, load, expired_mins, idle_mins, dnd)) in workers.iter().enumerate() {
+                let pool = pools[usize::from(*pool)];
+                let name = format!("{pool}-w{i:04}");
+                let c = worker(&mut input, &name, pool, *load);
+                input.claims[c].expires_at = Some(t0() - jiff::SignedDuration::from_mins(*expired_mins - 300));
+                input.claims[c].idle_since = Some(t0() - jiff::SignedDuration::from_mins(*idle_mins));
+                if *dnd && *load > 0 {
+                    let n = input.nodes.last_mut().unwrap();
+                    n.pods[1].annotations.insert("karpenter.sh/do-not-disrupt".into(), "true".into());
+                }
+            }
+            if let Some(mins) = last {
+                input.pool_state.insert("burst".into(), tidepool_core::planner::PoolState { emergency: false, last_scale_down: Some(t0() - jiff::SignedDuration::from_mins(mins)) });
+            }
+            let plan = plan(&input);
+            for a in &plan.actions {
+                if let Action::Remove { worker, pool, .. } = a {
+                    prop_assert_ne!(pool.as_str(), "permanent");
+                    prop_assert!(!worker.starts_with("permanent"));
+                    let node = input.nodes.iter().find(|n| &n.name == worker).unwrap();
+                    prop_assert!(!node.pods.iter().any(PodSpec::blocks_disruption));
+                }
+            }
+        }
+    }
+}
