@@ -451,15 +451,49 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                         .and_then(|t| jiff::SignedDuration::try_from(t).ok())
                         .and_then(|t| now.checked_add(t).ok());
                 }
-                if s.host.is_none() {
-                    s.host = pool.hosts.first().cloned();
-                }
                 self.mark(&mut s, Condition::VmidAllocated);
-                if s.vmid.is_none() {
-                    // Reserve and record under the lock, so the next
-                    // allocation in this process sees the reservation.
+                if s.host.is_none() || s.vmid.is_none() {
+                    // Choose and record under the lock, so the next
+                    // allocation in this process sees this one.
                     let _guard = self.vmid_lock.lock().await;
-                    s.vmid = Some(self.reserve_vmid(name).await?);
+                    let others: Vec<Claim> = self
+                        .store
+                        .list()
+                        .await?
+                        .into_iter()
+                        .filter(|c| c.name != name)
+                        .collect();
+                    if s.host.is_none() {
+                        // Memory promised to claims whose VM does not exist yet.
+                        let mut pending: std::collections::BTreeMap<String, u64> =
+                            Default::default();
+                        for c in others.iter().filter(|c| c.status.vm.is_none()) {
+                            if let (Some(host), Some(size)) =
+                                (&c.status.host, self.config.size(&c.spec.size))
+                            {
+                                *pending.entry(host.clone()).or_default() += size.size.memory_mib;
+                            }
+                        }
+                        let template = pool.template_for(&claim.spec.size);
+                        match self
+                            .hv
+                            .choose_host(&pool.hosts, &template, size.size.memory_mib, &pending)
+                            .await
+                        {
+                            Ok(host) => s.host = Some(host),
+                            Err(e) if e.kind == ProviderErrorKind::InsufficientCapacity => {
+                                return Ok(Outcome::Fail(e.message));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if s.vmid.is_none() {
+                        let reserved = others
+                            .iter()
+                            .filter_map(|c| c.status.vm.as_ref().map(|v| v.vmid).or(c.status.vmid))
+                            .collect();
+                        s.vmid = Some(self.hv.free_vmid(&reserved).await?);
+                    }
                     self.store.save_status(name, &s).await?;
                 }
                 s.lifecycle = s

@@ -123,6 +123,20 @@ pub trait Hypervisor: Send + Sync {
     fn vm(&self, vmid: u32) -> impl Future<Output = ProviderResult<Option<VmFacts>>> + Send;
     /// Every VM whose ownership markers name `claim`.
     fn owned_by(&self, claim: &str) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
+    /// Among the candidate hosts that hold `template`, the one with the most
+    /// memory headroom for a VM of `memory_mib`, counting every VM placed
+    /// there (running or not) and the provider's reserve and per-VM
+    /// overhead; `InsufficientCapacity` naming each host's shortfall when
+    /// none fits.
+    /// `pending` is memory (MiB) already promised per host to claims whose
+    /// VM does not exist yet.
+    fn choose_host(
+        &self,
+        candidates: &[String],
+        template: &str,
+        memory_mib: u64,
+        pending: &std::collections::BTreeMap<String, u64>,
+    ) -> impl Future<Output = ProviderResult<String>> + Send;
     /// A VMID in the provider's range that no VM uses and that is not in
     /// `reserved` (VMIDs other claims have recorded but not cloned yet).
     fn free_vmid(

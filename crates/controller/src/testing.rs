@@ -180,6 +180,22 @@ impl Hypervisor for Fake {
         Ok(self.owned(claim).iter().map(facts).collect())
     }
 
+    async fn choose_host(
+        &self,
+        candidates: &[String],
+        _template: &str,
+        _memory_mib: u64,
+        _pending: &std::collections::BTreeMap<String, u64>,
+    ) -> ProviderResult<String> {
+        self.take("choose_host")?;
+        candidates.first().cloned().ok_or_else(|| {
+            ProviderError::new(
+                ProviderErrorKind::InsufficientCapacity,
+                "no candidate hosts",
+            )
+        })
+    }
+
     async fn free_vmid(&self, reserved: &std::collections::BTreeSet<u32>) -> ProviderResult<u32> {
         self.take("free_vmid")?;
         let w = self.world();

@@ -172,3 +172,98 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
     let _ = reconciler.await;
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_placed_on_the_host_with_the_most_memory_headroom() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let lab = tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: std::env::temp_dir().join(format!("tidepool-place-{}", std::process::id())),
+        time_scale: SCALE,
+        seed: 8,
+    })
+    .await
+    .unwrap();
+    let config = Arc::new(
+        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
+            .unwrap(),
+    );
+    let clock = lab.clock.clone();
+    let now = Arc::new(move || Timestamp::try_from(clock.now()).unwrap());
+    let exec = Arc::new(
+        connect(
+            config,
+            &LiveOptions {
+                config_dir: lab.files.dir.clone(),
+                kubeconfig: Some(lab.files.kubeconfig.clone()),
+                now,
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let svc = Service::new(exec.clone());
+    // pve-01 has about 90 GiB of headroom, pve-02 about 54 GiB: two 32 GiB
+    // workers fit on pve-01, the third only on pve-02.
+    let names = svc
+        .provision(&ProvisionRequest {
+            pool: "burst".into(),
+            size: Some("large".into()),
+            count: 3,
+            ttl: None,
+            requested_by: "placement".into(),
+            reason: "placement".into(),
+        })
+        .await
+        .unwrap();
+    let mut hosts = Vec::new();
+    for n in &names {
+        exec.step(n).await.unwrap();
+        hosts.push(svc.get_worker(n).await.unwrap().host.unwrap());
+    }
+    hosts.sort();
+    assert_eq!(hosts, ["pve-01", "pve-01", "pve-02"]);
+    for n in &names {
+        let phase = exec
+            .run_until_idle(n, Duration::from_secs(30), Duration::from_millis(20))
+            .await
+            .unwrap();
+        assert_eq!(
+            phase,
+            tidepool_core::Phase::Ready,
+            "{:?}",
+            svc.get_worker(n).await
+        );
+    }
+    let on_pve02 = lab
+        .pve
+        .vms()
+        .into_iter()
+        .filter(|v| v.node == "pve-02" && (1250..=1300).contains(&v.vmid))
+        .count();
+    assert_eq!(on_pve02, 1, "cloned from the template on pve-02");
+    // A fourth does not fit anywhere: it fails at allocation with the reason.
+    let fourth = svc
+        .provision(&ProvisionRequest {
+            pool: "burst".into(),
+            size: Some("large".into()),
+            count: 1,
+            ttl: None,
+            requested_by: "placement".into(),
+            reason: "placement".into(),
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    let phase = exec
+        .run_until_idle(&fourth, Duration::from_secs(10), Duration::from_millis(20))
+        .await
+        .unwrap();
+    assert_eq!(phase, tidepool_core::Phase::Failed);
+    let failure = svc.get_worker(&fourth).await.unwrap().failure.unwrap();
+    assert!(
+        failure.starts_with("allocateVmid: no host has memory for the VM"),
+        "{failure}"
+    );
+    lab.shutdown().await;
+}

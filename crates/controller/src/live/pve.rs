@@ -122,14 +122,18 @@ impl PveHypervisor {
         Ok(())
     }
 
-    async fn template(&self, template: &str) -> ProviderResult<(String, u32)> {
+    /// The template's node and VMID, preferring a copy on `host`.
+    async fn template(&self, template: &str, host: &str) -> ProviderResult<(String, u32)> {
         let vms = self.client.cluster_vms().await.map_err(classify)?;
-        let found = match template.parse::<u32>() {
-            Ok(vmid) => vms.into_iter().find(|v| v.vmid == vmid),
+        let mut matching: Vec<_> = match template.parse::<u32>() {
+            Ok(vmid) => vms.into_iter().filter(|v| v.vmid == vmid).collect(),
             Err(_) => vms
                 .into_iter()
-                .find(|v| v.template && v.name.as_deref() == Some(template)),
+                .filter(|v| v.template && v.name.as_deref() == Some(template))
+                .collect(),
         };
+        matching.sort_by_key(|v| v.node != host);
+        let found = matching.into_iter().next();
         found.map(|v| (v.node, v.vmid)).ok_or_else(|| {
             ProviderError::new(
                 ProviderErrorKind::Permanent,
@@ -165,6 +169,64 @@ impl Hypervisor for PveHypervisor {
         Ok(out)
     }
 
+    async fn choose_host(
+        &self,
+        candidates: &[String],
+        template: &str,
+        memory_mib: u64,
+        pending: &std::collections::BTreeMap<String, u64>,
+    ) -> ProviderResult<String> {
+        let vms = self.client.cluster_vms().await.map_err(classify)?;
+        let holds_template = |host: &str| {
+            vms.iter().any(|v| {
+                v.template
+                    && v.node == host
+                    && (v.name.as_deref() == Some(template) || v.vmid.to_string() == template)
+            })
+        };
+        let mut best: Option<(i128, String)> = None;
+        let mut shortfalls = Vec::new();
+        for host in candidates {
+            if !holds_template(host) {
+                shortfalls.push(format!("{host}: no template `{template}`"));
+                continue;
+            }
+            let status = match self.client.node_status(host).await {
+                Ok(s) => s,
+                Err(e) => {
+                    shortfalls.push(format!("{host}: unreachable ({})", e.category()));
+                    continue;
+                }
+            };
+            let total_mib = i128::from(status.memory.total / (1 << 20));
+            let overhead = i128::from(self.provider.vm_memory_overhead_mib);
+            let committed: i128 = vms
+                .iter()
+                .filter(|v| &v.node == host && !v.template)
+                .map(|v| i128::from(v.maxmem.unwrap_or(0) / (1 << 20)) + overhead)
+                .sum();
+            let promised = i128::from(pending.get(host).copied().unwrap_or(0));
+            let headroom = total_mib
+                - i128::from(self.provider.host_memory_reserve_mib)
+                - committed
+                - promised;
+            let need = i128::from(memory_mib) + overhead;
+            if headroom >= need {
+                if best.as_ref().is_none_or(|(h, _)| headroom > *h) {
+                    best = Some((headroom, host.clone()));
+                }
+            } else {
+                shortfalls.push(format!("{host}: {headroom} MiB free, {need} MiB needed"));
+            }
+        }
+        best.map(|(_, h)| h).ok_or_else(|| {
+            ProviderError::new(
+                ProviderErrorKind::InsufficientCapacity,
+                format!("no host has memory for the VM ({})", shortfalls.join("; ")),
+            )
+        })
+    }
+
     async fn free_vmid(&self, reserved: &std::collections::BTreeSet<u32>) -> ProviderResult<u32> {
         let used: std::collections::BTreeSet<u32> = self
             .client
@@ -195,7 +257,7 @@ impl Hypervisor for PveHypervisor {
     }
 
     async fn clone_vm(&self, spec: &CloneSpec) -> ProviderResult<VmIdentity> {
-        let (template_node, template_vmid) = self.template(&spec.template).await?;
+        let (template_node, template_vmid) = self.template(&spec.template, &spec.host).await?;
         let req = CloneRequest {
             newid: spec.vmid,
             name: Some(spec.claim.clone()),
