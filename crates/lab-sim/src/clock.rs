@@ -57,6 +57,18 @@ impl SimClock {
         self.inner.origin_wall + elapsed.mul_f64(self.inner.scale)
     }
 
+    /// The real wall-clock time the clock started at, in milliseconds since
+    /// the Unix epoch. Simulated time is this origin plus `scale` times the
+    /// real time elapsed since, so another process given the origin and the
+    /// scale computes the same simulated time.
+    pub fn origin_unix_ms(&self) -> i64 {
+        self.inner
+            .origin_wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+
     /// The current simulated time in whole seconds since the Unix epoch.
     pub fn now_unix(&self) -> i64 {
         self.now()

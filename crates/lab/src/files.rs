@@ -25,6 +25,7 @@ pub(crate) struct Endpoints<'a> {
     pub(crate) hosts: Vec<String>,
     pub(crate) gpu_hosts: Vec<String>,
     pub(crate) time_scale: f64,
+    pub(crate) time_origin_ms: i64,
     pub(crate) seed: u64,
 }
 
@@ -99,6 +100,17 @@ pub(crate) fn write_all(dir: &Path, ep: &Endpoints<'_>) -> Result<LabFiles, LabE
     }
     write(&files.tidepool_yaml, &config, false)?;
     write(
+        &dir.join("lab.env"),
+        &format!(
+            "export TIDEPOOL_CONFIG={}\nexport KUBECONFIG={}\nexport TIDEPOOL_TIME_SCALE={}\nexport TIDEPOOL_TIME_ORIGIN={}\n",
+            files.tidepool_yaml.display(),
+            files.kubeconfig.display(),
+            ep.time_scale,
+            ep.time_origin_ms
+        ),
+        false,
+    )?;
+    write(
         &dir.join("lab.json"),
         &serde_json::json!({
             "scenario": ep.scenario,
@@ -107,6 +119,7 @@ pub(crate) fn write_all(dir: &Path, ep: &Endpoints<'_>) -> Result<LabFiles, LabE
             "admin": format!("http://{}", ep.admin),
             "talosPort": ep.talos_port,
             "timeScale": ep.time_scale,
+            "timeOrigin": ep.time_origin_ms,
             "seed": ep.seed,
         })
         .to_string(),

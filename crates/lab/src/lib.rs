@@ -314,6 +314,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
                 .collect(),
             gpu_hosts,
             time_scale: clock.scale(),
+            time_origin_ms: clock.origin_unix_ms(),
             seed: opts.seed,
         },
     )?;

@@ -29,8 +29,12 @@ pub struct Cli {
     pub kubeconfig: Option<PathBuf>,
     /// Run the controller's clock this many times faster than real time,
     /// to match a lab started with the same `--time-scale`.
-    #[arg(long, global = true, default_value_t = 1.0, value_parser = parse_scale)]
+    #[arg(long, global = true, env = "TIDEPOOL_TIME_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
     pub time_scale: f64,
+    /// Origin of a scaled clock (Unix milliseconds), to share a lab's
+    /// simulated time; `lab.env` sets it.
+    #[arg(long, global = true, env = "TIDEPOOL_TIME_ORIGIN", hide = true)]
+    pub time_origin: Option<i64>,
     /// More logging on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -92,6 +96,8 @@ pub enum Command {
     },
     /// Serve the MCP tools on stdin/stdout for an AI agent.
     Mcp,
+    /// Show what the autoscaler would do now (a dry run), with reasons.
+    Plan,
     /// Run the controller: leader election, the worker lifecycle for every
     /// WorkerClaim, and /healthz, /readyz, /metrics.
     Run,
@@ -159,6 +165,7 @@ pub fn run() -> ExitCode {
                 kubeconfig: cli.kubeconfig.clone(),
                 output: cli.output,
                 time_scale: cli.time_scale,
+                time_origin: cli.time_origin,
             };
             match cmd {
                 Command::Workers(w) => workers::workers(&ctx, w),
@@ -201,6 +208,7 @@ pub fn run() -> ExitCode {
                 ),
                 Command::Mcp => workers::mcp(&ctx),
                 Command::Run => commands::run::run(&ctx),
+                Command::Plan => commands::plan::run(&ctx),
                 Command::Config(_) | Command::Lab(_) => Ok(Exit::Invalid),
             }
         }

@@ -64,6 +64,7 @@ pub async fn service(
     config_path: &Path,
     kubeconfig_flag: Option<&PathBuf>,
     time_scale: f64,
+    time_origin_ms: Option<i64>,
 ) -> Result<(Arc<LiveExecutor>, LiveService), Unavailable> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(load_config(config_path)?);
@@ -74,7 +75,7 @@ pub async fn service(
     let options = LiveOptions {
         config_dir,
         kubeconfig: kubeconfig(kubeconfig_flag),
-        now: scaled_clock(time_scale),
+        now: scaled_clock(time_scale, time_origin_ms),
     };
     let exec = Arc::new(connect(config, &options).await.map_err(|e| Unavailable {
         exit: Exit::Failure,
@@ -83,21 +84,25 @@ pub async fn service(
     Ok((exec.clone(), Service::new(exec)))
 }
 
-/// A clock that starts at the real time and runs `scale` times faster (the
-/// lab's `--time-scale`, so TTLs and timeouts match a lab started with it).
-pub fn scaled_clock(scale: f64) -> Arc<dyn Fn() -> jiff::Timestamp + Send + Sync> {
-    let origin = std::time::Instant::now();
-    let wall = jiff::Timestamp::now();
+/// A clock running `scale` times faster than real time from `origin_ms`
+/// (Unix milliseconds; now when absent). Given a lab's origin and scale it
+/// reads the lab's simulated time, so TTLs, windows and timeouts agree.
+pub fn scaled_clock(
+    scale: f64,
+    origin_ms: Option<i64>,
+) -> Arc<dyn Fn() -> jiff::Timestamp + Send + Sync> {
     let scale = if scale.is_finite() && scale >= 1.0 {
         scale
     } else {
         1.0
     };
+    let origin = origin_ms
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .unwrap_or_else(jiff::Timestamp::now);
     Arc::new(move || {
-        let elapsed = origin.elapsed().mul_f64(scale);
-        jiff::SignedDuration::try_from(elapsed)
-            .ok()
-            .and_then(|d| wall.checked_add(d).ok())
-            .unwrap_or(wall)
+        let real = jiff::Timestamp::now().duration_since(origin);
+        let scaled =
+            jiff::SignedDuration::try_from_secs_f64(real.as_secs_f64() * scale).unwrap_or(real);
+        origin.checked_add(scaled).unwrap_or(origin)
     })
 }

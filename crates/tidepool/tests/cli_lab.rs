@@ -30,6 +30,7 @@ async fn run(lab: &RunningLab, args: &[&str]) -> Output {
     let lab_args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     let config = lab.files.tidepool_yaml.clone();
     let kubeconfig = lab.files.kubeconfig.clone();
+    let origin = lab.clock.origin_unix_ms();
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_tidepool"))
             .arg("--config")
@@ -37,6 +38,7 @@ async fn run(lab: &RunningLab, args: &[&str]) -> Output {
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--time-scale", SCALE])
+            .args(["--time-origin", &origin.to_string()])
             .args(lab_args)
             .env("TIDEPOOL_LOG", "error")
             .output()
@@ -231,5 +233,45 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
         .get("tidepool.dev/v1alpha1", "WorkerClaim", "", name)
         .unwrap();
     assert_eq!(claim["spec"]["requestedBy"], "mcp:cli-test");
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_shows_the_scale_up_the_pending_pods_need_with_reasons() {
+    let lab = lab("plan").await;
+    lab.kube
+        .apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "ci-runners", "namespace": "default"},
+            "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "ci"}},
+                "template": {"metadata": {"labels": {"app": "ci"}}, "spec": {
+                    "nodeSelector": {"node-pool": "burst"},
+                    "tolerations": [{"key": "workload-type", "operator": "Equal", "value": "burst", "effect": "NoSchedule"}],
+                    "containers": [{"name": "runner", "image": "runner:1", "resources": {"requests": {"cpu": "3", "memory": "6Gi"}}}]}}}
+        }))
+        .unwrap();
+    // Let the pods be unschedulable for longer than the pool's window (120 s simulated).
+    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+    let out = run(&lab, &["-o", "json", "plan"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(plan["pendingPods"], 6, "{plan}");
+    let action = &plan["actions"][0];
+    assert_eq!(action["action"], "provision", "{plan}");
+    assert_eq!(action["pool"], "burst");
+    assert_eq!(action["reason"], "pending-pods");
+    assert!(
+        action["message"]
+            .as_str()
+            .unwrap()
+            .contains("waited 120s or more")
+    );
+    // A dry run: nothing was created.
+    assert!(
+        lab.kube
+            .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+            .unwrap()
+            .is_empty()
+    );
     lab.shutdown().await;
 }

@@ -6,3 +6,4 @@ pub mod connect;
 pub mod join;
 pub mod kube;
 pub mod pve;
+pub mod snapshot;

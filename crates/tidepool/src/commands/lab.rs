@@ -74,9 +74,9 @@ pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
         );
         println!("  Fault admin      http://{}/faults", lab.admin_addr);
         println!();
-        println!("  kubectl --kubeconfig {dir}/kubeconfig get nodes");
-        println!("  source {dir}/proxmox.env");
-        println!("  tidepool --config {dir}/tidepool.yaml config check");
+        println!("  source {dir}/lab.env      # TIDEPOOL_CONFIG, KUBECONFIG and the lab's clock");
+        println!("  kubectl get nodes");
+        println!("  tidepool workers list");
         println!();
         println!("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c().await?;

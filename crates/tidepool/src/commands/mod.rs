@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod lab;
+pub mod plan;
 pub mod run;
 pub mod workers;

@@ -27,14 +27,20 @@ pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let (exec, _) =
-            match live::service(&ctx.config, ctx.kubeconfig.as_ref(), ctx.time_scale).await {
-                Ok(s) => s,
-                Err(u) => {
-                    eprintln!("{}", u.message);
-                    return Ok(u.exit);
-                }
-            };
+        let (exec, _) = match live::service(
+            &ctx.config,
+            ctx.kubeconfig.as_ref(),
+            ctx.time_scale,
+            ctx.time_origin,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(u) => {
+                eprintln!("{}", u.message);
+                return Ok(u.exit);
+            }
+        };
         let server = exec.config().server.clone();
         let metrics_addr = match server.metrics_addr.parse() {
             Ok(a) => a,

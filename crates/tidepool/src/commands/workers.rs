@@ -32,6 +32,8 @@ pub struct Context {
     pub output: Format,
     /// Simulated time runs this many times faster (for a scaled lab).
     pub time_scale: f64,
+    /// Origin of the scaled clock in Unix milliseconds (a lab's).
+    pub time_origin: Option<i64>,
 }
 
 /// `tidepool workers …`.
@@ -159,7 +161,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn connect(ctx: &Context) -> Result<LiveService, Exit> {
-    match live::service(&ctx.config, ctx.kubeconfig.as_ref(), ctx.time_scale).await {
+    match live::service(
+        &ctx.config,
+        ctx.kubeconfig.as_ref(),
+        ctx.time_scale,
+        ctx.time_origin,
+    )
+    .await
+    {
         Ok((_, svc)) => Ok(svc),
         Err(u) => {
             eprintln!("{}", u.message);
@@ -422,14 +431,20 @@ pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
 /// Runtime failures.
 pub fn mcp(ctx: &Context) -> anyhow::Result<Exit> {
     runtime()?.block_on(async {
-        let (_, svc) =
-            match live::service(&ctx.config, ctx.kubeconfig.as_ref(), ctx.time_scale).await {
-                Ok(s) => s,
-                Err(u) => {
-                    eprintln!("{}", u.message);
-                    return Ok(u.exit);
-                }
-            };
+        let (_, svc) = match live::service(
+            &ctx.config,
+            ctx.kubeconfig.as_ref(),
+            ctx.time_scale,
+            ctx.time_origin,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(u) => {
+                eprintln!("{}", u.message);
+                return Ok(u.exit);
+            }
+        };
         let server = tidepool_mcp::TidepoolMcp::new(std::sync::Arc::new(svc));
         tidepool_mcp::serve_stdio(server).await?;
         Ok(Exit::Ok)

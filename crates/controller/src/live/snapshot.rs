@@ -1,0 +1,435 @@
+//! Observing the world for the planner: Kubernetes nodes and pods become
+//! [`NodeSnapshot`]s and [`PendingPod`]s, Proxmox hosts become
+//! [`HostSnapshot`]s, claims become [`ClaimState`]s. The planner itself is
+//! pure; everything it knows comes through here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use tidepool_core::conventions::{Taint, TaintEffect};
+use tidepool_core::planner::hosts::HostSnapshot;
+use tidepool_core::planner::{ClaimState, PendingPod, PlanInput};
+use tidepool_core::pool::Resources;
+use tidepool_core::quantity::Quantity;
+use tidepool_core::sched::{
+    LabelSelector, NodeSelectorTerm, NodeSnapshot, Operator, PodSpec, Requests, Requirement,
+    Toleration, TolerationOperator,
+};
+
+use crate::live::connect::LiveExecutor;
+use crate::live::pve::classify as classify_pve;
+use crate::ports::{ClaimStore, ProviderError, ProviderErrorKind};
+
+fn milli(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> u64 {
+    Quantity::parse(&q.0).map_or(0, |q| u64::try_from(q.milli()).unwrap_or(0))
+}
+
+fn units(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> u64 {
+    Quantity::parse(&q.0).map_or(0, |q| u64::try_from(q.units_ceil()).unwrap_or(0))
+}
+
+fn requests_of(
+    map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+) -> Requests {
+    let mut r = Requests::default();
+    for (k, q) in map.into_iter().flatten() {
+        match k.as_str() {
+            "cpu" => r.cpu_milli += milli(q),
+            "memory" => r.memory_bytes += units(q),
+            "ephemeral-storage" => r.ephemeral_bytes += units(q),
+            "pods" => {}
+            other => *r.extended.entry(other.to_owned()).or_default() += units(q),
+        }
+    }
+    r
+}
+
+fn max_requests(a: Requests, b: &Requests) -> Requests {
+    let mut extended = a.extended.clone();
+    for (k, v) in &b.extended {
+        let e = extended.entry(k.clone()).or_default();
+        *e = (*e).max(*v);
+    }
+    Requests {
+        cpu_milli: a.cpu_milli.max(b.cpu_milli),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+        ephemeral_bytes: a.ephemeral_bytes.max(b.ephemeral_bytes),
+        extended,
+    }
+}
+
+fn operator(op: &str) -> Operator {
+    match op {
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        "Gt" => Operator::Gt,
+        "Lt" => Operator::Lt,
+        _ => Operator::In,
+    }
+}
+
+fn effect(e: &str) -> Option<TaintEffect> {
+    TaintEffect::parse(e)
+}
+
+/// The scheduler's view of a pod: effective requests (the larger of the
+/// containers' sum and any init container), selectors, required node
+/// affinity, tolerations, required hostname anti-affinity, PVC volumes
+/// (each an attached block device with proxmox-csi).
+pub fn pod_spec(pod: &Pod) -> PodSpec {
+    let meta = &pod.metadata;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut requests = Requests::default();
+    for c in &spec.containers {
+        requests.add(&requests_of(
+            c.resources.as_ref().and_then(|r| r.requests.as_ref()),
+        ));
+    }
+    for c in spec.init_containers.iter().flatten() {
+        requests = max_requests(
+            requests,
+            &requests_of(c.resources.as_ref().and_then(|r| r.requests.as_ref())),
+        );
+    }
+    let affinity = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|sel| {
+            sel.node_selector_terms
+                .iter()
+                .map(|t| NodeSelectorTerm {
+                    expressions: t
+                        .match_expressions
+                        .iter()
+                        .flatten()
+                        .map(|e| Requirement {
+                            key: e.key.clone(),
+                            operator: operator(&e.operator),
+                            values: e.values.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let anti_affinity = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|terms| {
+            terms
+                .iter()
+                .filter(|t| t.topology_key == "kubernetes.io/hostname")
+                .filter_map(|t| t.label_selector.as_ref())
+                .map(|s| LabelSelector {
+                    match_labels: s.match_labels.clone().unwrap_or_default(),
+                    match_expressions: s
+                        .match_expressions
+                        .iter()
+                        .flatten()
+                        .map(|e| Requirement {
+                            key: e.key.clone(),
+                            operator: operator(&e.operator),
+                            values: e.values.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let tolerations = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .map(|t| Toleration {
+            key: t.key.clone().unwrap_or_default(),
+            operator: if t.operator.as_deref() == Some("Exists") {
+                TolerationOperator::Exists
+            } else {
+                TolerationOperator::Equal
+            },
+            value: t.value.clone().unwrap_or_default(),
+            effect: t.effect.as_deref().and_then(effect),
+        })
+        .collect();
+    PodSpec {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        requests,
+        node_selector: spec.node_selector.clone().unwrap_or_default(),
+        affinity,
+        tolerations,
+        anti_affinity,
+        block_volumes: u32::try_from(
+            spec.volumes
+                .iter()
+                .flatten()
+                .filter(|v| v.persistent_volume_claim.is_some())
+                .count(),
+        )
+        .unwrap_or(u32::MAX),
+        daemon_set: meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "DaemonSet"),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+    }
+}
+
+fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
+    let status = node.status.clone().unwrap_or_default();
+    let alloc = status.allocatable.unwrap_or_default();
+    let get = |k: &str| alloc.get(k);
+    let mut extended = BTreeMap::new();
+    for (k, q) in &alloc {
+        if !matches!(
+            k.as_str(),
+            "cpu" | "memory" | "pods" | "ephemeral-storage" | "hugepages-2Mi" | "hugepages-1Gi"
+        ) {
+            extended.insert(k.clone(), units(q));
+        }
+    }
+    let mut requested = Requests::default();
+    let mut block_volumes = 0;
+    for p in &pods {
+        requested.add(&p.requests);
+        block_volumes += p.block_volumes;
+    }
+    let spec = node.spec.clone().unwrap_or_default();
+    NodeSnapshot {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        taints: spec
+            .taints
+            .iter()
+            .flatten()
+            .filter_map(|t| {
+                effect(&t.effect).map(|e| Taint::new(&t.key, t.value.as_deref().unwrap_or(""), e))
+            })
+            .collect(),
+        allocatable: Resources {
+            cpu_milli: get("cpu").map_or(0, milli),
+            memory_bytes: get("memory").map_or(0, units),
+            ephemeral_storage_bytes: get("ephemeral-storage").map_or(0, units),
+            pods: u32::try_from(get("pods").map_or(110, units)).unwrap_or(110),
+            extended,
+        },
+        requested,
+        pod_count: u32::try_from(pods.len()).unwrap_or(u32::MAX),
+        block_volumes,
+        unschedulable: spec.unschedulable.unwrap_or(false),
+        ready: status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        pods,
+    }
+}
+
+fn transient(message: String) -> ProviderError {
+    ProviderError::new(ProviderErrorKind::Transient, message)
+}
+
+/// Everything the planner needs, observed now.
+///
+/// # Errors
+/// Kubernetes, Proxmox or claim-store failures.
+pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError> {
+    let config = exec.config().as_ref().clone();
+    let client = exec.nodes().cluster().client().clone();
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| transient(format!("listing nodes: {e}")))?;
+    let pods = Api::<Pod>::all(client)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| transient(format!("listing pods: {e}")))?;
+    let now = exec.now();
+    let mut by_node: BTreeMap<String, Vec<PodSpec>> = BTreeMap::new();
+    let mut pending = Vec::new();
+    for pod in &pods.items {
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        if matches!(phase, "Succeeded" | "Failed") {
+            continue;
+        }
+        match pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            Some(node) => by_node.entry(node).or_default().push(pod_spec(pod)),
+            None => {
+                let unschedulable = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| {
+                        cs.iter().find(|c| {
+                            c.type_ == "PodScheduled"
+                                && c.status == "False"
+                                && c.reason.as_deref() == Some("Unschedulable")
+                        })
+                    });
+                if let Some(cond) = unschedulable {
+                    pending.push(PendingPod {
+                        pod: pod_spec(pod),
+                        unschedulable_since: cond
+                            .last_transition_time
+                            .as_ref()
+                            .map_or(now, |t| t.0),
+                    });
+                }
+            }
+        }
+    }
+    let node_snaps: Vec<NodeSnapshot> = nodes
+        .items
+        .iter()
+        .map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            node_snapshot(n, by_node.remove(&name).unwrap_or_default())
+        })
+        .collect();
+    let claims: Vec<ClaimState> = exec
+        .store()
+        .list()
+        .await?
+        .into_iter()
+        .map(|c| {
+            let node = node_snaps.iter().find(|n| n.name == c.name);
+            let idle = node.is_some_and(|n| !n.has_workload());
+            ClaimState {
+                name: c.name.clone(),
+                pool: c.spec.pool.clone(),
+                size: c.spec.size.clone(),
+                phase: c.status.lifecycle.phase(),
+                host: c
+                    .status
+                    .vm
+                    .as_ref()
+                    .map(|v| v.node.clone())
+                    .or_else(|| c.status.host.clone()),
+                expires_at: c.status.expires_at,
+                // Without a record of the last workload pod, an idle worker
+                // counts as idle since it became Ready.
+                idle_since: idle
+                    .then(|| {
+                        c.status
+                            .conditions
+                            .get(&crate::claim::Condition::NodeReady)
+                            .copied()
+                    })
+                    .flatten(),
+            }
+        })
+        .collect();
+    let (hosts, vmids) = hosts(exec, &config).await?;
+    Ok(PlanInput {
+        config,
+        nodes: node_snaps,
+        pending,
+        claims,
+        hosts,
+        vmids_in_use: vmids,
+        pool_state: BTreeMap::new(),
+        now,
+    })
+}
+
+type HostsAndVmids = (Vec<HostSnapshot>, BTreeMap<String, BTreeSet<u32>>);
+
+async fn hosts(
+    exec: &LiveExecutor,
+    config: &tidepool_core::Config,
+) -> Result<HostsAndVmids, ProviderError> {
+    let pve = exec.hypervisor().client();
+    let vms = pve.cluster_vms().await.map_err(classify_pve)?;
+    let storages = pve.cluster_storage().await.map_err(classify_pve)?;
+    let mappings = pve.pci_mappings(None).await.map_err(classify_pve)?;
+    let mut out = Vec::new();
+    let mut vmids = BTreeMap::new();
+    for provider in config.providers.values() {
+        vmids.insert(
+            provider.name.clone(),
+            vms.iter().map(|v| v.vmid).collect::<BTreeSet<u32>>(),
+        );
+        for host in &provider.hosts {
+            let status = match pve.node_status(host).await {
+                Ok(s) => s,
+                Err(_) => {
+                    out.push(HostSnapshot {
+                        name: host.clone(),
+                        provider: provider.name.clone(),
+                        online: false,
+                        ..HostSnapshot::default()
+                    });
+                    continue;
+                }
+            };
+            let on_host: Vec<_> = vms
+                .iter()
+                .filter(|v| &v.node == host && !v.template)
+                .collect();
+            // Committed memory: every VM placed here, running or not.
+            let used_mib: u64 = on_host.iter().map(|v| v.maxmem.unwrap_or(0) >> 20).sum();
+            let mut gpu_free = BTreeMap::new();
+            for m in &mappings {
+                let devices = m
+                    .map
+                    .iter()
+                    .filter(|e| e.node.as_deref() == Some(host.as_str()))
+                    .count();
+                if devices == 0 {
+                    continue;
+                }
+                let mut used = 0usize;
+                for v in on_host.iter().filter(|v| v.status == "running") {
+                    if let Ok(cfg) = pve.vm_config(host, v.vmid).await
+                        && cfg
+                            .hostpci
+                            .values()
+                            .any(|h| h.mapping.as_deref() == Some(m.id.as_str()))
+                    {
+                        used += 1;
+                    }
+                }
+                gpu_free.insert(
+                    m.id.clone(),
+                    u32::try_from(devices.saturating_sub(used)).unwrap_or(0),
+                );
+            }
+            out.push(HostSnapshot {
+                name: host.clone(),
+                provider: provider.name.clone(),
+                online: true,
+                memory_total_mib: status.memory.total >> 20,
+                memory_used_mib: used_mib,
+                cores: u32::try_from(status.cpuinfo.cpus).unwrap_or(u32::MAX),
+                vcpus_allocated: on_host.iter().map(|v| v.maxcpu.unwrap_or(0)).sum(),
+                storage_free_gib: storages
+                    .iter()
+                    .filter(|s| &s.node == host)
+                    .map(|s| (s.storage.clone(), s.free() >> 30))
+                    .collect(),
+                gpu_free,
+            });
+        }
+    }
+    Ok((out, vmids))
+}
