@@ -8,6 +8,7 @@
 //! A process killed at any point therefore resumes on restart without
 //! leaking, duplicating or half-deleting a VM.
 
+pub mod autoscaler;
 pub mod claim;
 pub mod executor;
 pub mod leader;

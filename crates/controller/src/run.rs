@@ -85,6 +85,8 @@ pub struct RunOptions {
     pub lease: Option<LeaseConfig>,
     /// Simulated time scale (the lab's).
     pub time_scale: f64,
+    /// Whether the autoscaler runs (else only the claim lifecycle).
+    pub autoscale: bool,
 }
 
 #[derive(Clone)]
@@ -182,13 +184,30 @@ pub async fn run(
         metrics.leader.set(i64::from(lead));
         match (lead, active.is_some()) {
             (true, false) => {
-                info!("leading: reconciling worker claims");
+                info!(
+                    autoscale = options.autoscale,
+                    "leading: reconciling worker claims"
+                );
                 let (tx, rx) = watch::channel(false);
                 let opts = ReconcilerOptions {
                     time_scale: options.time_scale,
                     ..ReconcilerOptions::default()
                 };
-                active = Some((tx, Reconciler::new(exec.clone(), opts).spawn(rx)));
+                let reconciler = Reconciler::new(exec.clone(), opts).spawn(rx.clone());
+                let autoscaler = options.autoscale.then(|| {
+                    // The batching window: about a second of real time.
+                    let window = Duration::from_secs(1)
+                        .div_f64(options.time_scale.max(1.0))
+                        .max(Duration::from_millis(50));
+                    tokio::spawn(crate::autoscaler::run(exec.clone(), window, rx))
+                });
+                let task = tokio::spawn(async move {
+                    let _ = reconciler.await;
+                    if let Some(a) = autoscaler {
+                        let _ = a.await;
+                    }
+                });
+                active = Some((tx, task));
             }
             (false, true) => {
                 info!("no longer leading: stopping the reconciler");

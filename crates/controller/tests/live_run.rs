@@ -52,6 +52,7 @@ async fn controller(
             duration: Duration::from_secs(15),
         }),
         time_scale: SCALE,
+        autoscale: false,
     };
     tokio::spawn(run(exec.clone(), options, stop_rx, Some(bound_tx)));
     (stop_tx, bound_rx.await.unwrap(), exec)

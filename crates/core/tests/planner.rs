@@ -938,11 +938,18 @@ mod scale_up {
                 expect: None,
             },
             Window {
-                name: "four_pods_waiting_ten_minutes_are_too_few",
+                name: "four_pods_waiting_five_minutes_are_too_few",
                 pods: 4,
-                waited_secs: 600,
+                waited_secs: 300,
                 emergency: false,
                 expect: None,
+            },
+            Window {
+                name: "a_remainder_below_the_threshold_triggers_after_five_windows",
+                pods: 1,
+                waited_secs: 600,
+                emergency: false,
+                expect: Some(ReasonCode::PendingPods),
             },
             Window {
                 name: "five_pods_waiting_the_full_window_trigger_now",

@@ -6,8 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Api;
-use kube::api::ListParams;
 use tidepool_core::conventions::{Taint, TaintEffect};
 use tidepool_core::planner::hosts::HostSnapshot;
 use tidepool_core::planner::{ClaimState, PendingPod, PlanInput};
@@ -251,19 +249,31 @@ fn transient(message: String) -> ProviderError {
 /// Kubernetes, Proxmox or claim-store failures.
 pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError> {
     let config = exec.config().as_ref().clone();
-    let client = exec.nodes().cluster().client().clone();
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| transient(format!("listing nodes: {e}")))?;
-    let pods = Api::<Pod>::all(client)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| transient(format!("listing pods: {e}")))?;
+    // From the watch-fed caches: no polling of the API server, and never a
+    // plan from caches that have not completed their first list.
+    let cluster = exec.nodes().cluster();
+    if !cluster.is_synced() {
+        cluster
+            .wait_until_synced(std::time::Duration::from_secs(30))
+            .await
+            .map_err(|e| transient(format!("the node and pod caches are not synced: {e}")))?;
+    }
+    let nodes: Vec<Node> = cluster
+        .nodes()
+        .state()
+        .iter()
+        .map(|n| (**n).clone())
+        .collect();
+    let pods: Vec<Pod> = cluster
+        .pods()
+        .state()
+        .iter()
+        .map(|p| (**p).clone())
+        .collect();
     let now = exec.now();
     let mut by_node: BTreeMap<String, Vec<PodSpec>> = BTreeMap::new();
     let mut pending = Vec::new();
-    for pod in &pods.items {
+    for pod in &pods {
         let phase = pod
             .status
             .as_ref()
@@ -299,7 +309,6 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
         }
     }
     let node_snaps: Vec<NodeSnapshot> = nodes
-        .items
         .iter()
         .map(|n| {
             let name = n.metadata.name.clone().unwrap_or_default();

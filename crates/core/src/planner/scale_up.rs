@@ -361,6 +361,10 @@ fn templates<'a>(input: &'a PlanInput, pool: &Pool, scale: Scale) -> Vec<Templat
         .collect()
 }
 
+/// How many trigger windows a remainder below the pending-pods threshold
+/// waits before it triggers a scale-up anyway.
+pub const STARVATION_WINDOWS: i64 = 5;
+
 fn count_waited(input: &PlanInput, pool: &Pool, candidates: &[usize]) -> usize {
     let window = i64::try_from(pool.scale_up.pending_for.as_secs()).unwrap_or(i64::MAX);
     candidates
@@ -386,6 +390,29 @@ fn trigger(
         ));
     }
     let waited = count_waited(input, pool, candidates);
+    let oldest = candidates
+        .iter()
+        .map(|&i| waited_secs(input, i))
+        .max()
+        .unwrap_or(0);
+    let window = i64::try_from(pool.scale_up.pending_for.as_secs()).unwrap_or(i64::MAX);
+    // Fewer pods than the threshold must not wait forever: once the oldest
+    // has waited STARVATION_WINDOWS windows, the remainder gets capacity too.
+    if waited > 0
+        && waited < pool.scale_up.pending_pods as usize
+        && oldest >= window.saturating_mul(STARVATION_WINDOWS)
+    {
+        return Some(Reason::new(
+            ReasonCode::PendingPods,
+            format!(
+                "{waited} pending pod(s), fewer than pool {}'s threshold of {}, but the oldest has waited {oldest}s (over {} windows of {}s)",
+                pool.name,
+                pool.scale_up.pending_pods,
+                STARVATION_WINDOWS,
+                pool.scale_up.pending_for.as_secs()
+            ),
+        ));
+    }
     if waited >= pool.scale_up.pending_pods as usize && waited > 0 {
         let oldest = candidates
             .iter()

@@ -58,6 +58,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
                 duration: server.lease_duration,
             }),
             time_scale: ctx.time_scale,
+            autoscale: true,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let controller = tokio::spawn(run_controller(Arc::clone(&exec), options, stop_rx, None));
