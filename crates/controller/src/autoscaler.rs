@@ -36,6 +36,9 @@ pub struct PassReport {
 pub struct Autoscaler {
     told: BTreeMap<String, String>,
     suffix: u64,
+    /// Per pool, when the last scale-down started (the gradual-removal
+    /// interval counts from it).
+    pools: BTreeMap<String, tidepool_core::planner::PoolState>,
 }
 
 fn pod_target(pod: &str) -> EventTarget {
@@ -98,7 +101,8 @@ impl Autoscaler {
     /// # Errors
     /// Observation or claim-store failures (the next pass retries).
     pub async fn pass(&mut self, exec: &LiveExecutor) -> Result<(Plan, PassReport), ProviderError> {
-        let input = plan_input(exec).await?;
+        let mut input = plan_input(exec).await?;
+        input.pool_state = self.pools.clone();
         let planned = plan(&input);
         let mut report = PassReport::default();
         for action in &planned.actions {
@@ -146,6 +150,10 @@ impl Autoscaler {
                     {
                         claim.intent = Intent::Remove { force: !drain };
                         exec.store().update(&claim).await?;
+                        self.pools
+                            .entry(claim.spec.pool.clone())
+                            .or_default()
+                            .last_scale_down = Some(input.now);
                         info!(worker = %worker, reason = %reason, "scale down");
                         report.removed.push(worker.clone());
                     }

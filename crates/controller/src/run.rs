@@ -189,9 +189,16 @@ pub async fn run(
                     "leading: reconciling worker claims"
                 );
                 let (tx, rx) = watch::channel(false);
+                let defaults = ReconcilerOptions::default();
                 let opts = ReconcilerOptions {
                     time_scale: options.time_scale,
-                    ..ReconcilerOptions::default()
+                    // New claims are picked up within two simulated seconds.
+                    resync: defaults
+                        .resync
+                        .div_f64(options.time_scale.max(1.0))
+                        .max(Duration::from_millis(20)),
+                    min_wait: defaults.min_wait.min(Duration::from_millis(20)),
+                    ..defaults
                 };
                 let reconciler = Reconciler::new(exec.clone(), opts).spawn(rx.clone());
                 let autoscaler = options.autoscale.then(|| {

@@ -189,6 +189,7 @@ pools:
     sizes: [small]
     template: talos-worker-{{size}}-v1.8.0
     limits: {{maxNodes: 4}}
+    idleTimeout: 30m
 {gpu_pool}server:
   metricsAddr: 127.0.0.1:9464
   namespace: tidepool-system

@@ -98,6 +98,13 @@ pub enum Command {
     Mcp,
     /// Show what the autoscaler would do now (a dry run), with reasons.
     Plan,
+    /// The whole product in one command, no hardware: a lab, the
+    /// controller, a burst of work scaled up and back down, and a summary.
+    Demo {
+        /// Give up after this many seconds of real time.
+        #[arg(long, default_value_t = 300)]
+        budget: u64,
+    },
     /// Run the controller: leader election, the worker lifecycle for every
     /// WorkerClaim, and /healthz, /readyz, /metrics.
     Run,
@@ -158,6 +165,14 @@ pub fn run() -> ExitCode {
         }
         Command::Config(ConfigCommand::Example) => commands::config::example(),
         Command::Lab(args) => commands::lab::run(args, cli.time_scale),
+        Command::Demo { budget } => commands::demo::run(
+            if cli.time_scale > 1.0 {
+                cli.time_scale
+            } else {
+                600.0
+            },
+            std::time::Duration::from_secs(*budget),
+        ),
         cmd => {
             use commands::workers::{self, Mutation};
             let ctx = workers::Context {
@@ -209,7 +224,7 @@ pub fn run() -> ExitCode {
                 Command::Mcp => workers::mcp(&ctx),
                 Command::Run => commands::run::run(&ctx),
                 Command::Plan => commands::plan::run(&ctx),
-                Command::Config(_) | Command::Lab(_) => Ok(Exit::Invalid),
+                Command::Config(_) | Command::Lab(_) | Command::Demo { .. } => Ok(Exit::Invalid),
             }
         }
     };

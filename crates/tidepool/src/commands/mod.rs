@@ -2,6 +2,7 @@
 //! it ends with, or an error for unexpected failures.
 
 pub mod config;
+pub mod demo;
 pub mod lab;
 pub mod plan;
 pub mod run;

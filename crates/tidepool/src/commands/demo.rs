@@ -1,0 +1,320 @@
+//! `tidepool demo`: the whole product in one command, no hardware. It
+//! starts the lab, runs the controller against it over real sockets, sends
+//! three kinds of work — a burst of CI runners, a GPU job, a spot batch —
+//! shows the workers coming and going, then removes the work and watches
+//! the idle workers go. It ends with a summary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tidepool_controller::live::connect::{LiveOptions, connect};
+use tidepool_controller::run::{RunOptions, run as run_controller};
+use tidepool_lab::{LabOptions, RunningLab, Scenario};
+
+use crate::exit::Exit;
+
+/// One kind of demo work.
+struct Work {
+    label: &'static str,
+    app: &'static str,
+    object: Value,
+    pods: usize,
+    cpu_milli: u64,
+}
+
+fn deployment(app: &str, replicas: usize, pool: &str, toleration: Value, requests: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": app, "namespace": "default"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}},
+            "template": {"metadata": {"labels": {"app": app}}, "spec": {
+                "nodeSelector": {"node-pool": pool},
+                "tolerations": [toleration],
+                "containers": [{"name": app, "image": format!("registry.lab/{app}:1"), "resources": {"requests": requests}}]}}}
+    })
+}
+
+fn work() -> Vec<Work> {
+    vec![
+        Work {
+            label: "burst: 8 CI runners (3 CPU, 6Gi each)",
+            app: "ci-runners",
+            object: deployment(
+                "ci-runners",
+                8,
+                "burst",
+                json!({"key": "workload-type", "operator": "Equal", "value": "burst", "effect": "NoSchedule"}),
+                json!({"cpu": "3", "memory": "6Gi"}),
+            ),
+            pods: 8,
+            cpu_milli: 3000,
+        },
+        Work {
+            label: "gpu: 1 inference job (1 nvidia.com/gpu)",
+            app: "whisper",
+            object: deployment(
+                "whisper",
+                1,
+                "gpu",
+                json!({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}),
+                json!({"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"}),
+            ),
+            pods: 1,
+            cpu_milli: 2000,
+        },
+        Work {
+            label: "spot: 5 batch pods (1 CPU, 2Gi each)",
+            app: "batch",
+            object: deployment(
+                "batch",
+                5,
+                "spot",
+                json!({"key": "workload-type", "operator": "Equal", "value": "spot", "effect": "NoSchedule"}),
+                json!({"cpu": "1", "memory": "2Gi"}),
+            ),
+            pods: 5,
+            cpu_milli: 1000,
+        },
+    ]
+}
+
+fn running(lab: &RunningLab, app: &str) -> usize {
+    lab.kube
+        .list("v1", "Pod", "default", &format!("app={app}"))
+        .map(|pods| {
+            pods.iter()
+                .filter(|p| p["status"]["phase"] == "Running")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// (pool → phase → count) of the autoscaler's workers.
+fn workers(lab: &RunningLab) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let mut out: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for c in lab
+        .kube
+        .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+        .unwrap_or_default()
+    {
+        let pool = c["spec"]["pool"].as_str().unwrap_or("?").to_owned();
+        let phase = c["status"]["phase"]
+            .as_str()
+            .unwrap_or("Requested")
+            .to_owned();
+        *out.entry(pool).or_default().entry(phase).or_default() += 1;
+    }
+    out
+}
+
+fn claim_names(lab: &RunningLab) -> Vec<(String, String, String)> {
+    lab.kube
+        .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            (
+                c["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                c["spec"]["pool"].as_str().unwrap_or("").to_owned(),
+                c["spec"]["size"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pending(lab: &RunningLab) -> usize {
+    lab.kube
+        .list("v1", "Pod", "default", "")
+        .map(|pods| {
+            pods.iter()
+                .filter(|p| p["status"]["phase"] == "Pending")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The state shown on a status line, without its time: a line is printed
+/// only when this changes.
+fn state(lab: &RunningLab) -> String {
+    let pools: Vec<String> = workers(lab)
+        .iter()
+        .map(|(pool, phases)| {
+            let parts: Vec<String> = phases.iter().map(|(p, n)| format!("{n} {p}")).collect();
+            format!("{pool}: {}", parts.join(", "))
+        })
+        .collect();
+    format!(
+        "pending pods {:>2}  | {}",
+        pending(lab),
+        if pools.is_empty() {
+            "no Tidepool workers".to_owned()
+        } else {
+            pools.join(" | ")
+        }
+    )
+}
+
+fn print_if_changed(lab: &RunningLab, sim_start: std::time::SystemTime, last: &mut String) {
+    let now = state(lab);
+    if now != *last {
+        let sim = lab
+            .clock
+            .now()
+            .duration_since(sim_start)
+            .unwrap_or_default();
+        println!(
+            "  t+{:>6}  {now}",
+            tidepool_core::duration::Human(Duration::from_secs(sim.as_secs())).to_string()
+        );
+        *last = now;
+    }
+}
+
+/// Runs the demo; exit 0 when every workload got capacity and every
+/// autoscaled worker was removed again.
+///
+/// # Errors
+/// Runtime start-up failures.
+pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = std::env::temp_dir().join(format!("tidepool-demo-{}", std::process::id()));
+        let lab = tidepool_lab::start(LabOptions {
+            scenario: Scenario::default_home_lab()?,
+            state_dir: dir,
+            time_scale,
+            seed: 1,
+        })
+        .await?;
+        println!("Tidepool demo: a two-host Proxmox home lab with Talos workers, simulated {time_scale}x faster than real time.");
+        println!("  lab state in {} (kubeconfig, tidepool.yaml, ...)", lab.files.dir.display());
+        let config = Arc::new(tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml)?)?);
+        let clock = lab.clock.clone();
+        let exec = Arc::new(
+            connect(
+                config,
+                &LiveOptions {
+                    config_dir: lab.files.dir.clone(),
+                    kubeconfig: Some(lab.files.kubeconfig.clone()),
+                    now: Arc::new(move || jiff::Timestamp::try_from(clock.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)),
+                },
+            )
+            .await?,
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let controller = tokio::spawn(run_controller(
+            exec,
+            RunOptions {
+                metrics_addr: "127.0.0.1:0".parse()?,
+                lease: None,
+                time_scale,
+                autoscale: true,
+            },
+            stop_rx,
+            None,
+        ));
+
+        let started = Instant::now();
+        let sim_start = lab.clock.now();
+        let work = work();
+        println!("\nSending work:");
+        for w in &work {
+            println!("  - {}", w.label);
+            lab.kube.apply(w.object.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        println!("\nScaling up:");
+        let mut capacity_at: BTreeMap<&str, Duration> = BTreeMap::new();
+        let mut last_line = String::new();
+        let mut all_up = false;
+        while started.elapsed() < budget {
+            for w in &work {
+                if !capacity_at.contains_key(w.app) && running(&lab, w.app) == w.pods {
+                    capacity_at.insert(w.app, lab.clock.now().duration_since(sim_start).unwrap_or_default());
+                }
+            }
+            print_if_changed(&lab, sim_start, &mut last_line);
+            if capacity_at.len() == work.len() {
+                all_up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let added = claim_names(&lab);
+        let mut waste = String::new();
+        {
+            let cfg = tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml)?)?;
+            let (mut alloc, mut used) = (0u64, 0u64);
+            for (_, _, size) in &added {
+                alloc += cfg.size(size).map_or(0, |s| s.size.allocatable.cpu_milli);
+            }
+            used += work.iter().map(|w| w.pods as u64 * w.cpu_milli).sum::<u64>();
+            if alloc > 0 {
+                waste = format!("{:.0}% of the added CPU unrequested", 100.0 * (1.0 - used as f64 / alloc as f64));
+            }
+        }
+        println!("\nWork is done: removing it, the idle workers go (gradually: at most 20% of a pool per interval).");
+        for w in &work {
+            let _ = lab.kube.delete("apps/v1", "Deployment", "default", w.app);
+        }
+        let mut all_down = false;
+        while started.elapsed() < budget {
+            print_if_changed(&lab, sim_start, &mut last_line);
+            if claim_names(&lab).is_empty() {
+                all_down = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let remaining = claim_names(&lab).len();
+        let total_sim = lab.clock.now().duration_since(sim_start).unwrap_or_default();
+        let _ = stop_tx.send(true);
+        let _ = controller.await;
+        lab.shutdown().await;
+
+        println!("\nSummary");
+        for w in &work {
+            match capacity_at.get(w.app) {
+                Some(t) => println!(
+                    "  {:<44} all {} pod(s) Running after {} simulated",
+                    w.label,
+                    w.pods,
+                    tidepool_core::duration::Human(Duration::from_secs(t.as_secs()))
+                ),
+                None => println!("  {:<44} NOT all Running", w.label),
+            }
+        }
+        let mut by_pool: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+        for (_, pool, size) in &added {
+            *by_pool.entry(pool).or_default().entry(size).or_default() += 1;
+        }
+        let described: Vec<String> = by_pool
+            .iter()
+            .map(|(pool, sizes)| {
+                let s: Vec<String> = sizes.iter().map(|(size, n)| format!("{n} {size}")).collect();
+                format!("{pool}: {}", s.join(" + "))
+            })
+            .collect();
+        println!("  workers added: {} ({})", added.len(), described.join("; "));
+        println!("  workers removed: {}", added.len().saturating_sub(remaining));
+        if !waste.is_empty() {
+            println!("  packing: {waste}");
+        }
+        println!(
+            "  {} simulated in {:.1} s of real time",
+            tidepool_core::duration::Human(Duration::from_secs(total_sim.as_secs())),
+            started.elapsed().as_secs_f64()
+        );
+        if all_up && all_down {
+            println!("\nEvery workload got capacity and every worker Tidepool added is gone again.");
+            Ok(Exit::Ok)
+        } else {
+            println!("\nThe demo did not finish within {}s of real time.", budget.as_secs());
+            Ok(Exit::Failure)
+        }
+    })
+}
