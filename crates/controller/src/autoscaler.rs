@@ -28,6 +28,8 @@ pub struct PassReport {
     pub removed: Vec<String>,
     /// Pods that cannot be helped, with the reason.
     pub unhelpable: usize,
+    /// Unschedulable pods the plan saw.
+    pub pending: usize,
 }
 
 /// The autoscaler's memory between passes: only what keeps Events from
@@ -184,6 +186,7 @@ impl Autoscaler {
             .await;
         }
         report.unhelpable = planned.unhelpable.len();
+        report.pending = input.pending.len();
         Ok((planned, report))
     }
 }
@@ -194,14 +197,31 @@ pub async fn run(
     exec: std::sync::Arc<LiveExecutor>,
     window: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    metrics: Option<std::sync::Arc<crate::run::Metrics>>,
 ) {
     let mut autoscaler = Autoscaler::default();
     loop {
         if *stop.borrow() {
             break;
         }
-        if let Err(e) = autoscaler.pass(&exec).await {
-            warn!(error = %e, "autoscaler pass failed");
+        match autoscaler.pass(&exec).await {
+            Ok((plan, report)) => {
+                if let Some(m) = &metrics {
+                    m.pending(report.pending);
+                    for a in &plan.actions {
+                        m.decision(a.reason().code.as_str());
+                    }
+                    for u in &plan.unhelpable {
+                        m.decision(u.reason.code.as_str());
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "autoscaler pass failed");
+                if let Some(m) = &metrics {
+                    m.error(e.kind.as_str());
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(window) => {}

@@ -12,8 +12,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -31,6 +33,18 @@ struct WorkerLabels {
     phase: String,
 }
 
+/// A reason-code label (a fixed set of codes).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// An error-category label (a fixed set of categories).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CategoryLabel {
+    category: String,
+}
+
 /// A pool label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabel {
@@ -38,9 +52,14 @@ struct PoolLabel {
 }
 
 /// The controller's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     leader: Gauge<i64, AtomicI64>,
+    pending_pods: Gauge<i64, AtomicI64>,
+    decisions: Family<ReasonLabel, Counter>,
+    errors: Family<CategoryLabel, Counter>,
+    provisioning: Family<PoolLabel, Histogram>,
+    observed_ready: std::sync::Mutex<std::collections::BTreeSet<String>>,
     workers: Family<WorkerLabels, Gauge<i64, AtomicI64>>,
     oldest_provisioning: Family<PoolLabel, Gauge<i64, AtomicI64>>,
     registry: std::sync::Mutex<Registry>,
@@ -49,7 +68,22 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Arc<Self> {
-        let m = Self::default();
+        let m = Self {
+            leader: Gauge::default(),
+            pending_pods: Gauge::default(),
+            decisions: Family::default(),
+            errors: Family::default(),
+            // Seconds of (simulated) time from request to Ready: 30 s .. ~17 min.
+            provisioning: Family::new_with_constructor(|| {
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    30.0, 1.5, 10,
+                ))
+            }),
+            observed_ready: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            workers: Family::default(),
+            oldest_provisioning: Family::default(),
+            registry: std::sync::Mutex::new(Registry::default()),
+        };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
             r.register(
@@ -62,8 +96,52 @@ impl Metrics {
                 "Workers by pool and lifecycle phase",
                 m.workers.clone(),
             );
+            r.register(
+                "tidepool_oldest_provisioning_seconds",
+                "Age of the oldest worker of each pool still on its way (Requested, Provisioning, Joining)",
+                m.oldest_provisioning.clone(),
+            );
+            r.register(
+                "tidepool_pending_pods",
+                "Unschedulable pods seen by the last plan",
+                m.pending_pods.clone(),
+            );
+            r.register(
+                "tidepool_scaling_decisions",
+                "Scaling decisions by reason code",
+                m.decisions.clone(),
+            );
+            r.register("tidepool_errors", "Errors by category", m.errors.clone());
+            r.register(
+                "tidepool_provisioning_duration_seconds",
+                "Time from a worker's request to its node being Ready",
+                m.provisioning.clone(),
+            );
         }
         Arc::new(m)
+    }
+
+    /// Records the pending pods of a plan.
+    pub fn pending(&self, n: usize) {
+        self.pending_pods.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one scaling decision.
+    pub fn decision(&self, reason: &str) {
+        self.decisions
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one error.
+    pub fn error(&self, category: &str) {
+        self.errors
+            .get_or_create(&CategoryLabel {
+                category: category.to_owned(),
+            })
+            .inc();
     }
 
     fn encode(&self) -> String {
@@ -206,7 +284,12 @@ pub async fn run(
                     let window = Duration::from_secs(1)
                         .div_f64(options.time_scale.max(1.0))
                         .max(Duration::from_millis(50));
-                    tokio::spawn(crate::autoscaler::run(exec.clone(), window, rx))
+                    tokio::spawn(crate::autoscaler::run(
+                        exec.clone(),
+                        window,
+                        rx,
+                        Some(metrics.clone()),
+                    ))
                 });
                 let task = tokio::spawn(async move {
                     let _ = reconciler.await;
@@ -248,6 +331,28 @@ pub async fn run(
                         gauge.set(age);
                     }
                 }
+            }
+            {
+                let mut seen = metrics
+                    .observed_ready
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                for c in &claims {
+                    if let (Some(start), Some(ready)) = (
+                        c.status.provisioned_at,
+                        c.status.conditions.get(&crate::claim::Condition::NodeReady),
+                    ) && seen.insert(c.name.clone())
+                    {
+                        let secs = ready.duration_since(start).as_secs_f64().max(0.0);
+                        metrics
+                            .provisioning
+                            .get_or_create(&PoolLabel {
+                                pool: c.spec.pool.clone(),
+                            })
+                            .observe(secs);
+                    }
+                }
+                seen.retain(|n| claims.iter().any(|c| &c.name == n));
             }
             for c in claims {
                 metrics

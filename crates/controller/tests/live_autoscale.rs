@@ -62,6 +62,7 @@ async fn a_burst_is_handled_and_scaled_back_down() {
         .unwrap(),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let controller = tokio::spawn(run(
         exec,
         RunOptions {
@@ -71,8 +72,9 @@ async fn a_burst_is_handled_and_scaled_back_down() {
             autoscale: true,
         },
         stop_rx,
-        None,
+        Some(bound_tx),
     ));
+    let metrics_addr = bound_rx.await.unwrap();
 
     let runners = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -154,6 +156,21 @@ async fn a_burst_is_handled_and_scaled_back_down() {
             .contains("didn't trigger scale-up"),
         "{not}"
     );
+
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for wanted in [
+        "tidepool_scaling_decisions_total{reason=\"pending-pods\"}",
+        "tidepool_provisioning_duration_seconds_count{pool=\"burst\"}",
+        "tidepool_pending_pods",
+        "tidepool_workers{pool=\"burst\",phase=\"Ready\"}",
+    ] {
+        assert!(metrics.contains(wanted), "missing {wanted} in\n{metrics}");
+    }
 
     // The burst is over: the idle workers go, gradually.
     lab.kube
