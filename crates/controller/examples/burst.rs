@@ -1,0 +1,147 @@
+//! Lab end-to-end benchmark: a burst of 50 pods against the default home
+//! lab with realistic durations (clone 45 s, boot 45 s, Talos install 45 s,
+//! join 75 s), the controller autoscaling over real sockets. Prints the
+//! simulated time from the burst to all pods Running, the reaction time
+//! (first pod unschedulable → first claim created), and the overhead over
+//! one VM's boot chain plus the trigger window.
+//!
+//! `cargo run --release -p tidepool-controller --example burst [-- SCALE]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::json;
+use tidepool_controller::live::connect::{LiveOptions, connect};
+use tidepool_controller::run::{RunOptions, run};
+use tidepool_lab::{LabOptions, Scenario};
+
+fn ts(v: &serde_json::Value) -> Option<Timestamp> {
+    v.as_str().and_then(|s| s.parse().ok())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let scale: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let lab = tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: std::env::temp_dir().join(format!("tidepool-burst-{}", std::process::id())),
+        time_scale: scale,
+        seed: 2,
+    })
+    .await
+    .unwrap();
+    let config = Arc::new(
+        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
+            .unwrap(),
+    );
+    let clock = lab.clock.clone();
+    let exec = Arc::new(
+        connect(
+            config.clone(),
+            &LiveOptions {
+                config_dir: lab.files.dir.clone(),
+                kubeconfig: Some(lab.files.kubeconfig.clone()),
+                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(run(
+        exec,
+        RunOptions {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            lease: None,
+            time_scale: scale,
+            autoscale: true,
+        },
+        stop_rx,
+        None,
+    ));
+    let start = lab.clock.now();
+    let real = std::time::Instant::now();
+    lab.kube
+        .apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "burst", "namespace": "default"},
+            "spec": {"replicas": 50, "selector": {"matchLabels": {"app": "burst"}},
+                "template": {"metadata": {"labels": {"app": "burst"}}, "spec": {
+                    "nodeSelector": {"node-pool": "burst"},
+                    "tolerations": [{"key": "workload-type", "operator": "Exists"}],
+                    "containers": [{"name": "w", "image": "w:1", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}}
+        }))
+        .unwrap();
+    loop {
+        let pods = lab.kube.list("v1", "Pod", "default", "app=burst").unwrap();
+        if pods.len() == 50 && pods.iter().all(|p| p["status"]["phase"] == "Running") {
+            break;
+        }
+        if real.elapsed() > Duration::from_secs(600) {
+            panic!("the burst did not complete");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = lab.clock.now().duration_since(start).unwrap();
+    let pods = lab.kube.list("v1", "Pod", "default", "app=burst").unwrap();
+    let first_unschedulable = pods
+        .iter()
+        .filter_map(|p| {
+            p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .filter(|c| c["type"] == "PodScheduled")
+                .filter_map(|c| ts(&c["lastTransitionTime"]))
+                .min()
+        })
+        .min();
+    let claims = lab
+        .kube
+        .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+        .unwrap();
+    let first_claim = claims
+        .iter()
+        .filter_map(|c| ts(&c["metadata"]["creationTimestamp"]))
+        .min();
+    let sizes: Vec<String> = claims
+        .iter()
+        .map(|c| c["spec"]["size"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    let chain = 45 + 3 + 45 + 45 + 75;
+    let window = config.pool("burst").unwrap().scale_up.pending_for.as_secs();
+    println!("burst of 50 pods (1 CPU, 1Gi) at {scale}x");
+    println!(
+        "  workers created          {} ({})",
+        claims.len(),
+        sizes.join(", ")
+    );
+    println!(
+        "  all Running after        {} s simulated ({:.2} s real)",
+        total.as_secs(),
+        real.elapsed().as_secs_f64()
+    );
+    if let (Some(u), Some(c)) = (first_unschedulable, first_claim) {
+        let reaction = c.duration_since(u).as_secs_f64() - window as f64;
+        println!(
+            "  reaction                 {:.1} s simulated after the {window} s trigger window (unschedulable → first claim)",
+            reaction.max(0.0)
+        );
+    }
+    println!(
+        "  one boot chain           {chain} s (clone 45 + start 3 + boot 45 + install 45 + join 75)"
+    );
+    println!(
+        "  overhead                 {} s over window + one boot chain",
+        total.as_secs() as i64 - window as i64 - chain
+    );
+    stop_tx.send(true).unwrap();
+    let _ = controller.await;
+    lab.shutdown().await;
+}
