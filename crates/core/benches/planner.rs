@@ -112,6 +112,7 @@ fn input(pods: usize, nodes: usize) -> PlanInput {
                 PoolState {
                     emergency: true,
                     last_scale_down: None,
+                    ..PoolState::default()
                 },
             )
         })

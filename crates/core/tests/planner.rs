@@ -473,8 +473,14 @@ mod fixtures {
 
     /// The example configuration, two roomy hosts (a GPU on pve-01), nothing running.
     pub fn world() -> PlanInput {
+        let mut config = example();
+        // t0 is a Friday 08:00 UTC, inside the example's weekday 07:30
+        // pre-scaling window; the schedule's own tests turn it back on.
+        for pool in &mut config.pools {
+            pool.schedule.clear();
+        }
         PlanInput {
-            config: example(),
+            config,
             nodes: Vec::new(),
             pending: Vec::new(),
             claims: Vec::new(),
@@ -499,7 +505,7 @@ mod fixtures {
             pool.into(),
             PoolState {
                 emergency: true,
-                last_scale_down: None,
+                ..PoolState::default()
             },
         );
     }
@@ -1222,6 +1228,7 @@ mod scale_down {
             PoolState {
                 emergency: false,
                 last_scale_down: Some(ago(10)),
+                ..PoolState::default()
             },
         );
         let plan = plan(&input);
@@ -1514,7 +1521,7 @@ mod properties {
                 }
             }
             if let Some(mins) = last {
-                input.pool_state.insert("burst".into(), tidepool_core::planner::PoolState { emergency: false, last_scale_down: Some(t0() - jiff::SignedDuration::from_mins(mins)) });
+                input.pool_state.insert("burst".into(), tidepool_core::planner::PoolState { emergency: false, last_scale_down: Some(t0() - jiff::SignedDuration::from_mins(mins)), ..Default::default() });
             }
             let plan = plan(&input);
             for a in &plan.actions {
@@ -1526,5 +1533,232 @@ mod properties {
                 }
             }
         }
+    }
+}
+
+mod pool_triggers {
+    use super::fixtures::*;
+    use super::*;
+    use jiff::SignedDuration;
+    use tidepool_core::config::{Pressure, Scheduled};
+    use tidepool_core::cron::Cron;
+    use tidepool_core::lifecycle::Phase;
+    use tidepool_core::planner::triggers::{PressureKind, pressure, pressure_above};
+    use tidepool_core::planner::{Action, Plan, PlanInput, PoolState, ReasonCode, plan};
+
+    /// (pool, size, count, reason code) of every provision.
+    fn provisions(plan: &Plan) -> Vec<(String, String, u32, ReasonCode)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Provision {
+                    pool,
+                    size,
+                    count,
+                    reason,
+                    ..
+                } => Some((pool.clone(), size.clone(), *count, reason.code)),
+                Action::Remove { .. } => None,
+            })
+            .collect()
+    }
+
+    fn p(
+        pool: &str,
+        size: &str,
+        count: u32,
+        code: ReasonCode,
+    ) -> (String, String, u32, ReasonCode) {
+        (pool.into(), size.into(), count, code)
+    }
+
+    fn schedule(input: &mut PlanInput, pool: &str, cron: &str, min: u32, mins: u64) {
+        pool_mut(input, pool).schedule = vec![Scheduled {
+            cron: Cron::parse(cron).unwrap(),
+            min_nodes: min,
+            duration: std::time::Duration::from_secs(mins * 60),
+        }];
+    }
+
+    /// Loads a Ready worker's node to `cpu` and `mem` of its allocatable.
+    fn load(input: &mut PlanInput, name: &str, cpu: f64, mem: f64) {
+        let n = input.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        n.requested.cpu_milli = (n.allocatable.cpu_milli as f64 * cpu) as u64;
+        n.requested.memory_bytes = (n.allocatable.memory_bytes as f64 * mem) as u64;
+    }
+
+    fn since(input: &mut PlanInput, pool: &str, cpu_mins: Option<i64>, mem_mins: Option<i64>) {
+        input.pool_state.insert(
+            pool.into(),
+            PoolState {
+                cpu_pressure_since: cpu_mins.map(|m| t0() - SignedDuration::from_mins(m)),
+                memory_pressure_since: mem_mins.map(|m| t0() - SignedDuration::from_mins(m)),
+                ..PoolState::default()
+            },
+        );
+    }
+
+    #[test]
+    fn an_active_schedule_provisions_up_to_its_minimum_counting_in_flight_workers() {
+        // t0 is Friday 08:00 UTC; the entry fired at 07:30 and lasts 2 h.
+        let mut input = world();
+        schedule(&mut input, "burst", "30 7 * * 1-5", 3, 120);
+        input
+            .claims
+            .push(claim("burst-fly", "burst", "small", Phase::Provisioning));
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("burst", "small", 2, ReasonCode::Scheduled)]
+        );
+        assert!(plan.actions[0].reason().message.contains("`30 7 * * 1-5`"));
+    }
+
+    #[test]
+    fn a_schedule_is_inactive_before_it_fires_and_after_its_duration() {
+        for (cron, mins) in [("30 8 * * *", 120), ("0 5 * * *", 120), ("0 8 * * 6", 60)] {
+            let mut input = world();
+            schedule(&mut input, "burst", cron, 3, mins);
+            assert!(provisions(&plan(&input)).is_empty(), "{cron}");
+        }
+        // Its last minute still counts.
+        let mut input = world();
+        schedule(&mut input, "burst", "0 6 * * *", 1, 120);
+        assert_eq!(
+            provisions(&plan(&input)),
+            vec![p("burst", "small", 1, ReasonCode::Scheduled)]
+        );
+    }
+
+    #[test]
+    fn a_schedule_respects_batch_size_and_limits() {
+        let mut input = world();
+        schedule(&mut input, "burst", "0 8 * * *", 8, 60);
+        let plan1 = plan(&input);
+        assert_eq!(
+            provisions(&plan1),
+            vec![p("burst", "small", 3, ReasonCode::Scheduled)]
+        );
+        assert_eq!(plan1.deferred.len(), 1);
+        assert_eq!(plan1.deferred[0].wanted, ReasonCode::Scheduled);
+        assert_eq!(plan1.deferred[0].reason.code, ReasonCode::BatchSize);
+
+        let mut input = world();
+        schedule(&mut input, "spot", "0 8 * * *", 6, 60);
+        pool_mut(&mut input, "spot").scale_up.batch_size = 10;
+        let plan2 = plan(&input);
+        assert_eq!(
+            provisions(&plan2),
+            vec![p("spot", "small", 4, ReasonCode::Scheduled)]
+        );
+        assert_eq!(plan2.deferred[0].reason.code, ReasonCode::MaxNodes);
+    }
+
+    #[test]
+    fn an_active_schedule_holds_scale_down_at_its_minimum() {
+        let mut input = world();
+        schedule(&mut input, "burst", "0 8 * * *", 1, 60);
+        let i = worker(&mut input, "burst-aaaaa", "burst", 0);
+        input.claims[i].expires_at = Some(t0() - SignedDuration::from_mins(5));
+        let plan = plan(&input);
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.held.len(), 1);
+        assert_eq!(plan.held[0].wanted, ReasonCode::TtlExpiredIdle);
+        assert_eq!(plan.held[0].reason.code, ReasonCode::Scheduled);
+    }
+
+    #[test]
+    fn pressure_is_requests_over_allocatable_of_the_pools_ready_nodes() {
+        let mut input = world();
+        worker(&mut input, "burst-a", "burst", 0);
+        worker(&mut input, "burst-b", "burst", 0);
+        worker(&mut input, "spot-a", "spot", 0);
+        load(&mut input, "burst-a", 1.0, 0.5);
+        load(&mut input, "burst-b", 0.7, 0.5);
+        load(&mut input, "spot-a", 0.0, 0.0);
+        let burst = input.config.pool("burst").unwrap().clone();
+        let cpu = pressure(&input, &burst, PressureKind::Cpu).unwrap();
+        assert!((cpu - 0.85).abs() < 1e-3, "{cpu}");
+        assert!(pressure_above(&input, &burst, PressureKind::Cpu));
+        assert!(!pressure_above(&input, &burst, PressureKind::Memory));
+        let gpu = input.config.pool("gpu").unwrap().clone();
+        assert_eq!(pressure(&input, &gpu, PressureKind::Cpu), None);
+    }
+
+    #[test]
+    fn cpu_pressure_held_for_its_window_adds_one_worker() {
+        let mut input = world();
+        worker(&mut input, "burst-a", "burst", 0);
+        load(&mut input, "burst-a", 0.9, 0.1);
+        since(&mut input, "burst", Some(6), None);
+        let plan1 = plan(&input);
+        assert_eq!(
+            provisions(&plan1),
+            vec![p("burst", "small", 1, ReasonCode::CpuPressure)]
+        );
+        assert!(plan1.actions[0].reason().message.contains("CPU requests"));
+
+        // Not long enough yet.
+        since(&mut input, "burst", Some(4), None);
+        assert!(provisions(&plan(&input)).is_empty());
+
+        // Above for long enough, but the figure fell under the threshold.
+        load(&mut input, "burst-a", 0.5, 0.1);
+        since(&mut input, "burst", Some(6), None);
+        assert!(provisions(&plan(&input)).is_empty());
+    }
+
+    #[test]
+    fn memory_pressure_adds_one_worker_unless_one_is_on_its_way() {
+        let mut input = world();
+        worker(&mut input, "burst-a", "burst", 0);
+        load(&mut input, "burst-a", 0.1, 0.9);
+        since(&mut input, "burst", None, Some(10));
+        assert_eq!(
+            provisions(&plan(&input)),
+            vec![p("burst", "small", 1, ReasonCode::MemoryPressure)]
+        );
+        input
+            .claims
+            .push(claim("burst-fly", "burst", "small", Phase::Joining));
+        let plan2 = plan(&input);
+        assert!(provisions(&plan2).is_empty());
+        assert_eq!(plan2.deferred[0].wanted, ReasonCode::MemoryPressure);
+        assert_eq!(plan2.deferred[0].reason.code, ReasonCode::InFlight);
+    }
+
+    #[test]
+    fn a_custom_pressure_threshold_is_honoured() {
+        let mut input = world();
+        pool_mut(&mut input, "spot").scale_up.cpu_pressure = Some(Pressure {
+            threshold: 0.5,
+            for_duration: std::time::Duration::from_secs(60),
+        });
+        worker(&mut input, "spot-a", "spot", 0);
+        load(&mut input, "spot-a", 0.6, 0.0);
+        since(&mut input, "spot", Some(1), None);
+        assert_eq!(
+            provisions(&plan(&input)),
+            vec![p("spot", "small", 1, ReasonCode::CpuPressure)]
+        );
+    }
+
+    #[test]
+    fn a_permanent_pool_above_its_utilization_target_adds_one_worker() {
+        let mut input = world();
+        for name in ["perm-a", "perm-b", "perm-c"] {
+            worker(&mut input, name, "permanent", 0);
+            load(&mut input, name, 0.85, 0.3);
+        }
+        let plan1 = plan(&input);
+        assert_eq!(
+            provisions(&plan1),
+            vec![p("permanent", "medium", 1, ReasonCode::Utilization)]
+        );
+        assert!(plan1.actions[0].reason().message.contains("85% utilized"));
+        for name in ["perm-a", "perm-b", "perm-c"] {
+            load(&mut input, name, 0.7, 0.3);
+        }
+        assert!(provisions(&plan(&input)).is_empty());
     }
 }

@@ -10,6 +10,7 @@
 pub mod hosts;
 pub mod scale_down;
 pub mod scale_up;
+pub mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -70,6 +71,12 @@ pub struct PoolState {
     pub emergency: bool,
     /// When the last scale-down batch of the pool started.
     pub last_scale_down: Option<Timestamp>,
+    /// Since when the pool's CPU request pressure has stayed above its
+    /// threshold without a break (the caller keeps it with
+    /// [`triggers::pressure_above`]); `None` when it is not above.
+    pub cpu_pressure_since: Option<Timestamp>,
+    /// Same as `cpu_pressure_since`, for memory requests.
+    pub memory_pressure_since: Option<Timestamp>,
 }
 
 /// Everything the planner looks at.
@@ -145,6 +152,18 @@ pub enum ReasonCode {
     MinNodes,
     /// Pending pods would land on this worker.
     AbsorbsPendingPods,
+    /// An active schedule entry (cron pre-scaling) asks for a minimum.
+    Scheduled,
+    /// CPU requests stayed above the pool's threshold long enough.
+    CpuPressure,
+    /// Memory requests stayed above the pool's threshold long enough.
+    MemoryPressure,
+    /// Spot workers make room on a host for permanent capacity.
+    SpotPreemption,
+    /// A permanent pool's utilization left its target band.
+    Utilization,
+    /// A worker of the pool is already on its way.
+    InFlight,
 }
 
 impl ReasonCode {
@@ -175,6 +194,12 @@ impl ReasonCode {
             Self::MaxConcurrent => "max-concurrent",
             Self::MinNodes => "min-nodes",
             Self::AbsorbsPendingPods => "absorbs-pending-pods",
+            Self::Scheduled => "scheduled",
+            Self::CpuPressure => "cpu-pressure",
+            Self::MemoryPressure => "memory-pressure",
+            Self::SpotPreemption => "spot-preemption",
+            Self::Utilization => "utilization",
+            Self::InFlight => "in-flight",
         }
     }
 }
@@ -281,6 +306,18 @@ pub struct Held {
     pub reason: Reason,
 }
 
+/// A pool-level trigger (schedule, pressure, utilization) that fired but
+/// could not be acted on now, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// Pool.
+    pub pool: String,
+    /// The trigger that fired.
+    pub wanted: ReasonCode,
+    /// The limit, dimension or wait that stopped it.
+    pub reason: Reason,
+}
+
 /// The planner's answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -292,6 +329,8 @@ pub struct Plan {
     pub waiting: Vec<Waiting>,
     /// Workers kept despite qualifying for removal.
     pub held: Vec<Held>,
+    /// Pool-level triggers that fired but wait or are blocked.
+    pub deferred: Vec<Deferred>,
 }
 
 impl Plan {

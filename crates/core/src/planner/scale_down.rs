@@ -11,7 +11,7 @@
 //! land on them, or the pool's gradual limits say so: the scale-down
 //! `interval` since the last batch, at most `maxFraction` of the pool per
 //! batch (rounded up, at least one), at most `maxConcurrent` drains at
-//! once, never below `minNodes`. Expired workers go first, oldest expiry
+//! once, never below `minNodes` nor an active schedule's minimum. Expired workers go first, oldest expiry
 //! first; idle workers after them, longest idle first. Workers of a
 //! permanent pool are never considered.
 
@@ -127,6 +127,7 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
             .filter(|c| c.phase == Phase::Draining)
             .count();
         let mut removed = 0usize;
+        let floor = super::triggers::scheduled_floor(pool, now);
 
         for cand in candidates {
             let name = &cand.claim.name;
@@ -162,6 +163,20 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
                     ReasonCode::ScaleDownInterval,
                     format!(
                         "the pool's last scale-down batch started {since}s ago; the interval is {interval}s"
+                    ),
+                ));
+                continue;
+            }
+            if let Some((min, sched)) = floor
+                && total - removed <= min as usize
+            {
+                out.held.push(hold(
+                    ReasonCode::Scheduled,
+                    format!(
+                        "schedule `{}` keeps at least {min} worker(s) for {}s after it fires; the pool has {}",
+                        sched.cron.as_str(),
+                        sched.duration.as_secs(),
+                        total - removed
                     ),
                 ));
                 continue;

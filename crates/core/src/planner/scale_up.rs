@@ -23,9 +23,13 @@ use crate::pool::{PoolUsage, Resources};
 use crate::sched::{NodeSnapshot, PodSpec, fits, fits_identity, fits_room};
 
 use super::hosts::{Headroom, VmCost, place};
+use super::triggers::{self, PressureKind};
 use super::{
-    Action, ClaimState, Plan, PlanInput, PoolState, Reason, ReasonCode, Unhelpable, Waiting,
+    Action, ClaimState, Deferred, Plan, PlanInput, PoolState, Reason, ReasonCode, Unhelpable,
+    Waiting,
 };
+use crate::config::ProxmoxProvider;
+use crate::pool::PoolKind;
 
 /// What scale-down needs to know from scale-up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -283,6 +287,12 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
                 ),
             });
         }
+    }
+
+    // 5. Pool-level triggers: scheduled minimums, request pressure and
+    //    the utilization target of permanent pools.
+    for pool in &cfg.pools {
+        pool_triggers(input, pool, &mut ledger, &mut vmids, out);
     }
 
     for &i in &remaining {
@@ -656,4 +666,276 @@ fn no_pool_fits(input: &PlanInput, scale: Scale, pod: &PodSpec) -> Reason {
         format!("no pool can host it: {}", parts.join("; "))
     };
     Reason::new(ReasonCode::NoPoolFits, message)
+}
+
+/// What this plan already provisions for `pool`.
+fn planned(cfg: &Config, out: &Plan, pool: &str) -> PoolUsage {
+    let mut usage = PoolUsage::default();
+    for action in &out.actions {
+        if let Action::Provision {
+            pool: p,
+            size,
+            count,
+            ..
+        } = action
+            && p == pool
+        {
+            usage.nodes += count;
+            if let Some(entry) = cfg.size(size) {
+                usage.cpu_cores += u64::from(entry.size.vcpu) * u64::from(*count);
+                usage.memory_mib += entry.size.memory_mib * u64::from(*count);
+            }
+        }
+    }
+    usage
+}
+
+/// Workers of `pool` on their way (claimed, node not Ready yet).
+fn in_flight(input: &PlanInput, pool: &str) -> usize {
+    input
+        .claims
+        .iter()
+        .filter(|c| c.pool == pool && c.in_flight())
+        .count()
+}
+
+/// A pool-level trigger's wish: `count` workers of the pool's first size.
+struct Wish {
+    count: u32,
+    reason: Reason,
+}
+
+/// Scheduled pre-scaling, CPU and memory pressure and (permanent pools)
+/// the utilization target, for one pool.
+fn pool_triggers(
+    input: &PlanInput,
+    pool: &Pool,
+    ledger: &mut [Headroom],
+    vmids: &mut BTreeMap<String, u64>,
+    out: &mut Plan,
+) {
+    let cfg = &input.config;
+    let Some(provider) = cfg.providers.get(&pool.provider) else {
+        return;
+    };
+    let Some(entry) = pool.sizes.first().and_then(|s| cfg.size(s)) else {
+        return;
+    };
+    let state = input
+        .pool_state
+        .get(&pool.name)
+        .cloned()
+        .unwrap_or_default();
+
+    if let Some((min, sched)) = triggers::scheduled_floor(pool, input.now) {
+        let have =
+            pool_usage(cfg, &input.claims, &pool.name).nodes + planned(cfg, out, &pool.name).nodes;
+        if have < min {
+            let wish = Wish {
+                count: min - have,
+                reason: Reason::new(
+                    ReasonCode::Scheduled,
+                    format!(
+                        "schedule `{}` of pool {} keeps at least {min} worker(s) for {}s after it fires; the pool has {have} (existing and on their way)",
+                        sched.cron.as_str(),
+                        pool.name,
+                        sched.duration.as_secs()
+                    ),
+                ),
+            };
+            grant(input, pool, provider, entry, &wish, ledger, vmids, out);
+        }
+    }
+
+    // Pressure and utilization add one worker at a time, and only once the
+    // previous one has joined: the figures count Ready nodes only.
+    let mut wish = None;
+    for (kind, code, setting, since) in [
+        (
+            PressureKind::Cpu,
+            ReasonCode::CpuPressure,
+            pool.scale_up.cpu_pressure,
+            state.cpu_pressure_since,
+        ),
+        (
+            PressureKind::Memory,
+            ReasonCode::MemoryPressure,
+            pool.scale_up.memory_pressure,
+            state.memory_pressure_since,
+        ),
+    ] {
+        let (Some(setting), Some(since)) = (setting, since) else {
+            continue;
+        };
+        let Some(level) = triggers::pressure(input, pool, kind) else {
+            continue;
+        };
+        let held = input.now.as_second() - since.as_second();
+        let window = i64::try_from(setting.for_duration.as_secs()).unwrap_or(i64::MAX);
+        if level > setting.threshold && held >= window {
+            wish = Some(Wish {
+                count: 1,
+                reason: Reason::new(
+                    code,
+                    format!(
+                        "{} requests of pool {} at {:.0}% of allocatable, above {:.0}% for {held}s (window {window}s)",
+                        kind.as_str(),
+                        pool.name,
+                        level * 100.0,
+                        setting.threshold * 100.0
+                    ),
+                ),
+            });
+            break;
+        }
+    }
+    if wish.is_none()
+        && pool.kind == PoolKind::Permanent
+        && let (Some(target), Some(level)) = (pool.utilization, triggers::utilization(input, pool))
+        && level > target.scale_up_above
+    {
+        wish = Some(Wish {
+            count: 1,
+            reason: Reason::new(
+                ReasonCode::Utilization,
+                format!(
+                    "pool {} is {:.0}% utilized (requests over allocatable), above {:.0}% (target {:.0}%)",
+                    pool.name,
+                    level * 100.0,
+                    target.scale_up_above * 100.0,
+                    target.target * 100.0
+                ),
+            ),
+        });
+    }
+    let Some(wish) = wish else {
+        return;
+    };
+    if planned(cfg, out, &pool.name).nodes > 0 {
+        // This plan already adds capacity to the pool.
+        return;
+    }
+    let flying = in_flight(input, &pool.name);
+    if flying > 0 {
+        out.deferred.push(Deferred {
+            pool: pool.name.clone(),
+            wanted: wish.reason.code,
+            reason: Reason::new(
+                ReasonCode::InFlight,
+                format!(
+                    "{flying} worker(s) of pool {} are on their way; {}",
+                    pool.name, wish.reason.message
+                ),
+            ),
+        });
+        return;
+    }
+    grant(input, pool, provider, entry, &wish, ledger, vmids, out);
+}
+
+/// Provisions up to `wish.count` workers of `entry` for `pool` within its
+/// limits, its `batchSize` (counting this plan's workers), the VMID range
+/// and the hosts' headroom; what is refused goes to `out.deferred`.
+#[allow(clippy::too_many_arguments)]
+fn grant(
+    input: &PlanInput,
+    pool: &Pool,
+    provider: &ProxmoxProvider,
+    entry: &SizeEntry,
+    wish: &Wish,
+    ledger: &mut [Headroom],
+    vmids: &mut BTreeMap<String, u64>,
+    out: &mut Plan,
+) {
+    let cfg = &input.config;
+    let size = &entry.size;
+    let already = planned(cfg, out, &pool.name);
+    let mut usage = pool_usage(cfg, &input.claims, &pool.name);
+    usage.nodes += already.nodes;
+    usage.cpu_cores += already.cpu_cores;
+    usage.memory_mib += already.memory_mib;
+    let mut batch_left = pool.scale_up.batch_size.saturating_sub(already.nodes);
+    let mut hosts: Vec<(String, u32)> = Vec::new();
+    let mut refusal = None;
+    for _ in 0..wish.count {
+        if batch_left == 0 {
+            refusal = Some(Reason::new(
+                ReasonCode::BatchSize,
+                format!(
+                    "pool {} provisions at most {} worker(s) per batch",
+                    pool.name, pool.scale_up.batch_size
+                ),
+            ));
+            break;
+        }
+        if let Err(e) = pool.limits.check_add(usage, size, 1) {
+            let code = match e.limit() {
+                "maxNodes" => ReasonCode::MaxNodes,
+                "cpuCores" => ReasonCode::CpuCores,
+                _ => ReasonCode::MemoryMib,
+            };
+            refusal = Some(Reason::new(
+                code,
+                format!("a new {} worker: {e} (pool {})", size.name, pool.name),
+            ));
+            break;
+        }
+        if vmids.get(&provider.name).copied().unwrap_or(0) == 0 {
+            refusal = Some(Reason::new(
+                ReasonCode::VmidRange,
+                format!(
+                    "provider {} has no free VMID in {}–{}",
+                    provider.name, provider.vmid_lower, provider.vmid_upper
+                ),
+            ));
+            break;
+        }
+        match place(ledger, pool, provider, &VmCost::of(size, provider)) {
+            Err(short) => {
+                refusal = Some(Reason::new(
+                    short.code,
+                    format!(
+                        "a new {} worker for pool {}: {}",
+                        size.name, pool.name, short.message
+                    ),
+                ));
+                break;
+            }
+            Ok(host) => {
+                usage.nodes += 1;
+                usage.cpu_cores += u64::from(size.vcpu);
+                usage.memory_mib += size.memory_mib;
+                batch_left -= 1;
+                if let Some(v) = vmids.get_mut(&provider.name) {
+                    *v -= 1;
+                }
+                match hosts.iter_mut().find(|h| h.0 == host) {
+                    Some(h) => h.1 += 1,
+                    None => hosts.push((host, 1)),
+                }
+            }
+        }
+    }
+    for (host, count) in hosts {
+        out.actions.push(Action::Provision {
+            pool: pool.name.clone(),
+            size: size.name.clone(),
+            host,
+            count,
+            reason: Reason::new(
+                wish.reason.code,
+                format!(
+                    "{}; {count} new {} worker(s)",
+                    wish.reason.message, size.name
+                ),
+            ),
+        });
+    }
+    if let Some(reason) = refusal {
+        out.deferred.push(Deferred {
+            pool: pool.name.clone(),
+            wanted: wish.reason.code,
+            reason,
+        });
+    }
 }
