@@ -1762,3 +1762,121 @@ mod pool_triggers {
         assert!(provisions(&plan(&input)).is_empty());
     }
 }
+
+mod spot_preemption {
+    use super::fixtures::*;
+    use super::*;
+    use tidepool_core::lifecycle::Phase;
+    use tidepool_core::planner::{Action, Plan, PlanInput, ReasonCode, plan};
+
+    /// One host, just short of the memory for a permanent medium worker.
+    fn full(input: &mut PlanInput) {
+        let prov = input.config.providers["pve"].clone();
+        let medium = input.config.size("medium").unwrap().size.memory_mib;
+        let mut h = host("pve-01", 512, 64, 0);
+        h.memory_used_mib =
+            512 * 1024 - prov.host_memory_reserve_mib - (medium + prov.vm_memory_overhead_mib) + 1;
+        input.hosts = vec![h];
+        emergency(input, "permanent");
+        let mut p = pod("db-0", 1000, 2);
+        p.node_selector
+            .insert("node-pool".into(), "permanent".into());
+        input.pending = vec![waited(p, 0)];
+    }
+
+    fn removals(plan: &Plan) -> Vec<(String, bool, ReasonCode)> {
+        plan.actions
+            .iter()
+            .map(|a| match a {
+                Action::Remove {
+                    worker,
+                    drain,
+                    reason,
+                    ..
+                } => (worker.clone(), *drain, reason.code),
+                Action::Provision { pool, reason, .. } => {
+                    (format!("provision {pool}"), false, reason.code)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_fewest_spot_workers_are_drained_and_the_permanent_worker_waits() {
+        let mut input = world();
+        full(&mut input);
+        worker(&mut input, "spot-a", "spot", 1);
+        worker(&mut input, "spot-b", "spot", 1);
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![("spot-a".to_owned(), true, ReasonCode::SpotPreemption)]
+        );
+        let msg = &plan.actions[0].reason().message;
+        assert!(
+            msg.contains("default/db-0") && msg.contains("pve-01"),
+            "{msg}"
+        );
+        assert_eq!(plan.waiting.len(), 1);
+        assert_eq!(plan.waiting[0].pod, "default/db-0");
+        assert_eq!(plan.waiting[0].pool, "permanent");
+        assert_eq!(plan.waiting[0].reason.code, ReasonCode::SpotPreemption);
+        assert!(plan.unhelpable.is_empty());
+    }
+
+    #[test]
+    fn a_spot_worker_already_leaving_is_not_doubled_by_another() {
+        let mut input = world();
+        full(&mut input);
+        input
+            .claims
+            .push(claim("spot-a", "spot", "small", Phase::Draining));
+        worker(&mut input, "spot-b", "spot", 1);
+        let plan = plan(&input);
+        assert!(plan.actions.is_empty(), "{:?}", plan.actions);
+        assert_eq!(plan.waiting[0].reason.code, ReasonCode::SpotPreemption);
+    }
+
+    #[test]
+    fn a_spot_worker_whose_pod_forbids_disruption_is_skipped() {
+        let mut input = world();
+        full(&mut input);
+        worker(&mut input, "spot-a", "spot", 1);
+        worker(&mut input, "spot-b", "spot", 1);
+        let n = input.nodes.iter_mut().find(|n| n.name == "spot-a").unwrap();
+        n.pods
+            .iter_mut()
+            .find(|p| !p.daemon_set)
+            .unwrap()
+            .annotations
+            .insert("karpenter.sh/do-not-disrupt".into(), "true".into());
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![("spot-b".to_owned(), true, ReasonCode::SpotPreemption)]
+        );
+    }
+
+    #[test]
+    fn without_spot_workers_the_pod_is_unhelpable_for_host_memory() {
+        let mut input = world();
+        full(&mut input);
+        let plan = plan(&input);
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.unhelpable.len(), 1);
+        assert_eq!(plan.unhelpable[0].reason.code, ReasonCode::HostMemory);
+    }
+
+    #[test]
+    fn an_expired_spot_worker_is_removed_once_not_twice() {
+        let mut input = world();
+        full(&mut input);
+        let i = worker(&mut input, "spot-a", "spot", 1);
+        input.claims[i].expires_at = Some(t0() - jiff::SignedDuration::from_mins(5));
+        let plan = plan(&input);
+        assert_eq!(
+            removals(&plan),
+            vec![("spot-a".to_owned(), true, ReasonCode::SpotPreemption)]
+        );
+    }
+}

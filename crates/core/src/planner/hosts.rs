@@ -163,6 +163,20 @@ impl Headroom {
         None
     }
 
+    /// Gives a VM's cost back to the headroom (a VM that is going away).
+    pub fn give(&mut self, cost: &VmCost, storage: &str) {
+        self.memory_mib = self
+            .memory_mib
+            .saturating_add(i64::try_from(cost.memory_mib).unwrap_or(i64::MAX));
+        self.vcpus += cost.vcpus as f64;
+        let disk = self.storage_gib.entry(storage.to_owned()).or_insert(0);
+        *disk = disk.saturating_add(cost.disk_gib);
+        if let Some((mapping, count)) = &cost.gpu {
+            let free = self.gpu_free.entry(mapping.clone()).or_insert(0);
+            *free = free.saturating_add(*count);
+        }
+    }
+
     /// Takes a VM's cost off the headroom.
     pub fn take(&mut self, cost: &VmCost, storage: &str) {
         self.memory_mib = self
@@ -178,6 +192,16 @@ impl Headroom {
     }
 }
 
+/// Whether `pool` may place VMs on host `name` of `provider`.
+pub fn may_use(pool: &Pool, provider: &ProxmoxProvider, name: &str) -> bool {
+    let list = if pool.hosts.is_empty() {
+        &provider.hosts
+    } else {
+        &pool.hosts
+    };
+    list.iter().any(|h| h == name)
+}
+
 /// Picks the host for one VM of `pool`: among the pool's hosts that fit,
 /// the one with the most memory left after placing it (then vCPUs, then
 /// name), and takes the VM's cost off it.
@@ -191,14 +215,7 @@ pub fn place(
     provider: &ProxmoxProvider,
     cost: &VmCost,
 ) -> Result<String, Shortfall> {
-    let allowed = |name: &str| {
-        let list = if pool.hosts.is_empty() {
-            &provider.hosts
-        } else {
-            &pool.hosts
-        };
-        list.iter().any(|h| h == name)
-    };
+    let allowed = |name: &str| may_use(pool, provider, name);
     let mut best: Option<usize> = None;
     let mut misses = Vec::new();
     for (i, room) in ledger.iter().enumerate() {

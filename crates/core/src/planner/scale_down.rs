@@ -131,6 +131,13 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
 
         for cand in candidates {
             let name = &cand.claim.name;
+            let already = out
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Remove { worker, .. } if worker == name));
+            if already {
+                continue;
+            }
             let hold = |code: ReasonCode, message: String| Held {
                 worker: name.clone(),
                 wanted: cand.code,

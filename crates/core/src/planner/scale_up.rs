@@ -22,7 +22,7 @@ use crate::config::{Config, Pool, SizeEntry};
 use crate::pool::{PoolUsage, Resources};
 use crate::sched::{NodeSnapshot, PodSpec, fits, fits_identity, fits_room};
 
-use super::hosts::{Headroom, VmCost, place};
+use super::hosts::{Headroom, VmCost, may_use, place};
 use super::triggers::{self, PressureKind};
 use super::{
     Action, ClaimState, Deferred, Plan, PlanInput, PoolState, Reason, ReasonCode, Unhelpable,
@@ -154,6 +154,7 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
     let mut waiting: Vec<Option<(String, Reason)>> = vec![None; n];
     let mut ledger = ledger(input);
     let mut vmids = vmids_free(input);
+    let mut wants: Vec<Want<'_>> = Vec::new();
     for pool in &cfg.pools {
         let Some(provider) = cfg.providers.get(&pool.provider) else {
             continue;
@@ -234,13 +235,30 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
                 ))
             } else {
                 match place(&mut ledger, pool, provider, &VmCost::of(size, provider)) {
-                    Err(short) => Some(Reason::new(
-                        short.code,
-                        format!(
-                            "a new {} worker for pool {}: {}",
-                            size.name, pool.name, short.message
-                        ),
-                    )),
+                    Err(short) => {
+                        if pool.kind == PoolKind::Permanent
+                            && matches!(
+                                short.code,
+                                ReasonCode::HostMemory
+                                    | ReasonCode::HostCpu
+                                    | ReasonCode::HostStorage
+                            )
+                        {
+                            wants.push(Want {
+                                pool,
+                                provider,
+                                entry,
+                                pods: bin.pods.clone(),
+                            });
+                        }
+                        Some(Reason::new(
+                            short.code,
+                            format!(
+                                "a new {} worker for pool {}: {}",
+                                size.name, pool.name, short.message
+                            ),
+                        ))
+                    }
                     Ok(host) => {
                         usage.nodes += 1;
                         usage.cpu_cores += u64::from(size.vcpu);
@@ -289,7 +307,10 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
         }
     }
 
-    // 5. Pool-level triggers: scheduled minimums, request pressure and
+    // 5. Permanent capacity the hosts have no room for: preempt spot workers.
+    preempt_spot(input, &wants, &placed, &mut ledger, &mut waiting, out);
+
+    // 6. Pool-level triggers: scheduled minimums, request pressure and
     //    the utilization target of permanent pools.
     for pool in &cfg.pools {
         pool_triggers(input, pool, &mut ledger, &mut vmids, out);
@@ -937,5 +958,145 @@ fn grant(
             wanted: wish.reason.code,
             reason,
         });
+    }
+}
+
+/// A permanent worker refused for lack of host room.
+struct Want<'a> {
+    pool: &'a Pool,
+    provider: &'a ProxmoxProvider,
+    entry: &'a SizeEntry,
+    /// Indices into `input.pending`.
+    pods: Vec<usize>,
+}
+
+/// Spot preemption (spec §4): for each permanent worker no host has room
+/// for, finds the host where draining the fewest spot workers makes room
+/// and plans their removal (drained). The permanent worker itself is
+/// provisioned by a later plan, once they are gone; until then its room is
+/// reserved in `ledger` and its pods wait. Spot workers already leaving
+/// (draining, terminating) count as room on its way.
+fn preempt_spot(
+    input: &PlanInput,
+    wants: &[Want<'_>],
+    placed: &[bool],
+    ledger: &mut [Headroom],
+    waiting: &mut [Option<(String, Reason)>],
+    out: &mut Plan,
+) {
+    let cfg = &input.config;
+    let mut taken: BTreeSet<&str> = BTreeSet::new();
+    let blocks = |name: &str| {
+        input
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .is_some_and(|n| n.pods.iter().any(|p| p.blocks_disruption()))
+    };
+    let spot_cost = |c: &ClaimState| {
+        let pool = cfg.pool(&c.pool)?;
+        let provider = cfg.providers.get(&pool.provider)?;
+        Some(VmCost::of(&cfg.size(&c.size)?.size, provider))
+    };
+    for want in wants {
+        let pods: Vec<usize> = want.pods.iter().copied().filter(|&i| !placed[i]).collect();
+        let Some(&first) = pods.first() else {
+            continue;
+        };
+        let cost = VmCost::of(&want.entry.size, want.provider);
+        let storage = &want.provider.storage;
+        // (spot workers to drain, ledger index, headroom after they leave)
+        let mut best: Option<(Vec<&ClaimState>, usize, Headroom)> = None;
+        for (h, room) in ledger.iter().enumerate() {
+            if room.provider != want.provider.name || !may_use(want.pool, want.provider, &room.name)
+            {
+                continue;
+            }
+            let on_host = |c: &&ClaimState| {
+                c.host.as_deref() == Some(room.name.as_str())
+                    && cfg.pool(&c.pool).is_some_and(|p| p.kind == PoolKind::Spot)
+            };
+            let mut after = room.clone();
+            for c in input.claims.iter().filter(on_host).filter(|c| {
+                matches!(
+                    c.phase,
+                    crate::lifecycle::Phase::Draining | crate::lifecycle::Phase::Terminating
+                )
+            }) {
+                if let Some(vm) = spot_cost(c) {
+                    after.give(&vm, storage);
+                }
+            }
+            let mut chosen = Vec::new();
+            let mut spots: Vec<&ClaimState> = input
+                .claims
+                .iter()
+                .filter(on_host)
+                .filter(|c| {
+                    c.phase == crate::lifecycle::Phase::Ready
+                        && !taken.contains(c.name.as_str())
+                        && cfg.protected.matching(&c.name).is_none()
+                        && !blocks(&c.name)
+                })
+                .collect();
+            spots.sort_by(|a, b| a.name.cmp(&b.name));
+            for c in spots {
+                if after.shortfall(&cost, storage).is_none() {
+                    break;
+                }
+                if let Some(vm) = spot_cost(c) {
+                    after.give(&vm, storage);
+                    chosen.push(c);
+                }
+            }
+            if after.shortfall(&cost, storage).is_some() {
+                continue;
+            }
+            if best.as_ref().is_none_or(|b| chosen.len() < b.0.len()) {
+                best = Some((chosen, h, after));
+            }
+        }
+        let Some((chosen, h, mut after)) = best else {
+            continue;
+        };
+        after.take(&cost, storage);
+        let host = after.name.clone();
+        ledger[h] = after;
+        let pod = input.pending[first].pod.key();
+        for c in &chosen {
+            taken.insert(c.name.as_str());
+            out.actions.push(Action::Remove {
+                worker: c.name.clone(),
+                pool: c.pool.clone(),
+                drain: true,
+                reason: Reason::new(
+                    ReasonCode::SpotPreemption,
+                    format!(
+                        "spot worker preempted on host {host} to make room for a permanent {} worker of pool {} for pod {pod}",
+                        want.entry.size.name, want.pool.name
+                    ),
+                ),
+            });
+        }
+        let names: Vec<&str> = chosen.iter().map(|c| c.name.as_str()).collect();
+        let reason = Reason::new(
+            ReasonCode::SpotPreemption,
+            if names.is_empty() {
+                format!(
+                    "spot workers leaving host {host} make room for a permanent {} worker of pool {}; it is provisioned once they are gone",
+                    want.entry.size.name, want.pool.name
+                )
+            } else {
+                format!(
+                    "spot worker(s) {} on host {host} are drained to make room for a permanent {} worker of pool {}; it is provisioned once they are gone",
+                    names.join(", "),
+                    want.entry.size.name,
+                    want.pool.name
+                )
+            },
+        );
+        for &i in &pods {
+            waiting[i] = Some((want.pool.name.clone(), reason.clone()));
+        }
     }
 }
