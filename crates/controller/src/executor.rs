@@ -31,6 +31,10 @@ use crate::ports::{
 
 /// How long a started guest may take to report an address.
 pub const ADDRESS_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a booting guest or a joining node is looked at again: short,
+/// because every second of it is added to the time to capacity, and cheap
+/// (one read per waiting worker).
+pub const POLL: Duration = Duration::from_secs(1);
 
 /// Where a kill hook may stop the executor, for crash-safety tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -586,7 +590,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                             tidepool_core::duration::Human(ADDRESS_TIMEOUT)
                         )))
                     }
-                    None => Ok(Outcome::Wait(Duration::from_secs(5), "guest agent".into())),
+                    None => Ok(Outcome::Wait(POLL, "guest agent".into())),
                 }
             }
             Step::DeliverConfig => {
@@ -616,14 +620,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                             tidepool_core::duration::Human(timeout)
                         )))
                     }
-                    Some(false) => Ok(Outcome::Wait(
-                        Duration::from_secs(5),
-                        format!("node {name} to turn Ready"),
-                    )),
-                    None => Ok(Outcome::Wait(
-                        Duration::from_secs(5),
-                        format!("node {name} to register"),
-                    )),
+                    Some(false) => Ok(Outcome::Wait(POLL, format!("node {name} to turn Ready"))),
+                    None => Ok(Outcome::Wait(POLL, format!("node {name} to register"))),
                 }
             }
             Step::Label => {
