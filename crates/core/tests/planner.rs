@@ -1880,3 +1880,98 @@ mod spot_preemption {
         );
     }
 }
+
+mod utilization_down {
+    use super::fixtures::*;
+    use super::*;
+    use tidepool_core::planner::{Action, Plan, PlanInput, PoolState, ReasonCode, plan};
+
+    fn load(input: &mut PlanInput, name: &str, frac: f64) {
+        let n = input.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        n.requested.cpu_milli = (n.allocatable.cpu_milli as f64 * frac) as u64;
+        n.requested.memory_bytes = (n.allocatable.memory_bytes as f64 * frac) as u64;
+    }
+
+    fn removals(plan: &Plan) -> Vec<(String, bool, ReasonCode)> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove {
+                    worker,
+                    drain,
+                    reason,
+                    ..
+                } => Some((worker.clone(), *drain, reason.code)),
+                Action::Provision { .. } => None,
+            })
+            .collect()
+    }
+
+    /// `n` permanent workers, the first at 20 % and the rest at 35 %.
+    fn quiet(n: usize, prefix: &str) -> PlanInput {
+        let mut input = world();
+        for i in 0..n {
+            let name = format!("{prefix}-{i}");
+            worker(&mut input, &name, "permanent", 1);
+            load(&mut input, &name, if i == 0 { 0.2 } else { 0.35 });
+        }
+        input
+    }
+
+    #[test]
+    fn below_the_band_the_least_loaded_permanent_worker_is_drained() {
+        let plan = plan(&quiet(5, "perm"));
+        assert_eq!(
+            removals(&plan),
+            vec![("perm-0".to_owned(), true, ReasonCode::Utilization)]
+        );
+        assert!(plan.actions[0].reason().message.contains("below 50%"));
+    }
+
+    #[test]
+    fn a_permanent_pool_never_shrinks_to_below_min_nodes() {
+        assert!(removals(&plan(&quiet(3, "perm"))).is_empty());
+    }
+
+    #[test]
+    fn no_removal_when_the_rest_would_exceed_the_target() {
+        let mut input = quiet(4, "perm");
+        for i in 1..4 {
+            load(&mut input, &format!("perm-{i}"), 0.49);
+        }
+        // 3 × 0.49 + 0.2 over 3 nodes ≈ 56 % ≤ 70 %: allowed.
+        assert_eq!(removals(&plan(&input)).len(), 1);
+        // Four at 45 %: without one, the rest would be at 60 %, above a 55 % target.
+        let mut input = quiet(4, "perm");
+        pool_mut(&mut input, "permanent").limits.min_nodes = 1;
+        for i in 0..4 {
+            load(&mut input, &format!("perm-{i}"), 0.45);
+        }
+        pool_mut(&mut input, "permanent")
+            .utilization
+            .as_mut()
+            .unwrap()
+            .target = 0.55;
+        assert!(removals(&plan(&input)).is_empty());
+    }
+
+    #[test]
+    fn protected_names_and_the_interval_hold_a_permanent_worker() {
+        let plan1 = plan(&quiet(5, "permanent"));
+        assert!(removals(&plan1).is_empty());
+        assert_eq!(plan1.held[0].wanted, ReasonCode::Utilization);
+        assert_eq!(plan1.held[0].reason.code, ReasonCode::Protected);
+
+        let mut input = quiet(5, "perm");
+        input.pool_state.insert(
+            "permanent".into(),
+            PoolState {
+                last_scale_down: Some(t0() - jiff::SignedDuration::from_mins(5)),
+                ..PoolState::default()
+            },
+        );
+        let plan2 = plan(&input);
+        assert!(removals(&plan2).is_empty());
+        assert_eq!(plan2.held[0].reason.code, ReasonCode::ScaleDownInterval);
+    }
+}

@@ -5,7 +5,8 @@
 //! [`plan`] never performs I/O and never reads a clock: `now` is part of
 //! the input, so the same input always gives the same plan. Scale-up is in
 //! [`scale_up`], the hypervisor headroom model in [`hosts`], scale-down in
-//! [`scale_down`].
+//! [`scale_down`], the schedule, pressure and utilization figures in
+//! [`triggers`].
 
 pub mod hosts;
 pub mod scale_down;
@@ -351,8 +352,9 @@ impl Plan {
 /// # Guarantees
 /// Deterministic; never exceeds a pool's limits (counting every claim that
 /// counts toward the pool) or a host's headroom (counting the VMs this plan
-/// adds); never removes a worker of a permanent pool, a protected name, or
-/// a worker running a pod that forbids disruption.
+/// adds); never removes a protected name or a worker running a pod that
+/// forbids disruption; removes a worker of a permanent pool only by the
+/// pool's utilization target, never below `minNodes`.
 pub fn plan(input: &PlanInput) -> Plan {
     let mut out = Plan::default();
     let up = scale_up::plan_scale_up(input, &mut out);

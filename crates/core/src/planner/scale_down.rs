@@ -12,8 +12,14 @@
 //! `interval` since the last batch, at most `maxFraction` of the pool per
 //! batch (rounded up, at least one), at most `maxConcurrent` drains at
 //! once, never below `minNodes` nor an active schedule's minimum. Expired workers go first, oldest expiry
-//! first; idle workers after them, longest idle first. Workers of a
-//! permanent pool are never considered.
+//! first; idle workers after them, longest idle first.
+//!
+//! Workers of a permanent pool never qualify by TTL or idleness; the only
+//! rule that may pick one is the pool's utilization target: when requests
+//! over allocatable of its Ready nodes fall below `scaleDownBelow`, the
+//! pool has more than `minNodes` workers, none is on its way and the rest
+//! would stay at or below the target, its least-loaded worker is drained,
+//! under the same holds (a protected name keeps it, whatever the rule).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +28,7 @@ use crate::pool::PoolKind;
 use crate::sched::NodeSnapshot;
 
 use super::{Action, ClaimState, Held, Plan, PlanInput, Reason, ReasonCode};
+use crate::config::Pool;
 
 struct Candidate<'a> {
     claim: &'a ClaimState,
@@ -40,60 +47,62 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
     let nodes: BTreeMap<&str, &NodeSnapshot> =
         input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     for pool in &cfg.pools {
-        if pool.kind == PoolKind::Permanent {
-            continue;
-        }
         let members: Vec<&ClaimState> = input
             .claims
             .iter()
             .filter(|c| c.pool == pool.name)
             .collect();
         let mut candidates = Vec::new();
-        for claim in members.iter().filter(|c| c.phase == Phase::Ready) {
-            let Some(node) = nodes.get(claim.name.as_str()) else {
-                continue;
-            };
-            let busy = node.has_workload();
-            if let Some(expiry) = claim.expires_at.filter(|e| *e <= now) {
-                let overdue = now.as_second() - expiry.as_second();
-                candidates.push(if busy {
-                    Candidate {
-                        claim,
-                        code: ReasonCode::TtlExpiredBusy,
-                        drain: true,
-                        message: format!(
-                            "TTL expired {overdue}s ago at {expiry}; {} pod(s) run on it, drain first",
-                            node.pods.iter().filter(|p| !p.daemon_set).count()
-                        ),
-                        order: (0, expiry.as_second()),
-                    }
-                } else {
-                    Candidate {
-                        claim,
-                        code: ReasonCode::TtlExpiredIdle,
-                        drain: false,
-                        message: format!(
-                            "TTL expired {overdue}s ago at {expiry}; it runs only DaemonSet pods, remove now"
-                        ),
-                        order: (0, expiry.as_second()),
-                    }
-                });
-                continue;
-            }
-            if let (Some(timeout), Some(since), false) = (pool.idle_timeout, claim.idle_since, busy)
-            {
-                let idle = now.as_second() - since.as_second();
-                let limit = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
-                if idle >= limit {
-                    candidates.push(Candidate {
-                        claim,
-                        code: ReasonCode::IdleTimeout,
-                        drain: false,
-                        message: format!(
-                            "idle for {idle}s, beyond the pool's idle timeout of {limit}s"
-                        ),
-                        order: (1, since.as_second()),
+        if pool.kind == PoolKind::Permanent {
+            candidates.extend(utilization_candidate(input, pool, &members, &nodes, out));
+        } else {
+            for claim in members.iter().filter(|c| c.phase == Phase::Ready) {
+                let Some(node) = nodes.get(claim.name.as_str()) else {
+                    continue;
+                };
+                let busy = node.has_workload();
+                if let Some(expiry) = claim.expires_at.filter(|e| *e <= now) {
+                    let overdue = now.as_second() - expiry.as_second();
+                    candidates.push(if busy {
+                        Candidate {
+                            claim,
+                            code: ReasonCode::TtlExpiredBusy,
+                            drain: true,
+                            message: format!(
+                                "TTL expired {overdue}s ago at {expiry}; {} pod(s) run on it, drain first",
+                                node.pods.iter().filter(|p| !p.daemon_set).count()
+                            ),
+                            order: (0, expiry.as_second()),
+                        }
+                    } else {
+                        Candidate {
+                            claim,
+                            code: ReasonCode::TtlExpiredIdle,
+                            drain: false,
+                            message: format!(
+                                "TTL expired {overdue}s ago at {expiry}; it runs only DaemonSet pods, remove now"
+                            ),
+                            order: (0, expiry.as_second()),
+                        }
                     });
+                    continue;
+                }
+                if let (Some(timeout), Some(since), false) =
+                    (pool.idle_timeout, claim.idle_since, busy)
+                {
+                    let idle = now.as_second() - since.as_second();
+                    let limit = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+                    if idle >= limit {
+                        candidates.push(Candidate {
+                            claim,
+                            code: ReasonCode::IdleTimeout,
+                            drain: false,
+                            message: format!(
+                                "idle for {idle}s, beyond the pool's idle timeout of {limit}s"
+                            ),
+                            order: (1, since.as_second()),
+                        });
+                    }
                 }
             }
         }
@@ -158,7 +167,7 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
                 ));
                 continue;
             }
-            if !cand.drain && absorbing.contains(name) {
+            if (!cand.drain || cand.code == ReasonCode::Utilization) && absorbing.contains(name) {
                 out.held.push(hold(
                     ReasonCode::AbsorbsPendingPods,
                     "pending pods fit on it".to_owned(),
@@ -231,4 +240,87 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
             });
         }
     }
+}
+
+/// How full a node is: the larger of its CPU and memory request fractions.
+fn load(node: &NodeSnapshot) -> f64 {
+    let frac = |r: u64, a: u64| if a == 0 { 1.0 } else { r as f64 / a as f64 };
+    frac(node.requested.cpu_milli, node.allocatable.cpu_milli).max(frac(
+        node.requested.memory_bytes,
+        node.allocatable.memory_bytes,
+    ))
+}
+
+/// The permanent pool's utilization rule: its least-loaded Ready worker,
+/// when the pool sits below `scaleDownBelow` and may shrink.
+fn utilization_candidate<'a>(
+    input: &PlanInput,
+    pool: &Pool,
+    members: &[&'a ClaimState],
+    nodes: &BTreeMap<&str, &NodeSnapshot>,
+    out: &Plan,
+) -> Option<Candidate<'a>> {
+    let target = pool.utilization?;
+    let level = super::triggers::utilization(input, pool)?;
+    if level >= target.scale_down_below {
+        return None;
+    }
+    let total = members
+        .iter()
+        .filter(|c| c.phase.counts_toward_pool())
+        .count();
+    let growing = members.iter().any(|c| c.in_flight())
+        || out
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Provision { pool: p, .. } if *p == pool.name));
+    if total <= pool.limits.min_nodes as usize || growing {
+        return None;
+    }
+    let (claim, node) = members
+        .iter()
+        .filter(|c| c.phase == Phase::Ready)
+        .filter_map(|c| nodes.get(c.name.as_str()).map(|n| (*c, *n)))
+        .filter(|(_, n)| n.ready && !n.unschedulable)
+        .min_by(|a, b| {
+            load(a.1)
+                .total_cmp(&load(b.1))
+                .then_with(|| a.0.name.cmp(&b.0.name))
+        })?;
+    // What the rest of the pool would carry without it.
+    let key = &input.config.labels.pool;
+    let (mut rc, mut ac, mut rm, mut am) = (0u128, 0u128, 0u128, 0u128);
+    for n in input
+        .nodes
+        .iter()
+        .filter(|n| n.ready && !n.unschedulable && n.labels.get(key) == Some(&pool.name))
+    {
+        rc += u128::from(n.requested.cpu_milli);
+        ac += u128::from(n.allocatable.cpu_milli);
+        rm += u128::from(n.requested.memory_bytes);
+        am += u128::from(n.allocatable.memory_bytes);
+    }
+    ac = ac.saturating_sub(u128::from(node.allocatable.cpu_milli));
+    am = am.saturating_sub(u128::from(node.allocatable.memory_bytes));
+    if ac == 0 || am == 0 {
+        return None;
+    }
+    let after = (rc as f64 / ac as f64).max(rm as f64 / am as f64);
+    if after > target.target {
+        return None;
+    }
+    Some(Candidate {
+        claim,
+        code: ReasonCode::Utilization,
+        drain: true,
+        message: format!(
+            "pool {} is {:.0}% utilized, below {:.0}%; its least-loaded worker goes (the rest would be {:.0}%, target {:.0}%)",
+            pool.name,
+            level * 100.0,
+            target.scale_down_below * 100.0,
+            after * 100.0,
+            target.target * 100.0
+        ),
+        order: (2, 0),
+    })
 }
