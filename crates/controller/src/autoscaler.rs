@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tidepool_cluster::{EventRecord, EventTarget, EventType};
 use tidepool_core::conventions::worker_name;
+use tidepool_core::planner::triggers::{PressureKind, pressure_above};
 use tidepool_core::planner::{Action, Plan, plan};
 use tracing::{info, warn};
 
@@ -104,6 +105,21 @@ impl Autoscaler {
     /// Observation or claim-store failures (the next pass retries).
     pub async fn pass(&mut self, exec: &LiveExecutor) -> Result<(Plan, PassReport), ProviderError> {
         let mut input = plan_input(exec).await?;
+        // The planner keeps no memory: when each pool's CPU and memory
+        // pressure began is kept here, between passes.
+        for pool in &input.config.pools {
+            let state = self.pools.entry(pool.name.clone()).or_default();
+            for (kind, since) in [
+                (PressureKind::Cpu, &mut state.cpu_pressure_since),
+                (PressureKind::Memory, &mut state.memory_pressure_since),
+            ] {
+                if pressure_above(&input, pool, kind) {
+                    since.get_or_insert(input.now);
+                } else {
+                    *since = None;
+                }
+            }
+        }
         input.pool_state = self.pools.clone();
         let planned = plan(&input);
         let mut report = PassReport::default();
