@@ -123,9 +123,12 @@ async fn a_burst_is_handled_and_scaled_back_down() {
         "burst of 6 pods Running after {:?} real ({SCALE}x)",
         started.elapsed()
     );
+    // Six 3-CPU pods need 3 to 6 workers; the burst pool's CPU pressure
+    // (its nodes are over 80 % requested) may add one or two more, one per
+    // 5 minutes of simulated pressure, as spec §4 asks.
     let workers = autoscaled(&lab);
     assert!(
-        (3..=6).contains(&workers),
+        (3..=8).contains(&workers),
         "{workers} workers for 6 pods of 3 CPU"
     );
 
