@@ -1610,48 +1610,60 @@ fn server(section: Option<(&Node, String)>, errs: &mut Errors) -> Option<Server>
     };
     let mut obj = Obj::new(node, &path, errs)?;
     let mut ok = true;
-    if let Some((n, p)) = obj.get("metricsAddr") {
-        match socket_addr(n, &p, errs) {
-            Some(a) => out.metrics_addr = a,
-            None => ok = false,
-        }
-    }
-    if let Some((n, p)) = obj.get("namespace") {
-        match dns_label(n, &p, "namespace", errs) {
-            Some(ns) => out.namespace = ns,
-            None => ok = false,
-        }
-    }
+    set(
+        &mut obj,
+        "metricsAddr",
+        errs,
+        &mut ok,
+        &mut out.metrics_addr,
+        socket_addr,
+    );
+    set(
+        &mut obj,
+        "namespace",
+        errs,
+        &mut ok,
+        &mut out.namespace,
+        |n, p, e| dns_label(n, p, "namespace", e),
+    );
     if let Some((n, p)) = obj.get("leaderElection") {
         let mut le = Obj::new(n, &p, errs)?;
-        if let Some((n, p)) = le.get("enabled") {
-            match boolean(n, &p, errs) {
-                Some(b) => out.leader_election = b,
-                None => ok = false,
-            }
-        }
-        if let Some((n, p)) = le.get("leaseName") {
-            match dns_subdomain(n, &p, "Lease name", errs) {
-                Some(s) => out.lease_name = s,
-                None => ok = false,
-            }
-        }
-        if let Some((n, p)) = le.get("leaseDuration") {
-            match positive_duration(n, &p, errs) {
-                Some(d) => out.lease_duration = d,
-                None => ok = false,
-            }
-        }
+        set(
+            &mut le,
+            "enabled",
+            errs,
+            &mut ok,
+            &mut out.leader_election,
+            boolean,
+        );
+        set(
+            &mut le,
+            "leaseName",
+            errs,
+            &mut ok,
+            &mut out.lease_name,
+            |n, p, e| dns_subdomain(n, p, "Lease name", e),
+        );
+        set(
+            &mut le,
+            "leaseDuration",
+            errs,
+            &mut ok,
+            &mut out.lease_duration,
+            positive_duration,
+        );
         le.finish(errs);
     }
     if let Some((n, p)) = obj.get("mcp") {
         let mut mcp = Obj::new(n, &p, errs)?;
-        if let Some((n, p)) = mcp.get("listen") {
-            match socket_addr(n, &p, errs) {
-                Some(a) => out.mcp_addr = Some(a),
-                None => ok = false,
-            }
-        }
+        set(
+            &mut mcp,
+            "listen",
+            errs,
+            &mut ok,
+            &mut out.mcp_addr,
+            |n, p, e| socket_addr(n, p, e).map(Some),
+        );
         mcp.finish(errs);
     }
     obj.finish(errs);
