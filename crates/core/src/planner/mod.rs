@@ -8,6 +8,7 @@
 //! [`scale_down`], the schedule, pressure and utilization figures in
 //! [`triggers`].
 
+pub mod capacity;
 pub mod hosts;
 pub mod scale_down;
 pub mod scale_up;

@@ -615,7 +615,9 @@ pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage 
     usage
 }
 
-fn ledger(input: &PlanInput) -> Vec<Headroom> {
+/// The headroom of every online host, with the VMs of claims not yet on
+/// the host taken off, sorted by host name.
+pub(crate) fn ledger(input: &PlanInput) -> Vec<Headroom> {
     let cfg = &input.config;
     let mut hosts: Vec<_> = input.hosts.iter().filter(|h| h.online).collect();
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
@@ -641,7 +643,9 @@ fn ledger(input: &PlanInput) -> Vec<Headroom> {
         .collect()
 }
 
-fn vmids_free(input: &PlanInput) -> BTreeMap<String, u64> {
+/// VMIDs left per provider: the range less those in use and those
+/// `Requested` claims will take.
+pub(crate) fn vmids_free(input: &PlanInput) -> BTreeMap<String, u64> {
     let cfg = &input.config;
     cfg.providers
         .values()
