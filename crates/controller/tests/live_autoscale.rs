@@ -4,30 +4,19 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use jiff::Timestamp;
+use common::{Live, Setup, start};
 use serde_json::json;
-use tidepool_controller::live::connect::{LiveOptions, connect};
-use tidepool_controller::run::{RunOptions, run};
-use tidepool_lab::{LabOptions, Scenario};
 
-const SCALE: f64 = 1000.0;
-
-fn running(lab: &tidepool_lab::RunningLab, selector: &str) -> usize {
-    lab.kube
-        .list("v1", "Pod", "default", selector)
-        .unwrap()
-        .iter()
-        .filter(|p| p["status"]["phase"] == "Running")
-        .count()
+fn running(live: &Live, selector: &str) -> usize {
+    live.running("default", selector).len()
 }
 
-fn autoscaled(lab: &tidepool_lab::RunningLab) -> usize {
-    lab.kube
-        .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
-        .unwrap()
+fn autoscaled(live: &Live) -> usize {
+    live.claims()
         .iter()
         .filter(|c| c["spec"]["requestedBy"] == "autoscaler")
         .count()
@@ -35,46 +24,9 @@ fn autoscaled(lab: &tidepool_lab::RunningLab) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_handled_and_scaled_back_down() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let lab = tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir().join(format!("tidepool-autoscale-{}", std::process::id())),
-        time_scale: SCALE,
-        seed: 4,
-    })
-    .await
-    .unwrap();
-    let config = Arc::new(
-        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
-            .unwrap(),
-    );
-    let clock = lab.clock.clone();
-    let exec = Arc::new(
-        connect(
-            config,
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
-            },
-        )
-        .await
-        .unwrap(),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let controller = tokio::spawn(run(
-        exec,
-        RunOptions {
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
-            time_scale: SCALE,
-            autoscale: true,
-        },
-        stop_rx,
-        Some(bound_tx),
-    ));
-    let metrics_addr = bound_rx.await.unwrap();
+    let live = start(Setup::new("autoscale")).await;
+    let scale = live.lab.clock.scale();
+    let lab = &live.lab;
 
     let runners = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -98,35 +50,21 @@ async fn a_burst_is_handled_and_scaled_back_down() {
     let started = std::time::Instant::now();
     let mut ok = false;
     for _ in 0..600 {
-        if running(&lab, "app=ci") == 6 {
+        if running(&live, "app=ci") == 6 {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        ok,
-        "all six runners Running; claims: {:?}",
-        lab.kube
-            .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
-            .unwrap()
-            .iter()
-            .map(|c| (
-                c["metadata"]["name"].clone(),
-                c["spec"]["size"].clone(),
-                c["status"]["phase"].clone(),
-                c["status"]["lastError"].clone()
-            ))
-            .collect::<Vec<_>>()
-    );
+    assert!(ok, "all six runners Running\n{}", live.dump_claims());
     eprintln!(
-        "burst of 6 pods Running after {:?} real ({SCALE}x)",
+        "burst of 6 pods Running after {:?} real ({scale}x)",
         started.elapsed()
     );
     // Six 3-CPU pods need 3 to 6 workers; the burst pool's CPU pressure
     // (its nodes are over 80 % requested) may add one or two more, one per
     // 5 minutes of simulated pressure, as spec §4 asks.
-    let workers = autoscaled(&lab);
+    let workers = autoscaled(&live);
     assert!(
         (3..=8).contains(&workers),
         "{workers} workers for 6 pods of 3 CPU"
@@ -160,12 +98,7 @@ async fn a_burst_is_handled_and_scaled_back_down() {
         "{not}"
     );
 
-    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = live.metrics().await;
     for wanted in [
         "tidepool_scaling_decisions_total{reason=\"pending-pods\"}",
         "tidepool_provisioning_duration_seconds_count{pool=\"burst\"}",
@@ -182,13 +115,13 @@ async fn a_burst_is_handled_and_scaled_back_down() {
     lab.kube.delete("v1", "Pod", "default", "too-big").unwrap();
     let mut gone = false;
     for _ in 0..1200 {
-        if autoscaled(&lab) == 0 {
+        if autoscaled(&live) == 0 {
             gone = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(gone, "{} autoscaled workers left", autoscaled(&lab));
+    assert!(gone, "{} autoscaled workers left", autoscaled(&live));
     assert!(
         lab.pve
             .vms()
@@ -197,7 +130,5 @@ async fn a_burst_is_handled_and_scaled_back_down() {
         "their VMs are deleted"
     );
     eprintln!("scaled back down after {:?} real", started.elapsed());
-    stop_tx.send(true).unwrap();
-    let _ = controller.await;
-    lab.shutdown().await;
+    live.stop().await;
 }

@@ -1,0 +1,361 @@
+//! Shared by the end-to-end tests: a lab started in-process with a
+//! controller (reconciler and autoscaler) running against it, and small
+//! helpers to read what the lab's Kubernetes API holds and to wait for it.
+//!
+//! Each test file uses the part it needs, so unused helpers are expected.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tidepool_controller::live::connect::{LiveExecutor, LiveOptions, connect};
+use tidepool_controller::run::{RunOptions, run};
+use tidepool_controller::service::Service;
+use tidepool_core::config::Config;
+use tidepool_lab::{LabOptions, RunningLab, Scenario};
+
+/// The claims' API version.
+pub const CLAIMS: &str = "tidepool.dev/v1alpha1";
+
+/// How a test's lab and controller are set up.
+pub struct Setup {
+    /// Names the lab's state directory.
+    pub name: &'static str,
+    /// What the lab simulates.
+    pub scenario: Scenario,
+    /// Simulated seconds per real second.
+    pub time_scale: f64,
+    /// The lab's seed.
+    pub seed: u64,
+    /// Rewrites the lab's `tidepool.yaml` before it is loaded (pools to add).
+    pub yaml: fn(String) -> String,
+    /// Adjusts the loaded configuration (TTLs, timeouts the test shortens).
+    pub config: fn(&mut Config),
+}
+
+impl Setup {
+    /// The default home lab at 1000x with the lab's configuration unchanged.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            scenario: Scenario::default_home_lab().unwrap(),
+            time_scale: 1000.0,
+            seed: 4,
+            yaml: |y| y,
+            config: |_| {},
+        }
+    }
+}
+
+/// A running lab with a leading controller that autoscales.
+pub struct Live {
+    /// The lab.
+    pub lab: RunningLab,
+    /// The controller's executor (for the service layer and the claim store).
+    pub exec: Arc<LiveExecutor>,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
+    /// The configuration the controller runs with.
+    pub config: Arc<Config>,
+    stop: tokio::sync::watch::Sender<bool>,
+    controller: tokio::task::JoinHandle<std::io::Result<()>>,
+    started: std::time::Instant,
+}
+
+/// Starts the lab and a controller with `autoscale: true` and no leader
+/// election.
+pub async fn start(setup: Setup) -> Live {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let started = std::time::Instant::now();
+    let lab = tidepool_lab::start(LabOptions {
+        scenario: setup.scenario,
+        state_dir: std::env::temp_dir().join(format!(
+            "tidepool-{}-{}",
+            setup.name,
+            std::process::id()
+        )),
+        time_scale: setup.time_scale,
+        seed: setup.seed,
+    })
+    .await
+    .unwrap();
+    let text = (setup.yaml)(std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap());
+    let mut config = tidepool_core::config::load(&text)
+        .unwrap_or_else(|e| panic!("the test's tidepool.yaml is invalid: {e}\n{text}"));
+    (setup.config)(&mut config);
+    let config = Arc::new(config);
+    let clock = lab.clock.clone();
+    let exec = Arc::new(
+        connect(
+            config.clone(),
+            &LiveOptions {
+                config_dir: lab.files.dir.clone(),
+                kubeconfig: Some(lab.files.kubeconfig.clone()),
+                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let controller = tokio::spawn(run(
+        exec.clone(),
+        RunOptions {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            lease: None,
+            time_scale: setup.time_scale,
+            autoscale: true,
+        },
+        stop_rx,
+        Some(bound_tx),
+    ));
+    let metrics_addr = bound_rx.await.unwrap();
+    Live {
+        lab,
+        exec,
+        metrics_addr,
+        config,
+        stop,
+        controller,
+        started,
+    }
+}
+
+impl Live {
+    /// The service layer over the controller's executor (what the CLI and
+    /// MCP server use).
+    pub fn service(
+        &self,
+    ) -> Service<
+        tidepool_controller::live::pve::PveHypervisor,
+        tidepool_controller::live::join::LiveJoiner,
+        tidepool_controller::live::kube::KubeCluster,
+        tidepool_controller::live::kube::KubeCluster,
+    > {
+        Service::new(self.exec.clone())
+    }
+
+    /// Real time since the lab was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Every WorkerClaim.
+    pub fn claims(&self) -> Vec<Value> {
+        self.lab.kube.list(CLAIMS, "WorkerClaim", "", "").unwrap()
+    }
+
+    /// One claim, if it still exists.
+    pub fn claim(&self, name: &str) -> Option<Value> {
+        self.lab.kube.get(CLAIMS, "WorkerClaim", "", name).ok()
+    }
+
+    /// The claims of a pool.
+    pub fn claims_of(&self, pool: &str) -> Vec<Value> {
+        self.claims()
+            .into_iter()
+            .filter(|c| c["spec"]["pool"] == pool)
+            .collect()
+    }
+
+    /// A line per claim, for failure messages.
+    pub fn dump_claims(&self) -> String {
+        let lines: Vec<String> = self
+            .claims()
+            .iter()
+            .map(|c| {
+                format!(
+                    "  {} pool={} size={} phase={} host={} vmid={} by={} deleting={} error={} reason={}",
+                    c["metadata"]["name"].as_str().unwrap_or("?"),
+                    c["spec"]["pool"].as_str().unwrap_or("?"),
+                    c["spec"]["size"].as_str().unwrap_or("?"),
+                    c["status"]["phase"].as_str().unwrap_or("-"),
+                    c["status"]["proxmoxNode"].as_str().unwrap_or("-"),
+                    c["status"]["vmid"],
+                    c["spec"]["requestedBy"].as_str().unwrap_or("?"),
+                    !c["metadata"]["deletionTimestamp"].is_null(),
+                    c["status"]["lastError"].as_str().unwrap_or("-"),
+                    c["spec"]["reason"].as_str().unwrap_or("-"),
+                )
+            })
+            .collect();
+        if lines.is_empty() {
+            "no claims".to_owned()
+        } else {
+            format!("claims:\n{}", lines.join("\n"))
+        }
+    }
+
+    /// Pods in `namespace` matching `selector`.
+    pub fn pods(&self, namespace: &str, selector: &str) -> Vec<Value> {
+        self.lab
+            .kube
+            .list("v1", "Pod", namespace, selector)
+            .unwrap()
+    }
+
+    /// Running pods in `namespace` matching `selector`, with their nodes.
+    pub fn running(&self, namespace: &str, selector: &str) -> Vec<(String, String)> {
+        self.pods(namespace, selector)
+            .iter()
+            .filter(|p| {
+                p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                    p["spec"]["nodeName"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// A line per pod in `namespace`, for failure messages.
+    pub fn dump_pods(&self, namespace: &str) -> String {
+        self.pods(namespace, "")
+            .iter()
+            .map(|p| {
+                format!(
+                    "  {} phase={} node={} deleting={}",
+                    p["metadata"]["name"].as_str().unwrap_or("?"),
+                    p["status"]["phase"].as_str().unwrap_or("-"),
+                    p["spec"]["nodeName"].as_str().unwrap_or("-"),
+                    !p["metadata"]["deletionTimestamp"].is_null()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Names of the cluster's nodes.
+    pub fn nodes(&self) -> BTreeSet<String> {
+        self.lab
+            .kube
+            .list("v1", "Node", "", "")
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Events in `namespace` as (object name, reason, message).
+    pub fn events(&self, namespace: &str) -> Vec<(String, String, String)> {
+        self.lab
+            .kube
+            .list("v1", "Event", namespace, "")
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+                (
+                    s(&e["involvedObject"]["name"]),
+                    s(&e["reason"]),
+                    s(&e["message"]),
+                )
+            })
+            .collect()
+    }
+
+    /// The controller's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Whether the scaling decisions counter has seen `reason`.
+    pub async fn decided(&self, reason: &str) -> bool {
+        self.metrics().await.contains(&format!(
+            "tidepool_scaling_decisions_total{{reason=\"{reason}\"}}"
+        ))
+    }
+
+    /// Stops the controller and the lab.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.controller.await;
+        self.lab.shutdown().await;
+    }
+}
+
+/// Polls `check` every 20 ms, up to `limit` of real time; true once it holds.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What was seen of each claim while polling: every phase it passed
+/// through, every condition it carried, and its annotations.
+#[derive(Debug, Default)]
+pub struct Trace {
+    /// Phases in the order first seen.
+    pub phases: Vec<String>,
+    /// Condition types ever seen true.
+    pub conditions: BTreeSet<String>,
+    /// The latest annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The host of its VM.
+    pub host: Option<String>,
+}
+
+/// Claim traces by name.
+#[derive(Debug, Default)]
+pub struct Traces(pub BTreeMap<String, Trace>);
+
+impl Traces {
+    /// Records the claims as they are now.
+    pub fn observe(&mut self, live: &Live) {
+        for c in live.claims() {
+            let Some(name) = c["metadata"]["name"].as_str() else {
+                continue;
+            };
+            let t = self.0.entry(name.to_owned()).or_default();
+            if let Some(phase) = c["status"]["phase"].as_str()
+                && t.phases.last().map(String::as_str) != Some(phase)
+            {
+                t.phases.push(phase.to_owned());
+            }
+            for cond in c["status"]["conditions"].as_array().into_iter().flatten() {
+                if cond["status"] == "True"
+                    && let Some(kind) = cond["type"].as_str()
+                {
+                    t.conditions.insert(kind.to_owned());
+                }
+            }
+            if let Some(a) = c["metadata"]["annotations"].as_object() {
+                t.annotations = a
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                    .collect();
+            }
+            if let Some(h) = c["status"]["proxmoxNode"].as_str() {
+                t.host = Some(h.to_owned());
+            }
+        }
+    }
+
+    /// The trace of one claim.
+    pub fn of(&self, name: &str) -> &Trace {
+        static EMPTY: std::sync::OnceLock<Trace> = std::sync::OnceLock::new();
+        self.0
+            .get(name)
+            .unwrap_or_else(|| EMPTY.get_or_init(Trace::default))
+    }
+}
