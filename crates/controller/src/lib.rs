@@ -13,6 +13,7 @@ pub mod claim;
 pub mod executor;
 pub mod leader;
 pub mod live;
+pub mod observe;
 pub mod ports;
 pub mod reconciler;
 pub mod run;
