@@ -51,6 +51,7 @@ where
     synced: watch::Receiver<bool>,
     synced_flag: Arc<AtomicBool>,
     watch_errors: Arc<AtomicU64>,
+    changes: watch::Receiver<u64>,
     _task: Arc<TaskGuard>,
 }
 
@@ -77,6 +78,7 @@ where
     pub fn start(api: Api<K>, config: watcher::Config) -> Self {
         let (reader, writer) = reflector::store();
         let (tx, rx) = watch::channel(false);
+        let (changed_tx, changes) = watch::channel(0_u64);
         let synced_flag = Arc::new(AtomicBool::new(false));
         let watch_errors = Arc::new(AtomicU64::new(0));
         let flag = synced_flag.clone();
@@ -92,8 +94,14 @@ where
                             tracing::debug!(kind, "cache synced");
                         }
                         let _ = tx.send(true);
+                        changed_tx.send_modify(|n| *n += 1);
                     }
-                    Ok(_) => {}
+                    // Events of the initial list are announced once, with
+                    // InitDone; later ones one by one.
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                        changed_tx.send_modify(|n| *n += 1);
+                    }
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(kind, error = %error, "watch failed; retrying");
@@ -106,6 +114,7 @@ where
             synced: rx,
             synced_flag,
             watch_errors,
+            changes,
             _task: Arc::new(TaskGuard(task)),
         }
     }
@@ -165,6 +174,14 @@ where
         let mut names: Vec<String> = self.store.state().iter().map(|o| o.name_any()).collect();
         names.sort_unstable();
         names
+    }
+
+    /// A receiver whose value changes after every change the store applies
+    /// (and once when a list completes), so a loop can sleep until the
+    /// cluster moves instead of polling. Many changes may be folded into one
+    /// wake-up.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
     }
 
     /// How many watch errors the background task has seen (each is retried).

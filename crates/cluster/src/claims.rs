@@ -23,6 +23,15 @@ impl ClusterClient {
         Api::all(self.client.clone())
     }
 
+    /// A watch-fed cache of every claim, started on the first call (inside
+    /// a Tokio runtime). Reads from it may lag this process's own writes by
+    /// the time the watch event takes to arrive.
+    pub fn claim_cache(&self) -> &crate::cache::Cache<WorkerClaim> {
+        self.claim_cache.get_or_init(|| {
+            crate::cache::Cache::start(self.claims(), kube::runtime::watcher::Config::default())
+        })
+    }
+
     /// Installs or updates the `WorkerClaim` CRD by server-side apply.
     ///
     /// # Errors

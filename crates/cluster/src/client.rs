@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint as KubeTaint};
@@ -97,6 +98,8 @@ pub struct ClusterClient {
     pub(crate) options: ClusterOptions,
     nodes: Cache<Node>,
     pods: Cache<Pod>,
+    /// Started on first use: only the controller watches claims.
+    pub(crate) claim_cache: Arc<OnceLock<Cache<crate::claim::WorkerClaim>>>,
 }
 
 impl std::fmt::Debug for ClusterClient {
@@ -138,6 +141,7 @@ impl ClusterClient {
             options,
             nodes,
             pods,
+            claim_cache: Arc::new(OnceLock::new()),
         }
     }
 

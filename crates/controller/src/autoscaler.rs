@@ -12,7 +12,7 @@ use std::time::Duration;
 use tidepool_cluster::{EventRecord, EventTarget, EventType};
 use tidepool_core::conventions::worker_name;
 use tidepool_core::planner::triggers::{PressureKind, pressure_above};
-use tidepool_core::planner::{Action, Plan, plan};
+use tidepool_core::planner::{Action, Plan, PlanInput, plan};
 use tracing::{info, warn};
 
 use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
@@ -103,7 +103,12 @@ impl Autoscaler {
     ///
     /// # Errors
     /// Observation or claim-store failures (the next pass retries).
-    pub async fn pass(&mut self, exec: &LiveExecutor) -> Result<(Plan, PassReport), ProviderError> {
+    /// Also returns the next moment a time-based rule may change the plan
+    /// (see [`next_deadline`]).
+    pub async fn pass(
+        &mut self,
+        exec: &LiveExecutor,
+    ) -> Result<(Plan, PassReport, Option<jiff::Timestamp>), ProviderError> {
         let mut input = plan_input(exec).await?;
         // The planner keeps no memory: when each pool's CPU and memory
         // pressure began is kept here, between passes.
@@ -122,6 +127,7 @@ impl Autoscaler {
         }
         input.pool_state = self.pools.clone();
         let planned = plan(&input);
+        let deadline = next_deadline(&input);
         let mut report = PassReport::default();
         for action in &planned.actions {
             match action {
@@ -203,25 +209,142 @@ impl Autoscaler {
         }
         report.unhelpable = planned.unhelpable.len();
         report.pending = input.pending.len();
-        Ok((planned, report))
+        Ok((planned, report, deadline))
+    }
+
+    /// Waits (a few seconds at most) until the claim watch shows this
+    /// pass's writes, so the next plan counts the workers it just asked
+    /// for instead of asking again.
+    async fn await_own_writes(&self, exec: &LiveExecutor, report: &PassReport) {
+        let deadline = tokio::time::Instant::now() + OWN_WRITES;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(claims) = exec.store().observed().await {
+                let created = report
+                    .created
+                    .iter()
+                    .all(|n| claims.iter().any(|c| &c.name == n));
+                let removed = report.removed.iter().all(|n| {
+                    claims
+                        .iter()
+                        .find(|c| &c.name == n)
+                        .is_none_or(|c| matches!(c.intent, Intent::Remove { .. }))
+                });
+                if created && removed {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        warn!("the claim watch has not shown this pass's writes yet; planning on");
     }
 }
 
-/// Plans and acts every `window` until `stop` turns true or leadership is
-/// lost (`leading` turns false).
+/// How long a pass waits for the claim watch to show its own writes.
+const OWN_WRITES: Duration = Duration::from_secs(5);
+
+/// When the autoscaler looks again.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// The batching window: after the first change, wait this long (real
+    /// time) so a burst of pods is planned as one.
+    pub window: Duration,
+    /// The controller clock's speed relative to real time (the lab's time
+    /// scale; 1 in production).
+    pub time_scale: f64,
+    /// The longest the autoscaler sleeps without a change, in controller
+    /// time: the net for time-based rules it cannot foresee (cron windows).
+    pub idle_tick: Duration,
+}
+
+impl Timing {
+    /// Real-time `window` and `idle_tick` of one minute, under `time_scale`.
+    pub fn new(window: Duration, time_scale: f64) -> Self {
+        Self {
+            window,
+            time_scale,
+            idle_tick: Duration::from_secs(60),
+        }
+    }
+
+    fn real(&self, controller: Duration) -> Duration {
+        controller.div_f64(self.time_scale.max(1.0))
+    }
+}
+
+/// The next moment a time-based rule may give a different answer for the
+/// same observations: a pending pod reaching a pool's trigger window (or
+/// the starvation window), a TTL expiring, an idle timeout passing, a
+/// pressure or scale-down interval completing. Conservative: it may name a
+/// moment at which nothing changes, never one after a change.
+fn next_deadline(input: &PlanInput) -> Option<jiff::Timestamp> {
+    let now = input.now;
+    let later = |t: jiff::Timestamp, d: Duration| {
+        jiff::SignedDuration::try_from(d)
+            .ok()
+            .and_then(|d| t.checked_add(d).ok())
+    };
+    let mut candidates: Vec<jiff::Timestamp> = Vec::new();
+    for pool in &input.config.pools {
+        let window = pool.scale_up.pending_for;
+        let starvation = window.saturating_mul(
+            u32::try_from(tidepool_core::planner::scale_up::STARVATION_WINDOWS).unwrap_or(u32::MAX),
+        );
+        for p in &input.pending {
+            candidates.extend(later(p.unschedulable_since, window));
+            candidates.extend(later(p.unschedulable_since, starvation));
+        }
+        for c in input.claims.iter().filter(|c| c.pool == pool.name) {
+            if let (Some(idle), Some(timeout)) = (c.idle_since, pool.idle_timeout) {
+                candidates.extend(later(idle, timeout));
+            }
+        }
+        if let Some(state) = input.pool_state.get(&pool.name) {
+            if let Some(t) = state.last_scale_down {
+                candidates.extend(later(t, pool.scale_down.interval));
+            }
+            for (since, pressure) in [
+                (state.cpu_pressure_since, pool.scale_up.cpu_pressure),
+                (state.memory_pressure_since, pool.scale_up.memory_pressure),
+            ] {
+                if let (Some(since), Some(p)) = (since, pressure) {
+                    candidates.extend(later(since, p.for_duration));
+                }
+            }
+        }
+    }
+    candidates.extend(input.claims.iter().filter_map(|c| c.expires_at));
+    candidates.into_iter().filter(|t| *t > now).min()
+}
+
+/// Plans and acts until `stop` turns true (the caller stops it when
+/// leadership is lost).
+///
+/// Watch-driven: after a pass it sleeps until a node, pod or claim changes
+/// (or the next time-based deadline comes), waits the batching window so
+/// a burst settles into one plan, and passes again.
 pub async fn run(
     exec: std::sync::Arc<LiveExecutor>,
-    window: Duration,
+    timing: Timing,
     mut stop: tokio::sync::watch::Receiver<bool>,
     metrics: Option<std::sync::Arc<crate::run::Metrics>>,
 ) {
     let mut autoscaler = Autoscaler::default();
+    let cluster = exec.nodes().cluster().clone();
+    let mut pods = cluster.pods().changes();
+    let mut nodes = cluster.nodes().changes();
+    let (_no_changes, never) = tokio::sync::watch::channel(0_u64);
+    let mut claims = exec.store().changes().unwrap_or(never);
     loop {
         if *stop.borrow() {
             break;
         }
+        // Changes seen from here on wake the next pass.
+        pods.mark_unchanged();
+        nodes.mark_unchanged();
+        claims.mark_unchanged();
+        let mut sleep_for = timing.real(timing.idle_tick);
         match autoscaler.pass(&exec).await {
-            Ok((plan, report)) => {
+            Ok((plan, report, deadline)) => {
                 if let Some(m) = &metrics {
                     m.pending(report.pending);
                     for a in &plan.actions {
@@ -231,16 +354,34 @@ pub async fn run(
                         m.decision(u.reason.code.as_str());
                     }
                 }
+                if let Some(at) = deadline {
+                    // Timestamps in the cluster have whole seconds: wake a
+                    // moment after the deadline, not before it.
+                    let left =
+                        at.duration_since(exec.now()).unsigned_abs() + Duration::from_millis(1100);
+                    sleep_for = sleep_for.min(timing.real(left));
+                }
+                if !report.created.is_empty() || !report.removed.is_empty() {
+                    autoscaler.await_own_writes(&exec, &report).await;
+                }
             }
             Err(e) => {
                 warn!(error = %e, "autoscaler pass failed");
                 if let Some(m) = &metrics {
                     m.error(e.kind.as_str());
                 }
+                sleep_for = sleep_for.min(timing.window.max(Duration::from_secs(1)));
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(window) => {}
+            _ = pods.changed() => {}
+            _ = nodes.changed() => {}
+            _ = claims.changed() => {}
+            () = tokio::time::sleep(sleep_for) => {}
+            _ = stop.changed() => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(timing.window) => {}
             _ = stop.changed() => {}
         }
     }

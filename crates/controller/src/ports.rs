@@ -261,6 +261,18 @@ pub trait ClaimStore: Send + Sync {
     ) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Removes the cleanup finalizer (the record may then disappear).
     fn remove_finalizer(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// The claims as a watch last saw them: cheap, for loops that look
+    /// often, but possibly a moment behind this process's own writes. A
+    /// store without a watch answers with [`ClaimStore::list`].
+    fn observed(&self) -> impl Future<Output = ProviderResult<Vec<Claim>>> + Send {
+        self.list()
+    }
+    /// A receiver whose value changes whenever a claim may have changed,
+    /// so loops can sleep until something happens; `None` when the store
+    /// cannot tell (callers then look again on a timer).
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// Records one entry of the audit trail on the claim (an Event for
     /// Kubernetes). Best effort: a failure to record never fails the
     /// operation. The message never holds a secret.

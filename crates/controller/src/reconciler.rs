@@ -9,17 +9,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::claim::Claim;
 use crate::executor::{Executor, ExecutorError, Progress};
 use crate::ports::{ClaimStore, Hypervisor, Joiner, Nodes};
 
 /// Timing of the reconciler.
 #[derive(Clone, Copy, Debug)]
 pub struct ReconcilerOptions {
-    /// How often the claim list is read for new or changed claims.
+    /// How often every claim is looked at again without a change
+    /// notification: a safety net when the store reports changes, the only
+    /// trigger when it cannot.
     pub resync: Duration,
     /// Shortest sleep between steps of one claim.
     pub min_wait: Duration,
@@ -32,7 +35,7 @@ pub struct ReconcilerOptions {
 impl Default for ReconcilerOptions {
     fn default() -> Self {
         Self {
-            resync: Duration::from_secs(2),
+            resync: Duration::from_secs(30),
             min_wait: Duration::from_millis(50),
             max_backoff: Duration::from_secs(30),
             time_scale: 1.0,
@@ -71,30 +74,47 @@ where
     }
 
     /// Reconciles every claim until `stop` turns true.
+    ///
+    /// Watch-driven: the loop sleeps until the store reports a claim change
+    /// (or a drive finishes), then looks at the claims as last observed and
+    /// starts a drive for each claim that has none running and has changed
+    /// since its last drive went idle. `resync` is only the safety net (and
+    /// the only trigger for a store that cannot report changes).
     pub fn spawn(self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut running: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+            // Each claim as it was when its last drive started: an idle
+            // claim is driven again only once it differs.
+            let mut started: BTreeMap<String, Claim> = BTreeMap::new();
+            let mut changes = self.exec.store().changes();
+            let finished = Arc::new(Notify::new());
             loop {
                 if *stop.borrow() {
                     break;
                 }
                 running.retain(|_, task| !task.is_finished());
-                match self.exec.store().list().await {
+                match self.exec.store().observed().await {
                     Ok(claims) => {
+                        started.retain(|name, _| claims.iter().any(|c| &c.name == name));
                         for claim in claims {
-                            if running.contains_key(&claim.name) {
+                            if running.contains_key(&claim.name)
+                                || started.get(&claim.name) == Some(&claim)
+                            {
                                 continue;
                             }
                             let exec = self.exec.clone();
                             let options = self.options;
                             let stop = stop.clone();
                             let name = claim.name.clone();
+                            let finished = finished.clone();
+                            started.insert(claim.name.clone(), claim);
                             running.insert(
-                                claim.name,
+                                name.clone(),
                                 tokio::spawn(async move {
                                     if let Err(e) = drive(&exec, &name, options, &stop).await {
                                         warn!(claim = %name, error = %e, category = e.category(), "claim not reconciled");
                                     }
+                                    finished.notify_one();
                                 }),
                             );
                         }
@@ -102,8 +122,23 @@ where
                     Err(e) => warn!(error = %e, "listing claims failed"),
                 }
                 let mut stop_wait = stop.clone();
+                let changed = async {
+                    match changes.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(self.options.resync) => {}
+                    ok = changed => {
+                        if !ok {
+                            changes = None;
+                        }
+                    }
+                    () = finished.notified() => {}
+                    () = tokio::time::sleep(self.options.resync) => {
+                        // The safety net: every claim is looked at afresh.
+                        started.clear();
+                    }
                     _ = stop_wait.changed() => {}
                 }
             }

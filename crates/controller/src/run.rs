@@ -223,6 +223,9 @@ pub async fn serve_health(
     Ok((bound, task))
 }
 
+/// How long the autoscaler lets changes settle before it plans.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(500);
+
 /// Runs the controller until `stop` turns true; returns the health address
 /// once serving (through `bound`) and finishes when stopped.
 ///
@@ -255,6 +258,10 @@ pub async fn run(
         let _ = tx.send(addr);
     }
     let mut leading_rx = leading.clone();
+    // A store that cannot report changes gets a feed that never fires (its
+    // sender lives as long as the loop).
+    let (_no_changes, never) = watch::channel(0_u64);
+    let mut claim_changes = exec.store().changes().unwrap_or(never);
     let mut stop_rx = stop.clone();
     let mut active: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = None;
     loop {
@@ -270,7 +277,8 @@ pub async fn run(
                 let defaults = ReconcilerOptions::default();
                 let opts = ReconcilerOptions {
                     time_scale: options.time_scale,
-                    // New claims are picked up within two simulated seconds.
+                    // Claims are driven on change; the safety-net resync
+                    // runs on the controller's clock.
                     resync: defaults
                         .resync
                         .div_f64(options.time_scale.max(1.0))
@@ -280,13 +288,15 @@ pub async fn run(
                 };
                 let reconciler = Reconciler::new(exec.clone(), opts).spawn(rx.clone());
                 let autoscaler = options.autoscale.then(|| {
-                    // The batching window: about a second of real time.
-                    let window = Duration::from_secs(1)
+                    // The batching window: half a second of controller time,
+                    // so the first clone follows an unschedulable pod within
+                    // a second.
+                    let window = BATCH_WINDOW
                         .div_f64(options.time_scale.max(1.0))
-                        .max(Duration::from_millis(50));
+                        .max(Duration::from_millis(20));
                     tokio::spawn(crate::autoscaler::run(
                         exec.clone(),
-                        window,
+                        crate::autoscaler::Timing::new(window, options.time_scale),
                         rx,
                         Some(metrics.clone()),
                     ))
@@ -308,7 +318,7 @@ pub async fn run(
             }
             _ => {}
         }
-        if let Ok(claims) = exec.store().list().await {
+        if let Ok(claims) = exec.store().observed().await {
             metrics.workers.clear();
             metrics.oldest_provisioning.clear();
             let now = exec.now();
@@ -367,9 +377,12 @@ pub async fn run(
         if *stop_rx.borrow() {
             break;
         }
+        // The gauges follow the claims as they change; the timer only ages
+        // the oldest-provisioning gauge.
         tokio::select! {
             _ = leading_rx.changed() => {}
             _ = stop_rx.changed() => {}
+            _ = claim_changes.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }

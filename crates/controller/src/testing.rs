@@ -66,6 +66,8 @@ pub struct World {
     pub vmid_lower: u32,
     /// Audit entries recorded, by claim.
     pub audit: Vec<(String, crate::ports::AuditEntry)>,
+    /// Bumped on every claim write made through the [`ClaimStore`] port.
+    pub claim_changes: tokio::sync::watch::Sender<u64>,
     uuid_counter: u64,
 }
 
@@ -389,7 +391,17 @@ impl Nodes for Fake {
     }
 }
 
+impl Fake {
+    fn claims_changed(&self) {
+        self.world().claim_changes.send_modify(|n| *n += 1);
+    }
+}
+
 impl ClaimStore for Fake {
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.world().claim_changes.subscribe())
+    }
+
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
         self.take("list_claims")?;
         Ok(self.world().claims.values().cloned().collect())
@@ -405,6 +417,8 @@ impl ClaimStore for Fake {
             ));
         }
         w.claims.insert(claim.name.clone(), claim.clone());
+        drop(w);
+        self.claims_changed();
         Ok(())
     }
 
@@ -417,6 +431,8 @@ impl ClaimStore for Fake {
             .ok_or_else(|| not_found(format!("claim {}", claim.name)))?;
         stored.spec = claim.spec.clone();
         stored.intent = claim.intent;
+        drop(w);
+        self.claims_changed();
         Ok(())
     }
 
@@ -433,6 +449,8 @@ impl ClaimStore for Fake {
             .get_mut(name)
             .ok_or_else(|| not_found(format!("claim {name}")))?;
         claim.status = status.clone();
+        drop(w);
+        self.claims_changed();
         Ok(())
     }
 
@@ -445,6 +463,8 @@ impl ClaimStore for Fake {
         let mut w = self.world();
         // With the finalizer gone and removal requested, the record disappears.
         w.claims.remove(name);
+        drop(w);
+        self.claims_changed();
         Ok(())
     }
 }

@@ -29,6 +29,9 @@ pub const INTENT_ANNOTATION: &str = "tidepool.dev/intent";
 /// Annotation making a removal skip the drain.
 pub const FORCE_ANNOTATION: &str = "tidepool.dev/force-remove";
 
+/// How long a first read waits for the claim watch to complete its list.
+const CACHE_SYNC: Duration = Duration::from_secs(10);
+
 /// Maps a cluster error onto the executor's classification.
 pub fn classify(e: ClusterError) -> ProviderError {
     use tidepool_cluster::ErrorCategory as C;
@@ -361,6 +364,19 @@ impl ClaimStore for KubeCluster {
             .iter()
             .map(from_resource)
             .collect())
+    }
+
+    async fn observed(&self) -> ProviderResult<Vec<Claim>> {
+        let cache = self.cluster.claim_cache();
+        if !cache.is_synced() && cache.wait_until_synced(CACHE_SYNC).await.is_err() {
+            // The watch is not answering: read the API server directly.
+            return ClaimStore::list(self).await;
+        }
+        Ok(cache.state().iter().map(|c| from_resource(c)).collect())
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.cluster.claim_cache().changes())
     }
 
     async fn create(&self, claim: &Claim) -> ProviderResult<()> {

@@ -317,7 +317,7 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
         .collect();
     let claims: Vec<ClaimState> = exec
         .store()
-        .list()
+        .observed()
         .await?
         .into_iter()
         .map(|c| {
