@@ -1034,37 +1034,7 @@ fn admit_start(st: &mut State, node: &str, vmid: u32) -> Result<Vec<String>, Str
         return Err(format!("VM is locked ({lock})"));
     }
     let cfg = vm.effective_config();
-    // Resolve mapped PCI devices: the first free device of the mapping on this node.
-    let mut held: Vec<String> = Vec::new();
-    for (key, value) in cfg.iter().filter(|(k, _)| k.starts_with("hostpci")) {
-        let Some(id) = options::prop(value, "mapping") else {
-            continue;
-        };
-        let devices: Vec<String> = st
-            .pci_mappings
-            .iter()
-            .filter(|m| m.id == id)
-            .flat_map(|m| m.devices.iter())
-            .filter(|d| d.node == node)
-            .map(|d| d.path.clone())
-            .collect();
-        if devices.is_empty() {
-            return Err(format!("PCI device mapping not found for '{id}'"));
-        }
-        let free = devices
-            .iter()
-            .find(|path| st.pci_holder(node, path).is_none() && !held.contains(path));
-        match (free, devices.as_slice()) {
-            (Some(path), _) => held.push(path.clone()),
-            (None, [only]) => {
-                let holder = st.pci_holder(node, only).unwrap_or(vmid);
-                return Err(format!(
-                    "PCI device '{only}' already in use by VMID '{holder}'"
-                ));
-            }
-            (None, _) => return Err(format!("could not find a free device for '{key}'")),
-        }
-    }
+    let held = st.mapped_pci(node, vmid, &cfg)?;
     let want = options::memory_mib(cfg.get("memory").map(String::as_str));
     let host = st.nodes.get(node).map(|n| n.spec.memory_mib).unwrap_or(0);
     let used = st.used_memory_mib(node);

@@ -278,6 +278,25 @@ impl State {
             );
         }
         state.rng = rng;
+        // A VM running at start holds the devices of its mapped `hostpciN`
+        // entries, as if it had been started through the API.
+        let running: Vec<u32> = state
+            .vms
+            .values()
+            .filter(|vm| vm.running)
+            .map(|vm| vm.vmid)
+            .collect();
+        for vmid in running {
+            let Some(vm) = state.vms.get(&vmid) else {
+                continue;
+            };
+            let held = state
+                .mapped_pci(&vm.node, vmid, &vm.config)
+                .map_err(|m| LabError::Config(format!("vm {vmid}: {m}")))?;
+            if let Some(vm) = state.vms.get_mut(&vmid) {
+                vm.pci = held;
+            }
+        }
         // Existing VMs are known to pvestatd from the start.
         state.pvestatd_tick(now);
         Ok(state)
@@ -325,6 +344,52 @@ impl State {
             .values()
             .find(|vm| vm.node == node && vm.running && vm.pci.iter().any(|p| p == path))
             .map(|vm| vm.vmid)
+    }
+
+    /// The devices a VM's mapped `hostpciN` entries resolve to on `node`:
+    /// for each entry, the first device of its mapping on that node that no
+    /// running VM holds. Entries naming a raw host path are not tracked.
+    ///
+    /// # Errors
+    /// Proxmox's messages for a mapping without a device on the node and
+    /// for a mapping whose devices are all taken.
+    pub(crate) fn mapped_pci(
+        &self,
+        node: &str,
+        vmid: u32,
+        config: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, String> {
+        let mut held: Vec<String> = Vec::new();
+        for (key, value) in config.iter().filter(|(k, _)| k.starts_with("hostpci")) {
+            let Some(id) = options::prop(value, "mapping") else {
+                continue;
+            };
+            let devices: Vec<&str> = self
+                .pci_mappings
+                .iter()
+                .filter(|m| m.id == id)
+                .flat_map(|m| m.devices.iter())
+                .filter(|d| d.node == node)
+                .map(|d| d.path.as_str())
+                .collect();
+            if devices.is_empty() {
+                return Err(format!("PCI device mapping not found for '{id}'"));
+            }
+            let free = devices.iter().find(|path| {
+                self.pci_holder(node, path).is_none() && !held.iter().any(|h| h == *path)
+            });
+            match (free, devices.as_slice()) {
+                (Some(path), _) => held.push((*path).to_owned()),
+                (None, [only]) => {
+                    let holder = self.pci_holder(node, only).unwrap_or(vmid);
+                    return Err(format!(
+                        "PCI device '{only}' already in use by VMID '{holder}'"
+                    ));
+                }
+                (None, _) => return Err(format!("could not find a free device for '{key}'")),
+            }
+        }
+        Ok(held)
     }
 
     /// Refreshes the pvestatd snapshot.

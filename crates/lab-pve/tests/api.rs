@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use common::{GPU_TEMPLATE, TEMPLATE, start, two_node_cluster};
 use serde_json::json;
-use tidepool_lab_pve::{ErrorBodies, VmEvent};
+use tidepool_lab_pve::{ErrorBodies, VmEvent, VmSpec};
 use tidepool_lab_sim::{FaultRule, Service};
 
 const FAST: f64 = 1000.0;
@@ -354,6 +354,33 @@ async fn a_second_vm_mapped_to_the_same_gpu_cannot_start_while_the_first_runs() 
     let stop = lab.post("/nodes/pve-02/qemu/160/status/stop", &[]).await;
     lab.wait_task(stop.data().as_str().unwrap()).await;
     assert_eq!(lab.start_vm("pve-02", 161).await["exitstatus"], "OK");
+}
+
+#[tokio::test]
+async fn a_vm_running_at_start_holds_its_mapped_gpu() {
+    let mut cfg = two_node_cluster();
+    cfg.vms.push(VmSpec {
+        vmid: 170,
+        node: "pve-02".into(),
+        name: "plex".into(),
+        template: false,
+        cores: 4,
+        memory_mib: 8192,
+        disk_gib: 32,
+        storage: None,
+        tags: vec![],
+        running: true,
+        pool: None,
+        extra_config: [("hostpci0".to_owned(), "mapping=gpu,pcie=1".to_owned())].into(),
+    });
+    let lab = start(cfg, FAST, 1).await;
+    assert_eq!(lab.lab.vm(170).unwrap().pci_devices, vec!["0000:01:00.0"]);
+    lab.clone_vm("pve-02", GPU_TEMPLATE, 160).await;
+    let failed = lab.start_vm("pve-02", 160).await;
+    assert_eq!(
+        failed["exitstatus"],
+        "PCI device '0000:01:00.0' already in use by VMID '170'"
+    );
 }
 
 #[tokio::test]

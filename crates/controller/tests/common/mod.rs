@@ -279,6 +279,30 @@ impl Live {
         ))
     }
 
+    /// What the planner would decide now, for failure messages.
+    pub async fn dump_plan(&self) -> String {
+        match tidepool_controller::live::snapshot::plan_input(&self.exec).await {
+            Ok(input) => {
+                let plan = tidepool_core::planner::plan(&input);
+                let hosts: Vec<String> = input
+                    .hosts
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "{} memory {}/{} MiB, gpu {:?}",
+                            h.name, h.memory_used_mib, h.memory_total_mib, h.gpu_free
+                        )
+                    })
+                    .collect();
+                format!(
+                    "plan now:\n  hosts: {hosts:?}\n  actions: {:?}\n  unhelpable: {:?}\n  waiting: {:?}\n  held: {:?}\n  deferred: {:?}",
+                    plan.actions, plan.unhelpable, plan.waiting, plan.held, plan.deferred
+                )
+            }
+            Err(e) => format!("no plan: {e}"),
+        }
+    }
+
     /// Stops the controller and the lab.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
