@@ -49,6 +49,7 @@ async fn main() {
                 config_dir: lab.files.dir.clone(),
                 kubeconfig: Some(lab.files.kubeconfig.clone()),
                 now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
+                time_scale: lab.clock.scale(),
             },
         )
         .await
@@ -141,6 +142,67 @@ async fn main() {
         "  overhead                 {} s over window + one boot chain",
         total.as_secs() as i64 - window as i64 - chain
     );
+    // Where the time went, for the first worker: each step's moment after
+    // the burst was applied (simulated seconds).
+    let start_ts = Timestamp::try_from(start).unwrap();
+    let since = |t: Timestamp| t.duration_since(start_ts).as_secs_f64();
+    if let Some(first) = claims.iter().min_by_key(|c| {
+        c["metadata"]["creationTimestamp"]
+            .as_str()
+            .map(str::to_owned)
+    }) {
+        println!(
+            "  timeline of {} (s after the burst):",
+            first["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        if let Some(t) = ts(&first["metadata"]["creationTimestamp"]) {
+            println!("    {:>7.1}  claim created", since(t));
+        }
+        let mut conds: Vec<(Timestamp, String)> = first["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    ts(&c["lastTransitionTime"])?,
+                    c["type"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        conds.sort();
+        for (t, kind) in conds {
+            println!("    {:>7.1}  {kind}", since(t));
+        }
+        let node = first["metadata"]["name"].as_str().unwrap_or("");
+        let on_node: Vec<&serde_json::Value> = pods
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .collect();
+        let bound = on_node
+            .iter()
+            .filter_map(|p| {
+                p["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == "PodScheduled" && c["status"] == "True")
+                    .and_then(|c| ts(&c["lastTransitionTime"]))
+            })
+            .min();
+        let running = on_node
+            .iter()
+            .filter_map(|p| ts(&p["status"]["startTime"]))
+            .max();
+        if let Some(t) = bound {
+            println!("    {:>7.1}  first pod bound to it", since(t));
+        }
+        if let Some(t) = running {
+            println!(
+                "    {:>7.1}  last of its {} pods started",
+                since(t),
+                on_node.len()
+            );
+        }
+    }
     stop_tx.send(true).unwrap();
     let _ = controller.await;
     lab.shutdown().await;

@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tidepool_cluster::{EventRecord, EventTarget, EventType};
-use tidepool_core::conventions::worker_name;
 use tidepool_core::planner::triggers::{PressureKind, pressure_above};
 use tidepool_core::planner::{Action, Plan, PlanInput, plan};
+use tidepool_core::safety::MAX_REQUEST_COUNT;
 use tracing::{info, warn};
 
-use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
-use crate::live::connect::LiveExecutor;
+use crate::claim::Intent;
+use crate::live::connect::{LiveExecutor, LiveService};
 use crate::live::snapshot::plan_input;
 use crate::ports::{ClaimStore, ProviderError};
+use crate::service::ProvisionRequest;
 
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,7 +39,6 @@ pub struct PassReport {
 #[derive(Debug, Default)]
 pub struct Autoscaler {
     told: BTreeMap<String, String>,
-    suffix: u64,
     /// Per pool, when the last scale-down started (the gradual-removal
     /// interval counts from it).
     pools: BTreeMap<String, tidepool_core::planner::PoolState>,
@@ -56,20 +56,6 @@ fn pod_target(pod: &str) -> EventTarget {
 }
 
 impl Autoscaler {
-    fn next_name(&mut self, pool: &str, now: jiff::Timestamp) -> String {
-        self.suffix += 1;
-        let mut x = (now.as_nanosecond() as u64) ^ self.suffix.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let alphabet = b"bcdfghjklmnpqrstvwxz2456789";
-        let suffix: String = (0..tidepool_core::conventions::WORKER_SUFFIX_LEN)
-            .map(|_| {
-                let c = alphabet[(x % alphabet.len() as u64) as usize];
-                x /= alphabet.len() as u64;
-                char::from(c)
-            })
-            .collect();
-        worker_name(pool, &suffix)
-    }
-
     async fn tell(
         &mut self,
         exec: &LiveExecutor,
@@ -107,8 +93,9 @@ impl Autoscaler {
     /// (see [`next_deadline`]).
     pub async fn pass(
         &mut self,
-        exec: &LiveExecutor,
+        service: &LiveService,
     ) -> Result<(Plan, PassReport, Option<jiff::Timestamp>), ProviderError> {
+        let exec = service.executor();
         let mut input = plan_input(exec).await?;
         // The planner keeps no memory: when each pool's CPU and memory
         // pressure began is kept here, between passes.
@@ -131,57 +118,29 @@ impl Autoscaler {
         let mut report = PassReport::default();
         for action in &planned.actions {
             match action {
-                Action::Provision {
-                    pool,
-                    size,
-                    host,
-                    count,
-                    reason,
-                } => {
-                    let ttl = exec.config().pool(pool).and_then(|p| p.ttl);
-                    for _ in 0..*count {
-                        let name = self.next_name(pool, input.now);
-                        let claim = Claim {
-                            name: name.clone(),
-                            spec: ClaimSpec {
-                                pool: pool.clone(),
-                                size: size.clone(),
-                                ttl,
-                                requested_by: "autoscaler".into(),
-                                reason: reason.to_string(),
-                            },
-                            status: ClaimStatus {
-                                host: Some(host.clone()),
-                                ..ClaimStatus::default()
-                            },
-                            intent: Intent::Keep,
-                            finalizer: true,
-                        };
-                        exec.store().create(&claim).await?;
-                        exec.store().save_status(&name, &claim.status).await?;
-                        info!(claim = %name, %pool, %size, %host, reason = %reason, "scale up");
-                        report.created.push(name);
-                    }
+                Action::Provision { .. } => {
+                    report
+                        .created
+                        .extend(carry_out(service, action, ACTOR).await);
                 }
                 Action::Remove {
                     worker,
+                    pool,
                     drain,
                     reason,
-                    ..
-                } => {
-                    if let Some(mut claim) = exec.store().get(worker).await?
-                        && claim.intent == Intent::Keep
-                    {
-                        claim.intent = Intent::Remove { force: !drain };
-                        exec.store().update(&claim).await?;
-                        self.pools
-                            .entry(claim.spec.pool.clone())
-                            .or_default()
-                            .last_scale_down = Some(input.now);
-                        info!(worker = %worker, reason = %reason, "scale down");
+                } => match service
+                    .retire(ACTOR, worker, *drain, reason.code.as_str())
+                    .await
+                {
+                    Ok(true) => {
+                        self.pools.entry(pool.clone()).or_default().last_scale_down =
+                            Some(input.now);
+                        info!(%worker, reason = %reason, "scale down");
                         report.removed.push(worker.clone());
                     }
-                }
+                    Ok(false) => {}
+                    Err(e) => warn!(%worker, error = %e, "scale-down refused"),
+                },
             }
         }
         if !report.created.is_empty() {
@@ -237,6 +196,80 @@ impl Autoscaler {
         }
         warn!("the claim watch has not shown this pass's writes yet; planning on");
     }
+}
+
+/// Who the audit trail names for the autoscaler's own requests.
+const ACTOR: &str = "autoscaler";
+
+/// Carries out one `Provision` action through the service (the same limit
+/// checks and audit trail as a manual request), in requests of at most
+/// [`MAX_REQUEST_COUNT`] workers; returns the claims created. A refusal
+/// (limits changed since the plan, a race with another requester) is
+/// logged and ends the action.
+async fn carry_out(service: &LiveService, action: &Action, actor: &str) -> Vec<String> {
+    let Action::Provision {
+        pool,
+        size,
+        host,
+        count,
+        reason,
+    } = action
+    else {
+        return Vec::new();
+    };
+    let mut created = Vec::new();
+    let mut left = *count;
+    while left > 0 {
+        let chunk = left.min(MAX_REQUEST_COUNT);
+        left -= chunk;
+        let req = ProvisionRequest {
+            pool: pool.clone(),
+            size: Some(size.clone()),
+            count: chunk,
+            ttl: None,
+            requested_by: actor.to_owned(),
+            reason: reason.to_string(),
+        };
+        match service.provision_on(&req, Some(host)).await {
+            Ok(names) => {
+                info!(claims = ?names, %pool, %size, %host, reason = %reason, "scale up");
+                created.extend(names);
+            }
+            Err(e) => {
+                warn!(%pool, %size, error = %e, "scale-up refused");
+                break;
+            }
+        }
+    }
+    created
+}
+
+/// An emergency request (spec §4): plans now with the trigger windows of
+/// `pools` skipped — never their limits — and provisions what the plan
+/// asks for in those pools, on behalf of `actor`. Returns the plan and the
+/// claims created.
+///
+/// # Errors
+/// Observation failures.
+pub async fn emergency(
+    service: &LiveService,
+    pools: &[String],
+    actor: &str,
+) -> Result<(Plan, Vec<String>), ProviderError> {
+    let mut input = plan_input(service.executor()).await?;
+    for pool in pools {
+        input.pool_state.entry(pool.clone()).or_default().emergency = true;
+    }
+    let mut planned = plan(&input);
+    planned.actions.retain(|a| match a {
+        Action::Provision { pool, .. } => pools.contains(pool),
+        Action::Remove { .. } => false,
+    });
+    let mut created = Vec::new();
+    for action in &planned.actions {
+        created.extend(carry_out(service, action, actor).await);
+    }
+    Ok((planned, created))
 }
 
 /// How long a pass waits for the claim watch to show its own writes.
@@ -329,6 +362,7 @@ pub async fn run(
     metrics: Option<std::sync::Arc<crate::run::Metrics>>,
 ) {
     let mut autoscaler = Autoscaler::default();
+    let service = LiveService::new(exec.clone());
     let cluster = exec.nodes().cluster().clone();
     let mut pods = cluster.pods().changes();
     let mut nodes = cluster.nodes().changes();
@@ -343,7 +377,7 @@ pub async fn run(
         nodes.mark_unchanged();
         claims.mark_unchanged();
         let mut sleep_for = timing.real(timing.idle_tick);
-        match autoscaler.pass(&exec).await {
+        match autoscaler.pass(&service).await {
             Ok((plan, report, deadline)) => {
                 if let Some(m) = &metrics {
                     m.pending(report.pending);

@@ -2,6 +2,7 @@
 //! a Lease, drives every WorkerClaim through its lifecycle while it leads,
 //! and serves `/healthz`, `/readyz` and `/metrics`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -27,7 +28,7 @@ use crate::reconciler::{Reconciler, ReconcilerOptions};
 
 /// Labels of the workers gauge: bounded by the configured pools and the
 /// eight lifecycle phases.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct WorkerLabels {
     pool: String,
     phase: String,
@@ -46,9 +47,28 @@ struct CategoryLabel {
 }
 
 /// A pool label.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PoolLabel {
     pool: String,
+}
+
+/// Sets every gauge of `family` named in `values`, then removes the label
+/// sets it set last time that are gone now.
+fn replace_gauges<L>(
+    family: &Family<L, Gauge<i64, AtomicI64>>,
+    last: &std::sync::Mutex<BTreeSet<L>>,
+    values: BTreeMap<L, i64>,
+) where
+    L: Clone + std::hash::Hash + Eq + Ord + EncodeLabelSet + std::fmt::Debug,
+{
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    for (labels, value) in &values {
+        family.get_or_create(labels).set(*value);
+    }
+    for stale in last.iter().filter(|l| !values.contains_key(*l)) {
+        family.remove(stale);
+    }
+    *last = values.into_keys().collect();
 }
 
 /// The controller's metrics.
@@ -59,13 +79,69 @@ pub struct Metrics {
     decisions: Family<ReasonLabel, Counter>,
     errors: Family<CategoryLabel, Counter>,
     provisioning: Family<PoolLabel, Histogram>,
-    observed_ready: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    observed_ready: std::sync::Mutex<BTreeSet<String>>,
     workers: Family<WorkerLabels, Gauge<i64, AtomicI64>>,
+    worker_labels: std::sync::Mutex<BTreeSet<WorkerLabels>>,
     oldest_provisioning: Family<PoolLabel, Gauge<i64, AtomicI64>>,
+    oldest_labels: std::sync::Mutex<BTreeSet<PoolLabel>>,
     registry: std::sync::Mutex<Registry>,
 }
 
 impl Metrics {
+    /// Brings the claim-derived metrics up to date: workers by pool and
+    /// phase, the oldest worker still provisioning per pool, and one
+    /// provisioning-duration sample per worker that turned Ready. Gauges
+    /// are set in place and stale label sets removed afterwards, so a
+    /// scrape never sees them half rebuilt.
+    pub fn observe_claims(&self, claims: &[crate::claim::Claim], now: jiff::Timestamp) {
+        let mut workers: BTreeMap<WorkerLabels, i64> = BTreeMap::new();
+        let mut oldest: BTreeMap<PoolLabel, i64> = BTreeMap::new();
+        for c in claims {
+            let pool = c.spec.pool.clone();
+            let phase = c.status.lifecycle.phase();
+            *workers
+                .entry(WorkerLabels {
+                    pool: pool.clone(),
+                    phase: phase.to_string(),
+                })
+                .or_default() += 1;
+            if matches!(
+                phase,
+                tidepool_core::Phase::Requested
+                    | tidepool_core::Phase::Provisioning
+                    | tidepool_core::Phase::Joining
+            ) {
+                let age = c
+                    .status
+                    .provisioned_at
+                    .map_or(0, |t| now.duration_since(t).as_secs().max(0));
+                let e = oldest.entry(PoolLabel { pool }).or_default();
+                *e = (*e).max(age);
+            }
+        }
+        replace_gauges(&self.workers, &self.worker_labels, workers);
+        replace_gauges(&self.oldest_provisioning, &self.oldest_labels, oldest);
+        let mut seen = self
+            .observed_ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for c in claims {
+            if let (Some(start), Some(ready)) = (
+                c.status.provisioned_at,
+                c.status.conditions.get(&crate::claim::Condition::NodeReady),
+            ) && seen.insert(c.name.clone())
+            {
+                let secs = ready.duration_since(start).as_secs_f64().max(0.0);
+                self.provisioning
+                    .get_or_create(&PoolLabel {
+                        pool: c.spec.pool.clone(),
+                    })
+                    .observe(secs);
+            }
+        }
+        seen.retain(|n| claims.iter().any(|c| &c.name == n));
+    }
+
     /// Registers every metric.
     pub fn new() -> Arc<Self> {
         let m = Self {
@@ -79,9 +155,11 @@ impl Metrics {
                     30.0, 1.5, 10,
                 ))
             }),
-            observed_ready: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            observed_ready: std::sync::Mutex::new(BTreeSet::new()),
             workers: Family::default(),
+            worker_labels: std::sync::Mutex::new(BTreeSet::new()),
             oldest_provisioning: Family::default(),
+            oldest_labels: std::sync::Mutex::new(BTreeSet::new()),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -319,60 +397,7 @@ pub async fn run(
             _ => {}
         }
         if let Ok(claims) = exec.store().observed().await {
-            metrics.workers.clear();
-            metrics.oldest_provisioning.clear();
-            let now = exec.now();
-            for c in &claims {
-                let phase = c.status.lifecycle.phase();
-                if matches!(
-                    phase,
-                    tidepool_core::Phase::Requested
-                        | tidepool_core::Phase::Provisioning
-                        | tidepool_core::Phase::Joining
-                ) {
-                    let age = c
-                        .status
-                        .provisioned_at
-                        .map_or(0, |t| now.duration_since(t).as_secs().max(0));
-                    let gauge = metrics.oldest_provisioning.get_or_create(&PoolLabel {
-                        pool: c.spec.pool.clone(),
-                    });
-                    if age > gauge.get() {
-                        gauge.set(age);
-                    }
-                }
-            }
-            {
-                let mut seen = metrics
-                    .observed_ready
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                for c in &claims {
-                    if let (Some(start), Some(ready)) = (
-                        c.status.provisioned_at,
-                        c.status.conditions.get(&crate::claim::Condition::NodeReady),
-                    ) && seen.insert(c.name.clone())
-                    {
-                        let secs = ready.duration_since(start).as_secs_f64().max(0.0);
-                        metrics
-                            .provisioning
-                            .get_or_create(&PoolLabel {
-                                pool: c.spec.pool.clone(),
-                            })
-                            .observe(secs);
-                    }
-                }
-                seen.retain(|n| claims.iter().any(|c| &c.name == n));
-            }
-            for c in claims {
-                metrics
-                    .workers
-                    .get_or_create(&WorkerLabels {
-                        pool: c.spec.pool.clone(),
-                        phase: c.status.lifecycle.phase().to_string(),
-                    })
-                    .inc();
-            }
+            metrics.observe_claims(&claims, exec.now());
         }
         if *stop_rx.borrow() {
             break;

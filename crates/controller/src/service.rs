@@ -220,6 +220,17 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         }
     }
 
+    /// Refuses a name that matches a protected pattern.
+    fn refuse_protected(&self, id: &str) -> Result<(), ServiceError> {
+        match self.exec.config().protected.matching(id) {
+            Some(pattern) => Err(ServiceError::Refused(Refusal::Protected {
+                name: id.to_owned(),
+                pattern: pattern.to_owned(),
+            })),
+            None => Ok(()),
+        }
+    }
+
     fn pool(&self, name: &str) -> Result<&Pool, RequestError> {
         let cfg = self.exec.config();
         cfg.pool(name).ok_or_else(|| RequestError::UnknownPool {
@@ -234,14 +245,32 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
     /// [`ServiceError::Invalid`] listing every problem (count, TTL, pool,
     /// size, limits), or a store failure.
     pub async fn provision(&self, req: &ProvisionRequest) -> Result<Vec<String>, ServiceError> {
-        let result = self.provision_inner(req).await;
+        self.provision_on(req, None).await
+    }
+
+    /// [`Service::provision`] with the host already chosen (the planner's
+    /// choice), recorded on each claim for the executor to use. The same
+    /// checks apply.
+    ///
+    /// # Errors
+    /// As [`Service::provision`].
+    pub async fn provision_on(
+        &self,
+        req: &ProvisionRequest,
+        host: Option<&str>,
+    ) -> Result<Vec<String>, ServiceError> {
+        let result = self.provision_inner(req, host).await;
         let claims = result.as_ref().map(Clone::clone).unwrap_or_default();
         self.audit(&req.requested_by, "provision", &req.pool, &claims, &result)
             .await;
         result
     }
 
-    async fn provision_inner(&self, req: &ProvisionRequest) -> Result<Vec<String>, ServiceError> {
+    async fn provision_inner(
+        &self,
+        req: &ProvisionRequest,
+        host: Option<&str>,
+    ) -> Result<Vec<String>, ServiceError> {
         let mut errors = check_bounds(req.count, req.ttl).err().unwrap_or_default();
         let cfg = self.exec.config().clone();
         let pool = match self.pool(&req.pool) {
@@ -311,11 +340,19 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                     requested_by: req.requested_by.clone(),
                     reason: req.reason.clone(),
                 },
-                status: ClaimStatus::default(),
+                status: ClaimStatus {
+                    host: host.map(str::to_owned),
+                    ..ClaimStatus::default()
+                },
                 intent: Intent::Keep,
                 finalizer: true,
             };
             self.exec.store().create(&claim).await?;
+            if host.is_some() {
+                // A new claim's status starts empty: the host goes in with
+                // the first status write, before the executor looks.
+                self.exec.store().save_status(&name, &claim.status).await?;
+            }
             names.push(name);
         }
         Ok(names)
@@ -530,6 +567,43 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         result
     }
 
+    /// The autoscaler's scale-down: asks for a worker to go, drained first
+    /// unless `drain` is false (an idle worker). Protected names and nodes
+    /// Tidepool does not manage are refused as everywhere; which workers
+    /// may go is the planner's decision (spec §4), so a drained state is
+    /// not required. A worker already on its way out is left as it is.
+    ///
+    /// # Errors
+    /// Protected or unknown workers, store failures.
+    pub async fn retire(
+        &self,
+        actor: &str,
+        id: &str,
+        drain: bool,
+        reason: &str,
+    ) -> Result<bool, ServiceError> {
+        let result = async {
+            self.refuse_protected(id)?;
+            let mut claim = self
+                .exec
+                .store()
+                .get(id)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(id.to_owned()))?;
+            if claim.intent != Intent::Keep {
+                return Ok(false);
+            }
+            claim.intent = Intent::Remove { force: !drain };
+            self.exec.store().update(&claim).await?;
+            Ok(true)
+        }
+        .await;
+        let op = format!("scale-down ({reason})");
+        self.audit(actor, &op, id, &self.known_claim(id).await, &result)
+            .await;
+        result
+    }
+
     /// Extends a worker's TTL by `hours` (1–168), counted from its current
     /// expiry; the result may not leave more than 168 h to live.
     ///
@@ -602,12 +676,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         cordon: bool,
     ) -> Result<(), ServiceError> {
         let result = async {
-            if let Some(pattern) = self.exec.config().protected.matching(id) {
-                return Err(ServiceError::Refused(Refusal::Protected {
-                    name: id.to_owned(),
-                    pattern: pattern.to_owned(),
-                }));
-            }
+            self.refuse_protected(id)?;
             let exists = self.exec.nodes().list().await?.iter().any(|n| n.name == id);
             if !exists {
                 return Err(ServiceError::NotFound(id.to_owned()));

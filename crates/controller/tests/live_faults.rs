@@ -46,6 +46,7 @@ async fn executor(lab: &RunningLab) -> LiveExecutor {
             config_dir: lab.files.dir.clone(),
             kubeconfig: Some(lab.files.kubeconfig.clone()),
             now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
+            time_scale: lab.clock.scale(),
         },
     )
     .await

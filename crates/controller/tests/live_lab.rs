@@ -41,6 +41,7 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
                 config_dir: lab.files.dir.clone(),
                 kubeconfig: Some(lab.files.kubeconfig.clone()),
                 now,
+                time_scale: lab.clock.scale(),
             },
         )
         .await
@@ -197,6 +198,7 @@ async fn workers_are_placed_on_the_host_with_the_most_memory_headroom() {
                 config_dir: lab.files.dir.clone(),
                 kubeconfig: Some(lab.files.kubeconfig.clone()),
                 now,
+                time_scale: lab.clock.scale(),
             },
         )
         .await

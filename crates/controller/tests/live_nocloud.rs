@@ -51,6 +51,7 @@ async fn provision_with_join(lab: &RunningLab, join: &str) -> serde_json::Value 
                 config_dir: lab.files.dir.clone(),
                 kubeconfig: Some(lab.files.kubeconfig.clone()),
                 now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
+                time_scale: lab.clock.scale(),
             },
         )
         .await

@@ -36,6 +36,7 @@ async fn controller(
                 config_dir: lab.files.dir.clone(),
                 kubeconfig: Some(lab.files.kubeconfig.clone()),
                 now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
+                time_scale: lab.clock.scale(),
             },
         )
         .await

@@ -76,6 +76,7 @@ pub async fn service(
         config_dir,
         kubeconfig: kubeconfig(kubeconfig_flag),
         now: scaled_clock(time_scale, time_origin_ms),
+        time_scale,
     };
     let exec = Arc::new(connect(config, &options).await.map_err(|e| Unavailable {
         exit: Exit::Failure,

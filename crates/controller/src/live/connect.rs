@@ -20,6 +20,9 @@ use crate::live::pve::PveHypervisor;
 /// The executor over the production adapters.
 pub type LiveExecutor = Executor<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
 
+/// The service layer over the live adapters.
+pub type LiveService = crate::service::Service<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
+
 /// Why the live stack could not be built. Messages name the setting or
 /// reference, never a secret's value.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,26 @@ pub struct LiveOptions {
     pub kubeconfig: Option<PathBuf>,
     /// The clock.
     pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// How fast that clock runs against real time (the lab's time scale;
+    /// 1 in production). Real-time pauses, such as Proxmox task polling,
+    /// shrink by it so a simulated minute is not overshot by real seconds.
+    pub time_scale: f64,
+}
+
+/// Proxmox client options under a time scale: task polls pause in
+/// proportion, so a task's end is seen as soon in simulated time as it
+/// would be in real time.
+fn client_options(time_scale: f64) -> ClientOptions {
+    let defaults = ClientOptions::default();
+    let scale = time_scale.max(1.0);
+    let floor = std::time::Duration::from_millis(5);
+    ClientOptions {
+        polling: tidepool_proxmox::TaskPolling {
+            initial: defaults.polling.initial.div_f64(scale).max(floor),
+            max: defaults.polling.max.div_f64(scale).max(floor),
+        },
+        ..defaults
+    }
 }
 
 impl std::fmt::Debug for LiveOptions {
@@ -73,6 +96,7 @@ impl std::fmt::Debug for LiveOptions {
         f.debug_struct("LiveOptions")
             .field("config_dir", &self.config_dir)
             .field("kubeconfig", &self.kubeconfig)
+            .field("time_scale", &self.time_scale)
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +184,7 @@ pub async fn connect(
         &provider,
         token,
         &options.config_dir,
-        ClientOptions::default(),
+        client_options(options.time_scale),
     )
     .map_err(|e| ConnectError::Proxmox {
         provider: provider.name.clone(),

@@ -97,6 +97,7 @@ pub async fn start(setup: Setup) -> Live {
                 config_dir: lab.files.dir.clone(),
                 kubeconfig: Some(lab.files.kubeconfig.clone()),
                 now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
+                time_scale: lab.clock.scale(),
             },
         )
         .await

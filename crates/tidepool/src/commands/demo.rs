@@ -202,6 +202,7 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
                     config_dir: lab.files.dir.clone(),
                     kubeconfig: Some(lab.files.kubeconfig.clone()),
                     now: Arc::new(move || jiff::Timestamp::try_from(clock.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)),
+                    time_scale: lab.clock.scale(),
                 },
             )
             .await?,
