@@ -55,6 +55,16 @@ fn pod_target(pod: &str) -> EventTarget {
     }
 }
 
+fn node_target(node: &str) -> EventTarget {
+    EventTarget {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        name: node.to_owned(),
+        namespace: None,
+        uid: None,
+    }
+}
+
 impl Autoscaler {
     async fn tell(
         &mut self,
@@ -136,6 +146,25 @@ impl Autoscaler {
                         self.pools.entry(pool.clone()).or_default().last_scale_down =
                             Some(input.now);
                         info!(%worker, reason = %reason, "scale down");
+                        let how = if *drain {
+                            "drained and removed"
+                        } else {
+                            "removed"
+                        };
+                        let record = EventRecord {
+                            event_type: EventType::Normal,
+                            reason: "ScaleDown",
+                            action: "Autoscale",
+                            message: &format!("node {worker} is being {how}: {}", reason.message),
+                        };
+                        if let Err(e) = exec
+                            .nodes()
+                            .cluster()
+                            .record_event(&node_target(worker), &record)
+                            .await
+                        {
+                            warn!(%worker, error = %e, "could not record the scale-down Event");
+                        }
                         report.removed.push(worker.clone());
                     }
                     Ok(false) => {}

@@ -129,6 +129,19 @@ async fn a_burst_is_handled_and_scaled_back_down() {
             .all(|v| !(1250..=1300).contains(&v.vmid)),
         "their VMs are deleted"
     );
+    let scale_downs = live
+        .lab
+        .kube
+        .list("v1", "Event", "", "")
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["involvedObject"]["kind"] == "Node" && e["reason"] == "ScaleDown")
+        .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        !scale_downs.is_empty() && scale_downs.iter().all(|m| m.contains("idle")),
+        "each removed node is told why: {scale_downs:?}"
+    );
     eprintln!("scaled back down after {:?} real", started.elapsed());
     live.stop().await;
 }
