@@ -365,6 +365,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     fn next_step(&self, claim: &Claim) -> Option<Step> {
         let s = &claim.status;
         let removing = matches!(claim.intent, Intent::Remove { .. });
+        let forced = claim.intent == (Intent::Remove { force: true });
         let draining = claim.intent != Intent::Keep;
         let first_missing =
             |steps: &[(Step, Condition)]| steps.iter().find(|(_, c)| !s.has(*c)).map(|(st, _)| *st);
@@ -384,9 +385,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 (Step::WaitForNode, Condition::NodeReady),
                 (Step::Label, Condition::Labelled),
             ]),
-            Phase::Ready if claim.intent == (Intent::Remove { force: true }) => {
-                Some(Step::DeleteNode)
-            }
+            Phase::Ready if forced => Some(Step::DeleteNode),
             Phase::Ready if draining => Some(Step::Cordon),
             Phase::Ready | Phase::Terminated => None,
             Phase::Draining => first_missing(&[
@@ -394,6 +393,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 (Step::Drain, Condition::Drained),
             ])
             .or(removing.then_some(Step::DeleteNode)),
+            // A worker whose drain failed still runs the pods that blocked
+            // it: only a forced removal may take it down (spec §8).
+            Phase::Failed if drain_failed(&s.lifecycle) && !forced => None,
             Phase::Failed if removing => Some(Step::DeleteNode),
             Phase::Failed => None,
             Phase::Terminating => first_missing(&[
@@ -468,16 +470,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                         .filter(|c| c.name != name)
                         .collect();
                     if s.host.is_none() {
-                        // Memory promised to claims whose VM does not exist yet.
-                        let mut pending: std::collections::BTreeMap<String, u64> =
-                            Default::default();
-                        for c in others.iter().filter(|c| c.status.vm.is_none()) {
-                            if let (Some(host), Some(size)) =
-                                (&c.status.host, self.config.size(&c.spec.size))
-                            {
-                                *pending.entry(host.clone()).or_default() += size.size.memory_mib;
-                            }
-                        }
+                        let pending = promised_memory(&self.config, &others);
                         let template = pool.template_for(&claim.spec.size);
                         match self
                             .hv
@@ -751,6 +744,42 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     }
 }
 
+/// Whether the claim failed while being cordoned or drained: its node may
+/// still run pods that must not be disrupted.
+fn drain_failed(lifecycle: &tidepool_core::Lifecycle) -> bool {
+    matches!(
+        lifecycle,
+        tidepool_core::Lifecycle::Failed {
+            step: Step::Cordon | Step::Drain,
+            ..
+        }
+    )
+}
+
+/// Memory, by host, promised to other claims that have a host but no VM
+/// yet and will get one (`Requested`, `Provisioning`): each VM's memory
+/// plus its provider's per-VM overhead, as the planner costs a new VM.
+fn promised_memory(config: &Config, others: &[Claim]) -> std::collections::BTreeMap<String, u64> {
+    let mut promised = std::collections::BTreeMap::new();
+    for c in others.iter().filter(|c| {
+        c.status.vm.is_none()
+            && matches!(
+                c.status.lifecycle.phase(),
+                Phase::Requested | Phase::Provisioning
+            )
+    }) {
+        let (Some(host), Some(size)) = (&c.status.host, config.size(&c.spec.size)) else {
+            continue;
+        };
+        let overhead = config
+            .pool(&c.spec.pool)
+            .and_then(|p| config.providers.get(&p.provider))
+            .map_or(0, |p| p.vm_memory_overhead_mib);
+        *promised.entry(host.clone()).or_default() += size.size.memory_mib + overhead;
+    }
+    promised
+}
+
 fn permanent(e: impl ToString) -> ProviderError {
     ProviderError::new(ProviderErrorKind::Permanent, e.to_string())
 }
@@ -771,4 +800,161 @@ pub fn owner_from_description(description: &str) -> Option<&str> {
         .find_map(|l| l.trim().strip_prefix("tidepool-claim:"))
         .map(str::trim)
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use tidepool_core::config::{self, EXAMPLE};
+
+    use super::*;
+    use crate::claim::ClaimSpec;
+    use crate::testing::Fake;
+
+    const START: i64 = 1_767_225_600;
+
+    fn executor(fake: &Fake, clock: &Arc<AtomicI64>) -> Executor<Fake, Fake, Fake, Fake> {
+        let clock = clock.clone();
+        Executor::new(
+            fake.clone(),
+            fake.clone(),
+            fake.clone(),
+            fake.clone(),
+            Arc::new(config::load(EXAMPLE).unwrap()),
+            Arc::new(move || Timestamp::from_second(clock.load(Ordering::SeqCst)).unwrap()),
+        )
+    }
+
+    fn claim(name: &str, pool: &str, size: &str) -> Claim {
+        Claim {
+            name: name.into(),
+            spec: ClaimSpec {
+                pool: pool.into(),
+                size: size.into(),
+                ttl: None,
+                requested_by: "test".into(),
+                reason: "executor unit test".into(),
+            },
+            status: ClaimStatus::default(),
+            intent: Intent::Keep,
+            finalizer: true,
+        }
+    }
+
+    fn set_intent(fake: &Fake, name: &str, intent: Intent) {
+        fake.world().claims.get_mut(name).unwrap().intent = intent;
+    }
+
+    async fn settle(exec: &Executor<Fake, Fake, Fake, Fake>, name: &str) -> Phase {
+        exec.run_until_idle(name, Duration::from_secs(5), Duration::from_millis(1))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_drain_timed_out_is_kept_until_its_removal_is_forced() {
+        let fake = Fake::new();
+        let clock = Arc::new(AtomicI64::new(START));
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-pdb03", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-pdb03").await, Phase::Ready);
+        fake.world().drain_blocker =
+            Some("pod apps/ledger-0 is protected by PodDisruptionBudget apps/ledger".into());
+        set_intent(&fake, "burst-pdb03", Intent::Remove { force: false });
+        let mut waited = false;
+        for _ in 0..5 {
+            if let Progress::Waiting { step, .. } = exec.step("burst-pdb03").await.unwrap() {
+                assert_eq!(step, Step::Drain);
+                waited = true;
+                break;
+            }
+        }
+        assert!(waited, "the drain waits for the budget");
+
+        // The pool's drain timeout (10 minutes) passes with the budget still blocking.
+        clock.fetch_add(11 * 60, Ordering::SeqCst);
+        assert_eq!(
+            exec.step("burst-pdb03").await.unwrap(),
+            Progress::Advanced(Step::Drain)
+        );
+        let status = fake.world().claims["burst-pdb03"].status.clone();
+        assert!(
+            matches!(&status.lifecycle, tidepool_core::Lifecycle::Failed { step: Step::Drain, reason } if reason.contains("PodDisruptionBudget apps/ledger")),
+            "{:?}",
+            status.lifecycle
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                exec.step("burst-pdb03").await.unwrap(),
+                Progress::Idle(Phase::Failed)
+            );
+        }
+        assert_eq!(fake.owned("burst-pdb03").len(), 1, "the VM is kept");
+        assert!(
+            fake.world().nodes.contains_key("burst-pdb03"),
+            "the node with its protected pods is kept"
+        );
+
+        set_intent(&fake, "burst-pdb03", Intent::Remove { force: true });
+        assert_eq!(settle(&exec, "burst-pdb03").await, Phase::Terminated);
+        assert!(fake.owned("burst-pdb03").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_failed_before_it_joined_is_cleaned_up_on_removal() {
+        let fake = Fake::new();
+        let clock = Arc::new(AtomicI64::new(START));
+        let exec = executor(&fake, &clock);
+        fake.inject(
+            "start",
+            ProviderError::new(ProviderErrorKind::InsufficientCapacity, "no memory"),
+        );
+        fake.put_claim(claim("burst-nomem", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-nomem").await, Phase::Failed);
+        assert_eq!(fake.owned("burst-nomem").len(), 1);
+        set_intent(&fake, "burst-nomem", Intent::Remove { force: false });
+        assert_eq!(settle(&exec, "burst-nomem").await, Phase::Terminated);
+        assert!(fake.owned("burst-nomem").is_empty());
+    }
+
+    #[test]
+    fn promised_memory_counts_each_vm_with_its_overhead_and_only_vms_still_to_come() {
+        let config = config::load(EXAMPLE).unwrap();
+        let overhead = config.providers["pve"].vm_memory_overhead_mib;
+        let with = |name: &str, host: &str, lifecycle: tidepool_core::Lifecycle, vm: bool| {
+            let mut c = claim(name, "burst", "small");
+            c.status.host = Some(host.into());
+            c.status.lifecycle = lifecycle;
+            c.status.vm = vm.then(|| VmIdentity {
+                vmid: 1250,
+                node: host.into(),
+                uuid: "u".into(),
+            });
+            c
+        };
+        use tidepool_core::Lifecycle as L;
+        let others = [
+            with("burst-a", "pve-01", L::Requested, false),
+            with("burst-b", "pve-01", L::Provisioning, false),
+            // Its VM exists: the hypervisor counts it already.
+            with("burst-c", "pve-01", L::Provisioning, true),
+            with("burst-d", "pve-02", L::Requested, false),
+            // It will never get a VM.
+            with(
+                "burst-e",
+                "pve-02",
+                L::Failed {
+                    step: Step::AllocateVmid,
+                    reason: "no room".into(),
+                },
+                false,
+            ),
+        ];
+        let promised = promised_memory(&config, &others);
+        assert_eq!(promised["pve-01"], 2 * (8192 + overhead));
+        assert_eq!(promised["pve-02"], 8192 + overhead);
+    }
 }

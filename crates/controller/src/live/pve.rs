@@ -70,6 +70,22 @@ pub fn classify(e: ProxmoxError) -> ProviderError {
     ProviderError::new(kind, chain(&e))
 }
 
+/// Memory left on a host for a new VM, MiB (negative when overcommitted):
+/// its physical memory less the reserve, the memory of every VM placed
+/// there, running or not (`maxmem`, bytes), and the memory promised to
+/// claims whose VM is still to come. This is the planner's headroom model,
+/// so the executor accepts a host exactly when the planner would: a new
+/// VM needs its memory plus the per-VM overhead.
+fn memory_headroom_mib(
+    total_bytes: u64,
+    vm_maxmem_bytes: impl Iterator<Item = u64>,
+    reserve_mib: u64,
+    promised_mib: u64,
+) -> i128 {
+    let committed: i128 = vm_maxmem_bytes.map(|b| i128::from(b >> 20)).sum();
+    i128::from(total_bytes >> 20) - i128::from(reserve_mib) - committed - i128::from(promised_mib)
+}
+
 fn deadline() -> Instant {
     Instant::now() + TASK_DEADLINE
 }
@@ -198,19 +214,15 @@ impl Hypervisor for PveHypervisor {
                     continue;
                 }
             };
-            let total_mib = i128::from(status.memory.total / (1 << 20));
-            let overhead = i128::from(self.provider.vm_memory_overhead_mib);
-            let committed: i128 = vms
-                .iter()
-                .filter(|v| &v.node == host && !v.template)
-                .map(|v| i128::from(v.maxmem.unwrap_or(0) / (1 << 20)) + overhead)
-                .sum();
-            let promised = i128::from(pending.get(host).copied().unwrap_or(0));
-            let headroom = total_mib
-                - i128::from(self.provider.host_memory_reserve_mib)
-                - committed
-                - promised;
-            let need = i128::from(memory_mib) + overhead;
+            let headroom = memory_headroom_mib(
+                status.memory.total,
+                vms.iter()
+                    .filter(|v| &v.node == host && !v.template)
+                    .map(|v| v.maxmem.unwrap_or(0)),
+                self.provider.host_memory_reserve_mib,
+                pending.get(host).copied().unwrap_or(0),
+            );
+            let need = i128::from(memory_mib) + i128::from(self.provider.vm_memory_overhead_mib);
             if headroom >= need {
                 if best.as_ref().is_none_or(|(h, _)| headroom > *h) {
                     best = Some((headroom, host.clone()));
@@ -363,5 +375,29 @@ impl Hypervisor for PveHypervisor {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headroom_counts_existing_vms_by_their_memory_and_promised_ones_as_given() {
+        const GIB: u64 = 1 << 30;
+        // The home lab's pve-01: 192 GiB, truenas, the control plane and a
+        // node (96 GiB), a 4 GiB reserve, one small worker on its way
+        // (8 GiB + 512 MiB overhead).
+        let headroom = memory_headroom_mib(
+            192 * GIB,
+            [48 * GIB, 16 * GIB, 32 * GIB].into_iter(),
+            4096,
+            8192 + 512,
+        );
+        assert_eq!(headroom, 196_608 - 98_304 - 4096 - 8704);
+        assert_eq!(
+            memory_headroom_mib(8 * GIB, [8 * GIB].into_iter(), 4096, 0),
+            -4096
+        );
     }
 }
