@@ -1,6 +1,7 @@
 //! Tidepool's MCP server: the tools an AI agent uses to operate worker
 //! pools — `list_workers`, `get_worker_details`, `provision_workers`,
-//! `drain_worker`, `destroy_worker` and `extend_ttl` — as a thin front-end
+//! `drain_worker`, `destroy_worker`, `extend_ttl`, `capacity_report` and
+//! `plan_scaling` — as a thin front-end
 //! over the controller's one service layer, so the agent meets exactly the
 //! validation and safety rules of spec §8 that the CLI does.
 //!

@@ -1,4 +1,6 @@
-//! The MCP server: six tools over the controller's service layer.
+//! The MCP server: eight tools over the controller's service layer — six
+//! that list and change workers, and two read-only ones (`capacity_report`,
+//! `plan_scaling`) that need an observer of the live cluster.
 //!
 //! Every tool call runs the service operation in its own task under a
 //! deadline. Whatever goes wrong — bad arguments, a safety refusal, an
@@ -19,14 +21,16 @@ use rmcp::model::{
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use tidepool_controller::observe::Observe;
 use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
 use tidepool_controller::{ClaimStore, Hypervisor, Joiner, Nodes};
+use tidepool_core::planner::{capacity, plan};
 use tracing::warn;
 
 use crate::types::{
-    ActionResult, DestroyArgs, ExtendTtlArgs, ListWorkersArgs, NewWorker, ProvisionArgs,
-    ProvisionResult, ToolErrorBody, ToolErrorContent, TtlResult, WorkerIdArgs, WorkerInfo,
-    WorkerList, expires_in, rfc3339,
+    ActionResult, CapacityArgs, CapacityResult, DestroyArgs, ExtendTtlArgs, ListWorkersArgs,
+    NewWorker, PlanArgs, PlanResult, ProvisionArgs, ProvisionResult, ToolErrorBody,
+    ToolErrorContent, TtlResult, WorkerIdArgs, WorkerInfo, WorkerList, expires_in, rfc3339,
 };
 
 /// How long a tool call may take unless configured otherwise.
@@ -40,20 +44,27 @@ worker, provision_workers to add temporary capacity (it returns at once; the \
 controller clones, boots and joins the VMs over the next minutes, so poll \
 get_worker_details until the phase is Ready), extend_ttl to keep a worker \
 longer, drain_worker to move its pods away, and destroy_worker to remove a \
-drained worker. Safety rules are enforced server-side and never relaxed: \
-permanent workers, nodes Tidepool did not create and names matching a \
-protected pattern (e.g. control-plane nodes) can never be drained or \
-destroyed; destroying needs a drained worker unless force is set; a request \
-adds 1 to 10 workers with a TTL of 1 to 168 hours within the pool's limits. \
-A refused or failed operation comes back as a tool error whose structured \
-content is {\"error\": {\"category\", \"message\"}}.";
+drained worker. For planning, capacity_report shows the room left on every \
+Proxmox host (memory, vCPU, storage, GPU devices, VMIDs) and in every pool's \
+limits, how many more workers of each size fit and which dimension runs out \
+first, and what adding or removing one worker would change; plan_scaling \
+shows what the autoscaler would do now and why (a dry run that changes \
+nothing). Both observe the live cluster. Safety rules are enforced \
+server-side and never relaxed: permanent workers, nodes Tidepool did not \
+create and names matching a protected pattern (e.g. control-plane nodes) \
+can never be drained or destroyed; destroying needs a drained worker unless \
+force is set; a request adds 1 to 10 workers with a TTL of 1 to 168 hours \
+within the pool's limits. A refused or failed operation comes back as a \
+tool error whose structured content is {\"error\": {\"category\", \"message\"}}.";
 
 /// The requester recorded when the client did not say who it is.
 const ANONYMOUS: &str = "mcp";
 
-/// Tidepool's MCP server over a [`Service`] with ports `H`, `J`, `N`, `S`.
+/// Tidepool's MCP server over a [`Service`] with ports `H`, `J`, `N`, `S`,
+/// and optionally an [`Observe`] for the capacity report and the plan.
 pub struct TidepoolMcp<H, J, N, S> {
     service: Arc<Service<H, J, N, S>>,
+    observer: Option<Arc<dyn Observe>>,
     timeout: Duration,
     tool_router: ToolRouter<Self>,
 }
@@ -62,6 +73,7 @@ impl<H, J, N, S> Clone for TidepoolMcp<H, J, N, S> {
     fn clone(&self) -> Self {
         Self {
             service: Arc::clone(&self.service),
+            observer: self.observer.clone(),
             timeout: self.timeout,
             tool_router: self.tool_router.clone(),
         }
@@ -72,6 +84,7 @@ impl<H, J, N, S> std::fmt::Debug for TidepoolMcp<H, J, N, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TidepoolMcp")
             .field("timeout", &self.timeout)
+            .field("observes", &self.observer.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -149,9 +162,17 @@ where
     pub fn new(service: Arc<Service<H, J, N, S>>) -> Self {
         Self {
             service,
+            observer: None,
             timeout: DEFAULT_TIMEOUT,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// Lets `capacity_report` and `plan_scaling` observe the world through
+    /// `observer`; without one they answer with an `unavailable` tool error.
+    pub fn with_observer(mut self, observer: Arc<dyn Observe>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Sets how long one tool call may take before it is answered with a
@@ -205,6 +226,20 @@ where
                 ))
             }
         }
+    }
+
+    /// The observer, or the `unavailable` tool error for `tool`.
+    fn observer(&self, tool: &'static str) -> Result<Arc<dyn Observe>, ToolFailure> {
+        self.observer.clone().ok_or_else(|| {
+            ToolFailure::new(
+                tool,
+                "unavailable",
+                "this server has no connection to observe the cluster and the \
+                 hypervisor; run it as `tidepool mcp` against a live cluster"
+                    .to_owned(),
+                Vec::new(),
+            )
+        })
     }
 
     /// The current phase of a worker, read back after a change.
@@ -467,6 +502,74 @@ where
             expires_in: expires_in(expiry, self.now()),
         }))
     }
+
+    #[tool(
+        description = "Report the capacity left for workers (spec section 5): \
+        per Proxmox host the memory free above its reserve, vCPUs left under \
+        the overcommit ratio, free GiB per storage and free GPU devices per \
+        mapping; VMIDs left per provider; per pool the limits left (maxNodes, \
+        cpuCores, memoryMiB, counting workers on their way) and, per size, \
+        how many more workers fit on each host and in total and which \
+        dimension runs out first; and what-ifs: the host the planner would \
+        pick for one more worker of each size and the room left after, and \
+        what removing one existing worker would free. Read-only.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn capacity_report(
+        &self,
+        Parameters(args): Parameters<CapacityArgs>,
+    ) -> Result<Json<CapacityResult>, CallToolResult> {
+        let observer = self
+            .observer("capacity_report")
+            .map_err(ToolFailure::into_result)?;
+        if let Some(pool) = &args.pool {
+            let known = self.service.executor().config().pool(pool).is_some();
+            if !known {
+                return Err(ToolFailure::new(
+                    "capacity_report",
+                    "invalid",
+                    format!("unknown pool `{pool}`"),
+                    Vec::new(),
+                )
+                .into_result());
+            }
+        }
+        let report = self
+            .run("capacity_report", async move {
+                let input = observer.plan_input().await?;
+                Ok::<_, ServiceError>(capacity::report(&input))
+            })
+            .await
+            .map_err(ToolFailure::into_result)?;
+        Ok(Json(CapacityResult::new(report, args.pool.as_deref())))
+    }
+
+    #[tool(
+        description = "Show what the autoscaler would do now, as a dry run \
+        that changes nothing: the workers it would provision (pool, size, \
+        host, count) or remove, each with a reason code and the figures that \
+        decided; pending pods it cannot help and why (a pool limit or a host \
+        dimension); pods waiting for a trigger window or the next batch; \
+        workers kept despite qualifying for removal; and pool triggers that \
+        wait or are blocked. Read-only.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn plan_scaling(
+        &self,
+        Parameters(PlanArgs {}): Parameters<PlanArgs>,
+    ) -> Result<Json<PlanResult>, CallToolResult> {
+        let observer = self
+            .observer("plan_scaling")
+            .map_err(ToolFailure::into_result)?;
+        let result = self
+            .run("plan_scaling", async move {
+                let input = observer.plan_input().await?;
+                Ok::<_, ServiceError>(PlanResult::new(&input, &plan(&input)))
+            })
+            .await
+            .map_err(ToolFailure::into_result)?;
+        Ok(Json(result))
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -484,7 +587,8 @@ where
                     .with_title("Tidepool")
                     .with_description(
                         "Elastic Kubernetes worker pools on Proxmox VE: list, \
-                         provision, drain, destroy and extend workers.",
+                         provision, drain, destroy and extend workers; report \
+                         capacity and plan scaling.",
                     ),
             )
             .with_instructions(INSTRUCTIONS)
@@ -531,6 +635,8 @@ fn tool_name(name: &str) -> &'static str {
         "drain_worker",
         "destroy_worker",
         "extend_ttl",
+        "capacity_report",
+        "plan_scaling",
     ]
     .into_iter()
     .find(|t| *t == name)

@@ -4,11 +4,20 @@
 //! become the parameter descriptions an agent reads. Result types derive
 //! `Serialize` and `JsonSchema` and become each tool's output schema. Every
 //! timestamp is an RFC 3339 string; nothing here ever carries a secret.
+//!
+//! The plan ([`PlanResult`]) and the capacity report ([`CapacityResult`])
+//! are also what `tidepool plan` and `tidepool capacity` print with
+//! `-o json|yaml`, so an agent and a script read the same document.
+
+use std::borrow::Cow;
 
 use jiff::Timestamp;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tidepool_controller::service::WorkerView;
+use tidepool_core::planner::capacity::CapacityReport;
+use tidepool_core::planner::{Action, Plan, PlanInput};
 use tidepool_core::pool::WorkerType;
 
 /// Which kind of worker `list_workers` returns.
@@ -237,13 +246,674 @@ pub struct TtlResult {
     pub expires_in: String,
 }
 
+/// Arguments of `capacity_report`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityArgs {
+    /// Only this pool's figures and what-ifs (e.g. `burst`); hosts,
+    /// providers and the cluster are always reported.
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// Arguments of `plan_scaling`: none.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("properties" = {}))]
+pub struct PlanArgs {}
+
+/// One action of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannedAction {
+    /// `provision`, `remove` (an idle worker, at once) or
+    /// `drain-and-remove`.
+    pub action: String,
+    /// Pool.
+    pub pool: String,
+    /// Size of the new workers (provision only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Proxmox host of the new workers (provision only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// How many new workers (provision only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// The worker to remove (remove only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// A stable reason code, e.g. `pending-pods`, `ttl-expired-idle`.
+    pub reason: String,
+    /// Why, with the figures that decided.
+    pub message: String,
+}
+
+/// A pod and why it waits or cannot be helped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PodReason {
+    /// `namespace/name`.
+    pub pod: String,
+    /// The pool that will host it (waiting pods only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// A stable reason code: the limit or dimension that blocks it, or what
+    /// it waits for.
+    pub reason: String,
+    /// Why, with the figures.
+    pub message: String,
+}
+
+/// A worker that qualifies for removal but is kept, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeldWorker {
+    /// Worker name.
+    pub worker: String,
+    /// The rule it qualified under, e.g. `idle-timeout`.
+    pub wanted: String,
+    /// What holds it, as a reason code.
+    pub reason: String,
+    /// Why, with the figures.
+    pub message: String,
+}
+
+/// A pool-level trigger that fired but waits or is blocked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeferredTrigger {
+    /// Pool.
+    pub pool: String,
+    /// The trigger, e.g. `scheduled`, `cpu-pressure`.
+    pub wanted: String,
+    /// What stops it, as a reason code.
+    pub reason: String,
+    /// Why, with the figures.
+    pub message: String,
+}
+
+/// What the autoscaler would do now (a dry run; nothing is changed): the
+/// result of `plan_scaling` and the document `tidepool plan -o json` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanResult {
+    /// When the plan was made (RFC 3339).
+    pub at: String,
+    /// Unschedulable pods seen.
+    pub pending_pods: u64,
+    /// New workers the plan asks for, over every pool.
+    pub nodes_requested: u32,
+    /// Actions, scale-up first.
+    pub actions: Vec<PlannedAction>,
+    /// Pending pods no action helps now, and why.
+    pub unhelpable: Vec<PodReason>,
+    /// Pending pods a pool will host once its trigger fires or the next
+    /// batch starts.
+    pub waiting: Vec<PodReason>,
+    /// Workers kept despite qualifying for removal.
+    pub held: Vec<HeldWorker>,
+    /// Pool-level triggers (schedule, pressure, utilization) that wait or
+    /// are blocked.
+    pub deferred: Vec<DeferredTrigger>,
+}
+
+impl PlanResult {
+    /// The document of `plan`, made from `input`.
+    pub fn new(input: &PlanInput, plan: &Plan) -> Self {
+        let actions = plan
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Provision {
+                    pool,
+                    size,
+                    host,
+                    count,
+                    reason,
+                } => PlannedAction {
+                    action: "provision".to_owned(),
+                    pool: pool.clone(),
+                    size: Some(size.clone()),
+                    host: Some(host.clone()),
+                    count: Some(*count),
+                    worker: None,
+                    reason: reason.code.as_str().to_owned(),
+                    message: reason.message.clone(),
+                },
+                Action::Remove {
+                    worker,
+                    pool,
+                    drain,
+                    reason,
+                } => PlannedAction {
+                    action: if *drain { "drain-and-remove" } else { "remove" }.to_owned(),
+                    pool: pool.clone(),
+                    size: None,
+                    host: None,
+                    count: None,
+                    worker: Some(worker.clone()),
+                    reason: reason.code.as_str().to_owned(),
+                    message: reason.message.clone(),
+                },
+            })
+            .collect();
+        Self {
+            at: rfc3339(input.now),
+            pending_pods: input.pending.len() as u64,
+            nodes_requested: plan.nodes_requested(),
+            actions,
+            unhelpable: plan
+                .unhelpable
+                .iter()
+                .map(|u| PodReason {
+                    pod: u.pod.clone(),
+                    pool: None,
+                    reason: u.reason.code.as_str().to_owned(),
+                    message: u.reason.message.clone(),
+                })
+                .collect(),
+            waiting: plan
+                .waiting
+                .iter()
+                .map(|w| PodReason {
+                    pod: w.pod.clone(),
+                    pool: Some(w.pool.clone()),
+                    reason: w.reason.code.as_str().to_owned(),
+                    message: w.reason.message.clone(),
+                })
+                .collect(),
+            held: plan
+                .held
+                .iter()
+                .map(|h| HeldWorker {
+                    worker: h.worker.clone(),
+                    wanted: h.wanted.as_str().to_owned(),
+                    reason: h.reason.code.as_str().to_owned(),
+                    message: h.reason.message.clone(),
+                })
+                .collect(),
+            deferred: plan
+                .deferred
+                .iter()
+                .map(|d| DeferredTrigger {
+                    pool: d.pool.clone(),
+                    wanted: d.wanted.as_str().to_owned(),
+                    reason: d.reason.code.as_str().to_owned(),
+                    message: d.reason.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The capacity report (spec §5): the result of `capacity_report` and the
+/// document `tidepool capacity -o json` prints. It serializes exactly as
+/// the planner's [`CapacityReport`]; its JSON schema is written out here
+/// (the core crate has no schema derive) and a test checks the two agree.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct CapacityResult(pub CapacityReport);
+
+impl CapacityResult {
+    /// The report, keeping only `pool`'s figures and what-ifs when given.
+    pub fn new(mut report: CapacityReport, pool: Option<&str>) -> Self {
+        if let Some(pool) = pool {
+            report.pools.retain(|p| p.name == pool);
+            report.what_if.add.retain(|a| a.pool == pool);
+            report.what_if.remove.retain(|r| r.pool == pool);
+        }
+        Self(report)
+    }
+}
+
+fn typed(kind: &str, description: &str) -> Value {
+    json!({"type": kind, "description": description})
+}
+
+fn nullable(kind: &str, description: &str) -> Value {
+    json!({"type": [kind, "null"], "description": description})
+}
+
+fn map_of(kind: &str, description: &str) -> Value {
+    json!({"type": "object", "description": description, "additionalProperties": {"type": kind}})
+}
+
+fn list_of(item: Value, description: &str) -> Value {
+    json!({"type": "array", "description": description, "items": item})
+}
+
+/// An object whose every property is required.
+fn object(description: &str, properties: &[(&str, Value)]) -> Value {
+    let required: Vec<&str> = properties.iter().map(|(k, _)| *k).collect();
+    let properties: serde_json::Map<String, Value> = properties
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    json!({"type": "object", "description": description, "properties": properties, "required": required})
+}
+
+fn or_null(mut schema: Value) -> Value {
+    if let Some(kind) = schema.get("type").cloned() {
+        schema["type"] = json!([kind, "null"]);
+    }
+    schema
+}
+
+const BINDING: &str = "A reason code: limit-max-nodes, limit-cpu-cores, limit-memory, \
+vmid-range, host-memory, host-cpu, host-storage, host-gpu or no-host.";
+
+fn limits_schema(description: &str) -> Value {
+    object(
+        description,
+        &[
+            ("min_nodes", typed("integer", "minNodes.")),
+            ("max_nodes", typed("integer", "maxNodes.")),
+            (
+                "nodes",
+                typed("integer", "Workers that exist or are on their way."),
+            ),
+            (
+                "in_flight",
+                typed("integer", "Of those, workers on their way."),
+            ),
+            (
+                "nodes_left",
+                typed("integer", "Workers the pool may still add."),
+            ),
+            (
+                "cpu_cores_max",
+                nullable("integer", "cpuCores ceiling, if any."),
+            ),
+            (
+                "cpu_cores",
+                typed("integer", "vCPUs of the pool's workers."),
+            ),
+            (
+                "cpu_cores_left",
+                nullable("integer", "vCPUs left under the ceiling."),
+            ),
+            (
+                "memory_mib_max",
+                nullable("integer", "memoryMiB ceiling, if any."),
+            ),
+            (
+                "memory_mib",
+                typed("integer", "Memory of the pool's workers, MiB."),
+            ),
+            (
+                "memory_mib_left",
+                nullable("integer", "MiB left under the ceiling."),
+            ),
+        ],
+    )
+}
+
+fn cluster_schema(description: &str) -> Value {
+    object(
+        description,
+        &[
+            ("nodes", typed("integer", "Ready, schedulable nodes.")),
+            (
+                "cpu_milli",
+                typed("integer", "Allocatable CPU, millicores."),
+            ),
+            ("memory_mib", typed("integer", "Allocatable memory, MiB.")),
+            ("pods", typed("integer", "Pod slots.")),
+            (
+                "requested_cpu_milli",
+                typed("integer", "CPU requested by their pods, millicores."),
+            ),
+            (
+                "requested_memory_mib",
+                typed("integer", "Memory requested by their pods, MiB."),
+            ),
+            (
+                "workers_on_the_way",
+                typed(
+                    "integer",
+                    "Tidepool workers claimed whose node is not Ready yet.",
+                ),
+            ),
+        ],
+    )
+}
+
+fn room_schema(description: &str) -> Value {
+    object(
+        description,
+        &[
+            ("host", typed("string", "Host name.")),
+            (
+                "memory_free_mib",
+                typed("integer", "Memory left for new VMs, MiB."),
+            ),
+            (
+                "vcpus_left",
+                typed("number", "vCPUs left under the overcommit ratio."),
+            ),
+            (
+                "storage_free_gib",
+                typed("integer", "Free GiB on the provider's storage."),
+            ),
+            (
+                "gpu_free",
+                map_of("integer", "Free devices per GPU mapping."),
+            ),
+        ],
+    )
+}
+
+impl JsonSchema for CapacityResult {
+    fn schema_name() -> Cow<'static, str> {
+        "CapacityResult".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let host = object(
+            "One hypervisor host and the room it has left.",
+            &[
+                ("name", typed("string", "Host (Proxmox node) name.")),
+                ("provider", typed("string", "Provider it belongs to.")),
+                (
+                    "online",
+                    typed("boolean", "Online; an offline host has no room."),
+                ),
+                (
+                    "memory_total_mib",
+                    typed("integer", "Physical memory, MiB."),
+                ),
+                (
+                    "memory_used_mib",
+                    typed("integer", "Memory committed to its VMs, MiB."),
+                ),
+                (
+                    "memory_reserve_mib",
+                    typed("integer", "Memory kept for the host itself, MiB."),
+                ),
+                (
+                    "memory_free_mib",
+                    typed(
+                        "integer",
+                        "Memory left for new VMs after the reserve and the VMs on their way, MiB.",
+                    ),
+                ),
+                ("cores", typed("integer", "CPUs as the host reports them.")),
+                ("cpu_overcommit", typed("number", "vCPUs allowed per CPU.")),
+                ("vcpus_allocated", typed("integer", "vCPUs of its VMs.")),
+                (
+                    "vcpus_left",
+                    typed("number", "vCPUs left under the overcommit ratio."),
+                ),
+                (
+                    "storage_free_gib",
+                    map_of("integer", "Free GiB per storage."),
+                ),
+                (
+                    "gpu_free",
+                    map_of("integer", "Free devices per PCI resource mapping."),
+                ),
+                (
+                    "vms_on_the_way",
+                    typed(
+                        "integer",
+                        "VMs of claims placed on it that it does not report yet.",
+                    ),
+                ),
+            ],
+        );
+        let provider = object(
+            "A provider's VMID range and per-VM settings.",
+            &[
+                ("name", typed("string", "Provider name.")),
+                (
+                    "vmid_lower",
+                    typed("integer", "First VMID Tidepool may use."),
+                ),
+                (
+                    "vmid_upper",
+                    typed("integer", "Last VMID Tidepool may use."),
+                ),
+                (
+                    "vmids_left",
+                    typed(
+                        "integer",
+                        "VMIDs neither in use nor promised to a requested worker.",
+                    ),
+                ),
+                ("storage", typed("string", "Storage new disks go to.")),
+                (
+                    "vm_memory_overhead_mib",
+                    typed(
+                        "integer",
+                        "Memory each VM costs a host beyond its own, MiB.",
+                    ),
+                ),
+            ],
+        );
+        let host_fit = object(
+            "How many VMs of the size fit on one host, per dimension.",
+            &[
+                ("host", typed("string", "Host name.")),
+                (
+                    "fits",
+                    typed("integer", "VMs that fit: the least of the dimensions."),
+                ),
+                ("by_memory", typed("integer", "VMs its memory holds.")),
+                ("by_vcpu", typed("integer", "VMs its vCPUs hold.")),
+                (
+                    "by_storage",
+                    nullable("integer", "VMs its storage holds (null without a disk)."),
+                ),
+                (
+                    "by_gpu",
+                    nullable("integer", "VMs its GPU mapping holds (null without a GPU)."),
+                ),
+                (
+                    "binding",
+                    typed("string", "The host dimension that runs out first."),
+                ),
+            ],
+        );
+        let size_fit = object(
+            "How many more workers of one size the pool can add, and what stops it.",
+            &[
+                ("size", typed("string", "Size name.")),
+                (
+                    "vm",
+                    object(
+                        "What one VM costs a host.",
+                        &[
+                            (
+                                "memory_mib",
+                                typed("integer", "Memory with the per-VM overhead, MiB."),
+                            ),
+                            ("vcpus", typed("integer", "vCPUs.")),
+                            ("disk_gib", typed("integer", "Disk, GiB.")),
+                            ("gpu_mapping", nullable("string", "GPU mapping, if any.")),
+                            ("gpu_count", typed("integer", "GPU devices per VM.")),
+                        ],
+                    ),
+                ),
+                (
+                    "hosts",
+                    list_of(host_fit, "Per online host the pool may use."),
+                ),
+                (
+                    "on_hosts",
+                    typed(
+                        "integer",
+                        "VMs of this size the pool's hosts take in total.",
+                    ),
+                ),
+                (
+                    "vmids_left",
+                    typed("integer", "VMIDs left in the provider's range."),
+                ),
+                (
+                    "within_limits",
+                    typed("integer", "Workers of this size the pool's limits allow."),
+                ),
+                (
+                    "fits",
+                    typed("integer", "Workers of this size that can still be added."),
+                ),
+                ("binding", typed("string", BINDING)),
+                ("why", typed("string", "The figures in a sentence.")),
+            ],
+        );
+        let pool = object(
+            "One pool.",
+            &[
+                ("name", typed("string", "Pool name.")),
+                ("kind", typed("string", "permanent, burst, spot or gpu.")),
+                ("provider", typed("string", "Provider of its workers.")),
+                (
+                    "limits",
+                    limits_schema(
+                        "Its limits, what it uses (workers on their way included) and what is left.",
+                    ),
+                ),
+                ("sizes", list_of(size_fit, "Per size the pool offers.")),
+            ],
+        );
+        let add = object(
+            "What adding one worker of a size to a pool would change.",
+            &[
+                ("pool", typed("string", "Pool.")),
+                ("size", typed("string", "Size.")),
+                (
+                    "host",
+                    nullable(
+                        "string",
+                        "The host the planner would pick; null when refused.",
+                    ),
+                ),
+                (
+                    "refused",
+                    or_null(object(
+                        "Why it would be refused.",
+                        &[
+                            ("code", typed("string", BINDING)),
+                            ("message", typed("string", "With the figures.")),
+                        ],
+                    )),
+                ),
+                ("host_before", or_null(room_schema("That host's room now."))),
+                (
+                    "host_after",
+                    or_null(room_schema("That host's room with the worker.")),
+                ),
+                (
+                    "limits_after",
+                    or_null(limits_schema("The pool's limits with the worker.")),
+                ),
+                (
+                    "cluster_after",
+                    or_null(cluster_schema("The cluster once the worker is Ready.")),
+                ),
+                (
+                    "fits_after",
+                    typed(
+                        "integer",
+                        "Workers of this size that could still be added after it.",
+                    ),
+                ),
+            ],
+        );
+        let remove = object(
+            "What removing one existing worker would change.",
+            &[
+                ("pool", typed("string", "Pool.")),
+                ("size", typed("string", "Size.")),
+                (
+                    "worker",
+                    typed(
+                        "string",
+                        "The Ready worker of this size with the fewest workload pods.",
+                    ),
+                ),
+                ("host", nullable("string", "Its host.")),
+                (
+                    "workload_pods",
+                    typed(
+                        "integer",
+                        "Pods other than DaemonSet pods that would have to move.",
+                    ),
+                ),
+                ("host_before", or_null(room_schema("Its host's room now."))),
+                (
+                    "host_after",
+                    or_null(room_schema("Its host's room without it.")),
+                ),
+                (
+                    "limits_after",
+                    limits_schema("The pool's limits without it."),
+                ),
+                (
+                    "cluster_after",
+                    cluster_schema(
+                        "The cluster without its node (its workload pods still requested).",
+                    ),
+                ),
+                (
+                    "fits_after",
+                    typed(
+                        "integer",
+                        "Workers of this size that could be added after it is gone.",
+                    ),
+                ),
+                (
+                    "notes",
+                    list_of(
+                        json!({"type": "string"}),
+                        "Rules that would stop or hold such a removal.",
+                    ),
+                ),
+            ],
+        );
+        let root = object(
+            "Room left on every host, provider and pool, what binds first, and what-ifs.",
+            &[
+                (
+                    "at",
+                    typed("string", "When the observation was made (RFC 3339)."),
+                ),
+                ("hosts", list_of(host, "Every configured host, by name.")),
+                ("providers", list_of(provider, "Every provider.")),
+                (
+                    "cluster",
+                    cluster_schema("The cluster's Ready, schedulable nodes."),
+                ),
+                (
+                    "pools",
+                    list_of(pool, "Every pool, in configuration order."),
+                ),
+                (
+                    "what_if",
+                    object(
+                        "One worker more or fewer.",
+                        &[
+                            ("add", list_of(add, "One more worker, per pool and size.")),
+                            (
+                                "remove",
+                                list_of(
+                                    remove,
+                                    "One worker fewer, per pool and size with a Ready worker.",
+                                ),
+                            ),
+                        ],
+                    ),
+                ),
+            ],
+        );
+        Schema::try_from(root).unwrap_or_else(|_| Schema::default())
+    }
+}
+
 /// Why a tool call did not do what was asked: the structured content of
 /// every tool error, under the key `error`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolErrorBody {
     /// A stable category: `invalid` (bad arguments or a request breaking
     /// the limits), `refused` (a safety rule), `not-found`, `failed` (a
-    /// provider failed), `timeout`, or `internal`.
+    /// provider failed), `unavailable` (the server cannot observe the
+    /// cluster), `timeout`, or `internal`.
     pub category: String,
     /// What went wrong, in one sentence or a `; `-separated list.
     pub message: String,

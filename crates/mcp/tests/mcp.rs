@@ -1,10 +1,12 @@
 //! The MCP server seen by a real MCP client: the rmcp client talks to it
 //! over an in-process duplex pipe (initialize → tools/list → tools/call),
 //! against the controller's service over the fake world, with a background
-//! executor carrying the requested changes out.
+//! executor carrying the requested changes out. The capacity report and
+//! the plan read a hand-built observation of a two-host home lab.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,12 +17,23 @@ use rmcp::model::{
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
+use tidepool_controller::observe::{Observation, Observe};
 use tidepool_controller::service::Service;
 use tidepool_controller::testing::Fake;
-use tidepool_controller::{Claim, ClaimStatus, ClaimStore, Executor, Hypervisor, Joiner, Nodes};
+use tidepool_controller::{
+    Claim, ClaimStatus, ClaimStore, Executor, Hypervisor, Joiner, Nodes, ProviderError,
+    ProviderErrorKind,
+};
 use tidepool_core::config::{self, EXAMPLE};
+use tidepool_core::conventions::TaintEffect;
+use tidepool_core::lifecycle::Phase;
+use tidepool_core::planner::hosts::HostSnapshot;
+use tidepool_core::planner::{ClaimState, PendingPod, PlanInput};
+use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests, Toleration, TolerationOperator};
 use tidepool_mcp::TidepoolMcp;
-use tidepool_mcp::types::{ActionResult, ProvisionResult, TtlResult, WorkerInfo, WorkerList};
+use tidepool_mcp::types::{
+    ActionResult, PlanResult, ProvisionResult, TtlResult, WorkerInfo, WorkerList,
+};
 
 /// 2026-01-01T00:00:00Z, the fixed time of the fake world.
 const NOW: i64 = 1_767_225_600;
@@ -140,18 +153,16 @@ async fn wait_for(client: &Client, id: &str, done: impl Fn(&WorkerInfo) -> bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_introduces_itself_and_lists_exactly_six_schemad_tools() {
+async fn the_server_introduces_itself_and_lists_exactly_eight_schemad_tools() {
     let client = agent(&Fake::new()).await;
     let info = client.peer_info().unwrap();
     let server = info.server_info.as_ref().unwrap();
     assert_eq!(server.name, "tidepool");
     assert_eq!(server.version, env!("CARGO_PKG_VERSION"));
-    assert!(
-        info.instructions
-            .as_deref()
-            .unwrap()
-            .contains("destroy_worker")
-    );
+    let instructions = info.instructions.as_deref().unwrap();
+    for tool in ["destroy_worker", "capacity_report", "plan_scaling"] {
+        assert!(instructions.contains(tool), "{tool}");
+    }
 
     let mut tools = client.list_tools(None).await.unwrap().tools;
     tools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -159,11 +170,13 @@ async fn the_server_introduces_itself_and_lists_exactly_six_schemad_tools() {
     assert_eq!(
         names,
         [
+            "capacity_report",
             "destroy_worker",
             "drain_worker",
             "extend_ttl",
             "get_worker_details",
             "list_workers",
+            "plan_scaling",
             "provision_workers",
         ]
     );
@@ -179,8 +192,12 @@ async fn the_server_introduces_itself_and_lists_exactly_six_schemad_tools() {
         assert_eq!(output.get("type"), Some(&json!("object")), "{}", t.name);
         assert!(t.description.as_ref().is_some_and(|d| d.len() > 80));
     }
-    let destroy = &tools[0];
+    let destroy = &tools[1];
     assert!(destroy.description.as_ref().unwrap().contains("force"));
+    for read_only in [&tools[0], &tools[6]] {
+        let hints = read_only.annotations.as_ref().unwrap();
+        assert_eq!(hints.read_only_hint, Some(true), "{}", read_only.name);
+    }
     insta::assert_json_snapshot!("tools", tools);
 }
 
@@ -514,4 +531,370 @@ async fn a_slow_operation_answers_with_a_timeout_error_and_the_server_keeps_answ
     *delay.lock().unwrap() = None;
     let all: WorkerList = ok(&client, "list_workers", json!({})).await;
     assert_eq!(all.count, 0);
+}
+
+/// 2026-01-01T00:00:00Z as a timestamp.
+fn now() -> Timestamp {
+    Timestamp::from_second(NOW).unwrap()
+}
+
+/// An observer that always sees the same world.
+struct Fixed(PlanInput);
+
+impl Observe for Fixed {
+    fn plan_input(&self) -> Observation<'_> {
+        let input = self.0.clone();
+        Box::pin(async move { Ok(input) })
+    }
+}
+
+/// An observer whose cluster never answers.
+struct Unreachable;
+
+impl Observe for Unreachable {
+    fn plan_input(&self) -> Observation<'_> {
+        Box::pin(async {
+            Err(ProviderError::new(
+                ProviderErrorKind::Transient,
+                "the node and pod caches are not synced: timed out",
+            ))
+        })
+    }
+}
+
+fn host(
+    name: &str,
+    memory_mib: u64,
+    used_mib: u64,
+    cores: u32,
+    vcpus: u64,
+    disk_gib: u64,
+) -> HostSnapshot {
+    HostSnapshot {
+        name: name.into(),
+        provider: "pve".into(),
+        online: true,
+        memory_total_mib: memory_mib,
+        memory_used_mib: used_mib,
+        cores,
+        vcpus_allocated: vcpus,
+        storage_free_gib: BTreeMap::from([("local-lvm".into(), disk_gib)]),
+        gpu_free: BTreeMap::new(),
+    }
+}
+
+fn ready(name: &str, pool: &str, size: &str, host: &str) -> ClaimState {
+    ClaimState {
+        name: name.into(),
+        pool: pool.into(),
+        size: size.into(),
+        phase: Phase::Ready,
+        host: Some(host.into()),
+        expires_at: None,
+        idle_since: None,
+    }
+}
+
+/// The example configuration over a home lab: pve-01 (192 GiB, 32 cores,
+/// 96 GiB and 24 vCPUs taken, 2600 GiB of local-lvm, its T4 in use by
+/// another VM) and pve-02 (128 GiB, 24 cores, 68 GiB and 18 vCPUs taken,
+/// 1200 GiB); three permanent medium workers and one small burst worker
+/// running one pod.
+fn home_lab() -> PlanInput {
+    let config = config::load(EXAMPLE).unwrap();
+    let mut pve01 = host("pve-01", 196_608, 98_304, 32, 24, 2600);
+    pve01.gpu_free.insert("tesla-t4".into(), 0);
+    let pve02 = host("pve-02", 131_072, 69_632, 24, 18, 1200);
+    let mut nodes = Vec::new();
+    let mut claims = Vec::new();
+    for (name, on) in [
+        ("permanent-1", "pve-01"),
+        ("permanent-2", "pve-02"),
+        ("permanent-3", "pve-02"),
+    ] {
+        nodes.push(NodeSnapshot::hypothetical(
+            &config,
+            config.pool("permanent").unwrap(),
+            config.size("medium").unwrap(),
+            name,
+            now(),
+        ));
+        claims.push(ready(name, "permanent", "medium", on));
+    }
+    let mut burst = NodeSnapshot::hypothetical(
+        &config,
+        config.pool("burst").unwrap(),
+        config.size("small").unwrap(),
+        "burst-q7x2k",
+        now(),
+    );
+    burst.bind(&ci_pod("ci-0"), true);
+    nodes.push(burst);
+    claims.push(ready("burst-q7x2k", "burst", "small", "pve-02"));
+    PlanInput {
+        config,
+        nodes,
+        pending: Vec::new(),
+        claims,
+        hosts: vec![pve01, pve02],
+        vmids_in_use: BTreeMap::from([("pve".into(), BTreeSet::from([100, 101, 200, 1250]))]),
+        pool_state: BTreeMap::new(),
+        now: now(),
+    }
+}
+
+/// A CI job for the burst pool: 3 CPUs, 6 GiB.
+fn ci_pod(name: &str) -> PodSpec {
+    PodSpec {
+        namespace: "ci".into(),
+        name: name.into(),
+        requests: Requests {
+            cpu_milli: 3000,
+            memory_bytes: 6 << 30,
+            ..Requests::default()
+        },
+        node_selector: BTreeMap::from([("node-pool".into(), "burst".into())]),
+        tolerations: vec![Toleration {
+            key: "workload-type".into(),
+            operator: TolerationOperator::Equal,
+            value: "burst".into(),
+            effect: Some(TaintEffect::NoSchedule),
+        }],
+        ..PodSpec::default()
+    }
+}
+
+/// A client for a server over the fake world that observes `observer`.
+async fn observing(observer: Arc<dyn Observe>) -> Client {
+    let fake = Fake::new();
+    let exec = executor(&fake, fake.clone());
+    connect(TidepoolMcp::new(Arc::new(Service::new(exec))).with_observer(observer)).await
+}
+
+/// Every key of `value` is a property of `schema` and every property is
+/// present, every scalar has one of the schema's types, all the way down.
+fn assert_described(value: &Value, schema: &Value, path: &str) {
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        other => panic!("{path}: the schema names no type: {other}"),
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    assert!(
+        types.contains(&kind) || (kind == "integer" && types.contains(&"number")),
+        "{path}: {kind} is not one of {types:?}"
+    );
+    match value {
+        Value::Object(map) => {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                let keys: BTreeSet<&String> = map.keys().collect();
+                let described: BTreeSet<&String> = props.keys().collect();
+                assert_eq!(keys, described, "{path}: keys and schema properties differ");
+                for (k, v) in map {
+                    assert!(
+                        props[k]["description"].is_string(),
+                        "{path}.{k} has no description"
+                    );
+                    assert_described(v, &props[k], &format!("{path}.{k}"));
+                }
+            } else {
+                let inner = &schema["additionalProperties"];
+                for (k, v) in map {
+                    assert_described(v, inner, &format!("{path}.{k}"));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                assert_described(v, &schema["items"], &format!("{path}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reads_how_much_room_the_hosts_and_pools_have_left() {
+    let client = observing(Arc::new(Fixed(home_lab()))).await;
+    let result = call(&client, "capacity_report", json!({})).await;
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    let report = result.structured_content.unwrap();
+
+    // Hosts: memory above the 4 GiB reserve, vCPUs under the 4× overcommit.
+    let pve01 = &report["hosts"][0];
+    assert_eq!(pve01["name"], "pve-01");
+    assert_eq!(pve01["memory_free_mib"], 196_608 - 98_304 - 4096);
+    assert_eq!(pve01["vcpus_left"], 32.0 * 4.0 - 24.0);
+    assert_eq!(pve01["storage_free_gib"]["local-lvm"], 2600);
+    assert_eq!(pve01["gpu_free"]["tesla-t4"], 0);
+    let pve02 = &report["hosts"][1];
+    assert_eq!(pve02["memory_free_mib"], 131_072 - 69_632 - 4096);
+    assert_eq!(pve02["vcpus_left"], 24.0 * 4.0 - 18.0);
+    // 1250 is taken: 50 VMIDs of 1250–1300 left.
+    assert_eq!(report["providers"][0]["vmids_left"], 50);
+    // Three medium nodes and one small one.
+    assert_eq!(report["cluster"]["nodes"], 4);
+    assert_eq!(report["cluster"]["cpu_milli"], 3 * 7800 + 3800);
+    assert_eq!(report["cluster"]["requested_cpu_milli"], 3000);
+
+    let pool = |name: &str| {
+        report["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let size = |pool: &Value, name: &str| {
+        pool["sizes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["size"] == name)
+            .unwrap()
+            .clone()
+    };
+    // permanent: 3 of 6 workers, so 3 more medium ones, though the hosts
+    // hold 5 + 3 (16896 MiB each).
+    let permanent = pool("permanent");
+    assert_eq!(permanent["limits"]["nodes"], 3);
+    assert_eq!(permanent["limits"]["nodes_left"], 3);
+    let medium = size(&permanent, "medium");
+    assert_eq!(medium["on_hosts"], 8);
+    assert_eq!(
+        (medium["fits"].clone(), medium["binding"].clone()),
+        (json!(3), json!("limit-max-nodes"))
+    );
+    // burst: one small worker uses 4 of 64 cores; large VMs (33280 MiB)
+    // run out of host memory first: 2 on pve-01, 1 on pve-02.
+    let burst = pool("burst");
+    assert_eq!(burst["limits"]["cpu_cores_left"], 60);
+    assert_eq!(burst["limits"]["memory_mib_left"], 131_072 - 8192);
+    let large = size(&burst, "large");
+    assert_eq!(large["hosts"][0]["by_memory"], 2);
+    assert_eq!(large["hosts"][1]["by_memory"], 1);
+    assert_eq!(large["within_limits"], 3);
+    assert_eq!(
+        (large["fits"].clone(), large["binding"].clone()),
+        (json!(3), json!("limit-cpu-cores"))
+    );
+    let small = size(&burst, "small");
+    assert_eq!(
+        (small["fits"].clone(), small["binding"].clone()),
+        (json!(9), json!("limit-max-nodes"))
+    );
+    // gpu: the T4 is in use.
+    let gpu = size(&pool("gpu"), "gpu");
+    assert_eq!(
+        (gpu["fits"].clone(), gpu["binding"].clone()),
+        (json!(0), json!("host-gpu"))
+    );
+
+    // What-ifs: a small burst worker goes to the host with the most memory.
+    let add = report["what_if"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["pool"] == "burst" && a["size"] == "small")
+        .unwrap();
+    assert_eq!(add["host"], "pve-01");
+    assert_eq!(add["host_after"]["memory_free_mib"], 94_208 - 8704);
+    assert_eq!(add["limits_after"]["nodes_left"], 8);
+    assert_eq!(add["cluster_after"]["cpu_milli"], 3 * 7800 + 2 * 3800);
+    let refused = report["what_if"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["pool"] == "gpu")
+        .unwrap();
+    assert_eq!(refused["refused"]["code"], "host-gpu");
+    let remove = report["what_if"]["remove"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pool"] == "burst")
+        .unwrap();
+    assert_eq!(remove["worker"], "burst-q7x2k");
+    assert_eq!(remove["workload_pods"], 1);
+    assert_eq!(remove["host_after"]["memory_free_mib"], 57_344 + 8704);
+
+    // The output schema describes every field the report has.
+    let tools = client.list_tools(None).await.unwrap().tools;
+    let tool = tools.iter().find(|t| t.name == "capacity_report").unwrap();
+    let schema = Value::Object((*tool.output_schema.clone().unwrap()).clone());
+    assert_described(&report, &schema, "report");
+
+    // One pool only.
+    let only: Value = ok(&client, "capacity_report", json!({"pool": "gpu"})).await;
+    assert_eq!(only["pools"].as_array().unwrap().len(), 1);
+    assert_eq!(only["hosts"].as_array().unwrap().len(), 2);
+    assert!(
+        only["what_if"]["add"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["pool"] == "gpu")
+    );
+    let (_, error) = tool_error(&client, "capacity_report", json!({"pool": "brust"})).await;
+    assert_eq!(error["category"], "invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sees_the_scale_up_waiting_pods_would_get_with_reasons() {
+    let mut world = home_lab();
+    world.pending = (1..=6)
+        .map(|i| PendingPod {
+            pod: ci_pod(&format!("ci-{i}")),
+            unschedulable_since: Timestamp::from_second(NOW - 300).unwrap(),
+        })
+        .collect();
+    let client = observing(Arc::new(Fixed(world.clone()))).await;
+    let plan: PlanResult = ok(&client, "plan_scaling", json!({})).await;
+    assert_eq!(plan.pending_pods, 6);
+    assert_eq!(plan.at, "2026-01-01T00:00:00Z");
+    assert!(plan.nodes_requested > 0, "{plan:?}");
+    let first = &plan.actions[0];
+    assert_eq!(first.action, "provision");
+    assert_eq!(first.pool, "burst");
+    assert_eq!(first.reason, "pending-pods");
+    assert!(
+        first.message.contains("waited 120s or more"),
+        "{}",
+        first.message
+    );
+    // Exactly the planner's answer, as `tidepool plan -o json` prints it.
+    let direct = PlanResult::new(&world, &tidepool_core::planner::plan(&world));
+    assert_eq!(plan, direct);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_and_plan_without_an_observer_or_a_reachable_cluster_are_tool_errors() {
+    let client = agent(&Fake::new()).await;
+    for tool in ["capacity_report", "plan_scaling"] {
+        let (text, error) = tool_error(&client, tool, json!({})).await;
+        assert_eq!(error["category"], "unavailable", "{tool}");
+        assert!(
+            text.starts_with(&format!("{tool} failed (unavailable)")),
+            "{text}"
+        );
+        assert!(text.contains("tidepool mcp"), "{text}");
+    }
+
+    let client = observing(Arc::new(Unreachable)).await;
+    for tool in ["capacity_report", "plan_scaling"] {
+        let (text, error) = tool_error(&client, tool, json!({})).await;
+        assert_eq!(error["category"], "failed", "{tool}");
+        assert!(text.contains("caches are not synced"), "{text}");
+    }
+    let (_, error) = tool_error(&client, "plan_scaling", json!({"dry_run": false})).await;
+    assert_eq!(error["category"], "invalid");
 }

@@ -98,6 +98,15 @@ pub enum Command {
     Mcp,
     /// Show what the autoscaler would do now (a dry run), with reasons.
     Plan,
+    /// Show the room left for workers: every host's memory, vCPUs, storage
+    /// and GPUs, the VMIDs and pool limits left, how many more workers of
+    /// each size fit and which dimension binds first, and what one worker
+    /// more or fewer would change.
+    Capacity {
+        /// Only this pool's figures and what-ifs.
+        #[arg(long)]
+        pool: Option<String>,
+    },
     /// The whole product in one command, no hardware: a lab, the
     /// controller, a burst of work scaled up and back down, and a summary.
     Demo {
@@ -224,6 +233,7 @@ pub fn run() -> ExitCode {
                 Command::Mcp => workers::mcp(&ctx),
                 Command::Run => commands::run::run(&ctx),
                 Command::Plan => commands::plan::run(&ctx),
+                Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
                 Command::Config(_) | Command::Lab(_) | Command::Demo { .. } => Ok(Exit::Invalid),
             }
         }

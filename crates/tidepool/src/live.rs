@@ -8,8 +8,10 @@ use tidepool_controller::live::connect::{LiveExecutor, LiveOptions, connect};
 use tidepool_controller::live::join::LiveJoiner;
 use tidepool_controller::live::kube::KubeCluster;
 use tidepool_controller::live::pve::PveHypervisor;
+use tidepool_controller::observe::Observe;
 use tidepool_controller::service::Service;
 use tidepool_core::config::{self, Config};
+use tidepool_core::planner::PlanInput;
 
 use crate::exit::Exit;
 
@@ -83,6 +85,25 @@ pub async fn service(
         message: format!("error: {e}"),
     })?);
     Ok((exec.clone(), Service::new(exec)))
+}
+
+/// Connects and observes the cluster, the hypervisor and the claims into
+/// what the planner looks at (for `tidepool plan` and `tidepool capacity`).
+///
+/// # Errors
+/// [`Unavailable`]: exit 2 for configuration problems, 1 for connection or
+/// observation failures.
+pub async fn observe(
+    config_path: &Path,
+    kubeconfig_flag: Option<&PathBuf>,
+    time_scale: f64,
+    time_origin_ms: Option<i64>,
+) -> Result<PlanInput, Unavailable> {
+    let (exec, _) = service(config_path, kubeconfig_flag, time_scale, time_origin_ms).await?;
+    exec.plan_input().await.map_err(|e| Unavailable {
+        exit: Exit::Failure,
+        message: format!("error: observing the cluster: {e}"),
+    })
 }
 
 /// A clock running `scale` times faster than real time from `origin_ms`

@@ -1,7 +1,8 @@
 //! The worker commands and the MCP server, run as a user would run them,
 //! against a lab started in-process: provision with `--wait`, list as JSON,
-//! the safety refusals with their exit codes, drain and destroy; and an MCP
-//! session over the binary's stdin/stdout.
+//! the safety refusals with their exit codes, drain and destroy; the dry-run
+//! plan and the capacity report; and an MCP session over the binary's
+//! stdin/stdout.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -187,7 +188,9 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
         answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
         send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "destroy_worker", "arguments": {"worker_id": "k8s-master", "force": true}}}));
         answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
-        send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "provision_workers", "arguments": {"count": 1, "pool": "spot"}}}));
+        send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "capacity_report", "arguments": {"pool": "burst"}}}));
+        answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
+        send(json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "provision_workers", "arguments": {"count": 1, "pool": "spot"}}}));
         answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
         drop(stdin);
         answers
@@ -206,11 +209,13 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
     assert_eq!(
         tools,
         [
+            "capacity_report",
             "destroy_worker",
             "drain_worker",
             "extend_ttl",
             "get_worker_details",
             "list_workers",
+            "plan_scaling",
             "provision_workers"
         ]
     );
@@ -223,8 +228,19 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
             .unwrap()
             .contains("not managed by Tidepool")
     );
-    assert_eq!(calls[4]["result"]["isError"], false, "{}", calls[4]);
-    let name = calls[4]["result"]["structuredContent"]["workers"][0]["name"]
+    // The capacity report, observed live through the lab's APIs.
+    let capacity = &calls[4]["result"];
+    assert_eq!(capacity["isError"], false, "{capacity}");
+    let report = &capacity["structuredContent"];
+    assert_home_lab_hosts(report);
+    assert_eq!(report["pools"].as_array().unwrap().len(), 1);
+    let large = &report["pools"][0]["sizes"][2];
+    assert_eq!(large["size"], "large");
+    assert_eq!(large["fits"], 3, "{large}");
+    assert_eq!(large["binding"], "host-memory");
+
+    assert_eq!(calls[5]["result"]["isError"], false, "{}", calls[5]);
+    let name = calls[5]["result"]["structuredContent"]["workers"][0]["name"]
         .as_str()
         .unwrap();
     assert!(name.starts_with("spot-"));
@@ -255,7 +271,7 @@ async fn plan_shows_the_scale_up_the_pending_pods_need_with_reasons() {
     let out = run(&lab, &["-o", "json", "plan"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let plan: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(plan["pendingPods"], 6, "{plan}");
+    assert_eq!(plan["pending_pods"], 6, "{plan}");
     let action = &plan["actions"][0];
     assert_eq!(action["action"], "provision", "{plan}");
     assert_eq!(action["pool"], "burst");
@@ -273,5 +289,118 @@ async fn plan_shows_the_scale_up_the_pending_pods_need_with_reasons() {
             .unwrap()
             .is_empty()
     );
+    lab.shutdown().await;
+}
+
+/// The hosts of the home-lab scenario as the capacity report sees them,
+/// with the lab configuration's 4 GiB reserve, 512 MiB per-VM overhead and
+/// 4× vCPU overcommit: pve-01 (192 GiB, 32 cores) runs truenas, k8s-master
+/// and k8s-node1 (96 GiB, 24 vCPUs) and has the T4; pve-02 (128 GiB, 24
+/// cores) runs pfsense, k8s-node2 and k8s-node3 (68 GiB, 18 vCPUs). Like
+/// Proxmox's `cpuinfo.cpus`, the lab reports two threads per core, and
+/// those are what the overcommit ratio multiplies.
+fn assert_home_lab_hosts(report: &Value) {
+    let pve01 = &report["hosts"][0];
+    assert_eq!(pve01["name"], "pve-01", "{report}");
+    assert_eq!(pve01["online"], true);
+    assert_eq!(pve01["memory_total_mib"], 196_608);
+    assert_eq!(pve01["memory_used_mib"], 49_152 + 16_384 + 32_768);
+    assert_eq!(pve01["memory_free_mib"], 196_608 - 98_304 - 4096);
+    assert_eq!(pve01["cores"], 64);
+    assert_eq!(pve01["vcpus_left"], 64.0 * 4.0 - 24.0);
+    assert_eq!(pve01["storage_free_gib"]["local-lvm"], 2600);
+    assert_eq!(pve01["gpu_free"]["tesla-t4"], 1);
+    let pve02 = &report["hosts"][1];
+    assert_eq!(pve02["name"], "pve-02");
+    assert_eq!(
+        pve02["memory_free_mib"],
+        131_072 - (4096 + 2 * 32_768) - 4096
+    );
+    assert_eq!(pve02["vcpus_left"], 48.0 * 4.0 - 18.0);
+    assert_eq!(pve02["storage_free_gib"]["local-lvm"], 1200);
+    assert_eq!(report["providers"][0]["vmids_left"], 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_reports_every_dimension_of_the_home_lab_and_what_binds_first() {
+    let lab = lab("capacity").await;
+    let out = run(&lab, &["-o", "json", "capacity"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_home_lab_hosts(&report);
+    // The control plane and three permanent workers; no Tidepool worker yet.
+    assert_eq!(report["cluster"]["nodes"], 4, "{}", report["cluster"]);
+    assert_eq!(report["cluster"]["workers_on_the_way"], 0);
+
+    let fit = |pool: &str, size: &str| {
+        report["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == pool)
+            .and_then(|p| {
+                p["sizes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|s| s["size"] == size)
+            })
+            .unwrap_or_else(|| panic!("{pool}/{size} in {report}"))
+            .clone()
+    };
+    // A small VM takes 8192 + 512 MiB: 10 on pve-01, 6 on pve-02, but
+    // the burst pool stops at maxNodes 10.
+    let small = fit("burst", "small");
+    assert_eq!(small["hosts"][0]["fits"], 10);
+    assert_eq!(small["hosts"][1]["fits"], 6);
+    assert_eq!(small["on_hosts"], 16);
+    assert_eq!(small["fits"], 10);
+    assert_eq!(small["binding"], "limit-max-nodes");
+    // A large one (33280 MiB): 2 + 1, memory runs out before the pool's
+    // 96-core / 192 GiB ceilings (6 each).
+    let large = fit("burst", "large");
+    assert_eq!(large["within_limits"], 6);
+    assert_eq!(large["fits"], 3);
+    assert_eq!(large["binding"], "host-memory");
+    assert_eq!(large["hosts"][0]["binding"], "host-memory");
+    // One T4, one GPU worker allowed: the pool limit is named first.
+    let gpu = fit("gpu", "gpu");
+    assert_eq!(gpu["hosts"].as_array().unwrap().len(), 1);
+    assert_eq!(gpu["hosts"][0]["by_gpu"], 1);
+    assert_eq!(gpu["fits"], 1);
+    assert_eq!(gpu["binding"], "limit-max-nodes");
+    let spot = fit("spot", "small");
+    assert_eq!(
+        (spot["fits"].clone(), spot["binding"].clone()),
+        (json!(4), json!("limit-max-nodes"))
+    );
+
+    // What-if: one more small burst worker goes to pve-01, the host with
+    // the most memory, and leaves 85504 MiB there.
+    let add = report["what_if"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["pool"] == "burst" && a["size"] == "small")
+        .unwrap();
+    assert_eq!(add["host"], "pve-01");
+    assert_eq!(add["host_after"]["memory_free_mib"], 94_208 - 8704);
+    assert_eq!(add["host_after"]["vcpus_left"], 256.0 - 24.0 - 4.0);
+    assert_eq!(add["limits_after"]["nodes_left"], 9);
+    assert_eq!(add["fits_after"], 9);
+    // No Tidepool worker to remove yet.
+    assert!(report["what_if"]["remove"].as_array().unwrap().is_empty());
+
+    // The table names the binding dimension of every pool and size.
+    let out = run(&lab, &["capacity"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("pve-01"), "{text}");
+    assert!(text.contains("host-memory"), "{text}");
+    assert!(text.contains("limit-max-nodes"), "{text}");
+    assert!(text.contains("51 VMIDs left in 1250–1300"), "{text}");
+    let out = run(&lab, &["capacity", "--pool", "brust"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no pool named `brust`"));
     lab.shutdown().await;
 }

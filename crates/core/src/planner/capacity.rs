@@ -65,9 +65,9 @@ pub struct HostCapacity {
     /// Memory left for new VMs: total less used, the reserve and the VMs of
     /// claims on their way to this host, MiB (negative when overcommitted).
     pub memory_free_mib: i64,
-    /// Physical cores.
+    /// CPUs as the host reports them; the overcommit ratio multiplies these.
     pub cores: u32,
-    /// vCPUs allowed per core.
+    /// vCPUs allowed per CPU.
     pub cpu_overcommit: f64,
     /// vCPUs of the VMs on it.
     pub vcpus_allocated: u64,

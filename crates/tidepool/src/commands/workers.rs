@@ -431,7 +431,7 @@ pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
 /// Runtime failures.
 pub fn mcp(ctx: &Context) -> anyhow::Result<Exit> {
     runtime()?.block_on(async {
-        let (_, svc) = match live::service(
+        let (exec, svc) = match live::service(
             &ctx.config,
             ctx.kubeconfig.as_ref(),
             ctx.time_scale,
@@ -445,7 +445,11 @@ pub fn mcp(ctx: &Context) -> anyhow::Result<Exit> {
                 return Ok(u.exit);
             }
         };
-        let server = tidepool_mcp::TidepoolMcp::new(std::sync::Arc::new(svc));
+        // The live executor observes the cluster for capacity_report and
+        // plan_scaling.
+        let observer: std::sync::Arc<dyn tidepool_controller::observe::Observe> = exec;
+        let server =
+            tidepool_mcp::TidepoolMcp::new(std::sync::Arc::new(svc)).with_observer(observer);
         tidepool_mcp::serve_stdio(server).await?;
         Ok(Exit::Ok)
     })
