@@ -692,6 +692,32 @@ mod scale_up {
     }
 
     #[test]
+    fn cpu_heavy_and_memory_heavy_pods_share_workers_instead_of_filling_one_resource_each() {
+        let mut input = world();
+        emergency(&mut input, "permanent");
+        pool_mut(&mut input, "permanent").scale_up.batch_size = 10;
+        // First-fit-decreasing alone: the 3.8-core pods two to a medium,
+        // the 7-GiB pods two to another, six mediums. The balanced pass puts
+        // one of each kind with two of the other (4.8 cores, 15 GiB): four,
+        // the lower bound (60 GiB of memory over 15 GiB per medium).
+        input.pending = (0..4)
+            .map(|i| waited(pod(&format!("cpu{i}"), 3800, 1), 0))
+            .chain((0..8).map(|i| waited(pod(&format!("mem{i}"), 500, 7), 0)))
+            .collect();
+        let plan = plan(&input);
+        assert_eq!(
+            provisions(&plan),
+            vec![p("permanent", "medium", "pve-01", 4, ReasonCode::Emergency)]
+        );
+        assert!(plan.unhelpable.is_empty() && plan.waiting.is_empty());
+        let reason = &plan.actions[0].reason().message;
+        assert!(
+            reason.contains("12 pod(s) packed onto 4 new medium worker(s)"),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn max_nodes_cuts_the_count_and_names_the_limit() {
         let mut input = world();
         emergency(&mut input, "burst");
@@ -704,14 +730,15 @@ mod scale_up {
                 Phase::Ready,
             ));
         }
-        input.pending = pods(4, 3000, 1, 0);
+        // Eight 3-core pods: two to a medium, so four mediums; room for two.
+        input.pending = pods(8, 3000, 1, 0);
         let plan = plan(&input);
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "small", "pve-01", 2, ReasonCode::Emergency)]
+            vec![p("burst", "medium", "pve-01", 2, ReasonCode::Emergency)]
         );
         assert_eq!(codes_of_unhelpable(&plan), vec![ReasonCode::MaxNodes]);
-        assert_eq!(plan.unhelpable.len(), 2);
+        assert_eq!(plan.unhelpable.len(), 4);
         assert!(
             plan.unhelpable[0]
                 .reason
@@ -1010,9 +1037,10 @@ mod scale_up {
             .map(|i| waited(burst(pod(&format!("p{i}"), 1000, 1)), 600))
             .collect();
         let plan = plan(&input);
+        // One medium holds all five: less of the host than two smalls.
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "small", "pve-01", 2, ReasonCode::PendingPods)]
+            vec![p("burst", "medium", "pve-01", 1, ReasonCode::PendingPods)]
         );
         assert!(plan.unhelpable.is_empty());
     }
@@ -1499,6 +1527,66 @@ mod properties {
                 let key = pp.pod.key();
                 let left_out = plan.unhelpable.iter().any(|u| u.pod == key) || plan.waiting.iter().any(|w| w.pod == key);
                 prop_assert_eq!(left_out, !fits_somewhere, "pod {} fits somewhere: {}; plan {:?}", key, fits_somewhere, plan.unhelpable);
+            }
+        }
+
+        #[test]
+        fn with_room_everywhere_a_pool_asks_no_fewer_workers_than_its_pods_need_and_none_empty(
+            pods in prop::collection::vec(pod_shape(), 1..80),
+        ) {
+            let mut input = build(&pods, &[], &[], true);
+            input.hosts = vec![host("pve-01", 100_000, 10_000, 1000), host("pve-02", 100_000, 10_000, 0)];
+            input.config.providers.get_mut("pve").unwrap().vmid_upper = 100_000;
+            for pool in &mut input.config.pools {
+                pool.limits.max_nodes = 10_000;
+                pool.limits.cpu_cores = None;
+                pool.limits.memory_mib = None;
+                pool.scale_up.batch_size = 10_000;
+            }
+            let cfg = &input.config;
+            let plan = plan(&input);
+            for pool in &cfg.pools {
+                let empty = |size: &String| {
+                    NodeSnapshot::hypothetical(cfg, pool, cfg.size(size).unwrap(), "n", input.now)
+                };
+                // The pods the planner offers this pool: the first pool with
+                // a size that holds them.
+                let mine: Vec<&PodSpec> = input
+                    .pending
+                    .iter()
+                    .map(|pp| &pp.pod)
+                    .filter(|pod| {
+                        cfg.pools
+                            .iter()
+                            .find(|q| q.sizes.iter().any(|s| {
+                                fits(pod, &NodeSnapshot::hypothetical(cfg, q, cfg.size(s).unwrap(), "n", input.now)).is_ok()
+                            }))
+                            .is_some_and(|q| q.name == pool.name)
+                    })
+                    .collect();
+                let asked: u64 = plan
+                    .actions
+                    .iter()
+                    .map(|a| match a {
+                        Action::Provision { pool: p, count, .. } if *p == pool.name => u64::from(*count),
+                        _ => 0,
+                    })
+                    .sum();
+                // No worker offers more than the pool's largest allocatable
+                // of each resource.
+                let most = |f: &dyn Fn(&NodeSnapshot) -> u64| {
+                    pool.sizes.iter().map(|s| f(&empty(s))).max().unwrap_or(0).max(1)
+                };
+                let gpus = |p: &PodSpec| p.requests.extended.get("nvidia.com/gpu").copied().unwrap_or(0);
+                let need = [
+                    mine.iter().map(|p| p.requests.cpu_milli).sum::<u64>().div_ceil(most(&|n| n.allocatable.cpu_milli)),
+                    mine.iter().map(|p| p.requests.memory_bytes).sum::<u64>().div_ceil(most(&|n| n.allocatable.memory_bytes)),
+                    (mine.len() as u64).div_ceil(most(&|n| u64::from(n.allocatable.pods))),
+                    mine.iter().map(|p| gpus(p)).sum::<u64>().div_ceil(most(&|n| n.allocatable.extended.get("nvidia.com/gpu").copied().unwrap_or(0))),
+                ];
+                let bound = need.into_iter().max().unwrap();
+                prop_assert!(asked >= bound, "pool {}: {} workers for pods needing {}", pool.name, asked, bound);
+                prop_assert!(asked <= mine.len() as u64, "pool {}: {} workers for {} pods", pool.name, asked, mine.len());
             }
         }
 

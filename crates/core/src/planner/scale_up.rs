@@ -7,11 +7,14 @@
 //! 2. The rest are offered to the pools in configuration order. A pool
 //!    takes the pods that fit one of its sizes, if its trigger fires
 //!    (enough pods waited long enough, or an emergency).
-//! 3. The pool's pods are bin-packed first-fit-decreasing onto each of its
-//!    sizes; the size that places the most pods with the least provisioned
-//!    capacity wins, pods it cannot hold are packed again on the other
-//!    sizes, and then each new worker is shrunk to the cheapest size that
-//!    still holds its pods.
+//! 3. The pool's pods are bin-packed onto each of its sizes, twice:
+//!    first-fit-decreasing, then an improvement pass that fills one worker
+//!    at a time with pods that complement what it holds (CPU-heavy with
+//!    memory-heavy); the packing with fewer workers is kept. The size that
+//!    places the most pods for the least host capacity (vCPUs, and memory
+//!    with the per-VM overhead) wins, pods it cannot hold are packed again
+//!    on the other sizes, and then each new worker is shrunk to the
+//!    cheapest size that still holds its pods.
 //! 4. Workers are accepted one by one while the pool's limits, its
 //!    `batchSize`, the VMID range and some host's headroom allow; pods of a
 //!    refused worker are reported with the limit or dimension that refused it.
@@ -19,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, Pool, SizeEntry};
-use crate::pool::{PoolUsage, Resources};
+use crate::pool::{PoolUsage, Resources, Size};
 use crate::sched::{NodeSnapshot, PodSpec, fits, fits_identity, fits_room};
 
 use super::hosts::{Headroom, VmCost, may_use, place};
@@ -52,36 +55,38 @@ struct Bin {
 struct Template<'a> {
     entry: &'a SizeEntry,
     node: NodeSnapshot,
+    /// The same empty node with only what the room checks read (no name,
+    /// labels or taints): cheap to clone for every new worker. Who may run
+    /// on it is decided once per pod against `node`.
+    room: NodeSnapshot,
     cost: f64,
 }
 
-/// Reference capacity that makes cpu and memory comparable: the largest
-/// allocatable of any configured size.
+/// Reference figures that make cpu and memory comparable: the largest
+/// allocatable and the largest VM of any configured size.
 #[derive(Clone, Copy)]
 struct Scale {
     cpu: f64,
     mem: f64,
+    vcpu: f64,
+    vm_mem: f64,
 }
 
 impl Scale {
     fn of(config: &Config) -> Self {
-        let cpu = config
-            .sizes
-            .values()
-            .map(|s| s.size.allocatable.cpu_milli)
+        let sizes = || config.sizes.values().map(|s| &s.size);
+        let cpu = sizes().map(|s| s.allocatable.cpu_milli).max().unwrap_or(1);
+        let mem = sizes()
+            .map(|s| s.allocatable.memory_bytes)
             .max()
-            .unwrap_or(1)
-            .max(1);
-        let mem = config
-            .sizes
-            .values()
-            .map(|s| s.size.allocatable.memory_bytes)
-            .max()
-            .unwrap_or(1)
-            .max(1);
+            .unwrap_or(1);
+        let vcpu = sizes().map(|s| s.vcpu).max().unwrap_or(1);
+        let vm_mem = sizes().map(|s| s.memory_mib).max().unwrap_or(1);
         Scale {
-            cpu: cpu as f64,
-            mem: mem as f64,
+            cpu: cpu.max(1) as f64,
+            mem: mem.max(1) as f64,
+            vcpu: f64::from(vcpu.max(1)),
+            vm_mem: vm_mem.max(1) as f64,
         }
     }
 
@@ -89,8 +94,19 @@ impl Scale {
         (pod.requests.cpu_milli as f64 / self.cpu).max(pod.requests.memory_bytes as f64 / self.mem)
     }
 
-    fn cost(self, alloc: &Resources) -> f64 {
+    /// Allocatable cpu and memory, as one figure.
+    fn capacity(self, alloc: &Resources) -> f64 {
         alloc.cpu_milli as f64 / self.cpu + alloc.memory_bytes as f64 / self.mem
+    }
+
+    /// What a worker of `size` takes from its host (vCPUs, and memory with
+    /// the per-VM overhead), as one figure. Comparing sizes by this rather
+    /// than by allocatable counts the kubelet reserve and the VM overhead
+    /// each extra worker costs: at equal fragmentation, fewer larger
+    /// workers win.
+    fn cost(self, size: &Size, overhead_mib: u64) -> f64 {
+        f64::from(size.vcpu) / self.vcpu
+            + (size.memory_mib + overhead_mib) as f64 / (self.vm_mem + overhead_mib as f64)
     }
 }
 
@@ -99,6 +115,111 @@ fn quick_room(pod: &PodSpec, node: &NodeSnapshot) -> bool {
     node.pod_count < node.allocatable.pods
         && node.requested.cpu_milli + pod.requests.cpu_milli <= node.allocatable.cpu_milli
         && node.requested.memory_bytes + pod.requests.memory_bytes <= node.allocatable.memory_bytes
+}
+
+/// Memory-to-CPU ratios (bytes per millicore: 1, 4 and 16 GiB per core)
+/// at which [`RoomTree`] also checks CPU and memory together.
+const BOTH_AT: [u64; 3] = [1 << 20, 4 << 20, 16 << 20];
+
+/// What [`RoomTree`] keeps per node: free CPU, free memory, free pod slots
+/// and, for each ratio `w` of [`BOTH_AT`], min(free CPU × w, free memory).
+type Figures = [u64; 3 + BOTH_AT.len()];
+
+fn figures(cpu: u64, memory: u64, slots: u64) -> Figures {
+    let mut f = [0; 3 + BOTH_AT.len()];
+    f[..3].copy_from_slice(&[cpu, memory, slots]);
+    for (k, w) in BOTH_AT.iter().enumerate() {
+        f[3 + k] = cpu.saturating_mul(*w).min(memory);
+    }
+    f
+}
+
+/// The free room of a list of nodes kept as a max-tree of [`Figures`], so
+/// the first node with room for a pod is found without visiting every
+/// node: a subtree is skipped when none of its nodes can have room.
+///
+/// A node with room for a pod has at least the pod's CPU, memory and one
+/// slot, and so at least the pod's min(CPU × w, memory) for every `w`. The
+/// last figures are what make the pruning work with two resources: a
+/// subtree where one node has the CPU and another the memory, but none
+/// both, fails them. The tree only rules nodes out; the caller's test
+/// decides.
+struct RoomTree {
+    /// Leaves (a power of two); node `k` has children `2k` and `2k + 1`,
+    /// leaf `i` is node `leaves + i`. Unused leaves stay zero.
+    leaves: usize,
+    max: Vec<Figures>,
+}
+
+impl RoomTree {
+    fn new() -> Self {
+        RoomTree {
+            leaves: 1,
+            max: vec![Figures::default(); 2],
+        }
+    }
+
+    fn of(nodes: &[NodeSnapshot]) -> Self {
+        let mut tree = RoomTree::new();
+        for (i, node) in nodes.iter().enumerate() {
+            tree.set(i, node);
+        }
+        tree
+    }
+
+    fn want(pod: &PodSpec) -> Figures {
+        figures(pod.requests.cpu_milli, pod.requests.memory_bytes, 1)
+    }
+
+    /// Records node `i`'s room, growing the tree when `i` is new.
+    fn set(&mut self, i: usize, node: &NodeSnapshot) {
+        if i >= self.leaves {
+            let leaves = (i + 1).next_power_of_two();
+            let mut max = vec![Figures::default(); 2 * leaves];
+            max[leaves..leaves + self.leaves].copy_from_slice(&self.max[self.leaves..]);
+            self.leaves = leaves;
+            self.max = max;
+            for k in (1..leaves).rev() {
+                self.max[k] = Self::join(&self.max[2 * k], &self.max[2 * k + 1]);
+            }
+        }
+        let (alloc, used) = (&node.allocatable, &node.requested);
+        let mut k = self.leaves + i;
+        self.max[k] = figures(
+            alloc.cpu_milli.saturating_sub(used.cpu_milli),
+            alloc.memory_bytes.saturating_sub(used.memory_bytes),
+            u64::from(alloc.pods.saturating_sub(node.pod_count)),
+        );
+        while k > 1 {
+            k /= 2;
+            self.max[k] = Self::join(&self.max[2 * k], &self.max[2 * k + 1]);
+        }
+    }
+
+    fn join(a: &Figures, b: &Figures) -> Figures {
+        std::array::from_fn(|r| a[r].max(b[r]))
+    }
+
+    /// The first node, in list order, whose room may cover `want` and that
+    /// `accept` takes.
+    fn first(&self, want: &Figures, mut accept: impl FnMut(usize) -> bool) -> Option<usize> {
+        let covers = |k: usize| self.max[k].iter().zip(want).all(|(have, w)| have >= w);
+        let mut stack = vec![1];
+        while let Some(k) = stack.pop() {
+            if !covers(k) {
+                continue;
+            }
+            if k >= self.leaves {
+                if accept(k - self.leaves) {
+                    return Some(k - self.leaves);
+                }
+            } else {
+                stack.push(2 * k + 1);
+                stack.push(2 * k);
+            }
+        }
+        None
+    }
 }
 
 fn waited_secs(input: &PlanInput, i: usize) -> i64 {
@@ -132,15 +253,16 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
 
     // 1. Absorb into existing nodes and workers on their way.
     let mut room = capacity_on_hand(input);
+    let mut room_tree = RoomTree::of(&room);
     let mut remaining = Vec::new();
     for &i in &order {
         let pod = &input.pending[i].pod;
-        match room
-            .iter()
-            .position(|n| quick_room(pod, n) && fits(pod, n).is_ok())
-        {
+        match room_tree.first(&RoomTree::want(pod), |j| {
+            quick_room(pod, &room[j]) && fits(pod, &room[j]).is_ok()
+        }) {
             Some(j) => {
                 room[j].bind(pod, keep_pods);
+                room_tree.set(j, &room[j]);
                 outcome.absorbing_nodes.insert(room[j].name.clone());
             }
             None => remaining.push(i),
@@ -287,7 +409,7 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
                 }
             }
         }
-        let waste = waste_percent(&accepted, &templates, scale);
+        let waste = waste_percent(&accepted, scale);
         for (size, host, count, pods) in groups {
             let size = &templates[size].entry.size.name;
             out.actions.push(Action::Provision {
@@ -375,19 +497,32 @@ fn capacity_on_hand(input: &PlanInput) -> Vec<NodeSnapshot> {
 
 fn templates<'a>(input: &'a PlanInput, pool: &Pool, scale: Scale) -> Vec<Template<'a>> {
     let cfg = &input.config;
+    let overhead = cfg
+        .providers
+        .get(&pool.provider)
+        .map_or(0, |p| p.vm_memory_overhead_mib);
     pool.sizes
         .iter()
         .filter_map(|name| cfg.size(name))
-        .map(|entry| Template {
-            entry,
-            node: NodeSnapshot::hypothetical(
+        .map(|entry| {
+            let node = NodeSnapshot::hypothetical(
                 cfg,
                 pool,
                 entry,
                 &format!("{}-new", pool.name),
                 input.now,
-            ),
-            cost: scale.cost(&entry.size.allocatable),
+            );
+            let room = NodeSnapshot {
+                allocatable: node.allocatable.clone(),
+                ready: node.ready,
+                ..NodeSnapshot::default()
+            };
+            Template {
+                entry,
+                node,
+                room,
+                cost: scale.cost(&entry.size, overhead),
+            }
         })
         .collect()
 }
@@ -469,33 +604,28 @@ fn first_fit(
     input: &PlanInput,
     pods: &[usize],
     template: &Template<'_>,
+    holds: &[bool],
     size: usize,
     keep_pods: bool,
 ) -> (Vec<Bin>, Vec<usize>) {
     let mut bins: Vec<Bin> = Vec::new();
+    let mut tree = RoomTree::new();
     let mut leftover = Vec::new();
-    // Bins before `open` cannot take the smallest pod any more.
-    let mut open = 0;
-    let (min_cpu, min_mem) = pods.iter().fold((u64::MAX, u64::MAX), |(c, m), &i| {
-        let r = &input.pending[i].pod.requests;
-        (c.min(r.cpu_milli), m.min(r.memory_bytes))
-    });
     for &i in pods {
         let pod = &input.pending[i].pod;
-        if fits(pod, &template.node).is_err() {
+        if !holds[i] {
             leftover.push(i);
             continue;
         }
-        let slot = bins[open..]
-            .iter()
-            .position(|b| quick_room(pod, &b.node) && fits_room(pod, &b.node).is_ok())
-            .map(|j| j + open);
+        let slot = tree.first(&RoomTree::want(pod), |j| {
+            quick_room(pod, &bins[j].node) && fits_room(pod, &bins[j].node).is_ok()
+        });
         let j = match slot {
             Some(j) => j,
             None => {
                 bins.push(Bin {
                     size,
-                    node: template.node.clone(),
+                    node: template.room.clone(),
                     pods: Vec::new(),
                 });
                 bins.len() - 1
@@ -503,40 +633,171 @@ fn first_fit(
         };
         bins[j].node.bind(pod, keep_pods);
         bins[j].pods.push(i);
-        while open < bins.len() && is_closed(&bins[open].node, min_cpu, min_mem) {
-            open += 1;
-        }
+        tree.set(j, &bins[j].node);
     }
     (bins, leftover)
 }
 
-fn is_closed(node: &NodeSnapshot, min_cpu: u64, min_mem: u64) -> bool {
-    node.pod_count >= node.allocatable.pods
-        || node
-            .allocatable
-            .cpu_milli
-            .saturating_sub(node.requested.cpu_milli)
-            < min_cpu
-        || node
-            .allocatable
-            .memory_bytes
-            .saturating_sub(node.requested.memory_bytes)
-            < min_mem
+/// How many pods [`balanced`] tries, largest first, among those that may not
+/// fit a worker's other resource, before it takes the largest that surely
+/// does: this bounds the work per pod placed.
+const BAND_LOOKS: usize = 16;
+
+/// The improvement pass over [`first_fit`]: packs `pods` onto new nodes of
+/// one template a worker at a time, each time taking the largest pod that
+/// leans on the resource the worker has the most of left.
+///
+/// First-fit-decreasing on the dominant resource puts pods of one kind
+/// together (the CPU-heavy batch pods on some workers, the memory-heavy
+/// caches on others) and leaves workers full in one resource with room to
+/// spare in the other. Here the pods are split by the resource they lean on,
+/// relative to the template's allocatable, each side largest first; a
+/// worker with more of its CPU free than of its memory takes from the
+/// CPU-leaning side, and the other way round, falling back to the other
+/// side when nothing fits, so both resources of a worker fill together.
+/// Deterministic: ties go to the earlier pod of `pods`.
+fn balanced(
+    input: &PlanInput,
+    pods: &[usize],
+    template: &Template<'_>,
+    holds: &[bool],
+    size: usize,
+    keep_pods: bool,
+) -> (Vec<Bin>, Vec<usize>) {
+    let alloc = &template.node.allocatable;
+    let (cap_cpu, cap_mem) = (
+        u128::from(alloc.cpu_milli.max(1)),
+        u128::from(alloc.memory_bytes.max(1)),
+    );
+    // `x` of one resource, as the same share of the other.
+    let share =
+        |x: u64, to: u128, from: u128| u64::try_from(u128::from(x) * to / from).unwrap_or(u64::MAX);
+    // Whether `cpu` is at least `mem` as a share of the template.
+    let cpu_leans = |cpu: u64, mem: u64| u128::from(cpu) * cap_mem >= u128::from(mem) * cap_cpu;
+    let mut leftover = Vec::new();
+    // [CPU-leaning, memory-leaning], each keyed by (request of that
+    // resource, !position in `pods`): read from the top, the largest pod
+    // comes first and, among equal ones, the earliest.
+    let mut sides: [BTreeSet<(u64, usize)>; 2] = [BTreeSet::new(), BTreeSet::new()];
+    for (at, &i) in pods.iter().enumerate() {
+        if !holds[i] {
+            leftover.push(i);
+            continue;
+        }
+        let r = &input.pending[i].pod.requests;
+        if cpu_leans(r.cpu_milli, r.memory_bytes) {
+            sides[0].insert((r.cpu_milli, !at));
+        } else {
+            sides[1].insert((r.memory_bytes, !at));
+        }
+    }
+    let mut bins: Vec<Bin> = Vec::new();
+    while sides.iter().any(|s| !s.is_empty()) {
+        let mut bin = Bin {
+            size,
+            node: template.room.clone(),
+            pods: Vec::new(),
+        };
+        while bin.node.pod_count < alloc.pods {
+            let free_cpu = alloc.cpu_milli.saturating_sub(bin.node.requested.cpu_milli);
+            let free_mem = alloc
+                .memory_bytes
+                .saturating_sub(bin.node.requested.memory_bytes);
+            let order = if cpu_leans(free_cpu, free_mem) {
+                [0, 1]
+            } else {
+                [1, 0]
+            };
+            let fits_bin = |&(_, at): &(u64, usize)| {
+                let pod = &input.pending[pods[!at]].pod;
+                quick_room(pod, &bin.node) && fits_room(pod, &bin.node).is_ok()
+            };
+            let pick = order.into_iter().find_map(|side| {
+                // On the CPU-leaning side every pod with at most `sure`
+                // millicores also fits the free memory (its memory share is
+                // at most its CPU share); of the pods between `sure` and the
+                // free CPU, which may not, only BAND_LOOKS are tried. The
+                // memory-leaning side mirrors this.
+                let (limit, sure) = if side == 0 {
+                    (free_cpu, free_cpu.min(share(free_mem, cap_cpu, cap_mem)))
+                } else {
+                    (free_mem, free_mem.min(share(free_cpu, cap_mem, cap_cpu)))
+                };
+                let band = if sure < limit {
+                    sides[side]
+                        .range((sure + 1, 0)..=(limit, usize::MAX))
+                        .rev()
+                        .take(BAND_LOOKS)
+                        .find(|k| fits_bin(k))
+                } else {
+                    None
+                };
+                band.or_else(|| {
+                    sides[side]
+                        .range(..=(sure, usize::MAX))
+                        .rev()
+                        .find(|k| fits_bin(k))
+                })
+                .map(|&key| (side, key))
+            });
+            let Some((side, key)) = pick else {
+                break;
+            };
+            sides[side].remove(&key);
+            let i = pods[!key.1];
+            bin.node.bind(&input.pending[i].pod, keep_pods);
+            bin.pods.push(i);
+        }
+        if bin.pods.is_empty() {
+            // Every queued pod fits an empty node, so this cannot happen;
+            // should it, the pods are reported rather than looped over.
+            for side in &mut sides {
+                leftover.extend(side.iter().map(|&(_, at)| pods[!at]));
+                side.clear();
+            }
+            break;
+        }
+        bins.push(bin);
+    }
+    (bins, leftover)
 }
 
 /// Packs `pods` onto new workers of the pool's sizes with the least waste.
+///
+/// # Guarantees
+/// Deterministic; every pod that fits an empty worker of some size lands
+/// on exactly one worker, no worker holds more than [`fits_room`] allows,
+/// and for each size no more workers are used than first-fit-decreasing
+/// alone would use.
 fn pack(
     input: &PlanInput,
     pods: &[usize],
     templates: &[Template<'_>],
     keep_pods: bool,
 ) -> Vec<Bin> {
+    // Whether each pod fits an empty worker of each size, decided once.
+    let holds: Vec<Vec<bool>> = templates
+        .iter()
+        .map(|t| {
+            let mut holds = vec![false; input.pending.len()];
+            for &i in pods {
+                holds[i] = fits(&input.pending[i].pod, &t.node).is_ok();
+            }
+            holds
+        })
+        .collect();
     let mut left = pods.to_vec();
     let mut out: Vec<Bin> = Vec::new();
     while !left.is_empty() {
         let mut best: Option<(usize, f64, Vec<Bin>, Vec<usize>)> = None;
         for (s, template) in templates.iter().enumerate() {
-            let (bins, leftover) = first_fit(input, &left, template, s, keep_pods);
+            let (mut bins, mut leftover) =
+                first_fit(input, &left, template, &holds[s], s, keep_pods);
+            // Both leave out the same pods (those `holds` refuses).
+            let (alt, alt_leftover) = balanced(input, &left, template, &holds[s], s, keep_pods);
+            if alt_leftover.len() <= leftover.len() && alt.len() < bins.len() {
+                (bins, leftover) = (alt, alt_leftover);
+            }
             let packed = left.len() - leftover.len();
             if packed == 0 {
                 continue;
@@ -564,11 +825,11 @@ fn pack(
             if templates[s].cost >= templates[bin.size].cost {
                 break;
             }
-            let mut node = templates[s].node.clone();
+            let mut node = templates[s].room.clone();
             let mut ok = true;
             for &i in &bin.pods {
                 let pod = &input.pending[i].pod;
-                if fits(pod, &node).is_err() {
+                if !holds[s][i] || fits_room(pod, &node).is_err() {
                     ok = false;
                     break;
                 }
@@ -584,11 +845,11 @@ fn pack(
     out
 }
 
-fn waste_percent(bins: &[&Bin], templates: &[Template<'_>], scale: Scale) -> f64 {
+fn waste_percent(bins: &[&Bin], scale: Scale) -> f64 {
     let mut total = 0.0;
     let mut used = 0.0;
     for bin in bins {
-        total += templates[bin.size].cost;
+        total += scale.capacity(&bin.node.allocatable);
         used += bin.node.requested.cpu_milli as f64 / scale.cpu
             + bin.node.requested.memory_bytes as f64 / scale.mem;
     }
@@ -1101,6 +1362,177 @@ fn preempt_spot(
         );
         for &i in &pods {
             waiting[i] = Some((want.pool.name.clone(), reason.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::BTreeMap;
+
+    use jiff::Timestamp;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::{self, EXAMPLE};
+    use crate::planner::PendingPod;
+    use crate::sched::Requests;
+
+    const GIB: u64 = 1 << 30;
+
+    /// The example configuration with `pending` pods and nothing else.
+    fn input(pending: &[(u64, u64)]) -> PlanInput {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        PlanInput {
+            config: config::load(EXAMPLE).unwrap(),
+            nodes: Vec::new(),
+            pending: pending
+                .iter()
+                .enumerate()
+                .map(|(i, &(cpu_milli, memory_bytes))| PendingPod {
+                    pod: PodSpec {
+                        namespace: "default".into(),
+                        name: format!("p{i:03}"),
+                        requests: Requests {
+                            cpu_milli,
+                            memory_bytes,
+                            ..Requests::default()
+                        },
+                        ..PodSpec::default()
+                    },
+                    unschedulable_since: now,
+                })
+                .collect(),
+            claims: Vec::new(),
+            hosts: Vec::new(),
+            vmids_in_use: BTreeMap::new(),
+            pool_state: BTreeMap::new(),
+            now,
+        }
+    }
+
+    /// The permanent pool's one template (medium), every pod in the
+    /// planner's order, and whether each fits an empty worker.
+    fn medium(input: &PlanInput) -> (Vec<Template<'_>>, Vec<usize>, Vec<bool>) {
+        let scale = Scale::of(&input.config);
+        let pool = input.config.pool("permanent").unwrap();
+        let templates = templates(input, pool, scale);
+        let mut order: Vec<usize> = (0..input.pending.len()).collect();
+        order.sort_by(|&a, &b| {
+            scale
+                .dominant(&input.pending[b].pod)
+                .total_cmp(&scale.dominant(&input.pending[a].pod))
+                .then(a.cmp(&b))
+        });
+        let holds = input
+            .pending
+            .iter()
+            .map(|p| fits(&p.pod, &templates[0].node).is_ok())
+            .collect();
+        (templates, order, holds)
+    }
+
+    #[test]
+    fn the_balanced_pass_pairs_cpu_heavy_and_memory_heavy_pods_that_first_fit_keeps_apart() {
+        // Four 3.8-core pods and eight 7-GiB pods. Taken largest first, the
+        // 3.8-core pods fill two mediums' CPU two by two and the 7-GiB pods
+        // four more mediums' memory: six. One 3.8-core pod with two 7-GiB
+        // pods (4.8 cores, 15 GiB) fills a medium exactly: four.
+        let mut pods = vec![(3800, GIB); 4];
+        pods.extend(vec![(500, 7 * GIB); 8]);
+        let input = input(&pods);
+        let (templates, order, holds) = medium(&input);
+        let (ffd, left) = first_fit(&input, &order, &templates[0], &holds, 0, false);
+        assert!(left.is_empty());
+        assert_eq!(ffd.len(), 6);
+        let (bal, left) = balanced(&input, &order, &templates[0], &holds, 0, false);
+        assert!(left.is_empty());
+        assert_eq!(bal.len(), 4);
+        for bin in &bal {
+            assert_eq!(bin.pods.len(), 3);
+            assert_eq!(bin.node.requested.cpu_milli, 4800);
+        }
+        assert_eq!(pack(&input, &order, &templates, false).len(), 4);
+    }
+
+    #[test]
+    fn first_fit_keeps_its_result_when_the_balanced_pass_is_no_better() {
+        // Identical pods: both passes put two on each medium; the tie keeps
+        // the first-fit packing.
+        let input = input(&[(3000, GIB); 5]);
+        let (templates, order, holds) = medium(&input);
+        let (ffd, _) = first_fit(&input, &order, &templates[0], &holds, 0, false);
+        let packed = pack(&input, &order, &templates, false);
+        let pods = |bins: &[Bin]| bins.iter().map(|b| b.pods.clone()).collect::<Vec<_>>();
+        assert_eq!(pods(&packed), pods(&ffd));
+        assert_eq!(packed.len(), 3);
+    }
+
+    #[test]
+    fn the_room_tree_finds_the_first_node_that_has_both_resources() {
+        let input = input(&[(1000, 2 * GIB)]);
+        let (templates, _, _) = medium(&input);
+        let node = |cpu_used: u64, mem_used: u64| {
+            let mut n = templates[0].room.clone();
+            n.requested.cpu_milli = cpu_used;
+            n.requested.memory_bytes = mem_used;
+            n
+        };
+        // CPU but no memory, memory but no CPU, then both.
+        let nodes = vec![
+            node(0, 14 * GIB),
+            node(7500, 0),
+            node(7500, 14 * GIB),
+            node(6000, 12 * GIB),
+        ];
+        let tree = RoomTree::of(&nodes);
+        let pod = &input.pending[0].pod;
+        let mut tried = Vec::new();
+        let found = tree.first(&RoomTree::want(pod), |j| {
+            tried.push(j);
+            quick_room(pod, &nodes[j])
+        });
+        assert_eq!(found, Some(3));
+        // Only the last two share a subtree where one node has both; the
+        // first subtree (CPU on one node, memory on the other) is skipped.
+        assert_eq!(tried, vec![3]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+        /// Whatever the pods, the packing places each pod that fits a
+        /// medium exactly once, fills no worker beyond its allocatable and
+        /// never needs more workers than first-fit-decreasing alone.
+        #[test]
+        fn packing_is_sound_and_never_worse_than_first_fit(
+            pods in prop::collection::vec((0u64..8_000, 0u64..16_384), 0..120),
+        ) {
+            let pods: Vec<(u64, u64)> = pods.into_iter().map(|(c, m)| (c, m << 20)).collect();
+            let input = input(&pods);
+            let (templates, order, holds) = medium(&input);
+            let (ffd, _) = first_fit(&input, &order, &templates[0], &holds, 0, false);
+            let packed = pack(&input, &order, &templates, false);
+            prop_assert!(packed.len() <= ffd.len());
+            let mut seen = vec![0u32; pods.len()];
+            for bin in &packed {
+                let alloc = &templates[bin.size].node.allocatable;
+                let (cpu, mem) = bin.pods.iter().fold((0, 0), |(c, m), &i| {
+                    let r = &input.pending[i].pod.requests;
+                    (c + r.cpu_milli, m + r.memory_bytes)
+                });
+                prop_assert!(cpu <= alloc.cpu_milli && mem <= alloc.memory_bytes);
+                prop_assert!(bin.pods.len() <= alloc.pods as usize);
+                prop_assert_eq!((cpu, mem), (bin.node.requested.cpu_milli, bin.node.requested.memory_bytes));
+                for &i in &bin.pods {
+                    seen[i] += 1;
+                }
+            }
+            for (i, n) in seen.iter().enumerate() {
+                prop_assert_eq!(*n, u32::from(holds[i]), "pod {}", i);
+            }
         }
     }
 }
