@@ -154,6 +154,19 @@ async fn workers_past_their_ttl_go_at_once_when_idle_and_after_a_drain_when_busy
             "a {reason} decision was counted"
         );
     }
+    let told = live.scale_down_events(&idle);
+    assert!(
+        told.iter()
+            .any(|m| m.contains("is being removed: TTL expired") && m.contains("remove now")),
+        "{idle} is told it goes for its TTL, at once: {told:?}"
+    );
+    let told = live.scale_down_events(&busy);
+    assert!(
+        told.iter()
+            .any(|m| m.contains("is being drained and removed: TTL expired")
+                && m.contains("1 pod(s) run on it, drain first")),
+        "{busy} is told it is drained for its TTL: {told:?}"
+    );
     eprintln!("TTL scenario done after {:?} real", live.elapsed());
     live.stop().await;
 }
@@ -202,11 +215,15 @@ async fn spot_preemption(name: &'static str, work: SpotWork) {
     let live = start(Setup {
         scenario: tight_home_lab(pve01, pve02),
         yaml: with_permanent_pool,
-        // Spot workers stay until something needs their room.
         config: |c| {
             for p in c.pools.iter_mut().filter(|p| p.name == "spot") {
+                // Spot workers stay until something needs their room.
                 p.ttl = None;
                 p.idle_timeout = None;
+                // And the pool asks for workers again within seconds, well
+                // before the workers it loses are gone.
+                p.scale_up.pending_pods = 2;
+                p.scale_up.pending_for = Duration::from_secs(10);
             }
         },
         ..Setup::new(name)
@@ -319,6 +336,11 @@ async fn spot_preemption(name: &'static str, work: SpotWork) {
                 .any(|v| v.name.as_deref() == Some(s.as_str())),
             "the VM of {s} is deleted"
         );
+        let told = live.scale_down_events(s);
+        assert!(
+            told.iter().any(|m| m.contains("is being drained and removed: spot worker preempted on host pve-01 to make room for a permanent large worker of pool permanent")),
+            "{s} is told it is preempted: {told:?}"
+        );
     }
     assert!(
         live.decided("spot-preemption").await,
@@ -343,7 +365,7 @@ async fn spot_workers_are_preempted_to_make_room_for_permanent_capacity() {
 /// is evicted: those pods must wait rather than take the room freed for
 /// the permanent worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the planner to offer pending pods to spot pools only after spot preemption has reserved room (crates/core/src/planner/scale_up.rs)"]
+#[ignore = "needs the planner (crates/core/src/planner/scale_up.rs) to offer pending pods to spot pools only after spot preemption, and to keep a host whose spot workers are leaving for the permanent worker in that plan"]
 async fn evicted_spot_work_does_not_take_back_the_room_freed_for_permanent_capacity() {
     spot_preemption("scenario-spot-again", SpotWork::Deployment).await;
 }
@@ -591,5 +613,129 @@ async fn new_workers_go_to_the_host_with_room_and_pods_are_told_when_no_host_has
         "a host-memory refusal was counted"
     );
     eprintln!("full-host scenario done after {:?} real", live.elapsed());
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_waits_for_a_disruption_budget_and_the_worker_goes_once_it_allows() {
+    let live = start(Setup {
+        config: |c| {
+            for p in c.pools.iter_mut().filter(|p| p.name == "burst") {
+                // The worker goes for its TTL, not for idleness.
+                p.idle_timeout = None;
+                // Long enough for the test to watch the blocked drain: one
+                // call of the live drain waits up to 30 s of real time
+                // (8 simulated hours at 1000x) before it reports the block.
+                p.scale_down.drain_timeout = Duration::from_secs(12 * 3600);
+            }
+        },
+        ..Setup::new("scenario-pdb")
+    })
+    .await;
+    let worker = provision(&live, "burst", "small", Some(Duration::from_secs(3600))).await;
+    live.lab
+        .kube
+        .apply(deployment("ledger", 2, burst_pod("1", "1Gi")))
+        .unwrap();
+    live.lab
+        .kube
+        .apply(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "ledger", "namespace": "default"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "ledger"}}}
+        }))
+        .unwrap();
+    let ok = eventually(PATIENCE, || {
+        live.running("default", "app=ledger")
+            .iter()
+            .filter(|(_, n)| *n == worker)
+            .count()
+            == 2
+    })
+    .await;
+    assert!(
+        ok,
+        "both ledger pods run on {worker}\n{}\npods:\n{}",
+        live.dump_claims(),
+        live.dump_pods("default")
+    );
+
+    // Its TTL expires: the drain starts and the budget blocks it.
+    let mut traces = Traces::default();
+    let draining = |live: &Live| {
+        live.claim(&worker)
+            .is_some_and(|c| c["status"]["phase"] == "Draining")
+    };
+    let ok = eventually(PATIENCE, || {
+        traces.observe(&live);
+        draining(&live)
+    })
+    .await;
+    assert!(ok, "{worker} starts draining\n{}", live.dump_claims());
+    let blocked_since = std::time::Instant::now();
+    while blocked_since.elapsed() < Duration::from_millis(1500) {
+        traces.observe(&live);
+        assert!(
+            draining(&live),
+            "{worker} stays Draining while the budget allows no disruption\n{}",
+            live.dump_claims()
+        );
+        assert_eq!(
+            live.running("default", "app=ledger")
+                .iter()
+                .filter(|(_, n)| *n == worker)
+                .count(),
+            2,
+            "no ledger pod is evicted\npods:\n{}",
+            live.dump_pods("default")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pdb = live
+        .lab
+        .kube
+        .get("policy/v1", "PodDisruptionBudget", "default", "ledger")
+        .unwrap();
+    assert_eq!(pdb["status"]["disruptionsAllowed"], 0, "{pdb}");
+
+    // The budget now allows one pod at a time to go.
+    live.lab
+        .kube
+        .merge_patch(
+            "policy/v1",
+            "PodDisruptionBudget",
+            "default",
+            "ledger",
+            &json!({"spec": {"minAvailable": 1}}),
+        )
+        .unwrap();
+    let mut fewest = usize::MAX;
+    let ok = eventually(PATIENCE, || {
+        traces.observe(&live);
+        let running = live.running("default", "app=ledger");
+        fewest = fewest.min(running.len());
+        live.claim(&worker).is_none()
+            && running.len() == 2
+            && running.iter().all(|(_, n)| *n != worker)
+    })
+    .await;
+    assert!(
+        ok,
+        "{worker} is removed once the budget allows it and the ledger runs elsewhere\n{}\npods:\n{}\n{}",
+        live.dump_claims(),
+        live.dump_pods("default"),
+        live.dump_plan().await
+    );
+    assert!(
+        fewest >= 1,
+        "the budget kept a ledger pod running throughout"
+    );
+    let t = traces.of(&worker);
+    assert!(
+        t.conditions.contains("Drained") && t.phases.iter().any(|p| p == "Terminating"),
+        "{worker} was drained, then removed: {t:?}"
+    );
+    assert!(!live.nodes().contains(&worker), "its node is deleted");
+    eprintln!("PDB scenario done after {:?} real", live.elapsed());
     live.stop().await;
 }

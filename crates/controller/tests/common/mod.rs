@@ -263,6 +263,22 @@ impl Live {
             .collect()
     }
 
+    /// The messages of the `ScaleDown` Events recorded on `node`.
+    pub fn scale_down_events(&self, node: &str) -> Vec<String> {
+        self.lab
+            .kube
+            .list("v1", "Event", "", "")
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["involvedObject"]["kind"] == "Node"
+                    && e["involvedObject"]["name"] == node
+                    && e["reason"] == "ScaleDown"
+            })
+            .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
     /// The controller's `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.metrics_addr))
