@@ -58,10 +58,27 @@ impl ClusterClient {
         name: &str,
         spec: WorkerClaimSpec,
     ) -> Result<WorkerClaim, ClusterError> {
+        self.create_claim_annotated(name, spec, std::collections::BTreeMap::new())
+            .await
+    }
+
+    /// [`ClusterClient::create_claim`] with annotations set in the same
+    /// write (a new claim's status cannot be written on create, so what
+    /// must be known from the first moment goes here).
+    ///
+    /// # Errors
+    /// As [`ClusterClient::create_claim`].
+    pub async fn create_claim_annotated(
+        &self,
+        name: &str,
+        spec: WorkerClaimSpec,
+        annotations: std::collections::BTreeMap<String, String>,
+    ) -> Result<WorkerClaim, ClusterError> {
         let claim = WorkerClaim {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
                 finalizers: Some(vec![FINALIZER.to_owned()]),
+                annotations: (!annotations.is_empty()).then_some(annotations),
                 ..ObjectMeta::default()
             },
             spec,

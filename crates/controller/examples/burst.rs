@@ -80,6 +80,7 @@ async fn main() {
                     "containers": [{"name": "w", "image": "w:1", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}}}
         }))
         .unwrap();
+    let mut next_report = Duration::from_secs(10);
     loop {
         let pods = lab.kube.list("v1", "Pod", "default", "app=burst").unwrap();
         if pods.len() == 50 && pods.iter().all(|p| p["status"]["phase"] == "Running") {
@@ -87,6 +88,25 @@ async fn main() {
         }
         if real.elapsed() > Duration::from_secs(600) {
             panic!("the burst did not complete");
+        }
+        if real.elapsed() >= next_report {
+            next_report += Duration::from_secs(10);
+            let claims = lab
+                .kube
+                .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+                .unwrap();
+            let phases: Vec<String> = claims
+                .iter()
+                .map(|c| c["status"]["phase"].as_str().unwrap_or("-").to_owned())
+                .collect();
+            eprintln!(
+                "  … {:.0} s real: {} of {} pods Running; workers {phases:?}",
+                real.elapsed().as_secs_f64(),
+                pods.iter()
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .count(),
+                pods.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -636,7 +636,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             Step::Drain => {
                 let timeout = pool.scale_down.drain_timeout;
                 let force = matches!(claim.intent, Intent::Remove { force: true });
-                match self.nodes.drain(name, timeout, force).await {
+                let grace = Some(pool.scale_down.grace_period);
+                match self.nodes.drain(name, timeout, force, grace).await {
                     Ok(()) => {}
                     Err(e) if e.kind == ProviderErrorKind::NotFound => {}
                     Err(e) if e.kind == ProviderErrorKind::Blocked => {

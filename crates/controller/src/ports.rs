@@ -220,11 +220,15 @@ pub trait Nodes: Send + Sync {
     /// Evicts the node's pods, waiting up to `timeout`; `Blocked` names the
     /// pod or budget in the way. `force` ignores do-not-disrupt markers (never
     /// PodDisruptionBudgets).
+    ///
+    /// `grace` overrides each evicted pod's termination grace period (the
+    /// pool's `gracePeriod`, e.g. a spot pool's short one).
     fn drain(
         &self,
         name: &str,
         timeout: Duration,
         force: bool,
+        grace: Option<Duration>,
     ) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Deletes the Node object (gone is success).
     fn delete_node(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
@@ -247,7 +251,9 @@ pub struct AuditEntry {
 pub trait ClaimStore: Send + Sync {
     /// Every claim.
     fn list(&self) -> impl Future<Output = ProviderResult<Vec<Claim>>> + Send;
-    /// Creates a claim (with its finalizer). `Conflict` if the name exists.
+    /// Creates a claim (with its finalizer) and the host in its status, if
+    /// one is chosen already; the rest of the status starts empty.
+    /// `Conflict` if the name exists.
     fn create(&self, claim: &Claim) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Replaces the claim's spec and intent (not its status).
     fn update(&self, claim: &Claim) -> impl Future<Output = ProviderResult<()>> + Send;

@@ -347,12 +347,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                 intent: Intent::Keep,
                 finalizer: true,
             };
+            // The host goes in with the claim itself, so the executor never
+            // sees the claim without the planner's choice.
             self.exec.store().create(&claim).await?;
-            if host.is_some() {
-                // A new claim's status starts empty: the host goes in with
-                // the first status write, before the executor looks.
-                self.exec.store().save_status(&name, &claim.status).await?;
-            }
             names.push(name);
         }
         Ok(names)

@@ -368,7 +368,13 @@ impl Nodes for Fake {
         Ok(())
     }
 
-    async fn drain(&self, name: &str, _timeout: Duration, _force: bool) -> ProviderResult<()> {
+    async fn drain(
+        &self,
+        name: &str,
+        _timeout: Duration,
+        _force: bool,
+        _grace: Option<Duration>,
+    ) -> ProviderResult<()> {
         self.take("drain")?;
         let mut w = self.world();
         if let Some(blocker) = w.drain_blocker.clone() {

@@ -239,7 +239,7 @@ pub async fn connect(
             }
         }
     };
-    let cluster = KubeCluster::new(ClusterClient::new(kube));
+    let cluster = KubeCluster::new(ClusterClient::new(kube)).with_time_scale(options.time_scale);
     Ok(Executor::new(
         PveHypervisor::new(pve, provider),
         joiner,

@@ -28,6 +28,9 @@ use crate::ports::{ClaimStore, NodeView, Nodes, ProviderError, ProviderErrorKind
 pub const INTENT_ANNOTATION: &str = "tidepool.dev/intent";
 /// Annotation making a removal skip the drain.
 pub const FORCE_ANNOTATION: &str = "tidepool.dev/force-remove";
+/// Annotation carrying the host chosen when the claim was made (the
+/// planner's choice), until the status records one.
+pub const HOST_ANNOTATION: &str = "tidepool.dev/host";
 
 /// How long a first read waits for the claim watch to complete its list.
 const CACHE_SYNC: Duration = Duration::from_secs(10);
@@ -49,6 +52,7 @@ pub fn classify(e: ClusterError) -> ProviderError {
 #[derive(Clone)]
 pub struct KubeCluster {
     cluster: ClusterClient,
+    time_scale: f64,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -60,7 +64,18 @@ impl std::fmt::Debug for KubeCluster {
 impl KubeCluster {
     /// Adapters over `cluster`.
     pub fn new(cluster: ClusterClient) -> Self {
-        Self { cluster }
+        Self {
+            cluster,
+            time_scale: 1.0,
+        }
+    }
+
+    /// The same adapters with a clock `time_scale` times faster than real
+    /// time (the lab's): a drain's real-time waits shrink in proportion.
+    #[must_use]
+    pub fn with_time_scale(mut self, time_scale: f64) -> Self {
+        self.time_scale = time_scale.max(1.0);
+        self
     }
 
     /// The client.
@@ -154,13 +169,24 @@ impl Nodes for KubeCluster {
         Ok(())
     }
 
-    async fn drain(&self, name: &str, timeout: Duration, force: bool) -> ProviderResult<()> {
+    async fn drain(
+        &self,
+        name: &str,
+        timeout: Duration,
+        force: bool,
+        grace: Option<Duration>,
+    ) -> ProviderResult<()> {
+        let defaults = DrainOptions::default();
+        let scaled = |d: Duration| d.div_f64(self.time_scale).max(Duration::from_millis(5));
         let options = DrainOptions {
             // One pass waits briefly; the executor calls again while blocked,
             // and gives up when the pool's drain timeout has passed.
-            timeout: timeout.min(Duration::from_secs(30)),
+            timeout: scaled(timeout.min(Duration::from_secs(30))),
             force,
-            ..DrainOptions::default()
+            grace_period_seconds: grace.map(|g| u32::try_from(g.as_secs()).unwrap_or(u32::MAX)),
+            initial_backoff: scaled(defaults.initial_backoff),
+            max_backoff: scaled(defaults.max_backoff),
+            poll_interval: scaled(defaults.poll_interval),
         };
         match self.cluster.drain(name, &options).await {
             Ok(_) => Ok(()),
@@ -317,7 +343,10 @@ pub fn from_resource(wc: &WorkerClaim) -> Claim {
     } else {
         Intent::Keep
     };
-    let status = from_resource_status(wc.status.as_ref());
+    let mut status = from_resource_status(wc.status.as_ref());
+    if status.host.is_none() {
+        status.host = annotations.get(HOST_ANNOTATION).cloned();
+    }
     Claim {
         name: meta.name.clone().unwrap_or_default(),
         spec: ClaimSpec {
@@ -387,8 +416,14 @@ impl ClaimStore for KubeCluster {
             requested_by: claim.spec.requested_by.clone(),
             reason: claim.spec.reason.clone(),
         };
+        let annotations = claim
+            .status
+            .host
+            .iter()
+            .map(|h| (HOST_ANNOTATION.to_owned(), h.clone()))
+            .collect();
         self.cluster
-            .create_claim(&claim.name, spec)
+            .create_claim_annotated(&claim.name, spec, annotations)
             .await
             .map_err(classify)?;
         Ok(())

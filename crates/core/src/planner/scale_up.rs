@@ -277,7 +277,23 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
     let mut ledger = ledger(input);
     let mut vmids = vmids_free(input);
     let mut wants: Vec<Want<'_>> = Vec::new();
-    for pool in &cfg.pools {
+    // Spot pools come last, after preemption has reserved the room it frees
+    // for permanent capacity: spot work must not take that room back.
+    let (spot, others): (Vec<&Pool>, Vec<&Pool>) =
+        cfg.pools.iter().partition(|p| p.kind == PoolKind::Spot);
+    // `None` marks the preemption stage between the two.
+    let stages = others
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+        .chain(spot.into_iter().map(Some));
+    for stage in stages {
+        let Some(pool) = stage else {
+            // 5. Permanent capacity the hosts have no room for: preempt
+            //    spot workers.
+            preempt_spot(input, &wants, &placed, &mut ledger, &mut waiting, out);
+            continue;
+        };
         let Some(provider) = cfg.providers.get(&pool.provider) else {
             continue;
         };
@@ -428,9 +444,6 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
             });
         }
     }
-
-    // 5. Permanent capacity the hosts have no room for: preempt spot workers.
-    preempt_spot(input, &wants, &placed, &mut ledger, &mut waiting, out);
 
     // 6. Pool-level triggers: scheduled minimums, request pressure and
     //    the utilization target of permanent pools.
@@ -1326,6 +1339,9 @@ fn preempt_spot(
         };
         after.take(&cost, storage);
         let host = after.name.clone();
+        // The host is promised to the permanent worker: nothing else lands
+        // on it in this plan (what the spot workers free is not there yet).
+        after.memory_mib = after.memory_mib.min(0);
         ledger[h] = after;
         let pod = input.pending[first].pod.key();
         for c in &chosen {
