@@ -275,8 +275,8 @@ async fn carry_out(service: &LiveService, action: &Action, actor: &str) -> Vec<S
 
 /// An emergency request (spec §4): plans now with the trigger windows of
 /// `pools` skipped — never their limits — and provisions what the plan
-/// asks for in those pools, on behalf of `actor`. Returns the plan and the
-/// claims created.
+/// asks for in those pools, on behalf of `actor`. Returns what was
+/// observed, the plan and the claims created.
 ///
 /// # Errors
 /// Observation failures.
@@ -284,7 +284,7 @@ pub async fn emergency(
     service: &LiveService,
     pools: &[String],
     actor: &str,
-) -> Result<(Plan, Vec<String>), ProviderError> {
+) -> Result<(PlanInput, Plan, Vec<String>), ProviderError> {
     let mut input = plan_input(service.executor()).await?;
     for pool in pools {
         input.pool_state.entry(pool.clone()).or_default().emergency = true;
@@ -298,7 +298,7 @@ pub async fn emergency(
     for action in &planned.actions {
         created.extend(carry_out(service, action, actor).await);
     }
-    Ok((planned, created))
+    Ok((input, planned, created))
 }
 
 /// How long a pass waits for the claim watch to show its own writes.

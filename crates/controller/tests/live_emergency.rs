@@ -58,7 +58,7 @@ async fn an_emergency_skips_the_trigger_window_but_never_the_pool_limits() {
     assert!(live.claims_of("burst").is_empty(), "{}", live.dump_claims());
 
     let service = live.service();
-    let (plan, created) = emergency(&service, &["burst".to_owned()], "cli:oncall")
+    let (_, plan, created) = emergency(&service, &["burst".to_owned()], "cli:oncall")
         .await
         .unwrap();
     assert_eq!(created.len(), 1, "one worker, the pool's limit: {plan:?}");

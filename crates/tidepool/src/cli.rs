@@ -98,6 +98,15 @@ pub enum Command {
     Mcp,
     /// Show what the autoscaler would do now (a dry run), with reasons.
     Plan,
+    /// An emergency scale-up: act now on the pods waiting for these pools,
+    /// skipping the autoscaler's trigger windows but never the pools'
+    /// limits or the hosts' room, and request the workers the plan asks
+    /// for (exit 3 when pods wait and none can be helped).
+    ScaleUp {
+        /// A pool to scale (repeatable; every pool when omitted).
+        #[arg(long = "pool")]
+        pools: Vec<String>,
+    },
     /// Show the room left for workers: every host's memory, vCPUs, storage
     /// and GPUs, the VMIDs and pool limits left, how many more workers of
     /// each size fit and which dimension binds first, and what one worker
@@ -234,6 +243,7 @@ pub fn run() -> ExitCode {
                 Command::Run => commands::run::run(&ctx),
                 Command::Plan => commands::plan::run(&ctx),
                 Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
+                Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
                 Command::Config(_) | Command::Lab(_) | Command::Demo { .. } => Ok(Exit::Invalid),
             }
         }

@@ -4,19 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use tidepool_controller::live::connect::LiveService;
 use tidepool_controller::live::connect::{LiveExecutor, LiveOptions, connect};
-use tidepool_controller::live::join::LiveJoiner;
-use tidepool_controller::live::kube::KubeCluster;
-use tidepool_controller::live::pve::PveHypervisor;
 use tidepool_controller::observe::Observe;
-use tidepool_controller::service::Service;
 use tidepool_core::config::{self, Config};
 use tidepool_core::planner::PlanInput;
 
 use crate::exit::Exit;
-
-/// The service over the production adapters.
-pub type LiveService = Service<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
 
 /// Why the CLI could not connect; carries the exit code.
 #[derive(Debug)]
@@ -84,7 +78,7 @@ pub async fn service(
         exit: Exit::Failure,
         message: format!("error: {e}"),
     })?);
-    Ok((exec.clone(), Service::new(exec)))
+    Ok((exec.clone(), LiveService::new(exec)))
 }
 
 /// Connects and observes the cluster, the hypervisor and the claims into

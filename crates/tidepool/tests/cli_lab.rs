@@ -404,3 +404,72 @@ async fn capacity_reports_every_dimension_of_the_home_lab_and_what_binds_first()
     assert!(stderr(&out).contains("no pool named `brust`"));
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_requests_workers_for_waiting_pods_at_once_within_limits() {
+    let lab = lab("scale-up").await;
+    // Two pods: below the burst pool's threshold of five, so the
+    // autoscaler alone would wait; an operator does not.
+    for name in ["urgent-a", "urgent-b"] {
+        lab.kube
+            .apply(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeSelector": {"node-pool": "burst"},
+                    "tolerations": [{"key": "workload-type", "operator": "Exists"}],
+                    "containers": [{"name": "w", "image": "w:1", "resources": {"requests": {"cpu": "2", "memory": "2Gi"}}}]}
+            }))
+            .unwrap();
+    }
+    let out = run(&lab, &["scale-up", "--pool", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no pool named `nope`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut done = None;
+    for _ in 0..50 {
+        let out = run(&lab, &["-o", "json", "scale-up", "--pool", "burst"]).await;
+        let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        if doc["plan"]["pending_pods"] == 2 {
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            done = Some(doc);
+            break;
+        }
+        // The lab's scheduler has not marked both pods yet.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let doc = done.expect("both pods seen as unschedulable");
+    let created: Vec<String> = doc["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!created.is_empty(), "{doc}");
+    let action = &doc["plan"]["actions"][0];
+    assert_eq!(action["reason"], "emergency", "{doc}");
+    assert_eq!(action["pool"], "burst");
+    let claims = lab
+        .kube
+        .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+        .unwrap();
+    assert_eq!(claims.len(), created.len(), "{claims:?}");
+    for c in &claims {
+        assert!(created.contains(&c["metadata"]["name"].as_str().unwrap().to_owned()));
+        assert!(
+            c["spec"]["requestedBy"]
+                .as_str()
+                .unwrap()
+                .starts_with("cli"),
+            "{c}"
+        );
+        assert!(
+            c["metadata"]["annotations"]["tidepool.dev/host"].is_string(),
+            "the planner's host goes with the claim: {c}"
+        );
+    }
+    lab.shutdown().await;
+}

@@ -25,7 +25,8 @@ pub struct HostSnapshot {
     pub memory_total_mib: u64,
     /// Memory in use (running VMs, the host itself), MiB.
     pub memory_used_mib: u64,
-    /// Physical cores.
+    /// Logical CPUs the host reports (Proxmox's `cpuinfo.cpus`: threads);
+    /// the vCPU overcommit ratio applies to these, as Proxmox counts them.
     pub cores: u32,
     /// vCPUs of the VMs running on it.
     pub vcpus_allocated: u64,

@@ -7,4 +7,5 @@ pub mod demo;
 pub mod lab;
 pub mod plan;
 pub mod run;
+pub mod scale_up;
 pub mod workers;

@@ -42,7 +42,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
 
 /// The plan for people: a summary line, the actions, then the pods and
 /// workers it leaves alone, each with why.
-fn table(doc: &PlanResult) -> String {
+pub(crate) fn table(doc: &PlanResult) -> String {
     let mut out = format!(
         "{} pending pod(s); {} worker(s) to add.\n",
         doc.pending_pods, doc.nodes_requested

@@ -128,7 +128,7 @@ pub enum Mutation {
     },
 }
 
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"))
 }
 
