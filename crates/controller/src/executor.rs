@@ -32,9 +32,9 @@ use crate::ports::{
 /// How long a started guest may take to report an address.
 pub const ADDRESS_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a booting guest or a joining node is looked at again: short,
-/// because every second of it is added to the time to capacity, and cheap
-/// (one read per waiting worker).
-pub const POLL: Duration = Duration::from_secs(1);
+/// because every moment of it is added to the time to capacity, and cheap
+/// (one guest-agent read, or one look at the node cache, per waiting worker).
+pub const POLL: Duration = Duration::from_millis(500);
 
 /// Where a kill hook may stop the executor, for crash-safety tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

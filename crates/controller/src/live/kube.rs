@@ -147,6 +147,12 @@ impl Nodes for KubeCluster {
     }
 
     async fn node_ready(&self, name: &str) -> ProviderResult<Option<bool>> {
+        // The watch-fed cache answers the frequent "is it Ready yet?"
+        // without a request; before it has synced, the API server does.
+        let cache = self.cluster.nodes();
+        if cache.is_synced() {
+            return Ok(cache.get(None, name).as_deref().map(node_ready));
+        }
         let node = self.cluster.get_node(name).await.map_err(classify)?;
         Ok(node.as_ref().map(node_ready))
     }
