@@ -63,12 +63,13 @@ pub struct TaskPolling {
 }
 
 impl Default for TaskPolling {
-    /// 250 ms growing to 2 s: quick for short config tasks, gentle on a
-    /// long full clone.
+    /// 250 ms growing to 1 s: quick for short config tasks, and a long
+    /// full clone's end is seen within a second (the pace Proxmox's own web
+    /// interface polls at), since every moment of it delays the worker.
     fn default() -> Self {
         Self {
             initial: Duration::from_millis(250),
-            max: Duration::from_secs(2),
+            max: Duration::from_secs(1),
         }
     }
 }
