@@ -9,14 +9,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::json;
-use tidepool_controller::live::connect::{LiveOptions, connect};
-use tidepool_controller::run::{RunOptions, run};
-use tidepool_lab::{LabOptions, Scenario};
+
+use common::{Setup, start};
 
 fn ts(v: &serde_json::Value) -> Option<Timestamp> {
     v.as_str().and_then(|s| s.parse().ok())
@@ -28,45 +29,14 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(100.0);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let lab = tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir().join(format!("tidepool-burst-{}", std::process::id())),
+    let live = start(Setup {
         time_scale: scale,
         seed: 2,
+        ..Setup::new("burst")
     })
-    .await
-    .unwrap();
-    let config = Arc::new(
-        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
-            .unwrap(),
-    );
-    let clock = lab.clock.clone();
-    let exec = Arc::new(
-        connect(
-            config.clone(),
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
-                time_scale: lab.clock.scale(),
-            },
-        )
-        .await
-        .unwrap(),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let controller = tokio::spawn(run(
-        exec,
-        RunOptions {
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
-            time_scale: scale,
-            autoscale: true,
-        },
-        stop_rx,
-        None,
-    ));
+    .await;
+    let lab = &live.lab;
+    let config = live.config.clone();
     let start = lab.clock.now();
     let real = std::time::Instant::now();
     lab.kube
@@ -223,7 +193,5 @@ async fn main() {
             );
         }
     }
-    stop_tx.send(true).unwrap();
-    let _ = controller.await;
-    lab.shutdown().await;
+    live.stop().await;
 }

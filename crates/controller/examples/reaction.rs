@@ -9,14 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
 use serde_json::json;
-use tidepool_controller::live::connect::{LiveOptions, connect};
-use tidepool_controller::run::{BATCH_WINDOW, RunOptions, run};
-use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_controller::run::BATCH_WINDOW;
+use tidepool_lab::RunningLab;
+
+use common::{Setup, start};
 
 fn unschedulable(lab: &RunningLab, name: &str) -> bool {
     lab.kube
@@ -47,50 +49,19 @@ fn cloned(lab: &RunningLab) -> bool {
 }
 
 async fn round(seed: u64) -> (Duration, Duration) {
-    let lab = tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir()
-            .join(format!("tidepool-reaction-{}-{seed}", std::process::id())),
+    let live = start(Setup {
         time_scale: 1.0,
         seed,
-    })
-    .await
-    .unwrap();
-    let mut config =
-        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
-            .unwrap();
-    for pool in &mut config.pools {
-        if pool.name == "burst" {
-            pool.scale_up.pending_pods = 1;
-            pool.scale_up.pending_for = Duration::ZERO;
-        }
-    }
-    let clock = lab.clock.clone();
-    let exec = Arc::new(
-        connect(
-            Arc::new(config),
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
-                time_scale: lab.clock.scale(),
-            },
-        )
-        .await
-        .unwrap(),
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let controller = tokio::spawn(run(
-        exec,
-        RunOptions {
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
-            time_scale: 1.0,
-            autoscale: true,
+        config: |c| {
+            for pool in c.pools.iter_mut().filter(|p| p.name == "burst") {
+                pool.scale_up.pending_pods = 1;
+                pool.scale_up.pending_for = Duration::ZERO;
+            }
         },
-        stop_rx,
-        None,
-    ));
+        ..Setup::new("reaction")
+    })
+    .await;
+    let lab = &live.lab;
     // Let the controller sync its caches and finish its first pass.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let name = format!("reaction-{seed}");
@@ -109,22 +80,20 @@ async fn round(seed: u64) -> (Duration, Duration) {
     let result = loop {
         let now = Instant::now();
         assert!(now < deadline, "no clone within 30 s");
-        if seen_unschedulable.is_none() && unschedulable(&lab, &name) {
+        if seen_unschedulable.is_none() && unschedulable(lab, &name) {
             seen_unschedulable = Some(now);
         }
         if let Some(t0) = seen_unschedulable {
-            if seen_claim.is_none() && claimed(&lab) {
+            if seen_claim.is_none() && claimed(lab) {
                 seen_claim = Some(now - t0);
             }
-            if cloned(&lab) {
+            if cloned(lab) {
                 break (seen_claim.unwrap_or(now - t0), now - t0);
             }
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
-    stop_tx.send(true).unwrap();
-    let _ = controller.await;
-    lab.shutdown().await;
+    live.stop().await;
     result
 }
 
@@ -134,7 +103,6 @@ async fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let _ = rustls::crypto::ring::default_provider().install_default();
     println!(
         "reaction at time scale 1, batching window {} ms, trigger: 1 pod, no window",
         BATCH_WINDOW.as_millis()
