@@ -95,12 +95,11 @@ impl Autoscaler {
         self.told.insert(pod.to_owned(), key);
     }
 
-    /// One pass: observe, plan, act.
+    /// One pass: observe, plan, act. Also returns the next moment a
+    /// time-based rule may change the plan (see [`next_deadline`]).
     ///
     /// # Errors
     /// Observation or claim-store failures (the next pass retries).
-    /// Also returns the next moment a time-based rule may change the plan
-    /// (see [`next_deadline`]).
     pub async fn pass(
         &mut self,
         service: &LiveService,
@@ -123,6 +122,13 @@ impl Autoscaler {
             }
         }
         input.pool_state = self.pools.clone();
+        // What was told to pods no longer waiting is forgotten, so the
+        // memory stays as small as the set of pending pods.
+        self.told.retain(|pod, _| {
+            input.pending.iter().any(|p| {
+                pod.split_once('/') == Some((p.pod.namespace.as_str(), p.pod.name.as_str()))
+            })
+        });
         let planned = plan(&input);
         let deadline = next_deadline(&input);
         let mut report = PassReport::default();
