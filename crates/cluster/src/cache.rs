@@ -5,6 +5,10 @@
 //! cache that has not finished its first list (it would see an empty or
 //! partial cluster and scale up for pods that already have room), so every
 //! cache says whether it is synced and can be waited on.
+//!
+//! A cache may trim each object before storing it ([`Cache::start_with`]);
+//! the node and pod caches of [`crate::ClusterClient`] keep only the
+//! fields listed in [`crate::trim`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -73,9 +77,21 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// Starts watching `api` with `config` in a background task (needs a
-    /// Tokio runtime). Watch errors are retried with kube-rs's default
-    /// backoff and counted in [`Cache::watch_errors`].
+    /// Tokio runtime), keeping whole objects. Watch errors are retried with
+    /// kube-rs's default backoff and counted in [`Cache::watch_errors`].
     pub fn start(api: Api<K>, config: watcher::Config) -> Self {
+        Self::start_with(api, config, |_| {})
+    }
+
+    /// Like [`Cache::start`], but `trim` is applied to every object the
+    /// watch delivers before the store sees it, so the store only ever
+    /// holds trimmed objects (deleted ones too: the store finds them by
+    /// name and namespace, which a trim must keep).
+    pub fn start_with(
+        api: Api<K>,
+        config: watcher::Config,
+        trim: impl FnMut(&mut K) + Send + 'static,
+    ) -> Self {
         let (reader, writer) = reflector::store();
         let (tx, rx) = watch::channel(false);
         let (changed_tx, changes) = watch::channel(0_u64);
@@ -84,7 +100,8 @@ where
         let flag = synced_flag.clone();
         let errors = watch_errors.clone();
         let kind = K::kind(&()).into_owned();
-        let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+        let stream =
+            reflector::reflector(writer, watcher(api, config).default_backoff().modify(trim));
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {

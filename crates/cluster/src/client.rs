@@ -19,6 +19,7 @@ use tidepool_core::conventions::{NodeMetadata, Taint, TaintEffect};
 
 use crate::cache::Cache;
 use crate::error::{ClusterError, ErrorCategory};
+use crate::trim;
 
 /// How many times a read-modify-write retries after losing a race.
 const CONFLICT_ATTEMPTS: u32 = 5;
@@ -134,8 +135,16 @@ impl ClusterClient {
 
     /// A cluster client with the given options (see [`ClusterClient::new`]).
     pub fn with_options(client: Client, options: ClusterOptions) -> Self {
-        let nodes = Cache::start(Api::all(client.clone()), watcher::Config::default());
-        let pods = Cache::start(Api::all(client.clone()), watcher::Config::default());
+        let nodes = Cache::start_with(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            trim::node,
+        );
+        let pods = Cache::start_with(
+            Api::all(client.clone()),
+            watcher::Config::default(),
+            trim::pod,
+        );
         Self {
             client,
             options,
@@ -150,12 +159,16 @@ impl ClusterClient {
         &self.client
     }
 
-    /// The node cache.
+    /// The node cache. Its nodes are trimmed to the fields listed in
+    /// [`crate::trim`]; read a node with [`ClusterClient::get_node`] when
+    /// more is needed.
     pub fn nodes(&self) -> &Cache<Node> {
         &self.nodes
     }
 
-    /// The pod cache (all namespaces).
+    /// The pod cache (all namespaces). Its pods are trimmed to the fields
+    /// listed in [`crate::trim`]: enough to plan and to decide a drain, not
+    /// whole pods.
     pub fn pods(&self) -> &Cache<Pod> {
         &self.pods
     }
@@ -406,6 +419,9 @@ pub fn from_kube_taint(taint: &KubeTaint) -> Option<Taint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+    use tidepool_lab_kube::{KubeLab, NodeRegistration};
+    use tidepool_lab_sim::{Faults, SimClock};
 
     #[test]
     fn taints_convert_both_ways_and_an_empty_value_is_omitted() {
@@ -414,5 +430,60 @@ mod tests {
         assert_eq!(k.value, None);
         assert_eq!(k.effect, "NoSchedule");
         assert_eq!(from_kube_taint(&k), Some(t));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_caches_hold_trimmed_nodes_and_pods() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let kube = KubeLab::new(SimClock::new(10.0), Arc::new(Faults::new(3)));
+        let addr = kube
+            .serve(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        kube.register_node(&NodeRegistration {
+            name: "worker-1".into(),
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+            pods: 110,
+            ..NodeRegistration::default()
+        })
+        .unwrap();
+        kube.create(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default",
+                "annotations": {trim::LAST_APPLIED: "{}", "keep": "me"}},
+            "spec": {"nodeName": "worker-1",
+                "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1d"],
+                    "resources": {"requests": {"cpu": "100m"}}}],
+                "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}},
+                            {"name": "data", "persistentVolumeClaim": {"claimName": "d"}}]},
+        }))
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("tidepool-trim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, tidepool_lab_kube::render_kubeconfig(addr)).unwrap();
+        let cluster = ClusterClient::new(client_from_kubeconfig(&path).await.unwrap());
+        cluster
+            .wait_until_synced(Duration::from_secs(10))
+            .await
+            .unwrap();
+
+        let pod = cluster.pods().get(Some("default"), "web").unwrap();
+        let annotations = pod.metadata.annotations.clone().unwrap();
+        assert!(!annotations.contains_key(trim::LAST_APPLIED));
+        assert_eq!(annotations["keep"], "me");
+        let spec = pod.spec.clone().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("worker-1"));
+        assert!(spec.containers[0].image.is_none() && spec.containers[0].command.is_none());
+        assert!(spec.containers[0].resources.is_some());
+        let volumes: Vec<String> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(volumes, ["data"]);
+
+        let node = cluster.nodes().get(None, "worker-1").unwrap();
+        let status = node.status.clone().unwrap();
+        assert!(status.node_info.is_none());
+        assert!(status.allocatable.unwrap().contains_key("cpu"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

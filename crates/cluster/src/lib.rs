@@ -7,6 +7,7 @@
 //! - [`drain`]: draining a node through the Eviction API;
 //! - [`claims`]: reading and writing worker claims;
 //! - [`events`]: the Events that form the audit trail;
+//! - [`trim`]: what the node and pod caches keep of each object;
 //! - [`error`]: the error type and its stable categories.
 //!
 //! The library enables no Kubernetes version feature of `k8s-openapi`; the
@@ -19,6 +20,7 @@ pub mod client;
 pub mod drain;
 pub mod error;
 pub mod events;
+pub mod trim;
 
 pub use cache::Cache;
 pub use claim::{

@@ -188,7 +188,10 @@ pub fn pod_spec(pod: &Pod) -> PodSpec {
     }
 }
 
-fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
+/// The scheduler's view of a node: allocatable, labels, taints, cordon and
+/// Ready state, with `pods` (the [`pod_spec`]s bound to it) summed into its
+/// requests, pod count and block volumes.
+pub fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
     let status = node.status.clone().unwrap_or_default();
     let alloc = status.allocatable.unwrap_or_default();
     let get = |k: &str| alloc.get(k);
