@@ -79,7 +79,14 @@ fn effect(e: &str) -> Option<TaintEffect> {
 /// (each an attached block device with proxmox-csi).
 pub fn pod_spec(pod: &Pod) -> PodSpec {
     let meta = &pod.metadata;
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec;
+    let spec = match &pod.spec {
+        Some(spec) => spec,
+        None => {
+            no_spec = k8s_openapi::api::core::v1::PodSpec::default();
+            &no_spec
+        }
+    };
     let mut requests = Requests::default();
     for c in &spec.containers {
         requests.add(&requests_of(
@@ -192,11 +199,14 @@ pub fn pod_spec(pod: &Pod) -> PodSpec {
 /// Ready state, with `pods` (the [`pod_spec`]s bound to it) summed into its
 /// requests, pod count and block volumes.
 pub fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
-    let status = node.status.clone().unwrap_or_default();
-    let alloc = status.allocatable.unwrap_or_default();
+    let status = node.status.as_ref();
+    let no_alloc = BTreeMap::new();
+    let alloc = status
+        .and_then(|s| s.allocatable.as_ref())
+        .unwrap_or(&no_alloc);
     let get = |k: &str| alloc.get(k);
     let mut extended = BTreeMap::new();
-    for (k, q) in &alloc {
+    for (k, q) in alloc {
         if !matches!(
             k.as_str(),
             "cpu" | "memory" | "pods" | "ephemeral-storage" | "hugepages-2Mi" | "hugepages-1Gi"
@@ -210,13 +220,13 @@ pub fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
         requested.add(&p.requests);
         block_volumes += p.block_volumes;
     }
-    let spec = node.spec.clone().unwrap_or_default();
+    let spec = node.spec.as_ref();
     NodeSnapshot {
         name: node.metadata.name.clone().unwrap_or_default(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
         taints: spec
-            .taints
-            .iter()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
             .flatten()
             .filter_map(|t| {
                 effect(&t.effect).map(|e| Taint::new(&t.key, t.value.as_deref().unwrap_or(""), e))
@@ -232,10 +242,10 @@ pub fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
         requested,
         pod_count: u32::try_from(pods.len()).unwrap_or(u32::MAX),
         block_volumes,
-        unschedulable: spec.unschedulable.unwrap_or(false),
+        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         ready: status
-            .conditions
-            .iter()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True"),
         pods,
@@ -261,18 +271,9 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
             .await
             .map_err(|e| transient(format!("the node and pod caches are not synced: {e}")))?;
     }
-    let nodes: Vec<Node> = cluster
-        .nodes()
-        .state()
-        .iter()
-        .map(|n| (**n).clone())
-        .collect();
-    let pods: Vec<Pod> = cluster
-        .pods()
-        .state()
-        .iter()
-        .map(|p| (**p).clone())
-        .collect();
+    // The caches' own objects, shared, not copied.
+    let nodes = cluster.nodes().state();
+    let pods = cluster.pods().state();
     let now = exec.now();
     let mut by_node: BTreeMap<String, Vec<PodSpec>> = BTreeMap::new();
     let mut pending = Vec::new();
