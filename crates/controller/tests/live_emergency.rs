@@ -118,3 +118,77 @@ async fn an_emergency_skips_the_trigger_window_but_never_the_pool_limits() {
     );
     live.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_fails_to_launch_is_cleared_and_replaced() {
+    let mut setup = Setup::new("failed-launch");
+    setup.config = |c| {
+        let burst = c.pools.iter_mut().find(|p| p.name == "burst").unwrap();
+        burst.scale_up.pending_pods = 1;
+        burst.scale_up.pending_for = Duration::from_secs(10);
+    };
+    let live = start(setup).await;
+    // The first machine configuration Talos is given is rejected: that
+    // worker ends Failed at deliverConfig.
+    live.lab.faults.add_rule(tidepool_lab_sim::FaultRule {
+        service: tidepool_lab_sim::Service::Talos,
+        op: "ApplyConfiguration:*".into(),
+        error_rate: 1.0,
+        status: Some(3),
+        message: Some("configuration validation failed".into()),
+        latency_ms: 0,
+        times: Some(1),
+    });
+    live.lab.kube.apply(pod("urgent-a", "2")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || live
+            .running("default", "app=urgent")
+            .len()
+            == 1)
+        .await,
+        "{}\n{}",
+        live.dump_pods("default"),
+        live.dump_claims()
+    );
+    // The failed worker was asked to go by the autoscaler, and it is gone
+    // with its VM; the pod runs on its replacement.
+    let cleared: Vec<String> = live
+        .lab
+        .kube
+        .list("v1", "Event", "", "")
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["involvedObject"]["kind"] == "WorkerClaim"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("scale-down (launch-failed) by autoscaler"))
+        })
+        .map(|e| e["involvedObject"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(cleared.len(), 1, "{cleared:?}\n{}", live.dump_claims());
+    assert!(
+        eventually(Duration::from_secs(30), || live
+            .claim(&cleared[0])
+            .is_none())
+        .await,
+        "{}",
+        live.dump_claims()
+    );
+    let running = live.running("default", "app=urgent");
+    assert_ne!(running[0].1, cleared[0]);
+    let vms: Vec<String> = live
+        .lab
+        .pve
+        .vms()
+        .iter()
+        .filter(|v| (1250..=1300).contains(&v.vmid))
+        .filter_map(|v| v.name.clone())
+        .collect();
+    assert_eq!(
+        vms,
+        vec![running[0].1.clone()],
+        "only the replacement's VM is left"
+    );
+    live.stop().await;
+}
