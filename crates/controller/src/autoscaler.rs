@@ -180,9 +180,7 @@ impl Autoscaler {
                 },
             }
         }
-        report
-            .removed
-            .extend(self.clear_failed_launches(service).await?);
+        report.removed.extend(clear_failed_launches(service).await?);
         if !report.created.is_empty() {
             let message = format!("pod triggered scale-up: {}", report.created.join(", "));
             for p in &input.pending {
@@ -211,51 +209,6 @@ impl Autoscaler {
         Ok((planned, report, deadline))
     }
 
-    /// Repair: a burst, spot or GPU worker that failed before it ever
-    /// served (while being provisioned or joining) is removed — its VM is
-    /// deleted — so it neither lingers nor keeps its host's room, and the
-    /// pods that wanted it get a new one from the next plan. A worker that
-    /// failed while draining is left for a person: pods that forbid
-    /// disruption or a budget may still be on it. Permanent pools are left
-    /// to their operators. Returns the workers asked to go.
-    async fn clear_failed_launches(
-        &mut self,
-        service: &LiveService,
-    ) -> Result<Vec<String>, ProviderError> {
-        let exec = service.executor();
-        let mut removed = Vec::new();
-        for claim in exec.store().observed().await? {
-            let tidepool_core::Lifecycle::Failed { step, reason } = &claim.status.lifecycle else {
-                continue;
-            };
-            let launching = matches!(
-                step.phase(),
-                Phase::Requested | Phase::Provisioning | Phase::Joining
-            );
-            let replaceable = exec
-                .config()
-                .pool(&claim.spec.pool)
-                .is_some_and(|p| p.kind != PoolKind::Permanent);
-            if !launching || !replaceable || claim.intent != Intent::Keep {
-                continue;
-            }
-            match service
-                .retire(ACTOR, &claim.name, false, "launch-failed")
-                .await
-            {
-                Ok(true) => {
-                    info!(worker = %claim.name, %step, %reason, "a failed launch is cleared");
-                    removed.push(claim.name);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    warn!(worker = %claim.name, error = %e, "a failed launch was not cleared")
-                }
-            }
-        }
-        Ok(removed)
-    }
-
     /// Waits (a few seconds at most) until the claim watch shows this
     /// pass's writes, so the next plan counts the workers it just asked
     /// for instead of asking again.
@@ -281,6 +234,48 @@ impl Autoscaler {
         }
         warn!("the claim watch has not shown this pass's writes yet; planning on");
     }
+}
+
+/// Repair: a burst, spot or GPU worker that failed before it ever
+/// served (while being provisioned or joining) is removed — its VM is
+/// deleted — so it neither lingers nor keeps its host's room, and the
+/// pods that wanted it get a new one from the next plan. A worker that
+/// failed while draining is left for a person: pods that forbid
+/// disruption or a budget may still be on it. Permanent pools are left
+/// to their operators. Returns the workers asked to go.
+async fn clear_failed_launches(service: &LiveService) -> Result<Vec<String>, ProviderError> {
+    let exec = service.executor();
+    let mut removed = Vec::new();
+    for claim in exec.store().observed().await? {
+        let tidepool_core::Lifecycle::Failed { step, reason } = &claim.status.lifecycle else {
+            continue;
+        };
+        let launching = matches!(
+            step.phase(),
+            Phase::Requested | Phase::Provisioning | Phase::Joining
+        );
+        let replaceable = exec
+            .config()
+            .pool(&claim.spec.pool)
+            .is_some_and(|p| p.kind != PoolKind::Permanent);
+        if !launching || !replaceable || claim.intent != Intent::Keep {
+            continue;
+        }
+        match service
+            .retire(ACTOR, &claim.name, false, "launch-failed")
+            .await
+        {
+            Ok(true) => {
+                info!(worker = %claim.name, %step, %reason, "a failed launch is cleared");
+                removed.push(claim.name);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(worker = %claim.name, error = %e, "a failed launch was not cleared")
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Who the audit trail names for the autoscaler's own requests.
