@@ -109,6 +109,13 @@ fn workers(lab: &RunningLab) -> BTreeMap<String, BTreeMap<String, usize>> {
     out
 }
 
+/// Adds the claims there are now to `seen` (name → pool and size).
+fn note(lab: &RunningLab, seen: &mut BTreeMap<String, (String, String)>) {
+    for (name, pool, size) in claim_names(lab) {
+        seen.entry(name).or_insert((pool, size));
+    }
+}
+
 fn claim_names(lab: &RunningLab) -> Vec<(String, String, String)> {
     lab.kube
         .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
@@ -232,7 +239,11 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
         let mut capacity_at: BTreeMap<&str, Duration> = BTreeMap::new();
         let mut last_line = String::new();
         let mut all_up = false;
+        // Every worker seen during the run: some come and go (a TTL can
+        // expire before the last workload is placed).
+        let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
         while started.elapsed() < budget {
+            note(&lab, &mut seen);
             for w in &work {
                 if !capacity_at.contains_key(w.app) && running(&lab, w.app) == w.pods {
                     capacity_at.insert(w.app, lab.clock.now().duration_since(sim_start).unwrap_or_default());
@@ -245,12 +256,12 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let added = claim_names(&lab);
+        note(&lab, &mut seen);
         let mut waste = String::new();
         {
             let cfg = tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml)?)?;
             let (mut alloc, mut used) = (0u64, 0u64);
-            for (_, _, size) in &added {
+            for (_, size) in seen.values() {
                 alloc += cfg.size(size).map_or(0, |s| s.size.allocatable.cpu_milli);
             }
             used += work.iter().map(|w| w.pods as u64 * w.cpu_milli).sum::<u64>();
@@ -264,6 +275,7 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
         }
         let mut all_down = false;
         while started.elapsed() < budget {
+            note(&lab, &mut seen);
             print_if_changed(&lab, sim_start, &mut last_line);
             if claim_names(&lab).is_empty() {
                 all_down = true;
@@ -290,7 +302,7 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
             }
         }
         let mut by_pool: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-        for (_, pool, size) in &added {
+        for (pool, size) in seen.values() {
             *by_pool.entry(pool).or_default().entry(size).or_default() += 1;
         }
         let described: Vec<String> = by_pool
@@ -300,8 +312,8 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
                 format!("{pool}: {}", s.join(" + "))
             })
             .collect();
-        println!("  workers added: {} ({})", added.len(), described.join("; "));
-        println!("  workers removed: {}", added.len().saturating_sub(remaining));
+        println!("  workers added: {} ({})", seen.len(), described.join("; "));
+        println!("  workers removed: {}", seen.len().saturating_sub(remaining));
         if !waste.is_empty() {
             println!("  packing: {waste}");
         }
