@@ -626,6 +626,33 @@ mod scale_up {
     }
 
     #[test]
+    fn workers_without_a_gpu_leave_the_gpu_host_alone_while_another_host_has_room() {
+        // pve-01 has the most room but also the spare T4: the burst worker
+        // goes to pve-02.
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input.pending = pods(3, 2500, 5, 0);
+        assert!(input.hosts[0].memory_total_mib > input.hosts[1].memory_total_mib);
+        assert_eq!(
+            provisions(&plan(&input)),
+            vec![p("burst", "medium", "pve-02", 1, ReasonCode::Emergency)]
+        );
+        // With the T4 in use, the most room wins again.
+        input.hosts[0].gpu_free.insert("tesla-t4".into(), 0);
+        assert_eq!(
+            provisions(&plan(&input)),
+            vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+        );
+        // And with pve-02 full, the GPU host takes it rather than nobody.
+        input.hosts[0].gpu_free.insert("tesla-t4".into(), 1);
+        input.hosts[1].memory_used_mib = input.hosts[1].memory_total_mib;
+        assert_eq!(
+            provisions(&plan(&input)),
+            vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+        );
+    }
+
+    #[test]
     fn three_pods_that_fill_a_medium_get_one_medium_not_three_smalls() {
         let mut input = world();
         emergency(&mut input, "burst");
@@ -633,7 +660,7 @@ mod scale_up {
         let plan = plan(&input);
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+            vec![p("burst", "medium", "pve-02", 1, ReasonCode::Emergency)]
         );
         assert!(plan.unhelpable.is_empty() && plan.waiting.is_empty());
         let reason = &plan.actions[0].reason().message;
@@ -652,7 +679,7 @@ mod scale_up {
         // Two fill one medium; the third's medium cannot shrink: 3900m does not fit a small.
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "medium", "pve-01", 2, ReasonCode::Emergency)]
+            vec![p("burst", "medium", "pve-02", 2, ReasonCode::Emergency)]
         );
     }
 
@@ -667,8 +694,8 @@ mod scale_up {
         assert_eq!(
             provisions(&plan),
             vec![
-                p("burst", "medium", "pve-01", 1, ReasonCode::Emergency),
-                p("burst", "small", "pve-01", 1, ReasonCode::Emergency),
+                p("burst", "medium", "pve-02", 1, ReasonCode::Emergency),
+                p("burst", "small", "pve-02", 1, ReasonCode::Emergency),
             ]
         );
     }
@@ -687,7 +714,7 @@ mod scale_up {
         let plan = plan(&input);
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "large", "pve-01", 1, ReasonCode::Emergency)]
+            vec![p("burst", "large", "pve-02", 1, ReasonCode::Emergency)]
         );
     }
 
@@ -707,7 +734,7 @@ mod scale_up {
         let plan = plan(&input);
         assert_eq!(
             provisions(&plan),
-            vec![p("permanent", "medium", "pve-01", 4, ReasonCode::Emergency)]
+            vec![p("permanent", "medium", "pve-02", 4, ReasonCode::Emergency)]
         );
         assert!(plan.unhelpable.is_empty() && plan.waiting.is_empty());
         let reason = &plan.actions[0].reason().message;
@@ -735,7 +762,7 @@ mod scale_up {
         let plan = plan(&input);
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "medium", "pve-01", 2, ReasonCode::Emergency)]
+            vec![p("burst", "medium", "pve-02", 2, ReasonCode::Emergency)]
         );
         assert_eq!(codes_of_unhelpable(&plan), vec![ReasonCode::MaxNodes]);
         assert_eq!(plan.unhelpable.len(), 4);
@@ -946,7 +973,7 @@ mod scale_up {
         let plan = plan(&input);
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "small", "pve-01", 3, ReasonCode::Emergency)]
+            vec![p("burst", "small", "pve-02", 3, ReasonCode::Emergency)]
         );
         assert_eq!(plan.waiting.len(), 2);
         assert_eq!(plan.waiting[0].reason.code, ReasonCode::BatchSize);
@@ -1040,7 +1067,7 @@ mod scale_up {
         // One medium holds all five: less of the host than two smalls.
         assert_eq!(
             provisions(&plan),
-            vec![p("burst", "medium", "pve-01", 1, ReasonCode::PendingPods)]
+            vec![p("burst", "medium", "pve-02", 1, ReasonCode::PendingPods)]
         );
         assert!(plan.unhelpable.is_empty());
     }

@@ -375,17 +375,18 @@ async fn capacity_reports_every_dimension_of_the_home_lab_and_what_binds_first()
         (json!(4), json!("limit-max-nodes"))
     );
 
-    // What-if: one more small burst worker goes to pve-01, the host with
-    // the most memory, and leaves 85504 MiB there.
+    // What-if: one more small burst worker goes to pve-02 — pve-01 has
+    // more memory but also the spare T4, kept for GPU workers — and
+    // leaves 48640 MiB there.
     let add = report["what_if"]["add"]
         .as_array()
         .unwrap()
         .iter()
         .find(|a| a["pool"] == "burst" && a["size"] == "small")
         .unwrap();
-    assert_eq!(add["host"], "pve-01");
-    assert_eq!(add["host_after"]["memory_free_mib"], 94_208 - 8704);
-    assert_eq!(add["host_after"]["vcpus_left"], 256.0 - 24.0 - 4.0);
+    assert_eq!(add["host"], "pve-02");
+    assert_eq!(add["host_after"]["memory_free_mib"], 57_344 - 8704);
+    assert_eq!(add["host_after"]["vcpus_left"], 192.0 - 18.0 - 4.0);
     assert_eq!(add["limits_after"]["nodes_left"], 9);
     assert_eq!(add["fits_after"], 9);
     // No Tidepool worker to remove yet.

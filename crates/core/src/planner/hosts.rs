@@ -204,8 +204,9 @@ pub fn may_use(pool: &Pool, provider: &ProxmoxProvider, name: &str) -> bool {
 }
 
 /// Picks the host for one VM of `pool`: among the pool's hosts that fit,
-/// the one with the most memory left after placing it (then vCPUs, then
-/// name), and takes the VM's cost off it.
+/// for a VM without a GPU those with no spare GPU device first (so GPU
+/// hosts keep their room for GPU workers), then the one with the most
+/// memory left (then vCPUs, then name), and takes the VM's cost off it.
 ///
 /// # Errors
 /// The shortfall of every eligible host, the first one's code leading;
@@ -227,11 +228,16 @@ pub fn place(
             misses.push(short);
             continue;
         }
+        // A VM without a GPU goes to a host with no spare GPU device when
+        // one has room, so GPU hosts keep their memory for GPU workers;
+        // among equals, the most headroom wins.
+        let spares_gpus = |h: &Headroom| cost.gpu.is_none() && h.gpu_free.values().any(|&n| n > 0);
         let better = match best {
             None => true,
             Some(b) => {
                 let cur = &ledger[b];
-                (room.memory_mib, room.vcpus) > (cur.memory_mib, cur.vcpus)
+                (!spares_gpus(room), room.memory_mib, room.vcpus)
+                    > (!spares_gpus(cur), cur.memory_mib, cur.vcpus)
             }
         };
         if better {
