@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint as KubeTaint};
+use k8s_openapi::api::core::v1::{Node, Taint as KubeTaint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher;
@@ -19,10 +19,18 @@ use tidepool_core::conventions::{NodeMetadata, Taint, TaintEffect};
 
 use crate::cache::Cache;
 use crate::error::{ClusterError, ErrorCategory};
-use crate::trim;
+use crate::nodes::WireNode;
+use crate::pods::{CachedPod, PodInterner, WirePod};
 
 /// How many times a read-modify-write retries after losing a race.
 const CONFLICT_ATTEMPTS: u32 = 5;
+
+/// Pods per page of the pod cache's list: a page's JSON is held whole
+/// while it is read, and pods run to 20 KB each.
+const POD_PAGE: u32 = 50;
+/// Nodes per page of the node cache's list (a node's JSON runs to 10 KB
+/// and more with its image list).
+const NODE_PAGE: u32 = 100;
 
 /// Builds a client from a kube-rs [`Config`], with kube-rs's built-in
 /// retrying of 429/503/504 answers turned off.
@@ -98,7 +106,7 @@ pub struct ClusterClient {
     pub(crate) client: Client,
     pub(crate) options: ClusterOptions,
     nodes: Cache<Node>,
-    pods: Cache<Pod>,
+    pods: Cache<CachedPod>,
     /// Started on first use: only the controller watches claims.
     pub(crate) claim_cache: Arc<OnceLock<Cache<crate::claim::WorkerClaim>>>,
 }
@@ -135,15 +143,17 @@ impl ClusterClient {
 
     /// A cluster client with the given options (see [`ClusterClient::new`]).
     pub fn with_options(client: Client, options: ClusterOptions) -> Self {
-        let nodes = Cache::start_with(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            trim::node,
+        let nodes = Cache::start_projected(
+            Api::<WireNode>::all(client.clone()),
+            watcher::Config::default().page_size(NODE_PAGE),
+            WireNode::into_node,
         );
-        let pods = Cache::start_with(
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            trim::pod,
+        let mut interner = PodInterner::default();
+        let pods = Cache::start_projected(
+            Api::<WirePod>::all(client.clone()),
+            // Small pages: each page's JSON is held whole while it is read.
+            watcher::Config::default().page_size(POD_PAGE),
+            move |pod| interner.project(pod),
         );
         Self {
             client,
@@ -159,17 +169,16 @@ impl ClusterClient {
         &self.client
     }
 
-    /// The node cache. Its nodes are trimmed to the fields listed in
-    /// [`crate::trim`]; read a node with [`ClusterClient::get_node`] when
+    /// The node cache. Its nodes hold only the fields listed in
+    /// [`crate::nodes`]; read a node with [`ClusterClient::get_node`] when
     /// more is needed.
     pub fn nodes(&self) -> &Cache<Node> {
         &self.nodes
     }
 
-    /// The pod cache (all namespaces). Its pods are trimmed to the fields
-    /// listed in [`crate::trim`]: enough to plan and to decide a drain, not
-    /// whole pods.
-    pub fn pods(&self) -> &Cache<Pod> {
+    /// The pod cache (all namespaces), holding the planner's view of each
+    /// pod ([`crate::pods`]), not whole pods.
+    pub fn pods(&self) -> &Cache<CachedPod> {
         &self.pods
     }
 
@@ -433,7 +442,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_caches_hold_trimmed_nodes_and_pods() {
+    async fn the_caches_hold_slim_nodes_and_planner_views_of_pods() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kube = KubeLab::new(SimClock::new(10.0), Arc::new(Faults::new(3)));
         let addr = kube
@@ -448,18 +457,22 @@ mod tests {
             ..NodeRegistration::default()
         })
         .unwrap();
-        kube.create(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "web", "namespace": "default",
-                "annotations": {trim::LAST_APPLIED: "{}", "keep": "me"}},
-            "spec": {"nodeName": "worker-1",
-                "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1d"],
-                    "resources": {"requests": {"cpu": "100m"}}}],
-                "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}},
-                            {"name": "data", "persistentVolumeClaim": {"claimName": "d"}}]},
-        }))
-        .unwrap();
-        let dir = std::env::temp_dir().join(format!("tidepool-trim-{}", std::process::id()));
+        for name in ["web-1", "web-2"] {
+            kube.create(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default",
+                    "labels": {"app": "web", "pod-template-hash": "7d9f"},
+                    "annotations": {crate::nodes::LAST_APPLIED: "{}", "karpenter.sh/do-not-disrupt": "true"}},
+                "spec": {"nodeName": "worker-1",
+                    "tolerations": [{"key": "tidepool.dev/burst", "operator": "Exists"}],
+                    "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "1d"],
+                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}],
+                    "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}},
+                                {"name": "data", "persistentVolumeClaim": {"claimName": name}}]},
+            }))
+            .unwrap();
+        }
+        let dir = std::env::temp_dir().join(format!("tidepool-slim-caches-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("kubeconfig");
         std::fs::write(&path, tidepool_lab_kube::render_kubeconfig(addr)).unwrap();
@@ -469,16 +482,21 @@ mod tests {
             .await
             .unwrap();
 
-        let pod = cluster.pods().get(Some("default"), "web").unwrap();
-        let annotations = pod.metadata.annotations.clone().unwrap();
-        assert!(!annotations.contains_key(trim::LAST_APPLIED));
-        assert_eq!(annotations["keep"], "me");
-        let spec = pod.spec.clone().unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("worker-1"));
-        assert!(spec.containers[0].image.is_none() && spec.containers[0].command.is_none());
-        assert!(spec.containers[0].resources.is_some());
-        let volumes: Vec<String> = spec.volumes.unwrap().into_iter().map(|v| v.name).collect();
-        assert_eq!(volumes, ["data"]);
+        let (one, two) = (
+            cluster.pods().get(Some("default"), "web-1").unwrap(),
+            cluster.pods().get(Some("default"), "web-2").unwrap(),
+        );
+        assert_eq!(one.spec.key(), "default/web-1");
+        assert_eq!(one.node.as_deref(), Some("worker-1"));
+        assert_eq!(one.spec.requests.cpu_milli, 100);
+        assert_eq!(one.spec.requests.memory_bytes, 64 << 20);
+        assert_eq!(one.spec.block_volumes, 1);
+        assert!(one.spec.blocks_disruption());
+        assert_eq!(one.spec.labels["app"], "web");
+        // The two pods share one copy of what they have in common.
+        assert!(Arc::ptr_eq(&one.spec.labels, &two.spec.labels));
+        assert!(Arc::ptr_eq(&one.spec.tolerations, &two.spec.tolerations));
+        assert!(Arc::ptr_eq(&one.spec.namespace, &two.spec.namespace));
 
         let node = cluster.nodes().get(None, "worker-1").unwrap();
         let status = node.status.clone().unwrap();

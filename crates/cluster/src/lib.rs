@@ -2,12 +2,13 @@
 //!
 //! - [`claim`]: the `WorkerClaim` custom resource, the durable record of
 //!   each worker, and its generated CRD;
-//! - [`client`]: [`ClusterClient`], with reflector-backed node and pod
-//!   caches ([`cache`]) and node operations (labels, taints, cordon, delete);
+//! - [`client`]: [`ClusterClient`], with watch-fed node and pod caches
+//!   ([`cache`]) and node operations (labels, taints, cordon, delete);
+//! - [`pods`]: what the pod cache keeps of each pod (the planner's view);
 //! - [`drain`]: draining a node through the Eviction API;
 //! - [`claims`]: reading and writing worker claims;
 //! - [`events`]: the Events that form the audit trail;
-//! - [`trim`]: what the node and pod caches keep of each object;
+//! - [`nodes`]: what the node cache keeps of each node;
 //! - [`error`]: the error type and its stable categories.
 //!
 //! The library enables no Kubernetes version feature of `k8s-openapi`; the
@@ -20,7 +21,8 @@ pub mod client;
 pub mod drain;
 pub mod error;
 pub mod events;
-pub mod trim;
+pub mod nodes;
+pub mod pods;
 
 pub use cache::Cache;
 pub use claim::{
@@ -33,3 +35,4 @@ pub use client::{
 pub use drain::{DrainError, DrainOptions, DrainReport};
 pub use error::{ClusterError, ErrorCategory};
 pub use events::{EventRecord, EventTarget, EventType};
+pub use pods::{CachedPod, PodPhase};

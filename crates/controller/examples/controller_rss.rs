@@ -11,16 +11,11 @@
 //!
 //! This process then does what the controller does at start: connects a
 //! `ClusterClient`, waits for the node and pod caches to sync, and builds
-//! the planner's view of every node and pod once; then it copies every
-//! cached pod as `plan_input` does. It prints its own memory (VmRSS and
-//! VmHWM from /proc/self/status) at each stage, and last checks that the
-//! view from its caches equals one built from whole objects read page by
-//! page from the API server.
+//! the planner's view of every node and pod once. It prints its own memory
+//! (VmRSS and VmHWM from /proc/self/status) at each stage, and last checks
+//! every cached pod against the whole pod read from the API server.
 //!
-//! `cargo run --release -p tidepool-controller --example controller_rss [-- [--untrimmed] [NODES] [PODS]]`
-//!
-//! `--untrimmed` watches with bare caches that keep whole objects, as
-//! before the caches trimmed what Tidepool does not read.
+//! `cargo run --release -p tidepool-controller --example controller_rss [-- [NODES] [PODS]]`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -34,10 +29,10 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::ListParams;
-use kube::runtime::watcher;
 use serde_json::{Value, json};
-use tidepool_cluster::{Cache, ClusterClient, client_from_kubeconfig};
-use tidepool_controller::live::snapshot::{node_snapshot, pod_spec};
+use tidepool_cluster::{Cache, CachedPod, ClusterClient, client_from_kubeconfig};
+use tidepool_controller::live::snapshot::node_snapshot;
+use tidepool_core::quantity::Quantity;
 use tidepool_core::sched::{NodeSnapshot, PodSpec};
 use tidepool_lab_kube::{KubeLab, KubeOptions, NodeRegistration};
 use tidepool_lab_sim::{Faults, SimClock};
@@ -383,118 +378,111 @@ fn serve(nodes: usize, pods: usize) {
     });
 }
 
-/// Adds the pods that still run to the planner's pod views, by node, and
-/// the unbound ones to `unbound`, as `plan_input` does.
-fn add_pods(
-    pods: &[Arc<Pod>],
-    by_node: &mut BTreeMap<String, Vec<PodSpec>>,
-    unbound: &mut Vec<PodSpec>,
-) {
-    for pod in pods {
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed")) {
-            continue;
-        }
-        match pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            Some(node) => by_node.entry(node).or_default().push(pod_spec(pod)),
-            None => unbound.push(pod_spec(pod)),
+/// The planner's view of the cluster, as `plan_input` builds it: node
+/// snapshots with the views of their pods, and the unbound pods.
+fn planner_view(
+    nodes: &[Arc<Node>],
+    pods: &[Arc<CachedPod>],
+) -> (Vec<NodeSnapshot>, Vec<Arc<PodSpec>>) {
+    let mut by_node: BTreeMap<&str, Vec<Arc<PodSpec>>> = BTreeMap::new();
+    let mut unbound = Vec::new();
+    for pod in pods.iter().filter(|p| !p.phase.is_terminal()) {
+        match &pod.node {
+            Some(node) => by_node.entry(node).or_default().push(pod.spec.clone()),
+            None => unbound.push(pod.spec.clone()),
         }
     }
-}
-
-/// Folds the pods of each node into its snapshot.
-fn node_views(
-    nodes: &[Arc<Node>],
-    mut by_node: BTreeMap<String, Vec<PodSpec>>,
-) -> Vec<NodeSnapshot> {
-    nodes
+    let snapshots = nodes
         .iter()
         .map(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            node_snapshot(n, by_node.remove(&name).unwrap_or_default())
+            let name = n.metadata.name.as_deref().unwrap_or_default();
+            node_snapshot(n, by_node.remove(name).unwrap_or_default())
         })
-        .collect()
-}
-
-/// The planner's view of the cluster: node snapshots with their pods, and
-/// the unbound pods.
-fn planner_view(nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> (Vec<NodeSnapshot>, Vec<PodSpec>) {
-    let mut by_node = BTreeMap::new();
-    let mut unbound = Vec::new();
-    add_pods(pods, &mut by_node, &mut unbound);
-    (node_views(nodes, by_node), unbound)
-}
-
-/// Whether the planner view built from the caches equals the one built
-/// from whole objects read from the API server (pods a page at a time).
-/// The caches drop the last-applied annotation, which the planner does
-/// not read, so it is left out of the comparison.
-async fn same_view_as_whole_objects(client: kube::Client, caches: &Caches) -> bool {
-    let normalize = |mut view: Vec<NodeSnapshot>| {
-        for node in &mut view {
-            for pod in &mut node.pods {
-                pod.annotations.remove(tidepool_cluster::trim::LAST_APPLIED);
-            }
-            node.pods
-                .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        }
-        view.sort_by(|a, b| a.name.cmp(&b.name));
-        view
-    };
-    let (cached, cached_unbound) = planner_view(&caches.nodes().state(), &caches.pods().state());
-    let nodes: Vec<Arc<Node>> = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(Arc::new)
         .collect();
-    let pods_api = Api::<Pod>::all(client);
-    let mut by_node = BTreeMap::new();
-    let mut unbound = Vec::new();
+    (snapshots, unbound)
+}
+
+/// CPU (millicores) and memory (bytes) a whole pod reserves, computed
+/// here independently of the cache: the larger of its containers' sum and
+/// its largest init container (the generated pods have no sidecars and no
+/// overhead).
+fn reserved(pod: &Pod) -> (u64, u64) {
+    let request = |c: &k8s_openapi::api::core::v1::Container, key: &str, milli: bool| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get(key))
+            .map_or(0, |q| {
+                if milli {
+                    Quantity::milli_lenient(&q.0)
+                } else {
+                    Quantity::units_lenient(&q.0)
+                }
+            })
+    };
+    let spec = pod.spec.as_ref().unwrap();
+    let sum = |key, milli| {
+        spec.containers
+            .iter()
+            .map(|c| request(c, key, milli))
+            .sum::<u64>()
+    };
+    let init = |key, milli| {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| request(c, key, milli))
+            .max()
+            .unwrap_or(0)
+    };
+    (
+        sum("cpu", true).max(init("cpu", true)),
+        sum("memory", false).max(init("memory", false)),
+    )
+}
+
+/// Whether every cached pod agrees with the whole pod read from the API
+/// server (a page at a time): node, phase, labels, node selector, CPU and
+/// memory. Returns the number of pods that disagree or are missing.
+async fn disagreements(client: kube::Client, cache: &Cache<CachedPod>) -> usize {
+    let api = Api::<Pod>::all(client);
+    let mut bad = 0;
+    let mut seen = 0;
     let mut token: Option<String> = None;
     loop {
         let mut params = ListParams::default().limit(500);
         if let Some(t) = token.take() {
             params = params.continue_token(&t);
         }
-        let page = pods_api.list(&params).await.unwrap();
-        let page_pods: Vec<Arc<Pod>> = page.items.into_iter().map(Arc::new).collect();
-        add_pods(&page_pods, &mut by_node, &mut unbound);
+        let page = api.list(&params).await.unwrap();
+        for pod in &page.items {
+            seen += 1;
+            let meta = &pod.metadata;
+            let Some(cached) = cache.get(meta.namespace.as_deref(), meta.name.as_deref().unwrap())
+            else {
+                bad += 1;
+                continue;
+            };
+            let spec = pod.spec.as_ref().unwrap();
+            let (cpu, memory) = reserved(pod);
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            let same = cached.node.as_deref() == spec.node_name.as_deref()
+                && format!("{:?}", cached.phase) == phase.unwrap_or("Pending")
+                && *cached.spec.labels == meta.labels.clone().unwrap_or_default()
+                && *cached.spec.node_selector == spec.node_selector.clone().unwrap_or_default()
+                && cached.spec.requests.cpu_milli == cpu
+                && cached.spec.requests.memory_bytes == memory;
+            bad += usize::from(!same);
+        }
         token = page.metadata.continue_.filter(|t| !t.is_empty());
         if token.is_none() {
             break;
         }
     }
-    let whole = node_views(&nodes, by_node);
-    cached_unbound.len() == unbound.len() && normalize(cached) == normalize(whole)
+    bad + cache.len().saturating_sub(seen)
 }
 
-/// The caches under test: the cluster client's, or bare ones keeping
-/// whole objects.
-enum Caches {
-    Client(ClusterClient),
-    Bare(Cache<Node>, Cache<Pod>),
-}
-
-impl Caches {
-    fn nodes(&self) -> &Cache<Node> {
-        match self {
-            Self::Client(c) => c.nodes(),
-            Self::Bare(n, _) => n,
-        }
-    }
-
-    fn pods(&self) -> &Cache<Pod> {
-        match self {
-            Self::Client(c) => c.pods(),
-            Self::Bare(_, p) => p,
-        }
-    }
-}
-
-async fn measure(nodes: usize, pods: usize, untrimmed: bool) {
+async fn measure(nodes: usize, pods: usize) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut rows: Vec<(String, String)> = Vec::new();
     let (rss, _) = rss_kib();
@@ -535,19 +523,12 @@ async fn measure(nodes: usize, pods: usize, untrimmed: bool) {
     let checker = client.clone();
 
     let started = Instant::now();
-    let caches = if untrimmed {
-        Caches::Bare(
-            Cache::start(Api::all(client.clone()), watcher::Config::default()),
-            Cache::start(Api::all(client), watcher::Config::default()),
-        )
-    } else {
-        Caches::Client(ClusterClient::new(client))
-    };
+    let caches = ClusterClient::new(client);
     let deadline = Duration::from_secs(600);
     caches.nodes().wait_until_synced(deadline).await.unwrap();
     caches.pods().wait_until_synced(deadline).await.unwrap();
     let synced = started.elapsed();
-    let (node_count, pod_count) = (caches.nodes().state().len(), caches.pods().state().len());
+    let (node_count, pod_count) = (caches.nodes().len(), caches.pods().len());
     assert_eq!(
         (node_count, pod_count),
         (nodes, pods),
@@ -586,29 +567,17 @@ async fn measure(nodes: usize, pods: usize, untrimmed: bool) {
         "RSS / peak with the planner view".into(),
         format!("{} / {}", mib(rss), mib(hwm)),
     ));
-    drop((snapshots, unbound));
+    drop((snapshots, unbound, node_state, pod_state));
     let (rss, _) = rss_kib();
     rows.push(("RSS after dropping the view".into(), mib(rss)));
 
-    // `plan_input` copies every cached pod before building the view.
-    let copies: Vec<Pod> = pod_state.iter().map(|p| (**p).clone()).collect();
-    let (rss, hwm) = rss_kib();
+    let bad = disagreements(checker, caches.pods()).await;
     rows.push((
-        "RSS / peak with a copy of every pod".into(),
-        format!("{} / {} ({} copies)", mib(rss), mib(hwm), copies.len()),
-    ));
-    drop((copies, node_state, pod_state));
-
-    let same = same_view_as_whole_objects(checker, &caches).await;
-    rows.push((
-        "planner view same as from whole objects".into(),
-        if same { "yes" } else { "NO" }.into(),
+        "cached pods that disagree with the API server".into(),
+        bad.to_string(),
     ));
 
-    println!(
-        "Controller memory at {nodes} nodes and {pods} pods ({} caches)",
-        if untrimmed { "untrimmed" } else { "trimmed" }
-    );
+    println!("Controller memory at {nodes} nodes and {pods} pods");
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in rows {
         println!("{k:<width$}  {v}");
@@ -626,8 +595,6 @@ fn main() {
     if serving {
         args.remove(0);
     }
-    let untrimmed = args.iter().any(|a| a == "--untrimmed");
-    args.retain(|a| a != "--untrimmed");
     let nodes: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let pods: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30_000);
     if serving {
@@ -638,5 +605,5 @@ fn main() {
         .enable_all()
         .build()
         .unwrap()
-        .block_on(measure(nodes, pods, untrimmed));
+        .block_on(measure(nodes, pods));
 }

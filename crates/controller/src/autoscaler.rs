@@ -127,9 +127,10 @@ impl Autoscaler {
         // What was told to pods no longer waiting is forgotten, so the
         // memory stays as small as the set of pending pods.
         self.told.retain(|pod, _| {
-            input.pending.iter().any(|p| {
-                pod.split_once('/') == Some((p.pod.namespace.as_str(), p.pod.name.as_str()))
-            })
+            input
+                .pending
+                .iter()
+                .any(|p| pod.split_once('/') == Some((&*p.pod.namespace, &*p.pod.name)))
         });
         let planned = plan(&input);
         let deadline = next_deadline(&input);

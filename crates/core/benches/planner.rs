@@ -38,6 +38,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -136,7 +137,7 @@ const SHAPES: [Shape; 8] = [
 ];
 
 fn tolerate(p: &mut PodSpec, key: &str, value: &str) {
-    p.tolerations.push(Toleration {
+    Arc::make_mut(&mut p.tolerations).push(Toleration {
         key: key.into(),
         operator: TolerationOperator::Equal,
         value: value.into(),
@@ -173,7 +174,7 @@ fn workload(count: usize, seed: u64) -> Vec<PendingPod> {
         .map(|i| {
             let mut p = PodSpec {
                 namespace: "bench".into(),
-                name: format!("p{i:06}"),
+                name: format!("p{i:06}").into(),
                 ..PodSpec::default()
             };
             if rng.below(100) == 0 {
@@ -185,7 +186,7 @@ fn workload(count: usize, seed: u64) -> Vec<PendingPod> {
                 };
                 p.requests.extended.insert(GPU_RESOURCE.into(), 1);
                 tolerate(&mut p, "nvidia.com/gpu", "true");
-                p.node_selector
+                Arc::make_mut(&mut p.node_selector)
                     .insert("gpu.nvidia.com/class".into(), "tesla-t4".into());
             } else {
                 let mut pick = rng.below(100);
@@ -204,7 +205,7 @@ fn workload(count: usize, seed: u64) -> Vec<PendingPod> {
                 };
                 if rng.below(100) >= 40 {
                     tolerate(&mut p, "workload-type", "burst");
-                    p.node_selector.insert("node-pool".into(), "burst".into());
+                    Arc::make_mut(&mut p.node_selector).insert("node-pool".into(), "burst".into());
                 }
             }
             PendingPod {

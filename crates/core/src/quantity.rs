@@ -47,6 +47,19 @@ impl Quantity {
         self.milli.div_euclid(1000) + i128::from(self.milli.rem_euclid(1000) != 0)
     }
 
+    /// Thousandths of a quantity read from an API object, as a count:
+    /// `0` when it does not parse or is negative (the API server rejects
+    /// both, so only a broken server sends them).
+    pub fn milli_lenient(input: &str) -> u64 {
+        Self::parse(input).map_or(0, |q| u64::try_from(q.milli()).unwrap_or(0))
+    }
+
+    /// Whole units (rounded up) of a quantity read from an API object, as
+    /// a count; `0` when it does not parse or is negative.
+    pub fn units_lenient(input: &str) -> u64 {
+        Self::parse(input).map_or(0, |q| u64::try_from(q.units_ceil()).unwrap_or(0))
+    }
+
     /// Parses Kubernetes quantity syntax: an optionally signed decimal
     /// number followed by a binary suffix (`Ki`…`Ei`), a decimal suffix
     /// (`n`, `u`, `m`, `k`, `M`…`E`) or an exponent (`e3`, `E-2`).

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -57,7 +58,7 @@ impl Requests {
 }
 
 /// The operator of a node-affinity or label-selector expression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Operator {
     /// The label's value is one of the values.
     In,
@@ -74,7 +75,7 @@ pub enum Operator {
 }
 
 /// One expression: `key operator values`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Requirement {
     /// Label key.
     pub key: String,
@@ -111,14 +112,14 @@ impl Requirement {
 }
 
 /// A node-selector term: every expression must hold (AND).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeSelectorTerm {
     /// The expressions.
     pub expressions: Vec<Requirement>,
 }
 
 /// How a toleration compares values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TolerationOperator {
     /// Key and value must be equal.
     Equal,
@@ -127,7 +128,7 @@ pub enum TolerationOperator {
 }
 
 /// A pod's toleration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Toleration {
     /// Taint key; empty with `Exists` tolerates everything.
     pub key: String,
@@ -154,7 +155,7 @@ impl Toleration {
 
 /// A label selector over pods: `matchLabels` and `matchExpressions`, all of
 /// which must hold.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LabelSelector {
     /// Exact label matches.
     pub match_labels: BTreeMap<String, String>,
@@ -172,32 +173,41 @@ impl LabelSelector {
     }
 }
 
+/// Label or selector map, shared between the pods that carry the same one
+/// (the pods of one ReplicaSet usually do).
+pub type Labels = Arc<BTreeMap<String, String>>;
+
 /// A pod as the scheduler sees it.
+///
+/// Everything but the name and the requests is shared behind an `Arc`, so
+/// a cache can hand one copy of a ReplicaSet's labels, selectors and
+/// tolerations to all of its pods, and cloning a pod is cheap.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodSpec {
     /// Namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name.
-    pub name: String,
+    pub name: Arc<str>,
     /// The pod's own labels (what anti-affinity selectors match).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// Summed requests of its containers (init containers folded in).
     pub requests: Requests,
     /// `nodeSelector`.
-    pub node_selector: BTreeMap<String, String>,
+    pub node_selector: Labels,
     /// Required node affinity: any term may hold (OR); empty means none.
-    pub affinity: Vec<NodeSelectorTerm>,
+    pub affinity: Arc<Vec<NodeSelectorTerm>>,
     /// Tolerations.
-    pub tolerations: Vec<Toleration>,
+    pub tolerations: Arc<Vec<Toleration>>,
     /// Required pod anti-affinity on `kubernetes.io/hostname`: no pod of
     /// the same namespace matching any selector may share the node.
-    pub anti_affinity: Vec<LabelSelector>,
+    pub anti_affinity: Arc<Vec<LabelSelector>>,
     /// Block-mode (proxmox-csi) PVCs the pod mounts.
     pub block_volumes: u32,
     /// Whether a DaemonSet owns the pod.
     pub daemon_set: bool,
-    /// Annotations (`do-not-disrupt`, `safe-to-evict`).
-    pub annotations: BTreeMap<String, String>,
+    /// Whether the pod's annotations forbid voluntary disruption of its
+    /// node (see [`annotations_block_disruption`]).
+    pub do_not_disrupt: bool,
 }
 
 impl PodSpec {
@@ -206,13 +216,20 @@ impl PodSpec {
         format!("{}/{}", self.namespace, self.name)
     }
 
-    /// Whether the pod forbids voluntary disruption of its node
-    /// (`karpenter.sh/do-not-disrupt: "true"` or
-    /// `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`).
+    /// Whether the pod forbids voluntary disruption of its node.
     pub fn blocks_disruption(&self) -> bool {
-        self.annotations.get(DO_NOT_DISRUPT).map(String::as_str) == Some("true")
-            || self.annotations.get(SAFE_TO_EVICT).map(String::as_str) == Some("false")
+        self.do_not_disrupt
     }
+}
+
+/// Whether a pod with these annotations forbids voluntary disruption of its
+/// node: `karpenter.sh/do-not-disrupt: "true"` or
+/// `cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`.
+pub fn annotations_block_disruption<'a>(
+    mut annotations: impl Iterator<Item = (&'a str, &'a str)>,
+) -> bool {
+    annotations
+        .any(|(k, v)| (k == DO_NOT_DISRUPT && v == "true") || (k == SAFE_TO_EVICT && v == "false"))
 }
 
 /// A node as the scheduler sees it, real or hypothetical.
@@ -239,7 +256,7 @@ pub struct NodeSnapshot {
     /// The pods bound to it, for anti-affinity and disruption checks. The
     /// counters above are authoritative for room; this list may be empty
     /// when nothing else is needed.
-    pub pods: Vec<PodSpec>,
+    pub pods: Vec<Arc<PodSpec>>,
 }
 
 impl NodeSnapshot {
@@ -294,7 +311,7 @@ impl NodeSnapshot {
         self.pod_count = self.pod_count.saturating_add(1);
         self.block_volumes = self.block_volumes.saturating_add(pod.block_volumes);
         if keep_pod {
-            self.pods.push(pod.clone());
+            self.pods.push(Arc::new(pod.clone()));
         }
     }
 
@@ -432,7 +449,7 @@ pub fn fits_identity(pod: &PodSpec, node: &NodeSnapshot) -> Result<(), Misfit> {
     if !node.ready {
         return Err(Misfit::NotReady);
     }
-    for (key, wanted) in &pod.node_selector {
+    for (key, wanted) in pod.node_selector.iter() {
         if node.labels.get(key) != Some(wanted) {
             return Err(Misfit::NodeSelector {
                 key: key.clone(),
@@ -521,7 +538,7 @@ pub fn fits_room(pod: &PodSpec, node: &NodeSnapshot) -> Result<(), Misfit> {
             cap: MAX_BLOCK_VOLUMES,
         });
     }
-    for selector in &pod.anti_affinity {
+    for selector in pod.anti_affinity.iter() {
         if let Some(other) = node
             .pods
             .iter()

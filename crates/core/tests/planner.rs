@@ -6,13 +6,14 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use tidepool_core::config::{self, Config, EXAMPLE};
 use tidepool_core::conventions::{Taint, TaintEffect};
 use tidepool_core::sched::{
     LabelSelector, Misfit, NodeSelectorTerm, NodeSnapshot, Operator, PodSpec, Requests,
-    Requirement, Toleration, TolerationOperator, fits,
+    Requirement, Toleration, TolerationOperator, annotations_block_disruption, fits,
 };
 
 const GIB: u64 = 1 << 30;
@@ -39,7 +40,7 @@ fn pod(name: &str, cpu_milli: u64, mem_gib: u64) -> PodSpec {
 }
 
 fn tolerating(mut p: PodSpec, key: &str, value: &str) -> PodSpec {
-    p.tolerations.push(Toleration {
+    Arc::make_mut(&mut p.tolerations).push(Toleration {
         key: key.into(),
         operator: TolerationOperator::Equal,
         value: value.into(),
@@ -117,7 +118,7 @@ mod fits_table {
     fn with_web_pod(cfg: &Config) -> NodeSnapshot {
         let mut n = medium_burst(cfg);
         let mut web = burst(pod("web-0", 100, 1));
-        web.labels.insert("app".into(), "web".into());
+        Arc::make_mut(&mut web.labels).insert("app".into(), "web".into());
         n.bind(&web, true);
         n
     }
@@ -132,15 +133,11 @@ mod fits_table {
 
     fn cases() -> Vec<Case> {
         let mut selector = burst(pod("selector", 100, 1));
-        selector
-            .node_selector
-            .insert("node-pool".into(), "spot".into());
+        Arc::make_mut(&mut selector.node_selector).insert("node-pool".into(), "spot".into());
         let mut selector_ok = burst(pod("selector-ok", 100, 1));
-        selector_ok
-            .node_selector
-            .insert("node-pool".into(), "burst".into());
+        Arc::make_mut(&mut selector_ok.node_selector).insert("node-pool".into(), "burst".into());
         let affinity_terms =
-            |exprs: Vec<Requirement>| vec![NodeSelectorTerm { expressions: exprs }];
+            |exprs: Vec<Requirement>| Arc::new(vec![NodeSelectorTerm { expressions: exprs }]);
         let mut aff_in = burst(pod("aff-in", 100, 1));
         aff_in.affinity = affinity_terms(vec![req("workload-size", Operator::In, &["large"])]);
         let mut aff_notin = burst(pod("aff-notin", 100, 1));
@@ -160,28 +157,28 @@ mod fits_table {
         let mut aff_lt = burst(pod("aff-lt", 100, 1));
         aff_lt.affinity = affinity_terms(vec![req("ttl-hours", Operator::Lt, &["8"])]);
         let mut aff_or = burst(pod("aff-or", 100, 1));
-        aff_or.affinity = vec![
+        aff_or.affinity = Arc::new(vec![
             NodeSelectorTerm {
                 expressions: vec![req("workload-size", Operator::In, &["large"])],
             },
             NodeSelectorTerm {
                 expressions: vec![req("node-pool", Operator::In, &["burst"])],
             },
-        ];
+        ]);
         let mut aff_and = burst(pod("aff-and", 100, 1));
         aff_and.affinity = affinity_terms(vec![
             req("node-pool", Operator::In, &["burst"]),
             req("workload-size", Operator::In, &["large"]),
         ]);
         let mut tolerate_all = pod("tolerate-all", 100, 1);
-        tolerate_all.tolerations.push(Toleration {
+        Arc::make_mut(&mut tolerate_all.tolerations).push(Toleration {
             key: String::new(),
             operator: TolerationOperator::Exists,
             value: String::new(),
             effect: None,
         });
         let mut tolerate_wrong_effect = pod("wrong-effect", 100, 1);
-        tolerate_wrong_effect.tolerations.push(Toleration {
+        Arc::make_mut(&mut tolerate_wrong_effect.tolerations).push(Toleration {
             key: "workload-type".into(),
             operator: TolerationOperator::Exists,
             value: String::new(),
@@ -207,8 +204,8 @@ mod fits_table {
         let mut pvc_one = burst(pod("pvc-one", 100, 1));
         pvc_one.block_volumes = 1;
         let mut anti = burst(pod("web-1", 100, 1));
-        anti.labels.insert("app".into(), "web".into());
-        anti.anti_affinity.push(LabelSelector {
+        Arc::make_mut(&mut anti.labels).insert("app".into(), "web".into());
+        Arc::make_mut(&mut anti.anti_affinity).push(LabelSelector {
             match_labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
             match_expressions: Vec::new(),
         });
@@ -513,7 +510,7 @@ mod fixtures {
     /// A pod meant for the burst pool: tolerates it and selects it.
     pub fn burst_pod(name: &str, cpu_milli: u64, mem_gib: u64) -> PodSpec {
         let mut p = burst(pod(name, cpu_milli, mem_gib));
-        p.node_selector.insert("node-pool".into(), "burst".into());
+        Arc::make_mut(&mut p.node_selector).insert("node-pool".into(), "burst".into());
         p
     }
 
@@ -1128,7 +1125,8 @@ mod scale_down {
     fn annotate(input: &mut PlanInput, node: &str, key: &str, value: &str) {
         let n = input.nodes.iter_mut().find(|n| n.name == node).unwrap();
         let p = n.pods.iter_mut().find(|p| !p.daemon_set).unwrap();
-        p.annotations.insert(key.into(), value.into());
+        Arc::make_mut(p).do_not_disrupt =
+            annotations_block_disruption(std::iter::once((key, value)));
     }
 
     #[test]
@@ -1632,7 +1630,7 @@ mod properties {
                 input.claims[c].idle_since = Some(t0() - jiff::SignedDuration::from_mins(*idle_mins));
                 if *dnd && *load > 0 {
                     let n = input.nodes.last_mut().unwrap();
-                    n.pods[1].annotations.insert("karpenter.sh/do-not-disrupt".into(), "true".into());
+                    Arc::make_mut(&mut n.pods[1]).do_not_disrupt = true;
                 }
             }
             if let Some(mins) = last {
@@ -1644,7 +1642,7 @@ mod properties {
                     prop_assert_ne!(pool.as_str(), "permanent");
                     prop_assert!(!worker.starts_with("permanent"));
                     let node = input.nodes.iter().find(|n| &n.name == worker).unwrap();
-                    prop_assert!(!node.pods.iter().any(PodSpec::blocks_disruption));
+                    prop_assert!(!node.pods.iter().any(|p| p.blocks_disruption()));
                 }
             }
         }
@@ -1894,8 +1892,7 @@ mod spot_preemption {
         input.hosts = vec![h];
         emergency(input, "permanent");
         let mut p = pod("db-0", 1000, 2);
-        p.node_selector
-            .insert("node-pool".into(), "permanent".into());
+        Arc::make_mut(&mut p.node_selector).insert("node-pool".into(), "permanent".into());
         input.pending = vec![waited(p, 0)];
     }
 
@@ -1959,12 +1956,8 @@ mod spot_preemption {
         worker(&mut input, "spot-a", "spot", 1);
         worker(&mut input, "spot-b", "spot", 1);
         let n = input.nodes.iter_mut().find(|n| n.name == "spot-a").unwrap();
-        n.pods
-            .iter_mut()
-            .find(|p| !p.daemon_set)
-            .unwrap()
-            .annotations
-            .insert("karpenter.sh/do-not-disrupt".into(), "true".into());
+        let p = n.pods.iter_mut().find(|p| !p.daemon_set).unwrap();
+        Arc::make_mut(p).do_not_disrupt = true;
         let plan = plan(&input);
         assert_eq!(
             removals(&plan),

@@ -653,13 +653,13 @@ fn ci_pod(name: &str) -> PodSpec {
             memory_bytes: 6 << 30,
             ..Requests::default()
         },
-        node_selector: BTreeMap::from([("node-pool".into(), "burst".into())]),
-        tolerations: vec![Toleration {
+        node_selector: Arc::new(BTreeMap::from([("node-pool".into(), "burst".into())])),
+        tolerations: Arc::new(vec![Toleration {
             key: "workload-type".into(),
             operator: TolerationOperator::Equal,
             value: "burst".into(),
             effect: Some(TaintEffect::NoSchedule),
-        }],
+        }]),
         ..PodSpec::default()
     }
 }

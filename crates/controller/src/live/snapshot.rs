@@ -4,201 +4,24 @@
 //! pure; everything it knows comes through here.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use tidepool_core::conventions::{Taint, TaintEffect};
 use tidepool_core::planner::hosts::HostSnapshot;
 use tidepool_core::planner::{ClaimState, PendingPod, PlanInput};
 use tidepool_core::pool::Resources;
 use tidepool_core::quantity::Quantity;
-use tidepool_core::sched::{
-    LabelSelector, NodeSelectorTerm, NodeSnapshot, Operator, PodSpec, Requests, Requirement,
-    Toleration, TolerationOperator,
-};
+use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests};
 
 use crate::live::connect::LiveExecutor;
 use crate::live::pve::classify as classify_pve;
 use crate::ports::{ClaimStore, ProviderError, ProviderErrorKind};
 
-fn milli(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> u64 {
-    Quantity::parse(&q.0).map_or(0, |q| u64::try_from(q.milli()).unwrap_or(0))
-}
-
-fn units(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> u64 {
-    Quantity::parse(&q.0).map_or(0, |q| u64::try_from(q.units_ceil()).unwrap_or(0))
-}
-
-fn requests_of(
-    map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-) -> Requests {
-    let mut r = Requests::default();
-    for (k, q) in map.into_iter().flatten() {
-        match k.as_str() {
-            "cpu" => r.cpu_milli += milli(q),
-            "memory" => r.memory_bytes += units(q),
-            "ephemeral-storage" => r.ephemeral_bytes += units(q),
-            "pods" => {}
-            other => *r.extended.entry(other.to_owned()).or_default() += units(q),
-        }
-    }
-    r
-}
-
-fn max_requests(a: Requests, b: &Requests) -> Requests {
-    let mut extended = a.extended.clone();
-    for (k, v) in &b.extended {
-        let e = extended.entry(k.clone()).or_default();
-        *e = (*e).max(*v);
-    }
-    Requests {
-        cpu_milli: a.cpu_milli.max(b.cpu_milli),
-        memory_bytes: a.memory_bytes.max(b.memory_bytes),
-        ephemeral_bytes: a.ephemeral_bytes.max(b.ephemeral_bytes),
-        extended,
-    }
-}
-
-fn operator(op: &str) -> Operator {
-    match op {
-        "NotIn" => Operator::NotIn,
-        "Exists" => Operator::Exists,
-        "DoesNotExist" => Operator::DoesNotExist,
-        "Gt" => Operator::Gt,
-        "Lt" => Operator::Lt,
-        _ => Operator::In,
-    }
-}
-
-fn effect(e: &str) -> Option<TaintEffect> {
-    TaintEffect::parse(e)
-}
-
-/// The scheduler's view of a pod: effective requests (the larger of the
-/// containers' sum and any init container), selectors, required node
-/// affinity, tolerations, required hostname anti-affinity, PVC volumes
-/// (each an attached block device with proxmox-csi).
-pub fn pod_spec(pod: &Pod) -> PodSpec {
-    let meta = &pod.metadata;
-    let no_spec;
-    let spec = match &pod.spec {
-        Some(spec) => spec,
-        None => {
-            no_spec = k8s_openapi::api::core::v1::PodSpec::default();
-            &no_spec
-        }
-    };
-    let mut requests = Requests::default();
-    for c in &spec.containers {
-        requests.add(&requests_of(
-            c.resources.as_ref().and_then(|r| r.requests.as_ref()),
-        ));
-    }
-    for c in spec.init_containers.iter().flatten() {
-        requests = max_requests(
-            requests,
-            &requests_of(c.resources.as_ref().and_then(|r| r.requests.as_ref())),
-        );
-    }
-    let affinity = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|sel| {
-            sel.node_selector_terms
-                .iter()
-                .map(|t| NodeSelectorTerm {
-                    expressions: t
-                        .match_expressions
-                        .iter()
-                        .flatten()
-                        .map(|e| Requirement {
-                            key: e.key.clone(),
-                            operator: operator(&e.operator),
-                            values: e.values.clone().unwrap_or_default(),
-                        })
-                        .collect(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let anti_affinity = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|p| {
-            p.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|terms| {
-            terms
-                .iter()
-                .filter(|t| t.topology_key == "kubernetes.io/hostname")
-                .filter_map(|t| t.label_selector.as_ref())
-                .map(|s| LabelSelector {
-                    match_labels: s.match_labels.clone().unwrap_or_default(),
-                    match_expressions: s
-                        .match_expressions
-                        .iter()
-                        .flatten()
-                        .map(|e| Requirement {
-                            key: e.key.clone(),
-                            operator: operator(&e.operator),
-                            values: e.values.clone().unwrap_or_default(),
-                        })
-                        .collect(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let tolerations = spec
-        .tolerations
-        .iter()
-        .flatten()
-        .map(|t| Toleration {
-            key: t.key.clone().unwrap_or_default(),
-            operator: if t.operator.as_deref() == Some("Exists") {
-                TolerationOperator::Exists
-            } else {
-                TolerationOperator::Equal
-            },
-            value: t.value.clone().unwrap_or_default(),
-            effect: t.effect.as_deref().and_then(effect),
-        })
-        .collect();
-    PodSpec {
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-        labels: meta.labels.clone().unwrap_or_default(),
-        requests,
-        node_selector: spec.node_selector.clone().unwrap_or_default(),
-        affinity,
-        tolerations,
-        anti_affinity,
-        block_volumes: u32::try_from(
-            spec.volumes
-                .iter()
-                .flatten()
-                .filter(|v| v.persistent_volume_claim.is_some())
-                .count(),
-        )
-        .unwrap_or(u32::MAX),
-        daemon_set: meta
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.kind == "DaemonSet"),
-        annotations: meta.annotations.clone().unwrap_or_default(),
-    }
-}
-
 /// The scheduler's view of a node: allocatable, labels, taints, cordon and
-/// Ready state, with `pods` (the [`pod_spec`]s bound to it) summed into its
+/// Ready state, with `pods` (the views of the pods bound to it) summed into its
 /// requests, pod count and block volumes.
-pub fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
+pub fn node_snapshot(node: &Node, pods: Vec<Arc<PodSpec>>) -> NodeSnapshot {
     let status = node.status.as_ref();
     let no_alloc = BTreeMap::new();
     let alloc = status
@@ -211,7 +34,7 @@ pub fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
             k.as_str(),
             "cpu" | "memory" | "pods" | "ephemeral-storage" | "hugepages-2Mi" | "hugepages-1Gi"
         ) {
-            extended.insert(k.clone(), units(q));
+            extended.insert(k.clone(), Quantity::units_lenient(&q.0));
         }
     }
     let mut requested = Requests::default();
@@ -229,14 +52,17 @@ pub fn node_snapshot(node: &Node, pods: Vec<PodSpec>) -> NodeSnapshot {
             .into_iter()
             .flatten()
             .filter_map(|t| {
-                effect(&t.effect).map(|e| Taint::new(&t.key, t.value.as_deref().unwrap_or(""), e))
+                TaintEffect::parse(&t.effect)
+                    .map(|e| Taint::new(&t.key, t.value.as_deref().unwrap_or(""), e))
             })
             .collect(),
         allocatable: Resources {
-            cpu_milli: get("cpu").map_or(0, milli),
-            memory_bytes: get("memory").map_or(0, units),
-            ephemeral_storage_bytes: get("ephemeral-storage").map_or(0, units),
-            pods: u32::try_from(get("pods").map_or(110, units)).unwrap_or(110),
+            cpu_milli: get("cpu").map_or(0, |q| Quantity::milli_lenient(&q.0)),
+            memory_bytes: get("memory").map_or(0, |q| Quantity::units_lenient(&q.0)),
+            ephemeral_storage_bytes: get("ephemeral-storage")
+                .map_or(0, |q| Quantity::units_lenient(&q.0)),
+            pods: u32::try_from(get("pods").map_or(110, |q| Quantity::units_lenient(&q.0)))
+                .unwrap_or(110),
             extended,
         },
         requested,
@@ -275,48 +101,26 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
     let nodes = cluster.nodes().state();
     let pods = cluster.pods().state();
     let now = exec.now();
-    let mut by_node: BTreeMap<String, Vec<PodSpec>> = BTreeMap::new();
+    let mut by_node: BTreeMap<&str, Vec<Arc<PodSpec>>> = BTreeMap::new();
     let mut pending = Vec::new();
     for pod in &pods {
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .unwrap_or("Pending");
-        if matches!(phase, "Succeeded" | "Failed") {
+        if pod.phase.is_terminal() {
             continue;
         }
-        match pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            Some(node) => by_node.entry(node).or_default().push(pod_spec(pod)),
-            None => {
-                let unschedulable = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|cs| {
-                        cs.iter().find(|c| {
-                            c.type_ == "PodScheduled"
-                                && c.status == "False"
-                                && c.reason.as_deref() == Some("Unschedulable")
-                        })
-                    });
-                if let Some(cond) = unschedulable {
-                    pending.push(PendingPod {
-                        pod: pod_spec(pod),
-                        unschedulable_since: cond
-                            .last_transition_time
-                            .as_ref()
-                            .map_or(now, |t| t.0),
-                    });
-                }
-            }
+        match &pod.node {
+            Some(node) => by_node.entry(node).or_default().push(pod.spec.clone()),
+            None if pod.unschedulable => pending.push(PendingPod {
+                pod: (*pod.spec).clone(),
+                unschedulable_since: pod.unschedulable_since.unwrap_or(now),
+            }),
+            None => {}
         }
     }
     let node_snaps: Vec<NodeSnapshot> = nodes
         .iter()
         .map(|n| {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            node_snapshot(n, by_node.remove(&name).unwrap_or_default())
+            let name = n.metadata.name.as_deref().unwrap_or_default();
+            node_snapshot(n, by_node.remove(name).unwrap_or_default())
         })
         .collect();
     let claims: Vec<ClaimState> = exec

@@ -1118,7 +1118,7 @@ mod tests {
             );
             for i in 0..pods {
                 let pod = crate::sched::PodSpec {
-                    name: format!("{name}-pod-{i}"),
+                    name: format!("{name}-pod-{i}").into(),
                     requests: crate::sched::Requests {
                         cpu_milli: 500,
                         memory_bytes: 1 << 30,

@@ -1410,7 +1410,7 @@ mod tests {
                 .map(|(i, &(cpu_milli, memory_bytes))| PendingPod {
                     pod: PodSpec {
                         namespace: "default".into(),
-                        name: format!("p{i:03}"),
+                        name: format!("p{i:03}").into(),
                         requests: Requests {
                             cpu_milli,
                             memory_bytes,

@@ -1,0 +1,303 @@
+//! What the node cache keeps of each node, read straight off the wire.
+//!
+//! The node cache holds every node of the cluster for the life of the
+//! process, and most of a node is never looked at by Tidepool: managed
+//! fields, the `kubectl apply` annotation, the image list (often dozens of
+//! images with several names each), system info, heartbeat times and
+//! condition messages. The cache deserializes [`WireNode`], which names
+//! only the fields below, so serde skips the rest without allocating it,
+//! and stores the result as an ordinary k8s-openapi `Node` with only those
+//! fields set. (The pod cache goes further and keeps no `Pod` at all: see
+//! [`crate::pods`].)
+//!
+//! # Guarantees
+//! Kept: the metadata's name, uid, resourceVersion, creation and deletion
+//! timestamps, labels, owner references, and the annotations except
+//! `kubectl.kubernetes.io/last-applied-configuration`; spec `taints`,
+//! `unschedulable` and `providerID`; status `capacity`, `allocatable`,
+//! `addresses`, and each condition's `type`, `status`, `reason` and
+//! `lastTransitionTime`.
+//!
+//! Everything else is absent from cached nodes. Code that starts reading
+//! another field from the cache must add it here first; code that needs
+//! whole nodes reads them from the API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Taint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use kube::Resource;
+use serde::Deserialize;
+
+/// The annotation `kubectl apply` stores the whole applied manifest in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A node as the cache reads it from the API server: the kept fields
+/// only, in the API's JSON shape (see the [module docs](self)).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "Wire")]
+pub struct WireNode(Node);
+
+impl WireNode {
+    /// The node, with only the kept fields set.
+    pub fn into_node(self) -> Node {
+        self.0
+    }
+}
+
+impl Resource for WireNode {
+    type DynamicType = ();
+    type Scope = k8s_openapi::ClusterResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Node".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        "nodes".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    metadata: WireMeta,
+    spec: Option<WireSpec>,
+    status: Option<WireStatus>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMeta {
+    name: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<Annotations>,
+    owner_references: Option<Vec<OwnerReference>>,
+}
+
+/// Annotations without the applied manifest, which is dropped as it is read.
+struct Annotations(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for Annotations {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Annotations;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of annotations")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut kept = BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == LAST_APPLIED {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    } else {
+                        kept.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(Annotations(kept))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSpec {
+    taints: Option<Vec<Taint>>,
+    unschedulable: Option<bool>,
+    #[serde(rename = "providerID")]
+    provider_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireStatus {
+    capacity: Option<BTreeMap<String, Quantity>>,
+    allocatable: Option<BTreeMap<String, Quantity>>,
+    addresses: Option<Vec<NodeAddress>>,
+    conditions: Option<Vec<WireCondition>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+    reason: Option<String>,
+    last_transition_time: Option<Time>,
+}
+
+/// `Some` non-empty vector, or `None`.
+fn non_empty<T>(v: Option<Vec<T>>) -> Option<Vec<T>> {
+    v.filter(|v| !v.is_empty())
+}
+
+impl From<Wire> for WireNode {
+    fn from(wire: Wire) -> Self {
+        let m = wire.metadata;
+        Self(Node {
+            metadata: ObjectMeta {
+                name: m.name,
+                uid: m.uid,
+                resource_version: m.resource_version,
+                creation_timestamp: m.creation_timestamp,
+                deletion_timestamp: m.deletion_timestamp,
+                labels: m.labels,
+                annotations: m.annotations.map(|a| a.0).filter(|a| !a.is_empty()),
+                owner_references: non_empty(m.owner_references),
+                ..ObjectMeta::default()
+            },
+            spec: wire.spec.map(|s| NodeSpec {
+                taints: non_empty(s.taints),
+                unschedulable: s.unschedulable,
+                provider_id: s.provider_id,
+                ..NodeSpec::default()
+            }),
+            status: wire.status.map(|s| NodeStatus {
+                capacity: s.capacity,
+                allocatable: s.allocatable,
+                addresses: non_empty(s.addresses),
+                conditions: non_empty(s.conditions.map(|cs| {
+                    cs.into_iter()
+                        .map(|c| NodeCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            reason: c.reason,
+                            last_transition_time: c.last_transition_time,
+                            ..NodeCondition::default()
+                        })
+                        .collect()
+                })),
+                ..NodeStatus::default()
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A node as the API server returns it.
+    fn full_node_json() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "worker-1", "uid": "n-1", "resourceVersion": "7",
+                "labels": {"kubernetes.io/hostname": "worker-1", "node-pool": "burst"},
+                "annotations": {"tidepool.dev/claim": "burst-abcde", LAST_APPLIED: "{}"},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}]},
+            "spec": {"providerID": "proxmox://pve/1201", "podCIDR": "10.244.3.0/24",
+                "podCIDRs": ["10.244.3.0/24"], "unschedulable": true,
+                "taints": [{"key": "tidepool.dev/burst", "effect": "NoSchedule"}]},
+            "status": {
+                "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+                "allocatable": {"cpu": "7800m", "memory": "15Gi", "pods": "110",
+                                "nvidia.com/gpu": "1"},
+                "addresses": [{"type": "InternalIP", "address": "10.0.0.21"}],
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False",
+                     "reason": "KubeletHasSufficientMemory",
+                     "message": "kubelet has sufficient memory available",
+                     "lastHeartbeatTime": "2026-03-01T10:05:00Z",
+                     "lastTransitionTime": "2026-03-01T10:00:00Z"},
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                     "message": "kubelet is posting ready status",
+                     "lastHeartbeatTime": "2026-03-01T10:05:00Z",
+                     "lastTransitionTime": "2026-03-01T10:00:00Z"},
+                ],
+                "images": [{"names": ["registry.example/shop/web@sha256:00",
+                                      "registry.example/shop/web:1.2.3"],
+                            "sizeBytes": 52_000_000}],
+                "nodeInfo": {"machineID": "m", "systemUUID": "s", "bootID": "b",
+                    "kernelVersion": "6.12", "osImage": "Talos", "containerRuntimeVersion": "containerd://2",
+                    "kubeletVersion": "v1.33.0", "kubeProxyVersion": "", "operatingSystem": "linux",
+                    "architecture": "amd64"},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "volumesInUse": ["kubernetes.io/csi/csi.proxmox.sinextra.dev^pve/vm-1201-disk-1"],
+            },
+        })
+    }
+
+    fn full_node() -> Node {
+        serde_json::from_value(full_node_json()).unwrap()
+    }
+
+    /// What the node cache stores for the full node.
+    fn cached() -> Node {
+        serde_json::from_value::<WireNode>(full_node_json())
+            .unwrap()
+            .into_node()
+    }
+
+    #[test]
+    fn a_cached_node_keeps_allocatable_taints_and_conditions() {
+        let full = full_node();
+        let t = cached();
+        assert_eq!(t.metadata.name, full.metadata.name);
+        assert_eq!(t.metadata.labels, full.metadata.labels);
+        assert_eq!(
+            t.metadata.annotations.unwrap()["tidepool.dev/claim"],
+            "burst-abcde"
+        );
+        let (spec, full_spec) = (t.spec.unwrap(), full.spec.unwrap());
+        assert_eq!(spec.taints, full_spec.taints);
+        assert_eq!(spec.unschedulable, Some(true));
+        assert_eq!(spec.provider_id, full_spec.provider_id);
+        let (status, full_status) = (t.status.unwrap(), full.status.unwrap());
+        assert_eq!(status.allocatable, full_status.allocatable);
+        assert_eq!(status.capacity, full_status.capacity);
+        assert_eq!(status.addresses, full_status.addresses);
+        let conditions = status.conditions.unwrap();
+        let kinds: Vec<(&str, &str)> = conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(kinds, [("MemoryPressure", "False"), ("Ready", "True")]);
+        assert!(conditions.iter().all(|c| c.last_transition_time.is_some()));
+    }
+
+    #[test]
+    fn a_cached_node_loses_images_and_system_info() {
+        let t = cached();
+        assert!(t.metadata.managed_fields.is_none());
+        assert!(
+            !t.metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(LAST_APPLIED)
+        );
+        let spec = t.spec.unwrap();
+        assert!(spec.pod_cidr.is_none() && spec.pod_cidrs.is_none());
+        let status = t.status.unwrap();
+        assert!(status.images.is_none());
+        assert!(status.node_info.is_none());
+        assert!(status.daemon_endpoints.is_none());
+        assert!(status.volumes_in_use.is_none());
+        for c in status.conditions.unwrap() {
+            assert!(c.message.is_none() && c.last_heartbeat_time.is_none());
+        }
+    }
+}
