@@ -10,7 +10,10 @@
 //! [`Cache::start_projected`] maps every object the watch delivers before
 //! storing it. The node cache keeps slimmed `Node`s ([`crate::nodes`]); the
 //! pod cache keeps [`crate::pods::CachedPod`]s, the planner's own view,
-//! which is a fraction of the size of a `Pod`.
+//! which is a fraction of the size of a `Pod`. Both read the API server's
+//! JSON through wire types of their own, built from the helpers here
+//! (`core_v1_resource!`, annotations without the applied manifest, slim
+//! conditions), so what they skip is never allocated.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -25,6 +28,79 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Implements [`kube::Resource`] for a type that a cache deserializes in
+/// place of a core/v1 object (`meta` is the path to its `ObjectMeta`).
+macro_rules! core_v1_resource {
+    ($ty:ty, kind = $kind:literal, plural = $plural:literal, scope = $scope:ty, meta = $($field:tt).+) => {
+        impl kube::Resource for $ty {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                "".into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                "v1".into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $plural.into()
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.$($field).+
+            }
+            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.$($field).+
+            }
+        }
+    };
+}
+pub(crate) use core_v1_resource;
+
+/// Annotations without the applied manifest, which is dropped as it is read.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Annotations(pub(crate) std::collections::BTreeMap<String, String>);
+
+impl<'de> serde::Deserialize<'de> for Annotations {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Annotations;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of annotations")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut kept = std::collections::BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == crate::nodes::LAST_APPLIED {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    } else {
+                        kept.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(Annotations(kept))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// A status condition as the caches read it: the fields Tidepool uses.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WireCondition {
+    #[serde(rename = "type")]
+    pub(crate) type_: String,
+    pub(crate) status: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) last_transition_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
 
 /// Aborts the watcher task when the last handle of a cache is dropped.
 struct TaskGuard(JoinHandle<()>);
@@ -53,6 +129,75 @@ fn key_of<K: Resource>(object: &K) -> Box<str> {
 }
 
 type Objects<V> = HashMap<Box<str>, Arc<V>>;
+
+/// What applying one watch event did to a [`Mirror`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applied {
+    /// Nothing visible yet (a list in progress).
+    Nothing,
+    /// A complete list replaced the store.
+    Listed,
+    /// One object changed or went.
+    Changed,
+}
+
+/// The store and the list in progress: applies watch events so that the
+/// store never shows a partial list.
+struct Mirror<V> {
+    store: Arc<RwLock<Objects<V>>>,
+    /// A (re-)list in progress: the store keeps serving the last complete
+    /// state until this one is complete.
+    listing: Option<Objects<V>>,
+}
+
+impl<V> Mirror<V> {
+    fn new(store: Arc<RwLock<Objects<V>>>) -> Self {
+        Self {
+            store,
+            listing: None,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Objects<V>> {
+        self.store.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn apply<K: Resource>(
+        &mut self,
+        event: watcher::Event<K>,
+        project: &mut impl FnMut(K) -> V,
+    ) -> Applied {
+        match event {
+            watcher::Event::Init => {
+                self.listing = Some(HashMap::new());
+                Applied::Nothing
+            }
+            watcher::Event::InitApply(object) => {
+                let key = key_of(&object);
+                self.listing
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key, Arc::new(project(object)));
+                Applied::Nothing
+            }
+            watcher::Event::InitDone => {
+                let mut fresh = self.listing.take().unwrap_or_default();
+                fresh.shrink_to_fit();
+                *self.write() = fresh;
+                Applied::Listed
+            }
+            watcher::Event::Apply(object) => {
+                let key = key_of(&object);
+                let value = Arc::new(project(object));
+                self.write().insert(key, value);
+                Applied::Changed
+            }
+            watcher::Event::Delete(object) => {
+                self.write().remove(&key_of(&object));
+                Applied::Changed
+            }
+        }
+    }
+}
 
 /// A live, read-only mirror of one kind of object, stored as `V`.
 ///
@@ -141,39 +286,20 @@ impl<V: Send + Sync + 'static> Cache<V> {
         let stream = watcher(api, config).default_backoff();
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
-            // A (re-)list in progress: the store keeps serving the last
-            // complete state until this one is complete.
-            let mut listing: Option<Objects<V>> = None;
-            let write = || writer.write().unwrap_or_else(PoisonError::into_inner);
+            let mut mirror = Mirror::new(writer);
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(watcher::Event::Init) => listing = Some(HashMap::new()),
-                    Ok(watcher::Event::InitApply(object)) => {
-                        let key = key_of(&object);
-                        listing
-                            .get_or_insert_with(HashMap::new)
-                            .insert(key, Arc::new(project(object)));
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let mut fresh = listing.take().unwrap_or_default();
-                        fresh.shrink_to_fit();
-                        *write() = fresh;
-                        if !flag.swap(true, Ordering::SeqCst) {
-                            tracing::debug!(kind = &*task_kind, "cache synced");
+                    Ok(event) => match mirror.apply(event, &mut project) {
+                        Applied::Nothing => {}
+                        Applied::Listed => {
+                            if !flag.swap(true, Ordering::SeqCst) {
+                                tracing::debug!(kind = &*task_kind, "cache synced");
+                            }
+                            let _ = tx.send(true);
+                            changed_tx.send_modify(|n| *n += 1);
                         }
-                        let _ = tx.send(true);
-                        changed_tx.send_modify(|n| *n += 1);
-                    }
-                    Ok(watcher::Event::Apply(object)) => {
-                        let key = key_of(&object);
-                        let value = Arc::new(project(object));
-                        write().insert(key, value);
-                        changed_tx.send_modify(|n| *n += 1);
-                    }
-                    Ok(watcher::Event::Delete(object)) => {
-                        write().remove(&key_of(&object));
-                        changed_tx.send_modify(|n| *n += 1);
-                    }
+                        Applied::Changed => changed_tx.send_modify(|n| *n += 1),
+                    },
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(kind = &*task_kind, error = %error, "watch failed; retrying");
@@ -268,5 +394,79 @@ impl<V> Cache<V> {
     /// How many watch errors the background task has seen (each is retried).
     pub fn watch_errors(&self) -> u64 {
         self.watch_errors.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn object(name: &str, value: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some([("v".to_owned(), value.to_owned())].into()),
+            ..ConfigMap::default()
+        }
+    }
+
+    fn value(c: ConfigMap) -> String {
+        c.data.unwrap_or_default().remove("v").unwrap_or_default()
+    }
+
+    fn contents(store: &Arc<RwLock<Objects<String>>>) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = store
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn a_relist_replaces_the_store_only_when_it_is_complete() {
+        let store: Arc<RwLock<Objects<String>>> = Arc::default();
+        let mut mirror = Mirror::new(store.clone());
+        let mut project = value;
+        let mut apply = |e| mirror.apply(e, &mut project);
+        assert_eq!(apply(watcher::Event::Init), Applied::Nothing);
+        apply(watcher::Event::InitApply(object("a", "1")));
+        apply(watcher::Event::InitApply(object("b", "1")));
+        assert!(
+            contents(&store).is_empty(),
+            "a partial first list is not shown"
+        );
+        assert_eq!(apply(watcher::Event::InitDone), Applied::Listed);
+        assert_eq!(
+            apply(watcher::Event::Apply(object("c", "1"))),
+            Applied::Changed
+        );
+        let before = contents(&store);
+        assert_eq!(before.len(), 3);
+
+        // The watch expired and the watcher lists again: b and c are gone
+        // and a changed meanwhile. Until the list completes, the store
+        // serves the last complete state.
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(object("a", "2")));
+        assert_eq!(contents(&store), before);
+        apply(watcher::Event::InitDone);
+        assert_eq!(contents(&store), [("default/a".to_owned(), "2".to_owned())]);
+
+        apply(watcher::Event::Delete(object("a", "2")));
+        assert!(contents(&store).is_empty());
+    }
+
+    #[test]
+    fn keys_name_namespaced_and_cluster_scoped_objects() {
+        assert_eq!(&*key(Some("shop"), "web-1"), "shop/web-1");
+        assert_eq!(&*key(None, "worker-1"), "worker-1");
     }
 }

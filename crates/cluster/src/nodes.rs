@@ -27,8 +27,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use kube::Resource;
 use serde::Deserialize;
+
+use crate::cache::{Annotations, WireCondition, core_v1_resource};
 
 /// The annotation `kubectl apply` stores the whole applied manifest in.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -46,29 +47,13 @@ impl WireNode {
     }
 }
 
-impl Resource for WireNode {
-    type DynamicType = ();
-    type Scope = k8s_openapi::ClusterResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Node".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "nodes".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
-}
+core_v1_resource!(
+    WireNode,
+    kind = "Node",
+    plural = "nodes",
+    scope = k8s_openapi::ClusterResourceScope,
+    meta = 0.metadata
+);
 
 #[derive(Deserialize)]
 struct Wire {
@@ -91,36 +76,6 @@ struct WireMeta {
     owner_references: Option<Vec<OwnerReference>>,
 }
 
-/// Annotations without the applied manifest, which is dropped as it is read.
-struct Annotations(BTreeMap<String, String>);
-
-impl<'de> Deserialize<'de> for Annotations {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Annotations;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of annotations")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut kept = BTreeMap::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == LAST_APPLIED {
-                        map.next_value::<serde::de::IgnoredAny>()?;
-                    } else {
-                        kept.insert(key, map.next_value()?);
-                    }
-                }
-                Ok(Annotations(kept))
-            }
-        }
-        deserializer.deserialize_map(Visitor)
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireSpec {
@@ -137,16 +92,6 @@ struct WireStatus {
     allocatable: Option<BTreeMap<String, Quantity>>,
     addresses: Option<Vec<NodeAddress>>,
     conditions: Option<Vec<WireCondition>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    status: String,
-    reason: Option<String>,
-    last_transition_time: Option<Time>,
 }
 
 /// `Some` non-empty vector, or `None`.

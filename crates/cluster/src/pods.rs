@@ -28,12 +28,13 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{NodeAffinity, NodeSelectorRequirement, PodAntiAffinity};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    LabelSelector as KubeLabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
+    LabelSelector as KubeLabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
-use kube::Resource;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tidepool_core::conventions::TaintEffect;
+
+use crate::cache::{Annotations, WireCondition, core_v1_resource};
 use tidepool_core::quantity::Quantity;
 use tidepool_core::sched::{
     LabelSelector, Labels, NodeSelectorTerm, Operator, PodSpec, Requests, Requirement, Toleration,
@@ -102,29 +103,13 @@ pub struct WirePod {
     status: WireStatus,
 }
 
-impl Resource for WirePod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-        "Pod".into()
-    }
-    fn group(_: &()) -> std::borrow::Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> std::borrow::Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-        "pods".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+core_v1_resource!(
+    WirePod,
+    kind = "Pod",
+    plural = "pods",
+    scope = NamespaceResourceScope,
+    meta = metadata
+);
 
 #[derive(Deserialize)]
 struct Wire {
@@ -163,8 +148,7 @@ struct WireMeta {
     resource_version: Option<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
-    #[serde(default)]
-    annotations: DisruptionAnnotations,
+    annotations: Option<Annotations>,
     #[serde(default)]
     owner_references: Vec<WireOwner>,
 }
@@ -173,37 +157,6 @@ struct WireMeta {
 struct WireOwner {
     #[serde(default)]
     kind: String,
-}
-
-/// Whether the annotations forbid disruption, decided while reading them,
-/// so no annotation value outlives its own parsing.
-#[derive(Clone, Copy, Debug, Default)]
-struct DisruptionAnnotations(bool);
-
-impl<'de> Deserialize<'de> for DisruptionAnnotations {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = DisruptionAnnotations;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map of annotations")
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(DisruptionAnnotations(false))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut blocked = false;
-                while let Some((k, v)) = map.next_entry::<String, String>()? {
-                    blocked |= annotations_block_disruption(std::iter::once((&*k, &*v)));
-                }
-                Ok(DisruptionAnnotations(blocked))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -266,16 +219,6 @@ struct WireStatus {
     phase: Option<String>,
     #[serde(default)]
     conditions: Vec<WireCondition>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireCondition {
-    #[serde(rename = "type")]
-    type_: String,
-    status: String,
-    reason: Option<String>,
-    last_transition_time: Option<Time>,
 }
 
 /// Requests from a resource map (`cpu`, `memory`, `ephemeral-storage`,
@@ -565,7 +508,13 @@ impl PodInterner {
             anti_affinity,
             block_volumes: u32::try_from(block_volumes).unwrap_or(u32::MAX),
             daemon_set: extra.owner_references.iter().any(|o| o.kind == "DaemonSet"),
-            do_not_disrupt: extra.annotations.0,
+            do_not_disrupt: annotations_block_disruption(
+                extra
+                    .annotations
+                    .iter()
+                    .flat_map(|a| &a.0)
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
         };
         CachedPod {
             spec: Arc::new(view),
