@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::claim::Intent;
 use crate::live::connect::{LiveExecutor, LiveService};
 use crate::live::snapshot::plan_input;
-use crate::ports::{ClaimStore, ProviderError};
+use crate::ports::{ClaimStore, Nodes, ProviderError};
 use crate::service::ProvisionRequest;
 
 /// What one pass did.
@@ -53,16 +53,6 @@ fn pod_target(pod: &str) -> EventTarget {
         kind: "Pod".into(),
         name: name.to_owned(),
         namespace: Some(namespace.to_owned()),
-        uid: None,
-    }
-}
-
-fn node_target(node: &str) -> EventTarget {
-    EventTarget {
-        api_version: "v1".into(),
-        kind: "Node".into(),
-        name: node.to_owned(),
-        namespace: None,
         uid: None,
     }
 }
@@ -160,20 +150,13 @@ impl Autoscaler {
                         } else {
                             "removed"
                         };
-                        let record = EventRecord {
-                            event_type: EventType::Normal,
-                            reason: "ScaleDown",
-                            action: "Autoscale",
-                            message: &format!("node {worker} is being {how}: {}", reason.message),
-                        };
-                        if let Err(e) = exec
-                            .nodes()
-                            .cluster()
-                            .record_event(&node_target(worker), &record)
-                            .await
-                        {
-                            warn!(%worker, error = %e, "could not record the scale-down Event");
-                        }
+                        exec.nodes()
+                            .announce(
+                                worker,
+                                "ScaleDown",
+                                &format!("node {worker} is being {how}: {}", reason.message),
+                            )
+                            .await;
                         report.removed.push(worker.clone());
                     }
                     Ok(false) => {}

@@ -622,6 +622,13 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 self.nodes.ensure_metadata(name, &meta).await?;
                 self.mark(&mut s, Condition::Labelled);
                 s.lifecycle = s.lifecycle.advance(Phase::Ready).map_err(permanent)?;
+                let host = s.vm.as_ref().map_or("?", |v| v.node.as_str());
+                let took = tidepool_core::duration::Human(self.since(&s, Condition::VmidAllocated));
+                let message = format!(
+                    "worker of pool {} ({}) on host {host} is Ready and labelled, {took} after it was requested",
+                    claim.spec.pool, claim.spec.size
+                );
+                self.nodes.announce(name, "WorkerReady", &message).await;
                 Ok(Outcome::Done(Box::new(s)))
             }
             Step::Cordon => {

@@ -232,6 +232,10 @@ pub trait Nodes: Send + Sync {
     ) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Deletes the Node object (gone is success).
     fn delete_node(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Records a Normal Event on the node, for `kubectl describe node`
+    /// (`reason` is one CamelCase word). Best effort: a failure is logged,
+    /// never returned, since the work it reports is already done.
+    fn announce(&self, name: &str, reason: &str, message: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// One mutating operation, for the audit trail.

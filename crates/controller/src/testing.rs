@@ -66,6 +66,8 @@ pub struct World {
     pub vmid_lower: u32,
     /// Audit entries recorded, by claim.
     pub audit: Vec<(String, crate::ports::AuditEntry)>,
+    /// Events recorded on nodes: node, reason, message.
+    pub node_events: Vec<(String, String, String)>,
     /// Bumped on every claim write made through the [`ClaimStore`] port.
     pub claim_changes: tokio::sync::watch::Sender<u64>,
     uuid_counter: u64,
@@ -394,6 +396,12 @@ impl Nodes for Fake {
             Some(_) => Ok(()),
             None => Err(not_found(format!("node {name}"))),
         }
+    }
+
+    async fn announce(&self, name: &str, reason: &str, message: &str) {
+        self.world()
+            .node_events
+            .push((name.to_owned(), reason.to_owned(), message.to_owned()));
     }
 }
 

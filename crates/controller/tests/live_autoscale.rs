@@ -142,6 +142,22 @@ async fn a_burst_is_handled_and_scaled_back_down() {
         !scale_downs.is_empty() && scale_downs.iter().all(|m| m.contains("idle")),
         "each removed node is told why: {scale_downs:?}"
     );
+    let joined = live
+        .lab
+        .kube
+        .list("v1", "Event", "", "")
+        .unwrap()
+        .into_iter()
+        .filter(|e| e["involvedObject"]["kind"] == "Node" && e["reason"] == "WorkerReady")
+        .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+        .collect::<Vec<_>>();
+    assert!(
+        joined.len() >= scale_downs.len()
+            && joined
+                .iter()
+                .all(|m| m.contains("pool ") && m.contains(" after it was requested")),
+        "each added node says it joined: {joined:?}"
+    );
     eprintln!("scaled back down after {:?} real", started.elapsed());
     live.stop().await;
 }

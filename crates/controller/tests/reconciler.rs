@@ -58,6 +58,29 @@ async fn the_reconciler_provisions_new_claims_and_removes_unwanted_ones() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(ready(), "all three workers Ready");
+    // Each worker announces itself on its node once labelled.
+    let announced = || {
+        let w = fake.world();
+        let mut nodes: Vec<String> = w
+            .node_events
+            .iter()
+            .filter(|(_, reason, message)| {
+                reason == "WorkerReady" && message.starts_with("worker of pool burst (")
+            })
+            .map(|(node, _, _)| node.clone())
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    for _ in 0..500 {
+        if announced().len() == names.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(announced(), sorted);
     for n in &names {
         fake.world().claims.get_mut(n).unwrap().intent = Intent::Remove { force: true };
     }

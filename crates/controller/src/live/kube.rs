@@ -210,6 +210,25 @@ impl Nodes for KubeCluster {
         self.cluster.delete_node(name).await.map_err(classify)?;
         Ok(())
     }
+
+    async fn announce(&self, name: &str, reason: &str, message: &str) {
+        let target = tidepool_cluster::EventTarget {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: name.to_owned(),
+            namespace: None,
+            uid: None,
+        };
+        let record = tidepool_cluster::EventRecord {
+            event_type: tidepool_cluster::EventType::Normal,
+            reason,
+            action: reason,
+            message,
+        };
+        if let Err(e) = self.cluster.record_event(&target, &record).await {
+            tracing::warn!(node = name, reason, error = %e, "could not record the node Event");
+        }
+    }
 }
 
 const CONDITIONS: [(Condition, ConditionType); 13] = [
