@@ -564,6 +564,17 @@ fn cluster_schema(description: &str) -> Value {
                 typed("integer", "Memory requested by their pods, MiB."),
             ),
             (
+                "block_volumes",
+                typed("integer", "Block volumes (PVCs) attached to them."),
+            ),
+            (
+                "block_volumes_left",
+                typed(
+                    "integer",
+                    "Block volumes they can still attach (28 per node with proxmox-csi).",
+                ),
+            ),
+            (
                 "workers_on_the_way",
                 typed(
                     "integer",

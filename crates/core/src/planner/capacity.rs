@@ -113,6 +113,11 @@ pub struct ClusterCapacity {
     pub requested_cpu_milli: u64,
     /// Memory requested by the pods on them, MiB.
     pub requested_memory_mib: u64,
+    /// Block volumes (PVCs) attached to them.
+    pub block_volumes: u64,
+    /// Block volumes they can still attach: per node, the proxmox-csi cap
+    /// of 28 less what is attached.
+    pub block_volumes_left: u64,
     /// Tidepool workers on their way (claimed, node not Ready yet), not
     /// counted above.
     pub workers_on_the_way: u32,
@@ -446,6 +451,9 @@ fn cluster(input: &PlanInput) -> ClusterCapacity {
         out.pods += u64::from(n.allocatable.pods);
         out.requested_cpu_milli += n.requested.cpu_milli;
         out.requested_memory_mib += n.requested.memory_bytes / MIB;
+        out.block_volumes += u64::from(n.block_volumes);
+        out.block_volumes_left +=
+            u64::from(crate::sched::MAX_BLOCK_VOLUMES.saturating_sub(n.block_volumes));
     }
     let on_the_way = input
         .claims
@@ -744,7 +752,16 @@ fn remove_one(
         cluster_after.pods = cluster_after
             .pods
             .saturating_sub(u64::from(n.allocatable.pods));
+        // Its slots go with it; its workload pods' volumes attach
+        // elsewhere, its DaemonSet pods' volumes go too.
+        cluster_after.block_volumes_left = cluster_after
+            .block_volumes_left
+            .saturating_sub(u64::from(crate::sched::MAX_BLOCK_VOLUMES));
         for p in n.pods.iter().filter(|p| p.daemon_set) {
+            cluster_after.block_volumes = cluster_after
+                .block_volumes
+                .saturating_sub(u64::from(p.block_volumes));
+            cluster_after.block_volumes_left += u64::from(p.block_volumes);
             cluster_after.requested_cpu_milli = cluster_after
                 .requested_cpu_milli
                 .saturating_sub(p.requests.cpu_milli);
@@ -1119,6 +1136,7 @@ mod tests {
             for i in 0..pods {
                 let pod = crate::sched::PodSpec {
                     name: format!("{name}-pod-{i}").into(),
+                    block_volumes: 2,
                     requests: crate::sched::Requests {
                         cpu_milli: 500,
                         memory_bytes: 1 << 30,
@@ -1151,6 +1169,19 @@ mod tests {
         assert_eq!(remove.cluster_after.cpu_milli, 7800);
         // Its pod must land elsewhere: still requested.
         assert_eq!(remove.cluster_after.requested_cpu_milli, 1500);
+        // Three pods with two volumes each on two nodes of 28 slots; after
+        // the removal the pod's two volumes attach to the other node.
+        assert_eq!(
+            (r.cluster.block_volumes, r.cluster.block_volumes_left),
+            (6, 50)
+        );
+        assert_eq!(
+            (
+                remove.cluster_after.block_volumes,
+                remove.cluster_after.block_volumes_left
+            ),
+            (6, 22)
+        );
         assert_eq!(remove.limits_after.nodes, 1);
         // 28672 + 16896 = 45568 MiB: 2 medium VMs by memory, 5 by maxNodes.
         assert_eq!(remove.fits_after, 2);

@@ -120,12 +120,14 @@ fn table(r: &CapacityReport) -> String {
     }
     let c = &r.cluster;
     out.push_str(&format!(
-        "Cluster: {} Ready node(s), {:.1} CPUs and {} GiB allocatable, {:.1} CPUs and {} GiB requested; {} worker(s) on their way.\n",
+        "Cluster: {} Ready node(s), {:.1} CPUs and {} GiB allocatable, {:.1} CPUs and {} GiB requested; {} block volume(s) attached, room for {} more; {} worker(s) on their way.\n",
         c.nodes,
         c.cpu_milli as f64 / 1000.0,
         gib(i64::try_from(c.memory_mib).unwrap_or(i64::MAX)),
         c.requested_cpu_milli as f64 / 1000.0,
         gib(i64::try_from(c.requested_memory_mib).unwrap_or(i64::MAX)),
+        c.block_volumes,
+        c.block_volumes_left,
         c.workers_on_the_way
     ));
 
