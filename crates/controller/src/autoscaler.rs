@@ -472,15 +472,15 @@ pub async fn run(
             }
         }
         tokio::select! {
-            _ = pods.changed() => {}
-            _ = nodes.changed() => {}
-            _ = claims.changed() => {}
+            () = crate::wake::changed(&mut pods) => {}
+            () = crate::wake::changed(&mut nodes) => {}
+            () = crate::wake::changed(&mut claims) => {}
             () = tokio::time::sleep(sleep_for) => {}
-            _ = stop.changed() => {}
+            () = crate::wake::changed(&mut stop) => {}
         }
         tokio::select! {
             () = tokio::time::sleep(timing.window) => {}
-            _ = stop.changed() => {}
+            () = crate::wake::changed(&mut stop) => {}
         }
     }
 }

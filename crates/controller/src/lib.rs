@@ -19,6 +19,7 @@ pub mod reconciler;
 pub mod run;
 pub mod service;
 pub mod testing;
+mod wake;
 
 pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
 pub use executor::{Executor, ExecutorError, Progress};

@@ -139,7 +139,7 @@ where
                         // The safety net: every claim is looked at afresh.
                         started.clear();
                     }
-                    _ = stop_wait.changed() => {}
+                    () = crate::wake::changed(&mut stop_wait) => {}
                 }
             }
             for (_, task) in running {
@@ -182,7 +182,7 @@ async fn drive<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
         let mut stop_wait = stop.clone();
         tokio::select! {
             _ = tokio::time::sleep(wait.max(options.min_wait)) => {}
-            _ = stop_wait.changed() => {}
+            () = crate::wake::changed(&mut stop_wait) => {}
         }
     }
 }

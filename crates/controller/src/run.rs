@@ -405,9 +405,9 @@ pub async fn run(
         // The gauges follow the claims as they change; the timer only ages
         // the oldest-provisioning gauge.
         tokio::select! {
-            _ = leading_rx.changed() => {}
-            _ = stop_rx.changed() => {}
-            _ = claim_changes.changed() => {}
+            () = crate::wake::changed(&mut leading_rx) => {}
+            () = crate::wake::changed(&mut stop_rx) => {}
+            () = crate::wake::changed(&mut claim_changes) => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }

@@ -244,6 +244,7 @@ fn input(pods: usize, nodes: usize) -> PlanInput {
         vcpus_allocated: 0,
         storage_free_gib: BTreeMap::from([("local-lvm".to_owned(), 1 << 40)]),
         gpu_free: BTreeMap::from([("tesla-t4".to_owned(), gpus)]),
+        vms: BTreeMap::new(),
     };
     let pool_state = POOLS
         .into_iter()

@@ -465,6 +465,7 @@ mod fixtures {
             } else {
                 BTreeMap::new()
             },
+            vms: BTreeMap::new(),
         }
     }
 
@@ -1709,6 +1710,72 @@ mod pool_triggers {
                 ..PoolState::default()
             },
         );
+    }
+
+    #[test]
+    fn a_provisioning_vm_the_host_already_lists_is_not_counted_twice() {
+        let free_on_pve01 = |input: &PlanInput| {
+            tidepool_core::planner::capacity::report(input)
+                .hosts
+                .iter()
+                .find(|h| h.name == "pve-01")
+                .unwrap()
+                .memory_free_mib
+        };
+        let mut input = world();
+        input
+            .claims
+            .push(claim("burst-fly", "burst", "medium", Phase::Provisioning));
+        let medium = input.config.size("medium").unwrap().size.memory_mib;
+        let cost =
+            i64::try_from(medium + input.config.providers["pve"].vm_memory_overhead_mib).unwrap();
+        // Not cloned yet: the host does not count it, the ledger does.
+        let before_clone = free_on_pve01(&input);
+        // Cloned: the host counts its memory (running or not) and lists it.
+        let h = input.hosts.iter_mut().find(|h| h.name == "pve-01").unwrap();
+        h.memory_used_mib += medium;
+        h.vms.insert("burst-fly".into(), false);
+        assert_eq!(
+            free_on_pve01(&input),
+            before_clone + cost - i64::try_from(medium).unwrap()
+        );
+        // Running: nothing of it is taken off again either.
+        let h = input.hosts.iter_mut().find(|h| h.name == "pve-01").unwrap();
+        h.vms.insert("burst-fly".into(), true);
+        assert_eq!(
+            free_on_pve01(&input),
+            before_clone + cost - i64::try_from(medium).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_cloned_gpu_vm_keeps_its_device_promised_until_it_runs() {
+        let gpu_free = |input: &PlanInput| {
+            tidepool_core::planner::capacity::report(input)
+                .hosts
+                .iter()
+                .find(|h| h.name == "pve-01")
+                .unwrap()
+                .gpu_free
+                .get("tesla-t4")
+                .copied()
+                .unwrap_or(0)
+        };
+        let mut input = world();
+        let gpu_size = input.config.pool("gpu").unwrap().sizes[0].clone();
+        input
+            .claims
+            .push(claim("gpu-fly", "gpu", &gpu_size, Phase::Provisioning));
+        let promised = gpu_free(&input);
+        // Cloned but stopped: Proxmox counts no device for it, the ledger does.
+        let h = input.hosts.iter_mut().find(|h| h.name == "pve-01").unwrap();
+        h.vms.insert("gpu-fly".into(), false);
+        assert_eq!(gpu_free(&input), promised);
+        // Running: the host's own count now holds it (one device fewer).
+        let h = input.hosts.iter_mut().find(|h| h.name == "pve-01").unwrap();
+        h.vms.insert("gpu-fly".into(), true);
+        *h.gpu_free.get_mut("tesla-t4").unwrap() -= 1;
+        assert_eq!(gpu_free(&input), promised);
     }
 
     #[test]

@@ -580,6 +580,7 @@ fn host(
         vcpus_allocated: vcpus,
         storage_free_gib: BTreeMap::from([("local-lvm".into(), disk_gib)]),
         gpu_free: BTreeMap::new(),
+        vms: BTreeMap::new(),
     }
 }
 

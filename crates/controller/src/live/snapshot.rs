@@ -245,6 +245,10 @@ async fn hosts(
                     .map(|s| (s.storage.clone(), s.free() >> 30))
                     .collect(),
                 gpu_free,
+                vms: on_host
+                    .iter()
+                    .filter_map(|v| Some((v.name.clone()?, v.status == "running")))
+                    .collect(),
             });
         }
     }

@@ -831,6 +831,7 @@ mod tests {
             vcpus_allocated: 0,
             storage_free_gib: BTreeMap::from([("local-lvm".into(), 100 << 10)]),
             gpu_free: BTreeMap::from([("tesla-t4".into(), 1)]),
+            vms: BTreeMap::new(),
         }
     }
 

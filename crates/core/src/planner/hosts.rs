@@ -34,6 +34,10 @@ pub struct HostSnapshot {
     pub storage_free_gib: BTreeMap<String, u64>,
     /// Free devices per PCI resource mapping.
     pub gpu_free: BTreeMap<String, u32>,
+    /// The VMs placed on it, running or not, by name, with whether each
+    /// runs. Their memory, vCPUs and disks are in the figures above; their
+    /// GPU devices only while they run.
+    pub vms: BTreeMap<String, bool>,
 }
 
 /// A VM's cost on a host.
@@ -90,8 +94,9 @@ pub struct Shortfall {
 
 impl Headroom {
     /// The headroom of `host` for `provider`, with the VMs of `pending`
-    /// claims placed on it that the host does not report yet (phases
-    /// `Requested` and `Provisioning`) already taken off.
+    /// claims placed on it (phases `Requested` and `Provisioning`) already
+    /// taken off, as far as the host does not count them yet: a VM it
+    /// lists is not taken off twice (see [`HostSnapshot::vms`]).
     pub fn new(
         host: &HostSnapshot,
         provider: &ProxmoxProvider,
@@ -108,8 +113,13 @@ impl Headroom {
             storage_gib: host.storage_free_gib.clone(),
             gpu_free: host.gpu_free.clone(),
         };
-        for (_, cost) in pending {
-            room.take(cost, &provider.storage);
+        for (claim, cost) in pending {
+            match host.vms.get(&claim.name) {
+                None => room.take(cost, &provider.storage),
+                // Cloned but not started: only its GPU is not counted yet.
+                Some(false) => room.take_gpu(cost),
+                Some(true) => {}
+            }
         }
         room
     }
@@ -186,6 +196,11 @@ impl Headroom {
         self.vcpus -= cost.vcpus as f64;
         let disk = self.storage_gib.entry(storage.to_owned()).or_insert(0);
         *disk = disk.saturating_sub(cost.disk_gib);
+        self.take_gpu(cost);
+    }
+
+    /// Takes only the GPU devices of a VM costing `cost`.
+    fn take_gpu(&mut self, cost: &VmCost) {
         if let Some((mapping, count)) = &cost.gpu {
             let free = self.gpu_free.entry(mapping.clone()).or_insert(0);
             *free = free.saturating_sub(*count);
