@@ -167,3 +167,25 @@ pub struct Claim {
     /// Whether the cleanup finalizer is still on the record.
     pub finalizer: bool,
 }
+
+impl Claim {
+    /// What the planner knows of this claim: pool, size, phase, the host
+    /// its VM is (or will be) on, and its expiry. Idleness is the
+    /// observer's to add.
+    pub fn planner_state(&self) -> tidepool_core::planner::ClaimState {
+        tidepool_core::planner::ClaimState {
+            name: self.name.clone(),
+            pool: self.spec.pool.clone(),
+            size: self.spec.size.clone(),
+            phase: self.status.lifecycle.phase(),
+            host: self
+                .status
+                .vm
+                .as_ref()
+                .map(|v| v.node.clone())
+                .or_else(|| self.status.host.clone()),
+            expires_at: self.status.expires_at,
+            idle_since: None,
+        }
+    }
+}

@@ -21,6 +21,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tidepool_core::config::Config;
 use tidepool_core::conventions::{NodeMetadata, WorkerFacts, node_metadata};
+use tidepool_core::planner::ClaimState;
+use tidepool_core::planner::hosts::VmCost;
 use tidepool_core::{Phase, Step};
 use tracing::{info, warn};
 
@@ -470,13 +472,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                         .filter(|c| c.name != name)
                         .collect();
                     if s.host.is_none() {
-                        let pending = promised_memory(&self.config, &others);
+                        let provider =
+                            self.config.providers.get(&pool.provider).ok_or_else(|| {
+                                permanent(format!("unknown provider `{}`", pool.provider))
+                            })?;
+                        let pending = vms_on_their_way(&self.config, &others);
                         let template = pool.template_for(&claim.spec.size);
-                        match self
-                            .hv
-                            .choose_host(&pool.hosts, &template, size.size.memory_mib, &pending)
-                            .await
-                        {
+                        let cost = VmCost::of(&size.size, provider);
+                        match self.hv.choose_host(pool, &template, &cost, &pending).await {
                             Ok(host) => s.host = Some(host),
                             Err(e) if e.kind == ProviderErrorKind::InsufficientCapacity => {
                                 return Ok(Outcome::Fail(e.message));
@@ -767,25 +770,28 @@ fn drain_failed(lifecycle: &tidepool_core::Lifecycle) -> bool {
 /// Memory, by host, promised to other claims that have a host but no VM
 /// yet and will get one (`Requested`, `Provisioning`): each VM's memory
 /// plus its provider's per-VM overhead, as the planner costs a new VM.
-fn promised_memory(config: &Config, others: &[Claim]) -> std::collections::BTreeMap<String, u64> {
-    let mut promised = std::collections::BTreeMap::new();
-    for c in others.iter().filter(|c| {
-        c.status.vm.is_none()
-            && matches!(
+/// The other claims whose VM is on its way (`Requested`, `Provisioning`)
+/// on a known host, with what each VM costs that host: placement takes
+/// them off the host's room unless the host already counts them.
+fn vms_on_their_way(config: &Config, others: &[Claim]) -> Vec<(ClaimState, VmCost)> {
+    others
+        .iter()
+        .filter(|c| {
+            matches!(
                 c.status.lifecycle.phase(),
                 Phase::Requested | Phase::Provisioning
             )
-    }) {
-        let (Some(host), Some(size)) = (&c.status.host, config.size(&c.spec.size)) else {
-            continue;
-        };
-        let overhead = config
-            .pool(&c.spec.pool)
-            .and_then(|p| config.providers.get(&p.provider))
-            .map_or(0, |p| p.vm_memory_overhead_mib);
-        *promised.entry(host.clone()).or_default() += size.size.memory_mib + overhead;
-    }
-    promised
+        })
+        .filter_map(|c| {
+            let state = c.planner_state();
+            state.host.as_ref()?;
+            let size = config.size(&c.spec.size)?;
+            let provider = config
+                .pool(&c.spec.pool)
+                .and_then(|p| config.providers.get(&p.provider))?;
+            Some((state, VmCost::of(&size.size, provider)))
+        })
+        .collect()
 }
 
 fn permanent(e: impl ToString) -> ProviderError {
@@ -929,7 +935,7 @@ mod tests {
     }
 
     #[test]
-    fn promised_memory_counts_each_vm_with_its_overhead_and_only_vms_still_to_come() {
+    fn the_vms_on_their_way_are_those_still_to_come_with_their_cost_and_host() {
         let config = config::load(EXAMPLE).unwrap();
         let overhead = config.providers["pve"].vm_memory_overhead_mib;
         let with = |name: &str, host: &str, lifecycle: tidepool_core::Lifecycle, vm: bool| {
@@ -947,7 +953,8 @@ mod tests {
         let others = [
             with("burst-a", "pve-01", L::Requested, false),
             with("burst-b", "pve-01", L::Provisioning, false),
-            // Its VM exists: the hypervisor counts it already.
+            // Its VM exists: listed too; the host's own list decides
+            // whether its figures count it already.
             with("burst-c", "pve-01", L::Provisioning, true),
             with("burst-d", "pve-02", L::Requested, false),
             // It will never get a VM.
@@ -961,8 +968,20 @@ mod tests {
                 false,
             ),
         ];
-        let promised = promised_memory(&config, &others);
-        assert_eq!(promised["pve-01"], 2 * (8192 + overhead));
-        assert_eq!(promised["pve-02"], 8192 + overhead);
+        let on_the_way = vms_on_their_way(&config, &others);
+        let listed: Vec<(&str, &str, u64)> = on_the_way
+            .iter()
+            .map(|(c, cost)| (c.name.as_str(), c.host.as_deref().unwrap(), cost.memory_mib))
+            .collect();
+        let small = 8192 + overhead;
+        assert_eq!(
+            listed,
+            [
+                ("burst-a", "pve-01", small),
+                ("burst-b", "pve-01", small),
+                ("burst-c", "pve-01", small),
+                ("burst-d", "pve-02", small),
+            ]
+        );
     }
 }

@@ -123,19 +123,24 @@ pub trait Hypervisor: Send + Sync {
     fn vm(&self, vmid: u32) -> impl Future<Output = ProviderResult<Option<VmFacts>>> + Send;
     /// Every VM whose ownership markers name `claim`.
     fn owned_by(&self, claim: &str) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
-    /// Among the candidate hosts that hold `template`, the one with the most
-    /// memory headroom for a VM of `memory_mib`, counting every VM placed
-    /// there (running or not) and the provider's reserve and per-VM
-    /// overhead; `InsufficientCapacity` naming each host's shortfall when
-    /// none fits.
-    /// `pending` is memory (MiB) already promised per host to claims whose
-    /// VM does not exist yet.
+    /// The host for a new VM costing `cost` in `pool`, chosen by the
+    /// planner's rule ([`tidepool_core::planner::hosts::place`]: room in
+    /// memory above the reserve, vCPUs under the overcommit ratio, storage
+    /// and GPU devices; hosts with no spare GPU first for a VM without one;
+    /// then the most memory) among the pool's online hosts that hold
+    /// `template`. `pending` are the other claims on their way, with their
+    /// cost: their VMs are taken off each host's room unless the host
+    /// already counts them. `InsufficientCapacity` names each host's
+    /// shortfall when none fits.
     fn choose_host(
         &self,
-        candidates: &[String],
+        pool: &tidepool_core::config::Pool,
         template: &str,
-        memory_mib: u64,
-        pending: &std::collections::BTreeMap<String, u64>,
+        cost: &tidepool_core::planner::hosts::VmCost,
+        pending: &[(
+            tidepool_core::planner::ClaimState,
+            tidepool_core::planner::hosts::VmCost,
+        )],
     ) -> impl Future<Output = ProviderResult<String>> + Send;
     /// A VMID in the provider's range that no VM uses and that is not in
     /// `reserved` (VMIDs other claims have recorded but not cloned yet).

@@ -186,13 +186,16 @@ impl Hypervisor for Fake {
 
     async fn choose_host(
         &self,
-        candidates: &[String],
+        pool: &tidepool_core::config::Pool,
         _template: &str,
-        _memory_mib: u64,
-        _pending: &std::collections::BTreeMap<String, u64>,
+        _cost: &tidepool_core::planner::hosts::VmCost,
+        _pending: &[(
+            tidepool_core::planner::ClaimState,
+            tidepool_core::planner::hosts::VmCost,
+        )],
     ) -> ProviderResult<String> {
         self.take("choose_host")?;
-        candidates.first().cloned().ok_or_else(|| {
+        pool.hosts.first().cloned().ok_or_else(|| {
             ProviderError::new(
                 ProviderErrorKind::InsufficientCapacity,
                 "no candidate hosts",

@@ -279,18 +279,26 @@ async fn a_stale_destroy_leaves_a_foreign_vm_that_reused_the_vmid_alone() {
     let svc = Service::new(exec.clone());
     let name = provision(&svc).await;
     assert_eq!(settle(&exec, &name).await.unwrap(), Phase::Ready);
-    let vmid = svc.get_worker(&name).await.unwrap().vmid.unwrap();
+    let worker = svc.get_worker(&name).await.unwrap();
+    let (vmid, host) = (worker.vmid.unwrap(), worker.host.unwrap());
+    let template = lab
+        .pve
+        .vms()
+        .into_iter()
+        .find(|v| v.template && v.node == host)
+        .expect("a template on the worker's host")
+        .vmid;
     let pve = exec.hypervisor().client();
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(30);
     // Behind Tidepool's back: our VM is deleted, and someone else's VM
-    // takes its VMID.
-    let upid = pve.stop("pve-01", vmid).await.unwrap();
+    // takes its VMID on the same host.
+    let upid = pve.stop(&host, vmid).await.unwrap();
     pve.wait_task(&upid, deadline()).await.unwrap();
     let options = DeleteOptions {
         purge: true,
         destroy_unreferenced_disks: true,
     };
-    let upid = pve.delete_vm("pve-01", vmid, &options).await.unwrap();
+    let upid = pve.delete_vm(&host, vmid, &options).await.unwrap();
     pve.wait_task(&upid, deadline()).await.unwrap();
     let request = CloneRequest {
         newid: vmid,
@@ -298,10 +306,10 @@ async fn a_stale_destroy_leaves_a_foreign_vm_that_reused_the_vmid_alone() {
         full: Some(true),
         ..CloneRequest::default()
     };
-    pve.clone_and_wait("pve-01", 9002, &request, deadline())
+    pve.clone_and_wait(&host, template, &request, deadline())
         .await
         .unwrap();
-    let upid = pve.start("pve-01", vmid).await.unwrap();
+    let upid = pve.start(&host, vmid).await.unwrap();
     pve.wait_task(&upid, deadline()).await.unwrap();
 
     svc.destroy("fault-test", &name, true).await.unwrap();

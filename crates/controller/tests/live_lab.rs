@@ -175,7 +175,7 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_are_placed_on_the_host_with_the_most_memory_headroom() {
+async fn workers_are_placed_by_the_planners_rule_and_one_that_fits_nowhere_fails() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let lab = tidepool_lab::start(LabOptions {
         scenario: Scenario::default_home_lab().unwrap(),
@@ -205,8 +205,10 @@ async fn workers_are_placed_on_the_host_with_the_most_memory_headroom() {
         .unwrap(),
     );
     let svc = Service::new(exec.clone());
-    // pve-01 has about 90 GiB of headroom, pve-02 about 54 GiB: two 32 GiB
-    // workers fit on pve-01, the third only on pve-02.
+    // pve-01 has about 90 GiB of headroom and a spare GPU, pve-02 about
+    // 54 GiB and none: the first 32 GiB worker goes to pve-02 (a VM
+    // without a GPU keeps off the GPU host while another has room), the
+    // next two to pve-01.
     let names = svc
         .provision(&ProvisionRequest {
             pool: "burst".into(),
@@ -264,7 +266,8 @@ async fn workers_are_placed_on_the_host_with_the_most_memory_headroom() {
     assert_eq!(phase, tidepool_core::Phase::Failed);
     let failure = svc.get_worker(&fourth).await.unwrap().failure.unwrap();
     assert!(
-        failure.starts_with("allocateVmid: no host has memory for the VM"),
+        failure.starts_with("allocateVmid: no host has room: pve-0")
+            && failure.contains(": memory (VM needs"),
         "{failure}"
     );
     lab.shutdown().await;

@@ -5,10 +5,13 @@
 //! `smbios1`, which every clone regenerates. Together with the VMID they
 //! are the identity the destroy interlock checks.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tidepool_core::config::ProxmoxProvider;
+use tidepool_core::config::{Pool, ProxmoxProvider};
+use tidepool_core::planner::ClaimState;
+use tidepool_core::planner::hosts::{Headroom, HostSnapshot, VmCost, place};
 use tidepool_proxmox::types::{CloneRequest, ConfigUpdate, DeleteOptions};
 use tidepool_proxmox::{HostPci, ProxmoxClient, ProxmoxError, Smbios1};
 use tokio::time::Instant;
@@ -39,6 +42,84 @@ impl PveHypervisor {
     pub fn client(&self) -> &ProxmoxClient {
         &self.client
     }
+
+    /// What the planner needs of this provider's hosts: memory committed to
+    /// VMs (running or not), logical CPUs and vCPUs allocated, free storage,
+    /// free GPU mapping devices and the VMs placed on each; plus every VMID
+    /// in use in the cluster. A host that does not answer is offline.
+    ///
+    /// # Errors
+    /// The cluster-wide reads (VMs, storage, PCI mappings) failing.
+    pub async fn host_snapshots(&self) -> ProviderResult<(Vec<HostSnapshot>, BTreeSet<u32>)> {
+        let pve = &self.client;
+        let vms = pve.cluster_vms().await.map_err(classify)?;
+        let storages = pve.cluster_storage().await.map_err(classify)?;
+        let mappings = pve.pci_mappings(None).await.map_err(classify)?;
+        let mut out = Vec::new();
+        for host in &self.provider.hosts {
+            let Ok(status) = pve.node_status(host).await else {
+                out.push(HostSnapshot {
+                    name: host.clone(),
+                    provider: self.provider.name.clone(),
+                    online: false,
+                    ..HostSnapshot::default()
+                });
+                continue;
+            };
+            let on_host: Vec<_> = vms
+                .iter()
+                .filter(|v| &v.node == host && !v.template)
+                .collect();
+            let mut gpu_free = BTreeMap::new();
+            for m in &mappings {
+                let devices = m
+                    .map
+                    .iter()
+                    .filter(|e| e.node.as_deref() == Some(host.as_str()))
+                    .count();
+                if devices == 0 {
+                    continue;
+                }
+                // A device is taken while a VM that maps it runs.
+                let mut used = 0usize;
+                for v in on_host.iter().filter(|v| v.status == "running") {
+                    if let Ok(cfg) = pve.vm_config(host, v.vmid).await
+                        && cfg
+                            .hostpci
+                            .values()
+                            .any(|h| h.mapping.as_deref() == Some(m.id.as_str()))
+                    {
+                        used += 1;
+                    }
+                }
+                gpu_free.insert(
+                    m.id.clone(),
+                    u32::try_from(devices.saturating_sub(used)).unwrap_or(0),
+                );
+            }
+            out.push(HostSnapshot {
+                name: host.clone(),
+                provider: self.provider.name.clone(),
+                online: true,
+                memory_total_mib: status.memory.total >> 20,
+                // Committed memory: every VM placed here, running or not.
+                memory_used_mib: on_host.iter().map(|v| v.maxmem.unwrap_or(0) >> 20).sum(),
+                cores: u32::try_from(status.cpuinfo.cpus).unwrap_or(u32::MAX),
+                vcpus_allocated: on_host.iter().map(|v| v.maxcpu.unwrap_or(0)).sum(),
+                storage_free_gib: storages
+                    .iter()
+                    .filter(|s| &s.node == host)
+                    .map(|s| (s.storage.clone(), s.free() >> 30))
+                    .collect(),
+                gpu_free,
+                vms: on_host
+                    .iter()
+                    .filter_map(|v| Some((v.name.clone()?, v.status == "running")))
+                    .collect(),
+            });
+        }
+        Ok((out, vms.iter().map(|v| v.vmid).collect()))
+    }
 }
 
 /// An error with its whole chain of causes, for messages that must say
@@ -68,22 +149,6 @@ pub fn classify(e: ProxmoxError) -> ProviderError {
         _ => ProviderErrorKind::Permanent,
     };
     ProviderError::new(kind, chain(&e))
-}
-
-/// Memory left on a host for a new VM, MiB (negative when overcommitted):
-/// its physical memory less the reserve, the memory of every VM placed
-/// there, running or not (`maxmem`, bytes), and the memory promised to
-/// claims whose VM is still to come. This is the planner's headroom model,
-/// so the executor accepts a host exactly when the planner would: a new
-/// VM needs its memory plus the per-VM overhead.
-fn memory_headroom_mib(
-    total_bytes: u64,
-    vm_maxmem_bytes: impl Iterator<Item = u64>,
-    reserve_mib: u64,
-    promised_mib: u64,
-) -> i128 {
-    let committed: i128 = vm_maxmem_bytes.map(|b| i128::from(b >> 20)).sum();
-    i128::from(total_bytes >> 20) - i128::from(reserve_mib) - committed - i128::from(promised_mib)
 }
 
 fn deadline() -> Instant {
@@ -187,11 +252,12 @@ impl Hypervisor for PveHypervisor {
 
     async fn choose_host(
         &self,
-        candidates: &[String],
+        pool: &Pool,
         template: &str,
-        memory_mib: u64,
-        pending: &std::collections::BTreeMap<String, u64>,
+        cost: &VmCost,
+        pending: &[(ClaimState, VmCost)],
     ) -> ProviderResult<String> {
+        let (hosts, _) = self.host_snapshots().await?;
         let vms = self.client.cluster_vms().await.map_err(classify)?;
         let holds_template = |host: &str| {
             vms.iter().any(|v| {
@@ -200,42 +266,24 @@ impl Hypervisor for PveHypervisor {
                     && (v.name.as_deref() == Some(template) || v.vmid.to_string() == template)
             })
         };
-        let mut best: Option<(i128, String)> = None;
-        let mut shortfalls = Vec::new();
-        for host in candidates {
-            if !holds_template(host) {
-                shortfalls.push(format!("{host}: no template `{template}`"));
+        let mut no_template = Vec::new();
+        let mut ledger = Vec::new();
+        for host in hosts.iter().filter(|h| h.online) {
+            if !holds_template(&host.name) {
+                no_template.push(format!("{}: no template `{template}`", host.name));
                 continue;
             }
-            let status = match self.client.node_status(host).await {
-                Ok(s) => s,
-                Err(e) => {
-                    shortfalls.push(format!("{host}: unreachable ({})", e.category()));
-                    continue;
-                }
-            };
-            let headroom = memory_headroom_mib(
-                status.memory.total,
-                vms.iter()
-                    .filter(|v| &v.node == host && !v.template)
-                    .map(|v| v.maxmem.unwrap_or(0)),
-                self.provider.host_memory_reserve_mib,
-                pending.get(host).copied().unwrap_or(0),
-            );
-            let need = i128::from(memory_mib) + i128::from(self.provider.vm_memory_overhead_mib);
-            if headroom >= need {
-                if best.as_ref().is_none_or(|(h, _)| headroom > *h) {
-                    best = Some((headroom, host.clone()));
-                }
-            } else {
-                shortfalls.push(format!("{host}: {headroom} MiB free, {need} MiB needed"));
-            }
+            let promised: Vec<(&ClaimState, VmCost)> = pending
+                .iter()
+                .filter(|(c, _)| c.host.as_deref() == Some(host.name.as_str()))
+                .map(|(c, cost)| (c, cost.clone()))
+                .collect();
+            ledger.push(Headroom::new(host, &self.provider, &promised));
         }
-        best.map(|(_, h)| h).ok_or_else(|| {
-            ProviderError::new(
-                ProviderErrorKind::InsufficientCapacity,
-                format!("no host has memory for the VM ({})", shortfalls.join("; ")),
-            )
+        place(&mut ledger, pool, &self.provider, cost).map_err(|short| {
+            let mut why = vec![short.message];
+            why.extend(no_template);
+            ProviderError::new(ProviderErrorKind::InsufficientCapacity, why.join("; "))
         })
     }
 
@@ -375,29 +423,5 @@ impl Hypervisor for PveHypervisor {
             .await
             .map_err(classify)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headroom_counts_existing_vms_by_their_memory_and_promised_ones_as_given() {
-        const GIB: u64 = 1 << 30;
-        // The home lab's pve-01: 192 GiB, truenas, the control plane and a
-        // node (96 GiB), a 4 GiB reserve, one small worker on its way
-        // (8 GiB + 512 MiB overhead).
-        let headroom = memory_headroom_mib(
-            192 * GIB,
-            [48 * GIB, 16 * GIB, 32 * GIB].into_iter(),
-            4096,
-            8192 + 512,
-        );
-        assert_eq!(headroom, 196_608 - 98_304 - 4096 - 8704);
-        assert_eq!(
-            memory_headroom_mib(8 * GIB, [8 * GIB].into_iter(), 4096, 0),
-            -4096
-        );
     }
 }

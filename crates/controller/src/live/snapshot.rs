@@ -1,21 +1,19 @@
 //! Observing the world for the planner: Kubernetes nodes and pods become
 //! [`NodeSnapshot`]s and [`PendingPod`]s, Proxmox hosts become
-//! [`HostSnapshot`]s, claims become [`ClaimState`]s. The planner itself is
+//! [`HostSnapshot`](tidepool_core::planner::hosts::HostSnapshot)s, claims become [`ClaimState`]s. The planner itself is
 //! pure; everything it knows comes through here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 use tidepool_core::conventions::{Taint, TaintEffect};
-use tidepool_core::planner::hosts::HostSnapshot;
 use tidepool_core::planner::{ClaimState, PendingPod, PlanInput};
 use tidepool_core::pool::Resources;
 use tidepool_core::quantity::Quantity;
 use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests};
 
 use crate::live::connect::LiveExecutor;
-use crate::live::pve::classify as classify_pve;
 use crate::ports::{ClaimStore, ProviderError, ProviderErrorKind};
 
 /// The scheduler's view of a node: allocatable, labels, taints, cordon and
@@ -132,17 +130,6 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
             let node = node_snaps.iter().find(|n| n.name == c.name);
             let idle = node.is_some_and(|n| !n.has_workload());
             ClaimState {
-                name: c.name.clone(),
-                pool: c.spec.pool.clone(),
-                size: c.spec.size.clone(),
-                phase: c.status.lifecycle.phase(),
-                host: c
-                    .status
-                    .vm
-                    .as_ref()
-                    .map(|v| v.node.clone())
-                    .or_else(|| c.status.host.clone()),
-                expires_at: c.status.expires_at,
                 // Without a record of the last workload pod, an idle worker
                 // counts as idle since it became Ready.
                 idle_since: idle
@@ -153,10 +140,16 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
                             .copied()
                     })
                     .flatten(),
+                ..c.planner_state()
             }
         })
         .collect();
-    let (hosts, vmids) = hosts(exec, &config).await?;
+    let (hosts, in_use) = exec.hypervisor().host_snapshots().await?;
+    let vmids = config
+        .providers
+        .keys()
+        .map(|name| (name.clone(), in_use.clone()))
+        .collect();
     Ok(PlanInput {
         config,
         nodes: node_snaps,
@@ -167,90 +160,4 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
         pool_state: BTreeMap::new(),
         now,
     })
-}
-
-type HostsAndVmids = (Vec<HostSnapshot>, BTreeMap<String, BTreeSet<u32>>);
-
-async fn hosts(
-    exec: &LiveExecutor,
-    config: &tidepool_core::Config,
-) -> Result<HostsAndVmids, ProviderError> {
-    let pve = exec.hypervisor().client();
-    let vms = pve.cluster_vms().await.map_err(classify_pve)?;
-    let storages = pve.cluster_storage().await.map_err(classify_pve)?;
-    let mappings = pve.pci_mappings(None).await.map_err(classify_pve)?;
-    let mut out = Vec::new();
-    let mut vmids = BTreeMap::new();
-    for provider in config.providers.values() {
-        vmids.insert(
-            provider.name.clone(),
-            vms.iter().map(|v| v.vmid).collect::<BTreeSet<u32>>(),
-        );
-        for host in &provider.hosts {
-            let status = match pve.node_status(host).await {
-                Ok(s) => s,
-                Err(_) => {
-                    out.push(HostSnapshot {
-                        name: host.clone(),
-                        provider: provider.name.clone(),
-                        online: false,
-                        ..HostSnapshot::default()
-                    });
-                    continue;
-                }
-            };
-            let on_host: Vec<_> = vms
-                .iter()
-                .filter(|v| &v.node == host && !v.template)
-                .collect();
-            // Committed memory: every VM placed here, running or not.
-            let used_mib: u64 = on_host.iter().map(|v| v.maxmem.unwrap_or(0) >> 20).sum();
-            let mut gpu_free = BTreeMap::new();
-            for m in &mappings {
-                let devices = m
-                    .map
-                    .iter()
-                    .filter(|e| e.node.as_deref() == Some(host.as_str()))
-                    .count();
-                if devices == 0 {
-                    continue;
-                }
-                let mut used = 0usize;
-                for v in on_host.iter().filter(|v| v.status == "running") {
-                    if let Ok(cfg) = pve.vm_config(host, v.vmid).await
-                        && cfg
-                            .hostpci
-                            .values()
-                            .any(|h| h.mapping.as_deref() == Some(m.id.as_str()))
-                    {
-                        used += 1;
-                    }
-                }
-                gpu_free.insert(
-                    m.id.clone(),
-                    u32::try_from(devices.saturating_sub(used)).unwrap_or(0),
-                );
-            }
-            out.push(HostSnapshot {
-                name: host.clone(),
-                provider: provider.name.clone(),
-                online: true,
-                memory_total_mib: status.memory.total >> 20,
-                memory_used_mib: used_mib,
-                cores: u32::try_from(status.cpuinfo.cpus).unwrap_or(u32::MAX),
-                vcpus_allocated: on_host.iter().map(|v| v.maxcpu.unwrap_or(0)).sum(),
-                storage_free_gib: storages
-                    .iter()
-                    .filter(|s| &s.node == host)
-                    .map(|s| (s.storage.clone(), s.free() >> 30))
-                    .collect(),
-                gpu_free,
-                vms: on_host
-                    .iter()
-                    .filter_map(|v| Some((v.name.clone()?, v.status == "running")))
-                    .collect(),
-            });
-        }
-    }
-    Ok((out, vmids))
 }
