@@ -178,14 +178,18 @@ impl Claim {
             pool: self.spec.pool.clone(),
             size: self.spec.size.clone(),
             phase: self.status.lifecycle.phase(),
-            host: self
-                .status
-                .vm
-                .as_ref()
-                .map(|v| v.node.clone())
-                .or_else(|| self.status.host.clone()),
+            host: self.host(),
             expires_at: self.status.expires_at,
             idle_since: None,
         }
+    }
+
+    /// The host the claim's VM is on, or the one chosen for it.
+    pub fn host(&self) -> Option<String> {
+        self.status
+            .vm
+            .as_ref()
+            .map(|v| v.node.clone())
+            .or_else(|| self.status.host.clone())
     }
 }

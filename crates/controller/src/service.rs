@@ -456,12 +456,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             cordoned: node.is_some_and(|n| n.unschedulable),
             workload_pods: node.map_or(0, |n| n.workload_pods),
             vmid: c.status.vm.as_ref().map(|v| v.vmid).or(c.status.vmid),
-            host: c
-                .status
-                .vm
-                .as_ref()
-                .map(|v| v.node.clone())
-                .or_else(|| c.status.host.clone()),
+            host: c.host(),
             ip: c.status.ip.map(|ip| ip.to_string()),
             expires_at: c.status.expires_at,
             requested_by: Some(c.spec.requested_by.clone()),

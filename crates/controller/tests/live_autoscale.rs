@@ -129,28 +129,22 @@ async fn a_burst_is_handled_and_scaled_back_down() {
             .all(|v| !(1250..=1300).contains(&v.vmid)),
         "their VMs are deleted"
     );
-    let scale_downs = live
-        .lab
-        .kube
-        .list("v1", "Event", "", "")
-        .unwrap()
-        .into_iter()
-        .filter(|e| e["involvedObject"]["kind"] == "Node" && e["reason"] == "ScaleDown")
-        .map(|e| e["message"].as_str().unwrap_or("").to_owned())
-        .collect::<Vec<_>>();
+    let node_events = |reason: &str| {
+        live.lab
+            .kube
+            .list("v1", "Event", "", "")
+            .unwrap()
+            .into_iter()
+            .filter(|e| e["involvedObject"]["kind"] == "Node" && e["reason"] == reason)
+            .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+    };
+    let scale_downs = node_events("ScaleDown");
     assert!(
         !scale_downs.is_empty() && scale_downs.iter().all(|m| m.contains("idle")),
         "each removed node is told why: {scale_downs:?}"
     );
-    let joined = live
-        .lab
-        .kube
-        .list("v1", "Event", "", "")
-        .unwrap()
-        .into_iter()
-        .filter(|e| e["involvedObject"]["kind"] == "Node" && e["reason"] == "WorkerReady")
-        .map(|e| e["message"].as_str().unwrap_or("").to_owned())
-        .collect::<Vec<_>>();
+    let joined = node_events("WorkerReady");
     assert!(
         joined.len() >= scale_downs.len()
             && joined

@@ -1712,16 +1712,18 @@ mod pool_triggers {
         );
     }
 
+    /// What the capacity report (the planner's ledger) says of pve-01.
+    fn pve01_capacity(input: &PlanInput) -> tidepool_core::planner::capacity::HostCapacity {
+        tidepool_core::planner::capacity::report(input)
+            .hosts
+            .into_iter()
+            .find(|h| h.name == "pve-01")
+            .unwrap()
+    }
+
     #[test]
     fn a_provisioning_vm_the_host_already_lists_is_not_counted_twice() {
-        let free_on_pve01 = |input: &PlanInput| {
-            tidepool_core::planner::capacity::report(input)
-                .hosts
-                .iter()
-                .find(|h| h.name == "pve-01")
-                .unwrap()
-                .memory_free_mib
-        };
+        let free_on_pve01 = |input: &PlanInput| pve01_capacity(input).memory_free_mib;
         let mut input = world();
         input
             .claims
@@ -1751,11 +1753,7 @@ mod pool_triggers {
     #[test]
     fn a_cloned_gpu_vm_keeps_its_device_promised_until_it_runs() {
         let gpu_free = |input: &PlanInput| {
-            tidepool_core::planner::capacity::report(input)
-                .hosts
-                .iter()
-                .find(|h| h.name == "pve-01")
-                .unwrap()
+            pve01_capacity(input)
                 .gpu_free
                 .get("tesla-t4")
                 .copied()
