@@ -477,9 +477,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                                 permanent(format!("unknown provider `{}`", pool.provider))
                             })?;
                         let pending = vms_on_their_way(&self.config, &others);
-                        let template = pool.template_for(&claim.spec.size);
-                        let cost = VmCost::of(&size.size, provider);
-                        match self.hv.choose_host(pool, &template, &cost, &pending).await {
+                        let cost = VmCost::new_worker(pool, &size.size, provider);
+                        match self.hv.choose_host(pool, &cost, &pending).await {
                             Ok(host) => s.host = Some(host),
                             Err(e) if e.kind == ProviderErrorKind::InsufficientCapacity => {
                                 return Ok(Outcome::Fail(e.message));

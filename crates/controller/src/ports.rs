@@ -124,18 +124,17 @@ pub trait Hypervisor: Send + Sync {
     /// Every VM whose ownership markers name `claim`.
     fn owned_by(&self, claim: &str) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
     /// The host for a new VM costing `cost` in `pool`, chosen by the
-    /// planner's rule ([`tidepool_core::planner::hosts::place`]: room in
-    /// memory above the reserve, vCPUs under the overcommit ratio, storage
-    /// and GPU devices; hosts with no spare GPU first for a VM without one;
-    /// then the most memory) among the pool's online hosts that hold
-    /// `template`. `pending` are the other claims on their way, with their
-    /// cost: their VMs are taken off each host's room unless the host
-    /// already counts them. `InsufficientCapacity` names each host's
-    /// shortfall when none fits.
+    /// planner's rule ([`tidepool_core::planner::hosts::place`]: the VM's
+    /// template clonable there, room in memory above the reserve, vCPUs
+    /// under the overcommit ratio, storage and GPU devices; hosts with no
+    /// spare GPU first for a VM without one; then the most memory) among
+    /// the pool's online hosts. `pending` are the other claims on their
+    /// way, with their cost: their VMs are taken off each host's room
+    /// unless the host already counts them. `InsufficientCapacity` names
+    /// each host's shortfall when none fits.
     fn choose_host(
         &self,
         pool: &tidepool_core::config::Pool,
-        template: &str,
         cost: &tidepool_core::planner::hosts::VmCost,
         pending: &[(
             tidepool_core::planner::ClaimState,

@@ -187,7 +187,6 @@ impl Hypervisor for Fake {
     async fn choose_host(
         &self,
         pool: &tidepool_core::config::Pool,
-        _template: &str,
         _cost: &tidepool_core::planner::hosts::VmCost,
         _pending: &[(
             tidepool_core::planner::ClaimState,

@@ -234,6 +234,7 @@ fn cluster(cfg: &Config, count: usize) -> Vec<NodeSnapshot> {
 
 fn input(pods: usize, nodes: usize) -> PlanInput {
     let cfg = config();
+    let templates = cfg.templates();
     let host = |name: &str, gpus: u32| HostSnapshot {
         name: name.into(),
         provider: "pve".into(),
@@ -245,6 +246,7 @@ fn input(pods: usize, nodes: usize) -> PlanInput {
         storage_free_gib: BTreeMap::from([("local-lvm".to_owned(), 1 << 40)]),
         gpu_free: BTreeMap::from([("tesla-t4".to_owned(), gpus)]),
         vms: BTreeMap::new(),
+        templates: templates.clone(),
     };
     let pool_state = POOLS
         .into_iter()

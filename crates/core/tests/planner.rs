@@ -466,6 +466,8 @@ mod fixtures {
                 BTreeMap::new()
             },
             vms: BTreeMap::new(),
+            // Every host holds every template, unless a test says otherwise.
+            templates: example().templates(),
         }
     }
 
@@ -647,6 +649,39 @@ mod scale_up {
         assert_eq!(
             provisions(&plan(&input)),
             vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+        );
+    }
+
+    #[test]
+    fn a_host_that_cannot_clone_the_template_is_passed_over_and_named() {
+        // pve-02 would take the burst worker (no spare GPU), but lacks the
+        // medium template: pve-01 gets it.
+        let mut input = world();
+        emergency(&mut input, "burst");
+        input.pending = pods(3, 2500, 5, 0);
+        let medium = input.config.pool("burst").unwrap().template_for("medium");
+        input.hosts[1].templates.remove(&medium);
+        assert_eq!(
+            provisions(&plan(&input)),
+            vec![p("burst", "medium", "pve-01", 1, ReasonCode::Emergency)]
+        );
+        // Neither host has it: the pods are told why, and no smaller size
+        // is forced on them when that one is missing too.
+        input.hosts[0].templates.clear();
+        input.hosts[1].templates.clear();
+        let plan = plan(&input);
+        assert!(provisions(&plan).is_empty());
+        let why = unhelpable(&plan);
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(
+            why.iter()
+                .all(|(_, code)| *code == ReasonCode::HostTemplate)
+        );
+        assert!(
+            plan.unhelpable[0]
+                .reason
+                .message
+                .contains("no template `talos-worker-")
         );
     }
 
@@ -951,6 +986,35 @@ mod scale_up {
         input.pending = pods(2, 3000, 4, 600);
         let plan = plan(&input);
         assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn a_worker_whose_node_is_ready_but_not_yet_labelled_still_counts_as_on_its_way() {
+        // The node turned Ready in the cache, but its labels and taints have
+        // not arrived: the pods do not fit it yet, and the claim must not
+        // vanish from the capacity on its way, whether it says Joining or
+        // already Ready.
+        for phase in [Phase::Joining, Phase::Ready] {
+            let mut input = world();
+            let i = worker(&mut input, "burst-abcde", "burst", 0);
+            input.claims[i].phase = phase;
+            let node = input.nodes.last_mut().unwrap();
+            node.labels = BTreeMap::from([(
+                "kubernetes.io/hostname".to_owned(),
+                "burst-abcde".to_owned(),
+            )]);
+            node.taints.clear();
+            input.pending = pods(2, 1000, 1, 600);
+            let plan = plan(&input);
+            assert!(provisions(&plan).is_empty(), "{phase:?}: {plan:?}");
+            assert!(plan.unhelpable.is_empty(), "{phase:?}");
+        }
+        // Once labelled, the node itself is the capacity: a pod too big for
+        // it gets a new worker.
+        let mut input = world();
+        worker(&mut input, "burst-abcde", "burst", 0);
+        input.pending = pods(1, 7000, 1, 600);
+        assert_eq!(provisions(&plan(&input)).len(), 1);
     }
 
     #[test]

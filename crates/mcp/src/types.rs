@@ -496,7 +496,7 @@ fn or_null(mut schema: Value) -> Value {
 }
 
 const BINDING: &str = "A reason code: limit-max-nodes, limit-cpu-cores, limit-memory, \
-vmid-range, host-memory, host-cpu, host-storage, host-gpu or no-host.";
+vmid-range, host-memory, host-cpu, host-storage, host-gpu, host-template or no-host.";
 
 fn limits_schema(description: &str) -> Value {
     object(

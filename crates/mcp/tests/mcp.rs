@@ -581,6 +581,9 @@ fn host(
         storage_free_gib: BTreeMap::from([("local-lvm".into(), disk_gib)]),
         gpu_free: BTreeMap::new(),
         vms: BTreeMap::new(),
+        templates: tidepool_core::config::load(tidepool_core::config::EXAMPLE)
+            .unwrap()
+            .templates(),
     }
 }
 

@@ -55,6 +55,31 @@ impl PveHypervisor {
         let vms = pve.cluster_vms().await.map_err(classify)?;
         let storages = pve.cluster_storage().await.map_err(classify)?;
         let mappings = pve.pci_mappings(None).await.map_err(classify)?;
+        let shared: BTreeSet<&str> = storages
+            .iter()
+            .filter(|s| s.shared)
+            .map(|s| s.storage.as_str())
+            .collect();
+        // Where each template can be cloned to: its own host, or every host
+        // when all its disks are on shared storage.
+        let mut local_templates: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        let mut everywhere = BTreeSet::new();
+        for t in vms.iter().filter(|v| v.template) {
+            let names = t.name.iter().cloned().chain([t.vmid.to_string()]);
+            let on_shared_storage = match pve.vm_config(&t.node, t.vmid).await {
+                Ok(cfg) => {
+                    let volumes = disk_storages(&cfg.raw);
+                    !volumes.is_empty() && volumes.iter().all(|s| shared.contains(s.as_str()))
+                }
+                // Unknown: assume it can only be cloned where it is.
+                Err(_) => false,
+            };
+            if on_shared_storage {
+                everywhere.extend(names);
+            } else {
+                local_templates.entry(&t.node).or_default().extend(names);
+            }
+        }
         let mut out = Vec::new();
         for host in &self.provider.hosts {
             let Ok(status) = pve.node_status(host).await else {
@@ -116,6 +141,13 @@ impl PveHypervisor {
                     .iter()
                     .filter_map(|v| Some((v.name.clone()?, v.status == "running")))
                     .collect(),
+                templates: local_templates
+                    .get(host.as_str())
+                    .into_iter()
+                    .flatten()
+                    .chain(&everywhere)
+                    .cloned()
+                    .collect(),
             });
         }
         Ok((out, vms.iter().map(|v| v.vmid).collect()))
@@ -149,6 +181,28 @@ pub fn classify(e: ProxmoxError) -> ProviderError {
         _ => ProviderErrorKind::Permanent,
     };
     ProviderError::new(kind, chain(&e))
+}
+
+/// The storages a VM's disks live on, from its configuration: every
+/// `scsiN`, `virtioN`, `sataN`, `ideN`, `efidisk0` and `tpmstate0` volume,
+/// cloud-init drives included, ISO images and empty drives not.
+fn disk_storages(config: &BTreeMap<String, serde_json::Value>) -> BTreeSet<String> {
+    let is_disk_key = |k: &str| {
+        ["scsi", "virtio", "sata", "ide"].iter().any(|bus| {
+            k.strip_prefix(bus)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        }) || k == "efidisk0"
+            || k == "tpmstate0"
+    };
+    config
+        .iter()
+        .filter(|(k, _)| is_disk_key(k))
+        .filter_map(|(_, v)| {
+            let volume = v.as_str()?.split(',').next()?;
+            let (storage, name) = volume.split_once(':')?;
+            (!name.starts_with("iso/")).then(|| storage.to_owned())
+        })
+        .collect()
 }
 
 fn deadline() -> Instant {
@@ -253,37 +307,25 @@ impl Hypervisor for PveHypervisor {
     async fn choose_host(
         &self,
         pool: &Pool,
-        template: &str,
         cost: &VmCost,
         pending: &[(ClaimState, VmCost)],
     ) -> ProviderResult<String> {
         let (hosts, _) = self.host_snapshots().await?;
-        let vms = self.client.cluster_vms().await.map_err(classify)?;
-        let holds_template = |host: &str| {
-            vms.iter().any(|v| {
-                v.template
-                    && v.node == host
-                    && (v.name.as_deref() == Some(template) || v.vmid.to_string() == template)
+        let ledger: Vec<Headroom> = hosts
+            .iter()
+            .filter(|h| h.online)
+            .map(|host| {
+                let promised: Vec<(&ClaimState, VmCost)> = pending
+                    .iter()
+                    .filter(|(c, _)| c.host.as_deref() == Some(host.name.as_str()))
+                    .map(|(c, cost)| (c, cost.clone()))
+                    .collect();
+                Headroom::new(host, &self.provider, &promised)
             })
-        };
-        let mut no_template = Vec::new();
-        let mut ledger = Vec::new();
-        for host in hosts.iter().filter(|h| h.online) {
-            if !holds_template(&host.name) {
-                no_template.push(format!("{}: no template `{template}`", host.name));
-                continue;
-            }
-            let promised: Vec<(&ClaimState, VmCost)> = pending
-                .iter()
-                .filter(|(c, _)| c.host.as_deref() == Some(host.name.as_str()))
-                .map(|(c, cost)| (c, cost.clone()))
-                .collect();
-            ledger.push(Headroom::new(host, &self.provider, &promised));
-        }
+            .collect();
+        let mut ledger = ledger;
         place(&mut ledger, pool, &self.provider, cost).map_err(|short| {
-            let mut why = vec![short.message];
-            why.extend(no_template);
-            ProviderError::new(ProviderErrorKind::InsufficientCapacity, why.join("; "))
+            ProviderError::new(ProviderErrorKind::InsufficientCapacity, short.message)
         })
     }
 
@@ -423,5 +465,29 @@ impl Hypervisor for PveHypervisor {
             .await
             .map_err(classify)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_storages_of_a_templates_disks_are_read_from_its_config() {
+        let config: BTreeMap<String, serde_json::Value> = [
+            ("scsi0", json!("ceph-rbd:base-9001-disk-0,size=100G")),
+            ("efidisk0", json!("ceph-rbd:base-9001-disk-1,efitype=4m")),
+            ("ide2", json!("local-lvm:vm-9001-cloudinit,media=cdrom")),
+            ("ide0", json!("local:iso/talos-amd64.iso,media=cdrom")),
+            ("sata1", json!("none,media=cdrom")),
+            ("scsihw", json!("virtio-scsi-single")),
+            ("net0", json!("virtio=BC:24:11:00:00:01,bridge=vmbr0")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let found: Vec<String> = disk_storages(&config).into_iter().collect();
+        assert_eq!(found, ["ceph-rbd", "local-lvm"]);
     }
 }

@@ -396,6 +396,14 @@ impl Config {
     pub fn size(&self, name: &str) -> Option<&SizeEntry> {
         self.sizes.get(name)
     }
+
+    /// Every template a pool clones its workers from, over all its sizes.
+    pub fn templates(&self) -> std::collections::BTreeSet<String> {
+        self.pools
+            .iter()
+            .flat_map(|p| p.sizes.iter().map(|s| p.template_for(s)))
+            .collect()
+    }
 }
 
 /// A document that passed validation, ready to [build](Self::build).

@@ -201,7 +201,7 @@ pub struct SizeFit {
     /// The dimension that runs out first, as the planner would name it when
     /// refusing the next worker: `limit-max-nodes`, `limit-cpu-cores`,
     /// `limit-memory`, `vmid-range`, `host-memory`, `host-cpu`,
-    /// `host-storage`, `host-gpu` or `no-host`.
+    /// `host-storage`, `host-gpu`, `host-template` or `no-host`.
     #[serde(serialize_with = "code_str")]
     pub binding: ReasonCode,
     /// The figures in a sentence.
@@ -519,6 +519,14 @@ fn host_fit(room: &Headroom, cost: &VmCost, storage: &str) -> HostFit {
             binding = code;
         }
     }
+    if cost
+        .template
+        .as_ref()
+        .is_some_and(|t| !room.templates.contains(t))
+    {
+        fits = 0;
+        binding = ReasonCode::HostTemplate;
+    }
     HostFit {
         host: room.name.clone(),
         fits,
@@ -542,7 +550,7 @@ fn size_fit(
 ) -> SizeFit {
     let (pool, provider) = (ctx.pool, ctx.provider);
     let size = &entry.size;
-    let cost = VmCost::of(size, provider);
+    let cost = VmCost::new_worker(pool, size, provider);
     let hosts: Vec<HostFit> = ledger
         .iter()
         .filter(|r| r.provider == provider.name && may_use(pool, provider, &r.name))
@@ -657,7 +665,12 @@ fn add_one(
         );
     }
     let mut after = ledger.to_vec();
-    let host = match place(&mut after, pool, provider, &VmCost::of(size, provider)) {
+    let host = match place(
+        &mut after,
+        pool,
+        provider,
+        &VmCost::new_worker(pool, size, provider),
+    ) {
         Ok(host) => host,
         Err(short) => return refused(short.code, short.message),
     };
@@ -832,6 +845,7 @@ mod tests {
             storage_free_gib: BTreeMap::from([("local-lvm".into(), 100 << 10)]),
             gpu_free: BTreeMap::from([("tesla-t4".into(), 1)]),
             vms: BTreeMap::new(),
+            templates: config::load(EXAMPLE).unwrap().templates(),
         }
     }
 
@@ -893,7 +907,12 @@ mod tests {
             if vmids == 0 {
                 return (n, ReasonCode::VmidRange);
             }
-            if let Err(short) = place(&mut ledger, pool, provider, &VmCost::of(size, provider)) {
+            if let Err(short) = place(
+                &mut ledger,
+                pool,
+                provider,
+                &VmCost::new_worker(pool, size, provider),
+            ) {
                 return (n, short.code);
             }
             usage.nodes += 1;

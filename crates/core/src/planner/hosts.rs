@@ -3,7 +3,7 @@
 //! ratio, storage, free GPU devices per mapping) and the choice of host
 //! for each new VM.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Pool, ProxmoxProvider};
 use crate::pool::Size;
@@ -38,6 +38,10 @@ pub struct HostSnapshot {
     /// runs. Their memory, vCPUs and disks are in the figures above; their
     /// GPU devices only while they run.
     pub vms: BTreeMap<String, bool>,
+    /// The templates a VM can be cloned from onto this host, by name and by
+    /// VMID: those stored on it, and those elsewhere whose disks are all on
+    /// shared storage (Proxmox clones across nodes only from those).
+    pub templates: BTreeSet<String>,
 }
 
 /// A VM's cost on a host.
@@ -51,6 +55,10 @@ pub struct VmCost {
     pub disk_gib: u64,
     /// GPU mapping and device count, if any.
     pub gpu: Option<(String, u32)>,
+    /// The template a new VM is cloned from; the host must offer it
+    /// ([`HostSnapshot::templates`]). `None` for VMs that exist or are
+    /// already on their way.
+    pub template: Option<String>,
 }
 
 impl VmCost {
@@ -62,6 +70,16 @@ impl VmCost {
             vcpus: u64::from(size.vcpu),
             disk_gib,
             gpu: size.gpu.as_ref().map(|g| (g.mapping.clone(), g.count)),
+            template: None,
+        }
+    }
+
+    /// What a new worker of `size` in `pool` costs a host of `provider`,
+    /// with the template it is cloned from.
+    pub fn new_worker(pool: &Pool, size: &Size, provider: &ProxmoxProvider) -> Self {
+        VmCost {
+            template: Some(pool.template_for(&size.name)),
+            ..Self::of(size, provider)
         }
     }
 }
@@ -81,6 +99,8 @@ pub struct Headroom {
     pub storage_gib: BTreeMap<String, u64>,
     /// Free GPU devices per mapping.
     pub gpu_free: BTreeMap<String, u32>,
+    /// Templates a VM can be cloned from onto it.
+    pub templates: BTreeSet<String>,
 }
 
 /// The first dimension a host lacks for a VM.
@@ -112,6 +132,7 @@ impl Headroom {
             vcpus: f64::from(host.cores) * provider.cpu_overcommit - host.vcpus_allocated as f64,
             storage_gib: host.storage_free_gib.clone(),
             gpu_free: host.gpu_free.clone(),
+            templates: host.templates.clone(),
         };
         for (claim, cost) in pending {
             match host.vms.get(&claim.name) {
@@ -126,6 +147,17 @@ impl Headroom {
 
     /// Why a VM costing `cost` on `storage` does not fit, or `None` if it does.
     pub fn shortfall(&self, cost: &VmCost, storage: &str) -> Option<Shortfall> {
+        if let Some(template) = &cost.template
+            && !self.templates.contains(template)
+        {
+            return Some(Shortfall {
+                code: ReasonCode::HostTemplate,
+                message: format!(
+                    "{}: no template `{template}` (neither on the host nor on shared storage)",
+                    self.name
+                ),
+            });
+        }
         let need_mem = i64::try_from(cost.memory_mib).unwrap_or(i64::MAX);
         if self.memory_mib < need_mem {
             return Some(Shortfall {

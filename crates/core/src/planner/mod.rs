@@ -132,6 +132,9 @@ pub enum ReasonCode {
     HostStorage,
     /// No host has a free device in the GPU mapping.
     HostGpu,
+    /// No host can clone the VM's template (it is on none of them and not
+    /// on shared storage).
+    HostTemplate,
     /// The pool may use no host at all.
     NoHost,
     /// The provider's VMID range is exhausted.
@@ -185,6 +188,7 @@ impl ReasonCode {
             Self::HostCpu => "host-cpu",
             Self::HostStorage => "host-storage",
             Self::HostGpu => "host-gpu",
+            Self::HostTemplate => "host-template",
             Self::NoHost => "no-host",
             Self::VmidRange => "vmid-range",
             Self::TriggerWindow => "trigger-window",

@@ -372,7 +372,12 @@ pub fn plan_scale_up(input: &PlanInput, out: &mut Plan) -> ScaleUpOutcome {
                     ),
                 ))
             } else {
-                match place(&mut ledger, pool, provider, &VmCost::of(size, provider)) {
+                match place(
+                    &mut ledger,
+                    pool,
+                    provider,
+                    &VmCost::new_worker(pool, size, provider),
+                ) {
                     Err(short) => {
                         if pool.kind == PoolKind::Permanent
                             && matches!(
@@ -483,15 +488,31 @@ fn capacity_on_hand(input: &PlanInput) -> Vec<NodeSnapshot> {
         .filter(|n| n.ready && !n.unschedulable)
         .cloned()
         .collect();
-    let ready: BTreeSet<&str> = input
+    // A worker's node is itself only once it is Ready and carries the
+    // worker's labels (and so its pool's labels and taints); until the
+    // cache shows both, the worker counts as the node it is about to be.
+    // This covers the moment between the node turning Ready and its labels
+    // arriving, even after the claim itself says Ready.
+    let claim_key = cfg.labels.claim();
+    let labelled = |n: &NodeSnapshot| n.labels.get(&claim_key) == Some(&n.name);
+    let counted: BTreeSet<&str> = input
         .nodes
         .iter()
-        .filter(|n| n.ready)
+        .filter(|n| n.ready && labelled(n))
         .map(|n| n.name.as_str())
         .collect();
-    for claim in input.claims.iter().filter(|c| c.in_flight()) {
-        // A claim whose node is already Ready is counted as that node.
-        if ready.contains(claim.name.as_str()) {
+    let unlabelled: BTreeSet<&str> = input
+        .nodes
+        .iter()
+        .filter(|n| !labelled(n))
+        .map(|n| n.name.as_str())
+        .collect();
+    let on_its_way = |c: &&ClaimState| {
+        c.in_flight()
+            || (c.phase == crate::lifecycle::Phase::Ready && unlabelled.contains(c.name.as_str()))
+    };
+    for claim in input.claims.iter().filter(on_its_way) {
+        if counted.contains(claim.name.as_str()) {
             continue;
         }
         let (Some(pool), Some(size)) = (cfg.pool(&claim.pool), cfg.size(&claim.size)) else {
@@ -1189,7 +1210,12 @@ fn grant(
             ));
             break;
         }
-        match place(ledger, pool, provider, &VmCost::of(size, provider)) {
+        match place(
+            ledger,
+            pool,
+            provider,
+            &VmCost::new_worker(pool, size, provider),
+        ) {
             Err(short) => {
                 refusal = Some(Reason::new(
                     short.code,
@@ -1281,7 +1307,7 @@ fn preempt_spot(
         let Some(&first) = pods.first() else {
             continue;
         };
-        let cost = VmCost::of(&want.entry.size, want.provider);
+        let cost = VmCost::new_worker(want.pool, &want.entry.size, want.provider);
         let storage = &want.provider.storage;
         // (spot workers to drain, ledger index, headroom after they leave)
         let mut best: Option<(Vec<&ClaimState>, usize, Headroom)> = None;
