@@ -88,7 +88,7 @@ impl Autoscaler {
     }
 
     /// One pass: observe, plan, act. Also returns the next moment a
-    /// time-based rule may change the plan (see [`next_deadline`]).
+    /// time-based rule may change the plan (see `next_deadline`).
     ///
     /// # Errors
     /// Observation or claim-store failures (the next pass retries).

@@ -156,7 +156,7 @@ impl Params {
     /// An optional boolean: only `0` and `1` are accepted at the top level.
     ///
     /// # Errors
-    /// 400 "type check ('boolean') failed - got '<v>'".
+    /// 400 "type check ('boolean') failed - got `'<v>'`".
     pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
         match self.get(name) {
             None => Ok(None),
