@@ -30,12 +30,48 @@ const TASK_DEADLINE: Duration = Duration::from_secs(600);
 pub struct PveHypervisor {
     client: ProxmoxClient,
     provider: ProxmoxProvider,
+    /// The storages of each template's disks, by node and VMID, with when
+    /// they were read: templates change rarely, and reading every
+    /// template's config on every planning pass would load Proxmox.
+    template_disks: std::sync::Mutex<TemplateDisks>,
 }
+
+/// Per (node, VMID): when the disks were read, and their storages.
+type TemplateDisks = BTreeMap<(String, u32), (Instant, BTreeSet<String>)>;
+
+/// How long a template's disk storages are trusted before being read again.
+const TEMPLATE_DISKS_TTL: Duration = Duration::from_secs(600);
 
 impl PveHypervisor {
     /// A hypervisor over `client` for `provider`'s VMID range, storage and pool.
     pub fn new(client: ProxmoxClient, provider: ProxmoxProvider) -> Self {
-        Self { client, provider }
+        Self {
+            client,
+            provider,
+            template_disks: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The storages `template`'s disks are on (cached for
+    /// [`TEMPLATE_DISKS_TTL`]); `None` when its config cannot be read.
+    async fn template_storages(&self, node: &str, vmid: u32) -> Option<BTreeSet<String>> {
+        let key = (node.to_owned(), vmid);
+        let cached = self
+            .template_disks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < TEMPLATE_DISKS_TTL)
+            .map(|(_, disks)| disks.clone());
+        if cached.is_some() {
+            return cached;
+        }
+        let disks = disk_storages(&self.client.vm_config(node, vmid).await.ok()?.raw);
+        self.template_disks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, (Instant::now(), disks.clone()));
+        Some(disks)
     }
 
     /// The client.
@@ -66,13 +102,12 @@ impl PveHypervisor {
         let mut everywhere = BTreeSet::new();
         for t in vms.iter().filter(|v| v.template) {
             let names = t.name.iter().cloned().chain([t.vmid.to_string()]);
-            let on_shared_storage = match pve.vm_config(&t.node, t.vmid).await {
-                Ok(cfg) => {
-                    let volumes = disk_storages(&cfg.raw);
+            let on_shared_storage = match self.template_storages(&t.node, t.vmid).await {
+                Some(volumes) => {
                     !volumes.is_empty() && volumes.iter().all(|s| shared.contains(s.as_str()))
                 }
                 // Unknown: assume it can only be cloned where it is.
-                Err(_) => false,
+                None => false,
             };
             if on_shared_storage {
                 everywhere.extend(names);
