@@ -233,6 +233,16 @@ async fn spot_preemption(name: &'static str, work: SpotWork) {
         provision(&live, "spot", "small", None).await,
         provision(&live, "spot", "small", None).await,
     ];
+    // The work arrives once both are Ready, so that it lands on them; the
+    // spot pool's own scale-up is not what this scenario is about.
+    let ready = eventually(PATIENCE, || {
+        spots.iter().all(|s| {
+            live.claim(s)
+                .is_some_and(|c| c["status"]["phase"] == "Ready")
+        })
+    })
+    .await;
+    assert!(ready, "the spot workers are Ready\n{}", live.dump_claims());
     let batch = json!({
         "nodeSelector": {"node-pool": "spot"},
         "tolerations": [{"key": "workload-type", "operator": "Equal", "value": "spot", "effect": "NoSchedule"}],
