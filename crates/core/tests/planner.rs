@@ -450,6 +450,13 @@ mod fixtures {
     use tidepool_core::lifecycle::Phase;
     use tidepool_core::planner::{ClaimState, HostSnapshot, PendingPod, PlanInput, PoolState};
 
+    /// The example configuration's templates (parsed once: proptests build
+    /// many hosts).
+    pub fn example_templates() -> &'static BTreeSet<String> {
+        static TEMPLATES: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+        TEMPLATES.get_or_init(|| example().templates())
+    }
+
     pub fn host(name: &str, memory_gib: u64, cores: u32, gpus: u32) -> HostSnapshot {
         HostSnapshot {
             name: name.into(),
@@ -467,7 +474,7 @@ mod fixtures {
             },
             vms: BTreeMap::new(),
             // Every host holds every template, unless a test says otherwise.
-            templates: example().templates(),
+            templates: example_templates().clone(),
         }
     }
 
