@@ -90,7 +90,23 @@ pub struct CachedPod {
     pub unschedulable: bool,
     /// When it did (the condition's `lastTransitionTime`, when set).
     pub unschedulable_since: Option<Timestamp>,
+    /// A mirror of a static pod (`kubernetes.io/config.mirror`): the
+    /// kubelet runs it, not the scheduler.
+    pub mirror: bool,
+    /// It has a deletion timestamp: it is going away.
+    pub deleting: bool,
 }
+
+impl CachedPod {
+    /// Whether the pod is workload that keeps its node busy: not a
+    /// DaemonSet or mirror pod, not finished, not being deleted.
+    pub fn is_workload(&self) -> bool {
+        !self.spec.daemon_set && !self.mirror && !self.phase.is_terminal() && !self.deleting
+    }
+}
+
+/// Pod annotation that marks a mirror (static) pod.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
 /// A pod as the cache reads it from the API server: only the fields
 /// Tidepool uses, in the API's JSON shape. See the [module docs](self).
@@ -146,6 +162,7 @@ struct WireMeta {
     name: Option<String>,
     namespace: Option<String>,
     resource_version: Option<String>,
+    deletion_timestamp: Option<IgnoredAny>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     annotations: Option<Annotations>,
@@ -520,6 +537,11 @@ impl PodInterner {
             spec: Arc::new(view),
             node: spec.node_name.map(|n| self.string(n)),
             phase: PodPhase::parse(status.phase.as_deref()),
+            mirror: extra
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.0.contains_key(MIRROR_ANNOTATION)),
+            deleting: extra.deletion_timestamp.is_some(),
             unschedulable: unschedulable.is_some(),
             unschedulable_since: unschedulable
                 .and_then(|c| c.last_transition_time.as_ref())
@@ -731,7 +753,7 @@ mod tests {
     }
 
     #[test]
-    fn disruption_annotations_and_daemon_set_ownership_are_read() {
+    fn annotations_ownership_and_deletion_are_read() {
         let cases = [
             (
                 json!({"annotations": {"karpenter.sh/do-not-disrupt": "true"}}),
@@ -757,7 +779,25 @@ mod tests {
         }
         let ds = json!({"ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
             "name": "ds", "uid": "ds-1", "controller": true}]});
-        assert!(project(full_pod(ds)).spec.daemon_set);
+        let daemon = project(full_pod(ds));
+        assert!(daemon.spec.daemon_set && !daemon.is_workload());
+
+        let plain = project(full_pod(json!({})));
+        assert!(plain.is_workload() && !plain.mirror && !plain.deleting);
+        let mirror = project(full_pod(
+            json!({"annotations": {MIRROR_ANNOTATION: "0123abcd"}}),
+        ));
+        assert!(mirror.mirror && !mirror.is_workload());
+        let going = project(full_pod(
+            json!({"deletionTimestamp": "2026-03-01T11:00:00Z"}),
+        ));
+        assert!(going.deleting && !going.is_workload());
+        let done = project(with(
+            full_pod(json!({})),
+            "/status/phase",
+            json!("Succeeded"),
+        ));
+        assert!(!done.is_workload());
     }
 
     #[test]

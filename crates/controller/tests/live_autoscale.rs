@@ -69,6 +69,24 @@ async fn a_burst_is_handled_and_scaled_back_down() {
         (3..=8).contains(&workers),
         "{workers} workers for 6 pods of 3 CPU"
     );
+    // The operators' view counts the six pods on the burst workers (from
+    // the watch-fed caches: DaemonSet, mirror and finished pods do not
+    // count).
+    let filter = tidepool_controller::service::WorkerFilter {
+        worker_type: None,
+        pool: Some("burst".into()),
+    };
+    let mut views = Vec::new();
+    for _ in 0..100 {
+        // The caches may trail the lab by a moment.
+        views = live.service().list_workers(&filter).await.unwrap();
+        if views.iter().map(|w| w.workload_pods).sum::<usize>() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let on_burst: usize = views.iter().map(|w| w.workload_pods).sum();
+    assert_eq!(on_burst, 6, "{views:?}");
 
     let events = lab.kube.list("v1", "Event", "default", "").unwrap();
     let reasons: Vec<(&str, &str)> = events

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tidepool_cluster::{
     ClaimCondition, ClaimPhase, ClaimStep, ClusterClient, ClusterError, ConditionStatus,
@@ -34,6 +34,9 @@ pub const HOST_ANNOTATION: &str = "tidepool.dev/host";
 
 /// How long a first read waits for the claim watch to complete its list.
 const CACHE_SYNC: Duration = Duration::from_secs(10);
+/// How long listing nodes waits for the node and pod caches' first list
+/// (a cluster of 30,000 pods takes about 10 s).
+const LIST_SYNC: Duration = Duration::from_secs(60);
 
 /// Maps a cluster error onto the executor's classification.
 pub fn classify(e: ClusterError) -> ProviderError {
@@ -91,43 +94,24 @@ fn node_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn is_workload(pod: &Pod) -> bool {
-    let meta = &pod.metadata;
-    let mirror = meta
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
-    let daemon = meta
-        .owner_references
-        .as_ref()
-        .is_some_and(|o| o.iter().any(|r| r.kind == "DaemonSet"));
-    let finished = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Succeeded" || p == "Failed");
-    !mirror && !daemon && !finished && meta.deletion_timestamp.is_none()
-}
-
 impl Nodes for KubeCluster {
     async fn list(&self) -> ProviderResult<Vec<NodeView>> {
-        let client = self.cluster.client().clone();
-        let nodes = Api::<Node>::all(client.clone())
-            .list(&ListParams::default())
+        // From the watch-fed caches, as the planner sees the cluster: no
+        // list of every pod (whole objects) on each call.
+        self.cluster
+            .wait_until_synced(LIST_SYNC)
             .await
-            .map_err(|e| classify(ClusterError::api("listing nodes", e)))?;
-        let pods = Api::<Pod>::all(client)
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| classify(ClusterError::api("listing pods", e)))?;
-        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
-        for p in pods.items.iter().filter(|p| is_workload(p)) {
-            if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                *per_node.entry(n).or_default() += 1;
+            .map_err(classify)?;
+        let mut per_node: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+        for p in self.cluster.pods().state() {
+            if let Some(node) = p.node.as_ref().filter(|_| p.is_workload()) {
+                *per_node.entry(node.clone()).or_default() += 1;
             }
         }
-        Ok(nodes
-            .items
+        let mut views: Vec<NodeView> = self
+            .cluster
+            .nodes()
+            .state()
             .iter()
             .map(|n| {
                 let name = n.metadata.name.clone().unwrap_or_default();
@@ -139,11 +123,13 @@ impl Nodes for KubeCluster {
                         .as_ref()
                         .and_then(|s| s.unschedulable)
                         .unwrap_or(false),
-                    workload_pods: per_node.get(&name).copied().unwrap_or(0),
+                    workload_pods: per_node.get(name.as_str()).copied().unwrap_or(0),
                     name,
                 }
             })
-            .collect())
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(views)
     }
 
     async fn node_ready(&self, name: &str) -> ProviderResult<Option<bool>> {

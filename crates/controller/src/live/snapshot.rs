@@ -1,7 +1,8 @@
 //! Observing the world for the planner: Kubernetes nodes and pods become
-//! [`NodeSnapshot`]s and [`PendingPod`]s, Proxmox hosts become
-//! [`HostSnapshot`](tidepool_core::planner::hosts::HostSnapshot)s, claims become [`ClaimState`]s. The planner itself is
-//! pure; everything it knows comes through here.
+//! [`NodeSnapshot`]s and [`PendingPod`]s, claims become [`ClaimState`]s,
+//! and the Proxmox hosts come from
+//! [`PveHypervisor::host_snapshots`](crate::live::pve::PveHypervisor::host_snapshots).
+//! The planner itself is pure; everything it knows comes through here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
