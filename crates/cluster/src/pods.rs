@@ -403,15 +403,15 @@ fn toleration(t: &WireToleration) -> Toleration {
 }
 
 /// One shared copy of each distinct value.
-struct Pool<T: ?Sized>(HashSet<Arc<T>>);
+struct Interned<T: ?Sized>(HashSet<Arc<T>>);
 
-impl<T: ?Sized> Default for Pool<T> {
+impl<T: ?Sized> Default for Interned<T> {
     fn default() -> Self {
         Self(HashSet::new())
     }
 }
 
-impl<T: ?Sized + Hash + Eq> Pool<T> {
+impl<T: ?Sized + Hash + Eq> Interned<T> {
     fn get(&mut self, value: impl AsRef<T> + Into<Arc<T>>) -> Arc<T> {
         if let Some(shared) = self.0.get(value.as_ref()) {
             return shared.clone();
@@ -431,7 +431,7 @@ impl<T: ?Sized + Hash + Eq> Pool<T> {
     }
 }
 
-/// A value that is its own reference, for [`Pool::get`] with owned values.
+/// A value that is its own reference, for [`Interned::get`] with owned values.
 struct Owned<T>(T);
 
 impl<T> AsRef<T> for Owned<T> {
@@ -451,11 +451,11 @@ impl<T> From<Owned<T>> for Arc<T> {
 /// values no cached pod holds any more are forgotten from time to time.
 #[derive(Default)]
 pub struct PodInterner {
-    strings: Pool<str>,
-    maps: Pool<BTreeMap<String, String>>,
-    terms: Pool<Vec<NodeSelectorTerm>>,
-    tolerations: Pool<Vec<Toleration>>,
-    selectors: Pool<Vec<LabelSelector>>,
+    strings: Interned<str>,
+    maps: Interned<BTreeMap<String, String>>,
+    terms: Interned<Vec<NodeSelectorTerm>>,
+    tolerations: Interned<Vec<Toleration>>,
+    selectors: Interned<Vec<LabelSelector>>,
     /// Interned values at the last sweep; the next sweep comes when the
     /// pools have doubled since.
     swept_at: usize,

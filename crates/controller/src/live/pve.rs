@@ -130,33 +130,38 @@ impl PveHypervisor {
                 .iter()
                 .filter(|v| &v.node == host && !v.template)
                 .collect();
-            let mut gpu_free = BTreeMap::new();
-            for m in &mappings {
-                let devices = m
-                    .map
+            // A device is taken while a VM that maps it runs: read the
+            // mappings of each running VM once, if the host has devices.
+            let devices_on = |m: &tidepool_proxmox::PciMapping| {
+                m.map
                     .iter()
                     .filter(|e| e.node.as_deref() == Some(host.as_str()))
-                    .count();
-                if devices == 0 {
-                    continue;
-                }
-                // A device is taken while a VM that maps it runs.
-                let mut used = 0usize;
+                    .count()
+            };
+            let mut mapped: Vec<BTreeSet<String>> = Vec::new();
+            if mappings.iter().any(|m| devices_on(m) > 0) {
                 for v in on_host.iter().filter(|v| v.status == "running") {
-                    if let Ok(cfg) = pve.vm_config(host, v.vmid).await
-                        && cfg
-                            .hostpci
-                            .values()
-                            .any(|h| h.mapping.as_deref() == Some(m.id.as_str()))
-                    {
-                        used += 1;
+                    if let Ok(cfg) = pve.vm_config(host, v.vmid).await {
+                        mapped.push(
+                            cfg.hostpci
+                                .values()
+                                .filter_map(|h| h.mapping.clone())
+                                .collect(),
+                        );
                     }
                 }
-                gpu_free.insert(
-                    m.id.clone(),
-                    u32::try_from(devices.saturating_sub(used)).unwrap_or(0),
-                );
             }
+            let gpu_free = mappings
+                .iter()
+                .filter(|m| devices_on(m) > 0)
+                .map(|m| {
+                    let used = mapped.iter().filter(|vm| vm.contains(&m.id)).count();
+                    (
+                        m.id.clone(),
+                        u32::try_from(devices_on(m).saturating_sub(used)).unwrap_or(0),
+                    )
+                })
+                .collect();
             out.push(HostSnapshot {
                 name: host.clone(),
                 provider: self.provider.name.clone(),
@@ -346,19 +351,11 @@ impl Hypervisor for PveHypervisor {
         pending: &[(ClaimState, VmCost)],
     ) -> ProviderResult<String> {
         let (hosts, _) = self.host_snapshots().await?;
-        let ledger: Vec<Headroom> = hosts
+        let mut ledger: Vec<Headroom> = hosts
             .iter()
             .filter(|h| h.online)
-            .map(|host| {
-                let promised: Vec<(&ClaimState, VmCost)> = pending
-                    .iter()
-                    .filter(|(c, _)| c.host.as_deref() == Some(host.name.as_str()))
-                    .map(|(c, cost)| (c, cost.clone()))
-                    .collect();
-                Headroom::new(host, &self.provider, &promised)
-            })
+            .map(|host| Headroom::new(host, &self.provider, pending.iter().map(|(c, v)| (c, v))))
             .collect();
-        let mut ledger = ledger;
         place(&mut ledger, pool, &self.provider, cost).map_err(|short| {
             ProviderError::new(ProviderErrorKind::InsufficientCapacity, short.message)
         })

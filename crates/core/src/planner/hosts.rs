@@ -113,14 +113,15 @@ pub struct Shortfall {
 }
 
 impl Headroom {
-    /// The headroom of `host` for `provider`, with the VMs of `pending`
-    /// claims placed on it (phases `Requested` and `Provisioning`) already
-    /// taken off, as far as the host does not count them yet: a VM it
-    /// lists is not taken off twice (see [`HostSnapshot::vms`]).
-    pub fn new(
+    /// The headroom of `host` for `provider`, with the VMs of the `pending`
+    /// claims placed on it (those on their way: `Requested` and
+    /// `Provisioning`; claims on other hosts are skipped) already taken
+    /// off, as far as the host does not count them yet: a VM it lists is
+    /// not taken off twice (see [`HostSnapshot::vms`]).
+    pub fn new<'a>(
         host: &HostSnapshot,
         provider: &ProxmoxProvider,
-        pending: &[(&ClaimState, VmCost)],
+        pending: impl IntoIterator<Item = (&'a ClaimState, &'a VmCost)>,
     ) -> Self {
         let free = i128::from(host.memory_total_mib)
             - i128::from(host.memory_used_mib)
@@ -134,7 +135,10 @@ impl Headroom {
             gpu_free: host.gpu_free.clone(),
             templates: host.templates.clone(),
         };
-        for (claim, cost) in pending {
+        let here = pending
+            .into_iter()
+            .filter(|(c, _)| c.host.as_deref() == Some(host.name.as_str()));
+        for (claim, cost) in here {
             match host.vms.get(&claim.name) {
                 None => room.take(cost, &provider.storage),
                 // Cloned but not started: only its GPU is not counted yet.

@@ -914,26 +914,28 @@ pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage 
 /// the host taken off, sorted by host name.
 pub(crate) fn ledger(input: &PlanInput) -> Vec<Headroom> {
     let cfg = &input.config;
+    let on_their_way: Vec<(&ClaimState, VmCost)> = input
+        .claims
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.phase,
+                crate::lifecycle::Phase::Requested | crate::lifecycle::Phase::Provisioning
+            )
+        })
+        .filter_map(|c| {
+            let provider = cfg.providers.get(&cfg.pool(&c.pool)?.provider)?;
+            Some((c, VmCost::of(&cfg.size(&c.size)?.size, provider)))
+        })
+        .collect();
     let mut hosts: Vec<_> = input.hosts.iter().filter(|h| h.online).collect();
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
     hosts
         .into_iter()
         .filter_map(|host| {
             let provider = cfg.providers.get(&host.provider)?;
-            let pending: Vec<(&ClaimState, VmCost)> = input
-                .claims
-                .iter()
-                .filter(|c| {
-                    c.host.as_deref() == Some(host.name.as_str())
-                        && matches!(
-                            c.phase,
-                            crate::lifecycle::Phase::Requested
-                                | crate::lifecycle::Phase::Provisioning
-                        )
-                })
-                .filter_map(|c| Some((c, VmCost::of(&cfg.size(&c.size)?.size, provider))))
-                .collect();
-            Some(Headroom::new(host, provider, &pending))
+            let pending = on_their_way.iter().map(|(c, cost)| (*c, cost));
+            Some(Headroom::new(host, provider, pending))
         })
         .collect()
 }
