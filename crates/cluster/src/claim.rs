@@ -2,17 +2,18 @@
 //! one worker VM, created before the VM exists and finalised only after it
 //! is gone.
 //!
-//! The field docs here are what `kubectl explain workerclaim` shows; they
-//! are written for operators. The lifecycle enums mirror
-//! [`tidepool_core::lifecycle`] so the CRD schema can list their values
-//! without the pure core crate knowing about JSON schemas.
+//! Its spec and status are [`tidepool_core::claim`]'s own types: their
+//! serde attributes give the stored JSON and their field docs (through
+//! `schemars`) the CRD schema that `kubectl explain workerclaim` shows. This
+//! module adds only what is Kubernetes' own: the resource's kind, printer
+//! columns, the finalizer, and reading claims written by older versions.
 
-use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tidepool_core::lifecycle::{Phase, Step};
+use tidepool_core::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
 
 /// The finalizer Tidepool puts on every claim; it is removed only once the
 /// claim's node and VM are proven gone.
@@ -24,10 +25,22 @@ pub const GROUP: &str = "tidepool.dev";
 /// The CRD's metadata name (`<plural>.<group>`).
 pub const CRD_NAME: &str = "workerclaims.tidepool.dev";
 
-/// What was asked for: one worker of a given size in a given pool.
+/// Annotation that asked for a drain-only intent before `spec.intent`
+/// existed; still read on claims that carry it.
+pub const LEGACY_INTENT_ANNOTATION: &str = "tidepool.dev/intent";
+/// Annotation that made a removal skip the drain requirement before
+/// `spec.intent.force` existed; still read.
+pub const LEGACY_FORCE_ANNOTATION: &str = "tidepool.dev/force-remove";
+/// Annotation that carried the chosen host before `spec.host` existed;
+/// still read.
+pub const LEGACY_HOST_ANNOTATION: &str = "tidepool.dev/host";
+
+/// What was asked for: one worker of a given size in a given pool, and what
+/// should become of it.
 ///
-/// The spec is written once, when the claim is created, and describes the
-/// request; everything Tidepool learns while acting on it goes to `status`.
+/// The spec is written when the claim is created; afterwards only
+/// `intent` and `ttlSeconds` change. Everything Tidepool learns while
+/// acting on it goes to `status`.
 // clippy reads the repeated `type_ = ...` of the printer columns as
 // duplicated attributes; they are separate columns.
 #[allow(clippy::duplicated_attributes)]
@@ -40,7 +53,7 @@ pub const CRD_NAME: &str = "workerclaims.tidepool.dev";
     singular = "workerclaim",
     shortname = "wc",
     category = "tidepool",
-    status = "WorkerClaimStatus",
+    status = "ClaimStatus",
     derive = "PartialEq",
     doc = "A WorkerClaim is Tidepool's durable record of one worker VM: what was requested, which VM and node fulfil it, and how far its lifecycle has progressed. Tidepool creates the claim before cloning the VM and removes its finalizer only after the node and the VM are gone, so no VM is ever left without a record.",
     printcolumn(name = "Pool", type_ = "string", json_path = ".spec.pool"),
@@ -55,326 +68,74 @@ pub const CRD_NAME: &str = "workerclaims.tidepool.dev";
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[serde(rename_all = "camelCase")]
 pub struct WorkerClaimSpec {
-    /// Name of the pool (from Tidepool's configuration) the worker belongs to.
-    pub pool: String,
-    /// Name of the size template (cores, memory, disk) the VM is cloned with.
-    pub size: String,
-    /// Lifetime of the worker in seconds, counted from the moment its node
-    /// is Ready. When it runs out the worker is drained and destroyed.
-    /// Absent means the pool's default applies (permanent pools never expire).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub ttl_seconds: Option<i64>,
-    /// Who asked for the worker: a user, `tidepool-controller` for
-    /// automatic scale-ups, or an MCP client's name.
-    pub requested_by: String,
-    /// Why the worker was requested, in words (for example "3 pending pods
-    /// in namespace ml"). Shown in Events and `kubectl describe`.
-    pub reason: String,
+    /// The claim's spec.
+    #[serde(flatten)]
+    pub claim: ClaimSpec,
 }
 
-/// What Tidepool has done for the claim so far. Written only by Tidepool.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerClaimStatus {
-    /// Lifecycle phase: Requested, Provisioning, Joining, Ready, Draining,
-    /// Terminating, Terminated, or Failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<ClaimPhase>,
-    /// When `phase` is Failed: the lifecycle step that failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_step: Option<ClaimStep>,
-    /// Proxmox VM ID of the worker's VM, once allocated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "vmid_schema")]
-    pub vmid: Option<u32>,
-    /// Proxmox node (hypervisor host) the VM runs on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxmox_node: Option<String>,
-    /// SMBIOS UUID of the VM. Together with the VMID and the VM's tags it
-    /// proves a VM is this claim's before Tidepool deletes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_uuid: Option<String>,
-    /// Address the guest reported once it booted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    /// Name of the Kubernetes node the VM registered as.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_name: Option<String>,
-    /// When the node became Ready.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provisioned_at: Option<Time>,
-    /// When the worker's lifetime runs out; absent for workers that never expire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<Time>,
-    /// The most recent error, in words an operator can act on. Never
-    /// contains credentials or tokens.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// One condition per lifecycle step, recording when it last changed and why.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<ClaimCondition>,
-    /// The `metadata.generation` this status was written for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-}
-
-impl WorkerClaimStatus {
-    /// The JSON names of every status field, so a merge patch can clear the
-    /// ones that are unset (a test keeps this list complete).
-    pub const FIELDS: [&'static str; 12] = [
-        "phase",
-        "failedStep",
-        "vmid",
-        "proxmoxNode",
-        "vmUuid",
-        "ip",
-        "nodeName",
-        "provisionedAt",
-        "expiresAt",
-        "lastError",
-        "conditions",
-        "observedGeneration",
-    ];
-
-    /// The condition of the given type, if recorded.
-    pub fn condition(&self, kind: ConditionType) -> Option<&ClaimCondition> {
-        self.conditions.iter().find(|c| c.type_ == kind)
+impl WorkerClaim {
+    /// A new claim resource for `claim`, carrying the cleanup finalizer.
+    pub fn for_claim(claim: &Claim) -> Self {
+        let mut wc = WorkerClaim::new(
+            &claim.name,
+            WorkerClaimSpec {
+                claim: claim.spec.clone(),
+            },
+        );
+        wc.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        wc
     }
 
-    /// Records a condition. Its `lastTransitionTime` moves to `now` only when
-    /// the status actually changes (or the condition is new), as Kubernetes
-    /// conventions ask; reason and message are always updated.
-    pub fn set_condition(
-        &mut self,
-        kind: ConditionType,
-        status: ConditionStatus,
-        reason: &str,
-        message: &str,
-        now: Timestamp,
-    ) {
-        if let Some(existing) = self.conditions.iter_mut().find(|c| c.type_ == kind) {
-            if existing.status != status {
-                existing.last_transition_time = Time(now);
-            }
-            existing.status = status;
-            existing.reason = reason.to_owned();
-            existing.message = message.to_owned();
-        } else {
-            self.conditions.push(ClaimCondition {
-                type_: kind,
-                status,
-                reason: reason.to_owned(),
-                message: message.to_owned(),
-                last_transition_time: Time(now),
-            });
+    /// The claim this resource records. A resource being deleted reads as
+    /// a removal; claims written by older versions are read through their
+    /// annotations (intent, force, host).
+    pub fn to_claim(&self) -> Claim {
+        let meta = &self.metadata;
+        let annotations = meta.annotations.clone().unwrap_or_default();
+        let mut spec = self.spec.claim.clone();
+        let legacy_force = annotations
+            .get(LEGACY_FORCE_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        if spec.intent == Intent::Keep
+            && annotations
+                .get(LEGACY_INTENT_ANNOTATION)
+                .is_some_and(|v| v == "drain")
+        {
+            spec.intent = Intent::Drain;
+        }
+        if meta.deletion_timestamp.is_some() {
+            spec.intent = Intent::Remove {
+                force: spec.intent.is_forced() || legacy_force,
+            };
+        }
+        if spec.host.is_none() {
+            spec.host = annotations.get(LEGACY_HOST_ANNOTATION).cloned();
+        }
+        Claim {
+            name: meta.name.clone().unwrap_or_default(),
+            spec,
+            status: self.status.clone().unwrap_or_default(),
+            finalizer: meta
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|x| x == FINALIZER)),
+            generation: meta.generation,
         }
     }
 }
 
-/// Lifecycle phase: Requested, Provisioning, Joining, Ready, Draining,
-/// Terminating, Terminated, or Failed.
-// Mirrors `tidepool_core::lifecycle::Phase`, which has no JSON schema.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum ClaimPhase {
-    /// The claim exists; no VM has been created yet.
-    Requested,
-    /// The VM is being cloned, configured and started.
-    Provisioning,
-    /// The machine has its configuration and is joining the cluster.
-    Joining,
-    /// The node is Ready and labelled; the worker takes pods.
-    Ready,
-    /// The node is cordoned and its pods are being evicted.
-    Draining,
-    /// The node and VM are being removed.
-    Terminating,
-    /// The node and VM are gone.
-    Terminated,
-    /// A step failed; see `failedStep` and `lastError`.
-    Failed,
-}
-
-impl From<Phase> for ClaimPhase {
-    fn from(phase: Phase) -> Self {
-        match phase {
-            Phase::Requested => Self::Requested,
-            Phase::Provisioning => Self::Provisioning,
-            Phase::Joining => Self::Joining,
-            Phase::Ready => Self::Ready,
-            Phase::Draining => Self::Draining,
-            Phase::Terminating => Self::Terminating,
-            Phase::Terminated => Self::Terminated,
-            Phase::Failed => Self::Failed,
-        }
-    }
-}
-
-impl From<ClaimPhase> for Phase {
-    fn from(phase: ClaimPhase) -> Self {
-        match phase {
-            ClaimPhase::Requested => Self::Requested,
-            ClaimPhase::Provisioning => Self::Provisioning,
-            ClaimPhase::Joining => Self::Joining,
-            ClaimPhase::Ready => Self::Ready,
-            ClaimPhase::Draining => Self::Draining,
-            ClaimPhase::Terminating => Self::Terminating,
-            ClaimPhase::Terminated => Self::Terminated,
-            ClaimPhase::Failed => Self::Failed,
-        }
-    }
-}
-
-/// When `phase` is Failed: the lifecycle step that failed.
-// Mirrors `tidepool_core::lifecycle::Step`, which has no JSON schema.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum ClaimStep {
-    /// Choosing a VMID.
-    AllocateVmid,
-    /// Cloning the template.
-    Clone,
-    /// Setting cores, memory, tags, description and SMBIOS.
-    Configure,
-    /// Starting the VM.
-    Start,
-    /// Waiting for the guest to boot and report an address.
-    WaitForAddress,
-    /// Delivering the machine configuration.
-    DeliverConfig,
-    /// Waiting for the node to register and turn Ready.
-    WaitForNode,
-    /// Applying labels and taints.
-    Label,
-    /// Marking the node unschedulable.
-    Cordon,
-    /// Evicting the node's pods.
-    Drain,
-    /// Deleting the Kubernetes node.
-    DeleteNode,
-    /// Shutting the operating system down.
-    ShutdownOs,
-    /// Stopping the VM.
-    StopVm,
-    /// Deleting the VM.
-    DeleteVm,
-}
-
-impl From<Step> for ClaimStep {
-    fn from(step: Step) -> Self {
-        match step {
-            Step::AllocateVmid => Self::AllocateVmid,
-            Step::Clone => Self::Clone,
-            Step::Configure => Self::Configure,
-            Step::Start => Self::Start,
-            Step::WaitForAddress => Self::WaitForAddress,
-            Step::DeliverConfig => Self::DeliverConfig,
-            Step::WaitForNode => Self::WaitForNode,
-            Step::Label => Self::Label,
-            Step::Cordon => Self::Cordon,
-            Step::Drain => Self::Drain,
-            Step::DeleteNode => Self::DeleteNode,
-            Step::ShutdownOs => Self::ShutdownOs,
-            Step::StopVm => Self::StopVm,
-            Step::DeleteVm => Self::DeleteVm,
-        }
-    }
-}
-
-impl From<ClaimStep> for Step {
-    fn from(step: ClaimStep) -> Self {
-        match step {
-            ClaimStep::AllocateVmid => Self::AllocateVmid,
-            ClaimStep::Clone => Self::Clone,
-            ClaimStep::Configure => Self::Configure,
-            ClaimStep::Start => Self::Start,
-            ClaimStep::WaitForAddress => Self::WaitForAddress,
-            ClaimStep::DeliverConfig => Self::DeliverConfig,
-            ClaimStep::WaitForNode => Self::WaitForNode,
-            ClaimStep::Label => Self::Label,
-            ClaimStep::Cordon => Self::Cordon,
-            ClaimStep::Drain => Self::Drain,
-            ClaimStep::DeleteNode => Self::DeleteNode,
-            ClaimStep::ShutdownOs => Self::ShutdownOs,
-            ClaimStep::StopVm => Self::StopVm,
-            ClaimStep::DeleteVm => Self::DeleteVm,
-        }
-    }
-}
-
-/// One observation about a lifecycle step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClaimCondition {
-    /// Which step this condition reports on.
-    #[serde(rename = "type")]
-    pub type_: ConditionType,
-    /// True when the step is done, False when it failed or was undone,
-    /// Unknown while it is in progress.
-    pub status: ConditionStatus,
-    /// A short CamelCase reason (for example `Cloned`, `EvictionBlocked`).
-    pub reason: String,
-    /// A human-readable explanation. Never contains credentials or tokens.
-    pub message: String,
-    /// When `status` last changed.
-    pub last_transition_time: Time,
-}
-
-/// The lifecycle steps a claim reports conditions for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum ConditionType {
-    /// A VMID was reserved for the worker (recorded before cloning).
-    VmidAllocated,
-    /// The VM was cloned from its template.
-    VmCloned,
-    /// The VM's cores, memory, tags and description were set.
-    VmConfigured,
-    /// The VM was started.
-    VmStarted,
-    /// The guest booted and reported an address.
-    AddressReported,
-    /// The machine configuration was delivered.
-    ConfigDelivered,
-    /// The node registered with the cluster.
-    NodeRegistered,
-    /// The node is Ready.
-    NodeReady,
-    /// The node carries its pool's labels and taints.
-    Labelled,
-    /// The node is unschedulable.
-    Cordoned,
-    /// The node's pods were evicted.
-    Drained,
-    /// The Kubernetes node object was deleted.
-    NodeDeleted,
-    /// The VM was stopped.
-    VmStopped,
-    /// The VM was deleted.
-    VmDeleted,
-}
-
-/// The status of a condition, as in every Kubernetes API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum ConditionStatus {
-    /// The step is done.
-    True,
-    /// The step failed or was undone.
-    False,
-    /// The step is in progress or its outcome is not known.
-    Unknown,
-}
-
-/// The schema of `status.vmid`: a Proxmox VMID as a plain integer in the
-/// range Proxmox allows (Kubernetes knows no unsigned formats).
-fn vmid_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "integer",
-        "format": "int64",
-        "minimum": 100,
-        "maximum": 999_999_999,
-    })
+/// The annotations an older version used for what `spec` now records, set
+/// to `null` so a merge patch that writes the spec also clears them.
+pub fn legacy_annotations_cleared() -> BTreeMap<&'static str, Option<String>> {
+    [
+        LEGACY_INTENT_ANNOTATION,
+        LEGACY_FORCE_ANNOTATION,
+        LEGACY_HOST_ANNOTATION,
+    ]
+    .into_iter()
+    .map(|k| (k, None))
+    .collect()
 }
 
 /// The CRD as YAML, exactly as committed in
@@ -395,114 +156,94 @@ pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use std::time::Duration;
+    use tidepool_core::claim::{Condition, VmIdentity};
+    use tidepool_core::{Lifecycle, Step};
 
-    fn full_status() -> WorkerClaimStatus {
-        let now = Timestamp::UNIX_EPOCH;
-        let mut status = WorkerClaimStatus {
-            phase: Some(ClaimPhase::Failed),
-            failed_step: Some(ClaimStep::Clone),
-            vmid: Some(9001),
-            proxmox_node: Some("pve1".into()),
-            vm_uuid: Some("uuid".into()),
-            ip: Some("10.0.0.9".into()),
-            node_name: Some("burst-abcde".into()),
-            provisioned_at: Some(Time(now)),
-            expires_at: Some(Time(now)),
-            last_error: Some("boom".into()),
-            conditions: vec![],
-            observed_generation: Some(1),
+    fn claim() -> Claim {
+        let t = jiff::Timestamp::from_second(1_767_225_600).unwrap();
+        let mut c = Claim::new(
+            "burst-abcde",
+            ClaimSpec {
+                pool: "burst".into(),
+                size: "small".into(),
+                ttl: Some(Duration::from_secs(3600)),
+                requested_by: "alice".into(),
+                reason: "a test".into(),
+                intent: Intent::Drain,
+                host: Some("pve-02".into()),
+            },
+        );
+        c.status.lifecycle = Lifecycle::Failed {
+            step: Step::Drain,
+            reason: "blocked by PodDisruptionBudget apps/ledger".into(),
         };
-        status.set_condition(
-            ConditionType::VmCloned,
-            ConditionStatus::False,
-            "CloneFailed",
-            "boom",
-            now,
-        );
-        status
+        c.status.vmid = Some(1250);
+        c.status.vm = Some(VmIdentity {
+            vmid: 1250,
+            node: "pve-02".into(),
+            uuid: "6c2e".into(),
+        });
+        c.status.ip = Some([127, 0, 1, 5].into());
+        c.status.conditions = [(Condition::VmidAllocated, t), (Condition::Cordoned, t)].into();
+        c.status.observed_generation = Some(3);
+        c.generation = Some(3);
+        c
     }
 
     #[test]
-    fn the_status_field_list_names_every_field() {
-        let value = serde_json::to_value(full_status()).unwrap();
-        let mut keys: Vec<&str> = value
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort_unstable();
-        let mut listed = WorkerClaimStatus::FIELDS.to_vec();
-        listed.sort_unstable();
-        assert_eq!(keys, listed);
+    fn a_claim_round_trips_through_the_resource_and_its_json() {
+        let c = claim();
+        let mut wc = WorkerClaim::for_claim(&c);
+        wc.status = Some(c.status.clone());
+        wc.metadata.generation = Some(3);
+        let json = serde_json::to_value(&wc).unwrap();
+        assert_eq!(json["spec"]["intent"]["action"], "Drain");
+        assert_eq!(json["spec"]["host"], "pve-02");
+        assert_eq!(json["status"]["phase"], "Failed");
+        assert_eq!(json["status"]["failedStep"], "drain");
+        assert_eq!(json["status"]["vm"]["uuid"], "6c2e");
+        let back: WorkerClaim = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_claim(), c);
     }
 
     #[test]
-    fn a_condition_keeps_its_transition_time_while_its_status_is_unchanged() {
-        let t0 = Timestamp::UNIX_EPOCH;
-        let t1 = Timestamp::from_second(60).unwrap();
-        let t2 = Timestamp::from_second(120).unwrap();
-        let mut status = WorkerClaimStatus::default();
-        status.set_condition(
-            ConditionType::NodeReady,
-            ConditionStatus::Unknown,
-            "Waiting",
-            "",
-            t0,
-        );
-        status.set_condition(
-            ConditionType::NodeReady,
-            ConditionStatus::Unknown,
-            "StillWaiting",
-            "",
-            t1,
-        );
-        let c = status.condition(ConditionType::NodeReady).unwrap();
-        assert_eq!(c.last_transition_time, Time(t0));
-        assert_eq!(c.reason, "StillWaiting");
-        status.set_condition(
-            ConditionType::NodeReady,
-            ConditionStatus::True,
-            "KubeletReady",
-            "",
-            t2,
-        );
-        let c = status.condition(ConditionType::NodeReady).unwrap();
-        assert_eq!(c.last_transition_time, Time(t2));
-        assert_eq!(status.conditions.len(), 1);
-    }
+    fn claims_written_with_the_old_annotations_and_flat_status_are_still_read() {
+        let json = serde_json::json!({
+            "apiVersion": "tidepool.dev/v1alpha1",
+            "kind": "WorkerClaim",
+            "metadata": {
+                "name": "burst-old01",
+                "finalizers": [FINALIZER],
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "annotations": {
+                    LEGACY_FORCE_ANNOTATION: "true",
+                    LEGACY_HOST_ANNOTATION: "pve-01"
+                }
+            },
+            "spec": {"pool": "burst", "size": "small", "requestedBy": "bob", "reason": "old"},
+            "status": {
+                "phase": "Ready", "vmid": 1251, "proxmoxNode": "pve-01", "vmUuid": "9f1d",
+                "lastError": null,
+                "conditions": [{"type": "NodeReady", "status": "True", "reason": "Done",
+                                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+            }
+        });
+        let wc: WorkerClaim = serde_json::from_value(json).unwrap();
+        let c = wc.to_claim();
+        assert_eq!(c.spec.intent, Intent::Remove { force: true });
+        assert_eq!(c.spec.host.as_deref(), Some("pve-01"));
+        assert_eq!(c.status.lifecycle, Lifecycle::Ready);
+        assert_eq!(c.vmid(), Some(1251));
+        assert!(c.status.has(Condition::NodeReady));
 
-    #[test]
-    fn phases_and_steps_round_trip_through_the_core_enums() {
-        for phase in Phase::ALL {
-            let claim: ClaimPhase = phase.into();
-            assert_eq!(Phase::from(claim), phase);
-            let json = serde_json::to_value(claim).unwrap();
-            assert_eq!(json, Value::String(phase.as_str().to_owned()));
-        }
-        let steps = [
-            Step::AllocateVmid,
-            Step::Clone,
-            Step::Configure,
-            Step::Start,
-            Step::WaitForAddress,
-            Step::DeliverConfig,
-            Step::WaitForNode,
-            Step::Label,
-            Step::Cordon,
-            Step::Drain,
-            Step::DeleteNode,
-            Step::ShutdownOs,
-            Step::StopVm,
-            Step::DeleteVm,
-        ];
-        for step in steps {
-            let claim: ClaimStep = step.into();
-            assert_eq!(Step::from(claim), step);
-            let json = serde_json::to_value(claim).unwrap();
-            assert_eq!(json, Value::String(step.as_str().to_owned()));
-        }
+        let drain_only = serde_json::json!({
+            "apiVersion": "tidepool.dev/v1alpha1", "kind": "WorkerClaim",
+            "metadata": {"name": "burst-old02", "annotations": {LEGACY_INTENT_ANNOTATION: "drain"}},
+            "spec": {"pool": "burst", "size": "small", "requestedBy": "bob", "reason": "old"}
+        });
+        let wc: WorkerClaim = serde_json::from_value(drain_only).unwrap();
+        assert_eq!(wc.to_claim().spec.intent, Intent::Drain);
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! the CRD itself.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::claim::{FINALIZER, WorkerClaim, WorkerClaimSpec, WorkerClaimStatus};
+use tidepool_core::claim::{Claim, ClaimStatus};
+
+use crate::claim::{FINALIZER, WorkerClaim};
 use crate::client::{ClusterClient, Deletion};
 use crate::error::{ClusterError, ErrorCategory};
 
@@ -49,43 +51,15 @@ impl ClusterClient {
         .map_err(|e| ClusterError::api(format!("applying CustomResourceDefinition {name}"), e))
     }
 
-    /// Creates a claim carrying the cleanup finalizer, with an empty status.
+    /// Creates the resource of `claim`, carrying the cleanup finalizer, with
+    /// an empty status.
     ///
     /// # Errors
     /// AlreadyExists when a claim of that name exists; Invalid for a bad name.
-    pub async fn create_claim(
-        &self,
-        name: &str,
-        spec: WorkerClaimSpec,
-    ) -> Result<WorkerClaim, ClusterError> {
-        self.create_claim_annotated(name, spec, std::collections::BTreeMap::new())
-            .await
-    }
-
-    /// [`ClusterClient::create_claim`] with annotations set in the same
-    /// write (a new claim's status cannot be written on create, so what
-    /// must be known from the first moment goes here).
-    ///
-    /// # Errors
-    /// As [`ClusterClient::create_claim`].
-    pub async fn create_claim_annotated(
-        &self,
-        name: &str,
-        spec: WorkerClaimSpec,
-        annotations: std::collections::BTreeMap<String, String>,
-    ) -> Result<WorkerClaim, ClusterError> {
-        let claim = WorkerClaim {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                finalizers: Some(vec![FINALIZER.to_owned()]),
-                annotations: (!annotations.is_empty()).then_some(annotations),
-                ..ObjectMeta::default()
-            },
-            spec,
-            status: None,
-        };
+    pub async fn create_claim(&self, claim: &Claim) -> Result<WorkerClaim, ClusterError> {
+        let name = &claim.name;
         self.claims()
-            .create(&PostParams::default(), &claim)
+            .create(&PostParams::default(), &WorkerClaim::for_claim(claim))
             .await
             .map_err(|e| ClusterError::api(format!("creating WorkerClaim {name}"), e))
     }
@@ -121,8 +95,8 @@ impl ClusterClient {
     }
 
     /// Writes a claim's whole status with one JSON merge patch on the
-    /// status subresource. Fields that are `None` (or empty conditions) are
-    /// cleared, so the stored status equals `status` afterwards.
+    /// status subresource. Fields that are unset are cleared, so the stored
+    /// status equals `status` afterwards.
     ///
     /// # Errors
     /// NotFound when the claim does not exist; Invalid when the server
@@ -130,7 +104,7 @@ impl ClusterClient {
     pub async fn patch_claim_status(
         &self,
         name: &str,
-        status: &WorkerClaimStatus,
+        status: &ClaimStatus,
     ) -> Result<WorkerClaim, ClusterError> {
         let patch = json!({ "status": status_patch(status)? });
         self.claims()
@@ -250,19 +224,32 @@ impl ClusterClient {
     }
 }
 
+/// The JSON names of every status field, read from the status's schema so
+/// the list cannot miss a field.
+fn status_fields() -> &'static [String] {
+    static FIELDS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        schemars::schema_for!(ClaimStatus)
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    });
+    &FIELDS
+}
+
 /// The status as a merge-patch body: every known field present, unset
 /// ones as `null` so the patch clears them.
 ///
 /// # Errors
 /// [`ClusterError::Encode`] if the status cannot be serialised.
-pub fn status_patch(status: &WorkerClaimStatus) -> Result<Value, ClusterError> {
+pub fn status_patch(status: &ClaimStatus) -> Result<Value, ClusterError> {
     let mut value = serde_json::to_value(status).map_err(|source| ClusterError::Encode {
         what: "WorkerClaim status",
         source,
     })?;
     if let Value::Object(map) = &mut value {
-        for field in WorkerClaimStatus::FIELDS {
-            map.entry(field).or_insert(Value::Null);
+        for field in status_fields() {
+            map.entry(field.clone()).or_insert(Value::Null);
         }
     }
     Ok(value)
@@ -271,21 +258,16 @@ pub fn status_patch(status: &WorkerClaimStatus) -> Result<Value, ClusterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claim::ClaimPhase;
 
     #[test]
     fn a_status_patch_clears_the_fields_that_are_unset() {
-        let status = WorkerClaimStatus {
-            phase: Some(ClaimPhase::Ready),
-            ..WorkerClaimStatus::default()
-        };
-        let patch = status_patch(&status).unwrap();
-        assert_eq!(patch["phase"], "Ready");
+        let patch = status_patch(&ClaimStatus::default()).unwrap();
+        assert_eq!(patch["phase"], "Requested");
         assert_eq!(patch["lastError"], Value::Null);
+        assert_eq!(patch["failedStep"], Value::Null);
+        assert_eq!(patch["vm"], Value::Null);
         assert!(patch.as_object().unwrap().contains_key("lastError"));
-        assert_eq!(
-            patch.as_object().unwrap().len(),
-            WorkerClaimStatus::FIELDS.len()
-        );
+        assert_eq!(patch.as_object().unwrap().len(), status_fields().len());
+        assert!(status_fields().len() >= 13, "{:?}", status_fields());
     }
 }

@@ -25,10 +25,7 @@ pub mod nodes;
 pub mod pods;
 
 pub use cache::Cache;
-pub use claim::{
-    ClaimCondition, ClaimPhase, ClaimStep, ConditionStatus, ConditionType, FINALIZER, WorkerClaim,
-    WorkerClaimSpec, WorkerClaimStatus,
-};
+pub use claim::{FINALIZER, WorkerClaim, WorkerClaimSpec};
 pub use client::{
     ClusterClient, ClusterOptions, Deletion, client_from_kubeconfig, client_in_cluster,
 };

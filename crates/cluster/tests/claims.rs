@@ -6,21 +6,29 @@
 
 mod common;
 
+use std::time::Duration;
+
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use tidepool_cluster::{
-    ClaimPhase, ClaimStep, ConditionStatus, ConditionType, Deletion, FINALIZER, WorkerClaimSpec,
-    WorkerClaimStatus,
-};
+use tidepool_cluster::{Deletion, FINALIZER, WorkerClaimSpec};
+use tidepool_core::claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
+use tidepool_core::{Lifecycle, Step};
+
+fn claim(name: &str) -> Claim {
+    Claim::new(name, spec().claim)
+}
 
 fn spec() -> WorkerClaimSpec {
     WorkerClaimSpec {
-        pool: "burst".into(),
-        size: "medium".into(),
-        ttl_seconds: Some(4 * 3600),
-        requested_by: "alice".into(),
-        reason: "3 pending pods in namespace ml".into(),
+        claim: ClaimSpec {
+            pool: "burst".into(),
+            size: "medium".into(),
+            ttl: Some(Duration::from_secs(4 * 3600)),
+            requested_by: "alice".into(),
+            reason: "3 pending pods in namespace ml".into(),
+            intent: Intent::Keep,
+            host: None,
+        },
     }
 }
 
@@ -32,41 +40,38 @@ async fn a_claim_is_created_with_its_finalizer_and_its_status_is_patched() {
     // Installing twice is harmless (server-side apply).
     c.install_crd().await.unwrap();
 
-    let created = c.create_claim("burst-abcde", spec()).await.unwrap();
+    let created = c.create_claim(&claim("burst-abcde")).await.unwrap();
     assert_eq!(created.finalizers(), [FINALIZER.to_owned()]);
     assert_eq!(created.spec, spec());
     assert!(created.status.is_none());
-    let again = c.create_claim("burst-abcde", spec()).await.unwrap_err();
+    let again = c.create_claim(&claim("burst-abcde")).await.unwrap_err();
     assert_eq!(again.category().as_str(), "AlreadyExists");
 
     let now = Timestamp::from_second(1_800_000_000).unwrap();
-    let mut status = WorkerClaimStatus {
-        phase: Some(ClaimPhase::Provisioning),
+    let mut status = ClaimStatus {
+        lifecycle: Lifecycle::Provisioning,
         vmid: Some(9001),
-        proxmox_node: Some("pve1".into()),
-        vm_uuid: Some("6c1e8f52-0000-4000-8000-000000000001".into()),
+        vm: Some(VmIdentity {
+            vmid: 9001,
+            node: "pve1".into(),
+            uuid: "6c1e8f52-0000-4000-8000-000000000001".into(),
+        }),
         last_error: Some("clone task timed out; retrying".into()),
         observed_generation: created.metadata.generation,
-        ..WorkerClaimStatus::default()
+        ..ClaimStatus::default()
     };
-    status.set_condition(
-        ConditionType::VmCloned,
-        ConditionStatus::True,
-        "Cloned",
-        "cloned template 9000 to 9001 on pve1",
-        now,
-    );
+    status.conditions.insert(Condition::VmCloned, now);
     let patched = c.patch_claim_status("burst-abcde", &status).await.unwrap();
     assert_eq!(patched.status.as_ref(), Some(&status));
     // The spec is untouched by a status patch.
     assert_eq!(patched.spec, spec());
 
     // A later patch clears what is no longer set (lastError here).
-    status.phase = Some(ClaimPhase::Ready);
+    status.lifecycle = Lifecycle::Ready;
     status.last_error = None;
     status.node_name = Some("burst-abcde".into());
-    status.provisioned_at = Some(Time(now));
-    status.expires_at = Some(Time(now + jiff::SignedDuration::from_hours(4)));
+    status.provisioned_at = Some(now);
+    status.expires_at = Some(now + jiff::SignedDuration::from_hours(4));
     c.patch_claim_status("burst-abcde", &status).await.unwrap();
     let read = c.get_claim("burst-abcde").await.unwrap().unwrap();
     assert_eq!(read.status.as_ref(), Some(&status));
@@ -83,7 +88,7 @@ async fn a_deleted_claim_stays_until_its_finalizer_is_removed() {
     let lab = common::lab("claims-finalizer").await;
     let c = &lab.cluster;
     c.install_crd().await.unwrap();
-    c.create_claim("burst-fghij", spec()).await.unwrap();
+    c.create_claim(&claim("burst-fghij")).await.unwrap();
     // Adding the finalizer again changes nothing.
     let same = c.add_claim_finalizer("burst-fghij").await.unwrap();
     assert_eq!(same.finalizers(), [FINALIZER.to_owned()]);
@@ -96,11 +101,12 @@ async fn a_deleted_claim_stays_until_its_finalizer_is_removed() {
     assert!(dying.metadata.deletion_timestamp.is_some());
 
     // Status can still be written while the claim is terminating.
-    let status = WorkerClaimStatus {
-        phase: Some(ClaimPhase::Failed),
-        failed_step: Some(ClaimStep::StopVm),
-        last_error: Some("stop task failed".into()),
-        ..WorkerClaimStatus::default()
+    let status = ClaimStatus {
+        lifecycle: Lifecycle::Failed {
+            step: Step::StopVm,
+            reason: "stop task failed".into(),
+        },
+        ..ClaimStatus::default()
     };
     c.patch_claim_status("burst-fghij", &status).await.unwrap();
 
@@ -130,6 +136,6 @@ async fn the_committed_crd_file_is_accepted_by_the_api_server() {
     let yaml = tidepool_cluster::claim::crd_yaml().unwrap();
     let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
     lab.kube.apply(crd).unwrap();
-    let created = lab.cluster.create_claim("gpu-klmno", spec()).await.unwrap();
+    let created = lab.cluster.create_claim(&claim("gpu-klmno")).await.unwrap();
     assert_eq!(created.name_any(), "gpu-klmno");
 }

@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use serde_json::json;
 use tidepool_cluster::events::REPORTING_CONTROLLER;
-use tidepool_cluster::{EventRecord, EventTarget, EventType, WorkerClaimSpec};
+use tidepool_cluster::{EventRecord, EventTarget, EventType};
+use tidepool_core::claim::{Claim, ClaimSpec, Intent};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_on_a_claim_a_node_and_a_pod_are_recorded_and_listed() {
@@ -17,16 +18,18 @@ async fn events_on_a_claim_a_node_and_a_pod_are_recorded_and_listed() {
     let c = &lab.cluster;
     c.install_crd().await.unwrap();
     let claim = c
-        .create_claim(
+        .create_claim(&Claim::new(
             "burst-abcde",
-            WorkerClaimSpec {
+            ClaimSpec {
                 pool: "burst".into(),
                 size: "small".into(),
-                ttl_seconds: None,
+                ttl: None,
                 requested_by: "alice".into(),
                 reason: "manual".into(),
+                intent: Intent::Keep,
+                host: None,
             },
-        )
+        ))
         .await
         .unwrap();
     lab.kube.register_node(&node("burst-abcde")).unwrap();

@@ -208,7 +208,7 @@ impl Autoscaler {
                     claims
                         .iter()
                         .find(|c| &c.name == n)
-                        .is_none_or(|c| matches!(c.intent, Intent::Remove { .. }))
+                        .is_none_or(|c| matches!(c.spec.intent, Intent::Remove { .. }))
                 });
                 if created && removed {
                     return;
@@ -242,7 +242,7 @@ async fn clear_failed_launches(service: &LiveService) -> Result<Vec<String>, Pro
             .config()
             .pool(&claim.spec.pool)
             .is_some_and(|p| p.kind != PoolKind::Permanent);
-        if !launching || !replaceable || claim.intent != Intent::Keep {
+        if !launching || !replaceable || claim.spec.intent != Intent::Keep {
             continue;
         }
         match service

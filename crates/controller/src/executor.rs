@@ -26,7 +26,7 @@ use tidepool_core::planner::hosts::VmCost;
 use tidepool_core::{Phase, Step};
 use tracing::{info, warn};
 
-use crate::claim::{Claim, ClaimStatus, Condition, Intent, VmIdentity};
+use crate::claim::{Claim, ClaimStatus, Condition, Intent, VmIdentity, next_step, phase_change};
 use crate::ports::{
     ClaimStore, CloneSpec, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind, VmShape,
 };
@@ -250,17 +250,19 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             claim: name.to_owned(),
             source,
         };
-        let Some(claim) = self.store.get(name).await.map_err(store_err)? else {
+        let Some(mut claim) = self.store.get(name).await.map_err(store_err)? else {
             return Ok(Progress::Idle(Phase::Terminated));
         };
-        let Some(step) = self.next_step(&claim) else {
+        // Every status this step writes says which spec it acted on.
+        claim.status.observed_generation = claim.generation;
+        let Some(step) = next_step(&claim) else {
             if claim.status.lifecycle.phase() == Phase::Terminated && claim.finalizer {
                 self.store.remove_finalizer(name).await.map_err(store_err)?;
             }
             return Ok(Progress::Idle(claim.status.lifecycle.phase()));
         };
         // Phase changes that need no provider call.
-        if let Some(to) = self.phase_change(&claim, step) {
+        if let Some(to) = phase_change(&claim, step) {
             let mut status = claim.status.clone();
             status.lifecycle = status
                 .lifecycle
@@ -363,74 +365,12 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         }
     }
 
-    /// The next step for the claim, or `None` when there is nothing to do.
-    fn next_step(&self, claim: &Claim) -> Option<Step> {
-        let s = &claim.status;
-        let removing = matches!(claim.intent, Intent::Remove { .. });
-        let forced = claim.intent == (Intent::Remove { force: true });
-        let draining = claim.intent != Intent::Keep;
-        let first_missing =
-            |steps: &[(Step, Condition)]| steps.iter().find(|(_, c)| !s.has(*c)).map(|(st, _)| *st);
-        match s.lifecycle.phase() {
-            Phase::Requested | Phase::Provisioning | Phase::Joining if removing => {
-                Some(Step::DeleteNode)
-            }
-            Phase::Requested => Some(Step::AllocateVmid),
-            Phase::Provisioning => first_missing(&[
-                (Step::Clone, Condition::VmCloned),
-                (Step::Configure, Condition::VmConfigured),
-                (Step::Start, Condition::VmStarted),
-                (Step::WaitForAddress, Condition::AddressReported),
-            ]),
-            Phase::Joining => first_missing(&[
-                (Step::DeliverConfig, Condition::ConfigDelivered),
-                (Step::WaitForNode, Condition::NodeReady),
-                (Step::Label, Condition::Labelled),
-            ]),
-            Phase::Ready if forced => Some(Step::DeleteNode),
-            Phase::Ready if draining => Some(Step::Cordon),
-            Phase::Ready | Phase::Terminated => None,
-            Phase::Draining => first_missing(&[
-                (Step::Cordon, Condition::Cordoned),
-                (Step::Drain, Condition::Drained),
-            ])
-            .or(removing.then_some(Step::DeleteNode)),
-            // A worker whose drain failed still runs the pods that blocked
-            // it: only a forced removal may take it down (spec §8).
-            Phase::Failed if drain_failed(&s.lifecycle) && !forced => None,
-            Phase::Failed if removing => Some(Step::DeleteNode),
-            Phase::Failed => None,
-            Phase::Terminating => first_missing(&[
-                (Step::DeleteNode, Condition::NodeDeleted),
-                (Step::StopVm, Condition::VmStopped),
-                (Step::DeleteVm, Condition::VmDeleted),
-            ]),
-        }
-    }
-
-    /// The phase to enter before `step` can run, if the claim is not in it yet.
-    fn phase_change(&self, claim: &Claim, step: Step) -> Option<Phase> {
-        let current = claim.status.lifecycle.phase();
-        let wanted = match step {
-            Step::Cordon | Step::Drain => Phase::Draining,
-            Step::DeleteNode | Step::ShutdownOs | Step::StopVm | Step::DeleteVm => {
-                Phase::Terminating
-            }
-            other => other.phase(),
-        };
-        (wanted != current).then_some(wanted)
-    }
-
     fn mark(&self, status: &mut ClaimStatus, c: Condition) {
         status.conditions.insert(c, (self.now)());
     }
 
     fn since(&self, status: &ClaimStatus, c: Condition) -> Duration {
-        status
-            .conditions
-            .get(&c)
-            .map(|t| (self.now)().duration_since(*t).unsigned_abs())
-            .unwrap_or_default()
+        status.since(c, (self.now)())
     }
 
     async fn perform(&self, claim: &Claim, step: Step) -> Result<Outcome, ProviderError> {
@@ -460,6 +400,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                         .and_then(|t| now.checked_add(t).ok());
                 }
                 self.mark(&mut s, Condition::VmidAllocated);
+                if s.host.is_none() {
+                    s.host = claim.spec.host.clone();
+                }
                 if s.host.is_none() || s.vmid.is_none() {
                     // Choose and record under the lock, so the next
                     // allocation in this process sees this one.
@@ -644,7 +587,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             }
             Step::Drain => {
                 let timeout = pool.scale_down.drain_timeout;
-                let force = matches!(claim.intent, Intent::Remove { force: true });
+                let force = matches!(claim.spec.intent, Intent::Remove { force: true });
                 let grace = Some(pool.scale_down.grace_period);
                 match self.nodes.drain(name, timeout, force, grace).await {
                     Ok(()) => {}
@@ -754,18 +697,6 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     }
 }
 
-/// Whether the claim failed while being cordoned or drained: its node may
-/// still run pods that must not be disrupted.
-fn drain_failed(lifecycle: &tidepool_core::Lifecycle) -> bool {
-    matches!(
-        lifecycle,
-        tidepool_core::Lifecycle::Failed {
-            step: Step::Cordon | Step::Drain,
-            ..
-        }
-    )
-}
-
 /// Memory, by host, promised to other claims that have a host but no VM
 /// yet and will get one (`Requested`, `Provisioning`): each VM's memory
 /// plus its provider's per-VM overhead, as the planner costs a new VM.
@@ -850,15 +781,17 @@ mod tests {
                 ttl: None,
                 requested_by: "test".into(),
                 reason: "executor unit test".into(),
+                intent: Intent::Keep,
+                host: None,
             },
             status: ClaimStatus::default(),
-            intent: Intent::Keep,
             finalizer: true,
+            generation: None,
         }
     }
 
     fn set_intent(fake: &Fake, name: &str, intent: Intent) {
-        fake.world().claims.get_mut(name).unwrap().intent = intent;
+        fake.world().claims.get_mut(name).unwrap().spec.intent = intent;
     }
 
     async fn settle(exec: &Executor<Fake, Fake, Fake, Fake>, name: &str) -> Phase {

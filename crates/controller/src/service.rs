@@ -339,13 +339,12 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                     ttl,
                     requested_by: req.requested_by.clone(),
                     reason: req.reason.clone(),
-                },
-                status: ClaimStatus {
+                    intent: Intent::Keep,
                     host: host.map(str::to_owned),
-                    ..ClaimStatus::default()
                 },
-                intent: Intent::Keep,
+                status: ClaimStatus::default(),
                 finalizer: true,
+                generation: None,
             };
             // The host goes in with the claim itself, so the executor never
             // sees the claim without the planner's choice.
@@ -362,7 +361,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         for c in self.exec.store().list().await? {
             if c.spec.pool != pool.name
                 || !c.status.lifecycle.phase().counts_toward_pool()
-                || c.intent != Intent::Keep
+                || c.spec.intent != Intent::Keep
             {
                 continue;
             }
@@ -528,8 +527,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
     pub async fn drain(&self, actor: &str, id: &str) -> Result<(), ServiceError> {
         let result = async {
             let (mut claim, _) = self.managed_claim(id, true).await?;
-            if claim.intent == Intent::Keep {
-                claim.intent = Intent::Drain;
+            if claim.spec.intent == Intent::Keep {
+                claim.spec.intent = Intent::Drain;
                 self.exec.store().update(&claim).await?;
             }
             Ok(())
@@ -548,7 +547,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
     pub async fn destroy(&self, actor: &str, id: &str, force: bool) -> Result<(), ServiceError> {
         let result = async {
             let (mut claim, _) = self.managed_claim(id, force).await?;
-            claim.intent = Intent::Remove { force };
+            claim.spec.intent = Intent::Remove { force };
             self.exec.store().update(&claim).await?;
             Ok(())
         }
@@ -582,10 +581,10 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                 .get(id)
                 .await?
                 .ok_or_else(|| ServiceError::NotFound(id.to_owned()))?;
-            if claim.intent != Intent::Keep {
+            if claim.spec.intent != Intent::Keep {
                 return Ok(false);
             }
-            claim.intent = Intent::Remove { force: !drain };
+            claim.spec.intent = Intent::Remove { force: !drain };
             self.exec.store().update(&claim).await?;
             Ok(true)
         }

@@ -446,7 +446,7 @@ impl ClaimStore for Fake {
             .get_mut(&claim.name)
             .ok_or_else(|| not_found(format!("claim {}", claim.name)))?;
         stored.spec = claim.spec.clone();
-        stored.intent = claim.intent;
+        stored.spec.intent = claim.spec.intent;
         drop(w);
         self.claims_changed();
         Ok(())

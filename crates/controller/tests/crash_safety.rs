@@ -42,10 +42,12 @@ fn claim(name: &str) -> Claim {
             ttl: Some(Duration::from_secs(4 * 3600)),
             requested_by: "test".into(),
             reason: "crash safety".into(),
+            intent: Intent::Keep,
+            host: None,
         },
         status: ClaimStatus::default(),
-        intent: Intent::Keep,
         finalizer: true,
+        generation: None,
     }
 }
 
@@ -56,7 +58,7 @@ async fn run(exec: &Exec, name: &str) -> Result<Phase, ExecutorError> {
 
 fn request_removal(fake: &Fake, name: &str, force: bool) {
     let mut w = fake.world();
-    w.claims.get_mut(name).unwrap().intent = Intent::Remove { force };
+    w.claims.get_mut(name).unwrap().spec.intent = Intent::Remove { force };
 }
 
 const PROVISION_STEPS: [Step; 8] = [
@@ -293,7 +295,12 @@ async fn a_drain_request_cordons_and_drains_but_keeps_the_vm_until_removal() {
     fake.put_claim(claim("burst-drain"));
     let exec = executor(&fake);
     assert_eq!(run(&exec, "burst-drain").await.unwrap(), Phase::Ready);
-    fake.world().claims.get_mut("burst-drain").unwrap().intent = Intent::Drain;
+    fake.world()
+        .claims
+        .get_mut("burst-drain")
+        .unwrap()
+        .spec
+        .intent = Intent::Drain;
     assert_eq!(run(&exec, "burst-drain").await.unwrap(), Phase::Draining);
     assert!(fake.world().nodes["burst-drain"].cordoned);
     assert_eq!(fake.owned("burst-drain").len(), 1);

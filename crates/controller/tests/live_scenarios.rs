@@ -118,11 +118,8 @@ async fn workers_past_their_ttl_go_at_once_when_idle_and_after_a_drain_when_busy
         "the idle worker is removed without a drain: {idle_trace:?}"
     );
     assert_eq!(
-        idle_trace
-            .annotations
-            .get("tidepool.dev/force-remove")
-            .map(String::as_str),
-        Some("true"),
+        idle_trace.intent,
+        serde_json::json!({"action": "Remove", "force": true}),
         "{idle_trace:?}"
     );
     let busy_trace = traces.of(&busy);
@@ -281,7 +278,7 @@ async fn spot_preemption(name: &'static str, work: SpotWork) {
         live.dump_pods("default")
     );
     for s in &spots {
-        let host = live.claim(s).unwrap()["status"]["proxmoxNode"].clone();
+        let host = live.claim(s).unwrap()["status"]["vm"]["node"].clone();
         assert_eq!(host, "pve-01", "{s} is on pve-01\n{}", live.dump_claims());
     }
 
@@ -323,7 +320,7 @@ async fn spot_preemption(name: &'static str, work: SpotWork) {
     assert_eq!(permanent["spec"]["pool"], "permanent");
     assert_eq!(permanent["spec"]["size"], "large");
     assert_eq!(permanent["spec"]["requestedBy"], "autoscaler");
-    assert_eq!(permanent["status"]["proxmoxNode"], "pve-01");
+    assert_eq!(permanent["status"]["vm"]["node"], "pve-01");
 
     for s in &spots {
         let t = traces.of(s);
@@ -460,7 +457,7 @@ async fn gpu_placement(name: &'static str, pve02: u64) {
     assert_eq!(claim["spec"]["pool"], "gpu");
     assert_eq!(claim["spec"]["size"], "gpu");
     assert_eq!(
-        claim["status"]["proxmoxNode"],
+        claim["status"]["vm"]["node"],
         "pve-02",
         "the T4 of pve-01 is taken\n{}",
         live.dump_claims()
@@ -569,7 +566,7 @@ async fn new_workers_go_to_the_host_with_room_and_pods_are_told_when_no_host_has
     assert_eq!(burst.len(), 2, "{}", live.dump_claims());
     for c in &burst {
         assert_eq!(
-            c["status"]["proxmoxNode"],
+            c["status"]["vm"]["node"],
             "pve-01",
             "pve-02 has no room\n{}",
             live.dump_claims()

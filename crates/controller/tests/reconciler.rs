@@ -82,7 +82,7 @@ async fn the_reconciler_provisions_new_claims_and_removes_unwanted_ones() {
     sorted.sort();
     assert_eq!(announced(), sorted);
     for n in &names {
-        fake.world().claims.get_mut(n).unwrap().intent = Intent::Remove { force: true };
+        fake.world().claims.get_mut(n).unwrap().spec.intent = Intent::Remove { force: true };
     }
     for _ in 0..500 {
         if fake.world().claims.is_empty() {

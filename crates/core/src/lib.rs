@@ -2,9 +2,13 @@
 //! lifecycle, node conventions, TTLs), the safety rules, and the
 //! configuration schema with its validation.
 //!
+//! It re-exports [`jiff`], whose `Timestamp` is the time type of every
+//! crate above it.
+//!
 //! Nothing here performs I/O or reads a clock: time is passed in, so every
 //! function is deterministic and testable with plain values.
 
+pub mod claim;
 pub mod config;
 pub mod conventions;
 pub mod cron;
@@ -18,7 +22,9 @@ pub mod safety;
 pub mod sched;
 pub mod ttl;
 
+pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use conventions::{LabelKeys, NodeMetadata, Taint, TaintEffect};
+pub use jiff;
 pub use lifecycle::{Lifecycle, Phase, Step};
 pub use pool::{Limits, PoolKind, Size, WorkerType};

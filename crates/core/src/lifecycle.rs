@@ -14,9 +14,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A lifecycle phase without its payload, for labels, metrics and tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 pub enum Phase {
     /// The claim exists; nothing has been created yet.
+    #[default]
     Requested,
     /// The VM is being cloned, configured and started.
     Provisioning,
@@ -108,6 +112,7 @@ impl fmt::Display for Phase {
 /// One step of provisioning or removal; a failure names the step it
 /// happened in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub enum Step {
     /// Choose a VMID in the provider's range.
@@ -248,6 +253,21 @@ impl Lifecycle {
         }
     }
 
+    /// The state of a phase that carries no payload (`Failed` carries its
+    /// step and reason, so it reads as `Requested` here; callers handle it
+    /// first).
+    pub(crate) fn of_phase(phase: Phase) -> Lifecycle {
+        match phase {
+            Phase::Requested | Phase::Failed => Self::Requested,
+            Phase::Provisioning => Self::Provisioning,
+            Phase::Joining => Self::Joining,
+            Phase::Ready => Self::Ready,
+            Phase::Draining => Self::Draining,
+            Phase::Terminating => Self::Terminating,
+            Phase::Terminated => Self::Terminated,
+        }
+    }
+
     /// Moves to `to`, which must not be `Failed` (use [`Lifecycle::fail`]).
     ///
     /// # Errors
@@ -257,16 +277,7 @@ impl Lifecycle {
         if to == Phase::Failed || !from.can_move_to(to) {
             return Err(TransitionError::Illegal { from, to });
         }
-        Ok(match to {
-            Phase::Requested => Self::Requested,
-            Phase::Provisioning => Self::Provisioning,
-            Phase::Joining => Self::Joining,
-            Phase::Ready => Self::Ready,
-            Phase::Draining => Self::Draining,
-            Phase::Terminating => Self::Terminating,
-            Phase::Terminated => Self::Terminated,
-            Phase::Failed => return Err(TransitionError::Illegal { from, to }),
-        })
+        Ok(Self::of_phase(to))
     }
 
     /// Records that `step` failed for `reason`.

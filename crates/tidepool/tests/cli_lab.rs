@@ -468,7 +468,7 @@ async fn scale_up_requests_workers_for_waiting_pods_at_once_within_limits() {
             "{c}"
         );
         assert!(
-            c["metadata"]["annotations"]["tidepool.dev/host"].is_string(),
+            c["spec"]["host"].is_string(),
             "the planner's host goes with the claim: {c}"
         );
     }

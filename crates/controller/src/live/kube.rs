@@ -1,36 +1,22 @@
 //! [`Nodes`] and [`ClaimStore`] over the Kubernetes API.
 //!
-//! A claim's intent lives where Kubernetes users expect it: a deletion
-//! timestamp means remove (so `kubectl delete workerclaim X` works), the
-//! annotation `tidepool.dev/force-remove: "true"` skips the drain, and
-//! `tidepool.dev/intent: drain` asks for a drain that keeps the worker.
+//! A claim's intent lives where Kubernetes users expect it: `spec.intent`
+//! (drain, or remove with `force`), and a deletion timestamp means remove,
+//! so `kubectl delete workerclaim X` works.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use tidepool_cluster::{
-    ClaimCondition, ClaimPhase, ClaimStep, ClusterClient, ClusterError, ConditionStatus,
-    ConditionType, DrainError, DrainOptions, FINALIZER, WorkerClaim, WorkerClaimSpec,
-    WorkerClaimStatus,
-};
-use tidepool_core::{Lifecycle, NodeMetadata, Phase};
+use tidepool_cluster::claim::legacy_annotations_cleared;
+use tidepool_cluster::{ClusterClient, ClusterError, DrainError, DrainOptions, WorkerClaim};
+use tidepool_core::NodeMetadata;
 
-use crate::claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
+use crate::claim::{Claim, ClaimStatus, Intent};
 use crate::ports::{ClaimStore, NodeView, Nodes, ProviderError, ProviderErrorKind, ProviderResult};
-
-/// Annotation asking for a drain-only intent.
-pub const INTENT_ANNOTATION: &str = "tidepool.dev/intent";
-/// Annotation making a removal skip the drain.
-pub const FORCE_ANNOTATION: &str = "tidepool.dev/force-remove";
-/// Annotation carrying the host chosen when the claim was made (the
-/// planner's choice), until the status records one.
-pub const HOST_ANNOTATION: &str = "tidepool.dev/host";
 
 /// How long a first read waits for the claim watch to complete its list.
 const CACHE_SYNC: Duration = Duration::from_secs(10);
@@ -217,173 +203,6 @@ impl Nodes for KubeCluster {
     }
 }
 
-const CONDITIONS: [(Condition, ConditionType); 13] = [
-    (Condition::VmidAllocated, ConditionType::VmidAllocated),
-    (Condition::VmCloned, ConditionType::VmCloned),
-    (Condition::VmConfigured, ConditionType::VmConfigured),
-    (Condition::VmStarted, ConditionType::VmStarted),
-    (Condition::AddressReported, ConditionType::AddressReported),
-    (Condition::ConfigDelivered, ConditionType::ConfigDelivered),
-    (Condition::NodeReady, ConditionType::NodeReady),
-    (Condition::Labelled, ConditionType::Labelled),
-    (Condition::Cordoned, ConditionType::Cordoned),
-    (Condition::Drained, ConditionType::Drained),
-    (Condition::NodeDeleted, ConditionType::NodeDeleted),
-    (Condition::VmStopped, ConditionType::VmStopped),
-    (Condition::VmDeleted, ConditionType::VmDeleted),
-];
-
-/// The resource's status for a claim status.
-pub fn to_resource_status(status: &ClaimStatus) -> WorkerClaimStatus {
-    let (failed_step, last_error) = match &status.lifecycle {
-        Lifecycle::Failed { step, reason } => (
-            Some(ClaimStep::from(*step)),
-            Some(format!("{step}: {reason}")),
-        ),
-        _ => (None, status.last_error.clone()),
-    };
-    let conditions = CONDITIONS
-        .iter()
-        .filter_map(|(ours, theirs)| {
-            status.conditions.get(ours).map(|t| ClaimCondition {
-                type_: *theirs,
-                status: ConditionStatus::True,
-                reason: "Done".into(),
-                message: String::new(),
-                last_transition_time: Time(*t),
-            })
-        })
-        .collect();
-    WorkerClaimStatus {
-        phase: Some(ClaimPhase::from(status.lifecycle.phase())),
-        failed_step,
-        vmid: status.vm.as_ref().map(|v| v.vmid).or(status.vmid),
-        proxmox_node: status
-            .vm
-            .as_ref()
-            .map(|v| v.node.clone())
-            .or_else(|| status.host.clone()),
-        vm_uuid: status.vm.as_ref().map(|v| v.uuid.clone()),
-        ip: status.ip.map(|ip| ip.to_string()),
-        node_name: status.node_name.clone(),
-        provisioned_at: status.provisioned_at.map(Time),
-        expires_at: status.expires_at.map(Time),
-        last_error,
-        conditions,
-        observed_generation: None,
-    }
-}
-
-/// The claim status a resource status records.
-pub fn from_resource_status(status: Option<&WorkerClaimStatus>) -> ClaimStatus {
-    let Some(s) = status else {
-        return ClaimStatus::default();
-    };
-    let phase: Phase = s.phase.map_or(Phase::Requested, Phase::from);
-    let lifecycle = match phase {
-        Phase::Failed => {
-            let step = s
-                .failed_step
-                .map_or(tidepool_core::Step::AllocateVmid, Into::into);
-            let prefix = format!("{step}: ");
-            let reason = s
-                .last_error
-                .as_deref()
-                .map(|e| e.strip_prefix(&prefix).unwrap_or(e).to_owned())
-                .unwrap_or_default();
-            Lifecycle::Failed { step, reason }
-        }
-        Phase::Requested => Lifecycle::Requested,
-        Phase::Provisioning => Lifecycle::Provisioning,
-        Phase::Joining => Lifecycle::Joining,
-        Phase::Ready => Lifecycle::Ready,
-        Phase::Draining => Lifecycle::Draining,
-        Phase::Terminating => Lifecycle::Terminating,
-        Phase::Terminated => Lifecycle::Terminated,
-    };
-    let vm = match (s.vmid, &s.proxmox_node, &s.vm_uuid) {
-        (Some(vmid), Some(node), Some(uuid)) => Some(VmIdentity {
-            vmid,
-            node: node.clone(),
-            uuid: uuid.clone(),
-        }),
-        _ => None,
-    };
-    let conditions = CONDITIONS
-        .iter()
-        .filter_map(|(ours, theirs)| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == *theirs && c.status == ConditionStatus::True)
-                .map(|c| (*ours, c.last_transition_time.0))
-        })
-        .collect();
-    ClaimStatus {
-        lifecycle,
-        vmid: s.vmid,
-        host: s.proxmox_node.clone(),
-        vm,
-        ip: s.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()),
-        node_name: s.node_name.clone(),
-        provisioned_at: s.provisioned_at.as_ref().map(|t| t.0),
-        expires_at: s.expires_at.as_ref().map(|t| t.0),
-        conditions,
-        last_error: if phase == Phase::Failed {
-            None
-        } else {
-            s.last_error.clone()
-        },
-    }
-}
-
-/// The executor's view of a `WorkerClaim`.
-pub fn from_resource(wc: &WorkerClaim) -> Claim {
-    let meta = &wc.metadata;
-    let annotations = meta.annotations.clone().unwrap_or_default();
-    let intent = if meta.deletion_timestamp.is_some() {
-        Intent::Remove {
-            force: annotations
-                .get(FORCE_ANNOTATION)
-                .is_some_and(|v| v == "true"),
-        }
-    } else if annotations
-        .get(INTENT_ANNOTATION)
-        .is_some_and(|v| v == "drain")
-    {
-        Intent::Drain
-    } else {
-        Intent::Keep
-    };
-    let mut status = from_resource_status(wc.status.as_ref());
-    if status.host.is_none() {
-        status.host = annotations.get(HOST_ANNOTATION).cloned();
-    }
-    Claim {
-        name: meta.name.clone().unwrap_or_default(),
-        spec: ClaimSpec {
-            pool: wc.spec.pool.clone(),
-            size: wc.spec.size.clone(),
-            ttl: wc
-                .spec
-                .ttl_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .map(Duration::from_secs),
-            requested_by: wc.spec.requested_by.clone(),
-            reason: wc.spec.reason.clone(),
-        },
-        status,
-        intent,
-        finalizer: meta
-            .finalizers
-            .as_ref()
-            .is_some_and(|f| f.iter().any(|x| x == FINALIZER)),
-    }
-}
-
-fn ttl_seconds(ttl: Option<Duration>) -> Option<i64> {
-    ttl.and_then(|t| i64::try_from(t.as_secs()).ok())
-}
-
 impl ClaimStore for KubeCluster {
     async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
         Ok(self
@@ -392,7 +211,7 @@ impl ClaimStore for KubeCluster {
             .await
             .map_err(classify)?
             .as_ref()
-            .map(from_resource))
+            .map(WorkerClaim::to_claim))
     }
 
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
@@ -402,7 +221,7 @@ impl ClaimStore for KubeCluster {
             .await
             .map_err(classify)?
             .iter()
-            .map(from_resource)
+            .map(WorkerClaim::to_claim)
             .collect())
     }
 
@@ -412,7 +231,7 @@ impl ClaimStore for KubeCluster {
             // The watch is not answering: read the API server directly.
             return ClaimStore::list(self).await;
         }
-        Ok(cache.state().iter().map(|c| from_resource(c)).collect())
+        Ok(cache.state().iter().map(|c| c.to_claim()).collect())
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -420,35 +239,20 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn create(&self, claim: &Claim) -> ProviderResult<()> {
-        let spec = WorkerClaimSpec {
-            pool: claim.spec.pool.clone(),
-            size: claim.spec.size.clone(),
-            ttl_seconds: ttl_seconds(claim.spec.ttl),
-            requested_by: claim.spec.requested_by.clone(),
-            reason: claim.spec.reason.clone(),
-        };
-        let annotations = claim
-            .status
-            .host
-            .iter()
-            .map(|h| (HOST_ANNOTATION.to_owned(), h.clone()))
-            .collect();
-        self.cluster
-            .create_claim_annotated(&claim.name, spec, annotations)
-            .await
-            .map_err(classify)?;
+        self.cluster.create_claim(claim).await.map_err(classify)?;
         Ok(())
     }
 
     async fn update(&self, claim: &Claim) -> ProviderResult<()> {
-        let (intent, force) = match claim.intent {
-            Intent::Keep => (None, None),
-            Intent::Drain => (Some("drain"), None),
-            Intent::Remove { force } => (Some("remove"), force.then_some("true")),
-        };
+        // Only the intent and the TTL change after creation; the patch also
+        // clears the annotations older versions kept them in.
+        let intent = (claim.spec.intent != Intent::Keep).then_some(claim.spec.intent);
         let patch = json!({
-            "metadata": {"annotations": {INTENT_ANNOTATION: intent, FORCE_ANNOTATION: force}},
-            "spec": {"ttlSeconds": ttl_seconds(claim.spec.ttl)},
+            "metadata": {"annotations": legacy_annotations_cleared()},
+            "spec": {
+                "intent": intent,
+                "ttlSeconds": claim.spec.ttl.map(|t| t.as_secs()),
+            },
         });
         self.cluster
             .claims()
@@ -460,7 +264,7 @@ impl ClaimStore for KubeCluster {
                     e,
                 ))
             })?;
-        if matches!(claim.intent, Intent::Remove { .. }) {
+        if claim.spec.intent.is_removal() {
             self.cluster
                 .delete_claim(&claim.name)
                 .await
@@ -471,7 +275,7 @@ impl ClaimStore for KubeCluster {
 
     async fn save_status(&self, name: &str, status: &ClaimStatus) -> ProviderResult<()> {
         self.cluster
-            .patch_claim_status(name, &to_resource_status(status))
+            .patch_claim_status(name, status)
             .await
             .map_err(classify)?;
         Ok(())

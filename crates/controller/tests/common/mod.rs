@@ -177,7 +177,7 @@ impl Live {
                     c["spec"]["pool"].as_str().unwrap_or("?"),
                     c["spec"]["size"].as_str().unwrap_or("?"),
                     c["status"]["phase"].as_str().unwrap_or("-"),
-                    c["status"]["proxmoxNode"].as_str().unwrap_or("-"),
+                    c["status"]["vm"]["node"].as_str().unwrap_or("-"),
                     c["status"]["vmid"],
                     c["spec"]["requestedBy"].as_str().unwrap_or("?"),
                     !c["metadata"]["deletionTimestamp"].is_null(),
@@ -343,15 +343,15 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
 }
 
 /// What was seen of each claim while polling: every phase it passed
-/// through, every condition it carried, and its annotations.
+/// through, every condition it carried, and its latest intent.
 #[derive(Debug, Default)]
 pub struct Trace {
     /// Phases in the order first seen.
     pub phases: Vec<String>,
     /// Condition types ever seen true.
     pub conditions: BTreeSet<String>,
-    /// The latest annotations.
-    pub annotations: BTreeMap<String, String>,
+    /// The latest `spec.intent` (`null` while the worker is kept).
+    pub intent: serde_json::Value,
     /// The host of its VM.
     pub host: Option<String>,
 }
@@ -380,13 +380,8 @@ impl Traces {
                     t.conditions.insert(kind.to_owned());
                 }
             }
-            if let Some(a) = c["metadata"]["annotations"].as_object() {
-                t.annotations = a
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
-                    .collect();
-            }
-            if let Some(h) = c["status"]["proxmoxNode"].as_str() {
+            t.intent = c["spec"]["intent"].clone();
+            if let Some(h) = c["status"]["vm"]["node"].as_str() {
                 t.host = Some(h.to_owned());
             }
         }
