@@ -116,11 +116,7 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
         });
 
         let sd = &pool.scale_down;
-        let state = input
-            .pool_state
-            .get(&pool.name)
-            .cloned()
-            .unwrap_or_default();
+        let state = input.state_of(&pool.name);
         let interval = i64::try_from(sd.interval.as_secs()).unwrap_or(i64::MAX);
         let waiting_interval = state
             .last_scale_down
