@@ -297,33 +297,22 @@ fn ttl(
     kind: PoolKind,
     errs: &mut Errors,
 ) -> Option<Option<Duration>> {
-    let Some((n, p)) = field else {
-        return Some(
-            kind.has_ttl_by_default()
-                .then_some(Duration::from_secs(4 * 3600)),
-        );
-    };
-    let d = duration(n, &p, errs)?;
-    if kind == PoolKind::Permanent {
-        errs.at(
-            &p,
-            d.mark,
-            "permanent pools have no TTL; remove `ttl` or use kind burst",
-        );
-        return None;
-    }
-    if !(MIN_TTL..=MAX_TTL).contains(&d.value) {
-        errs.at(
-            &p,
-            d.mark,
-            format!(
-                "ttl must be between 1h and 168h, got {}",
-                crate::duration::Human(d.value)
-            ),
-        );
-        return None;
-    }
-    Some(Some(d.value))
+    lifetime(
+        field,
+        kind,
+        kind.has_ttl_by_default()
+            .then_some(Duration::from_secs(4 * 3600)),
+        "permanent pools have no TTL; remove `ttl` or use kind burst",
+        |d| {
+            (!(MIN_TTL..=MAX_TTL).contains(&d)).then(|| {
+                format!(
+                    "ttl must be between 1h and 168h, got {}",
+                    crate::duration::Human(d)
+                )
+            })
+        },
+        errs,
+    )
 }
 
 /// The idle timeout: at least 1m, none for permanent pools; 30m when not
@@ -333,22 +322,37 @@ fn idle_timeout(
     kind: PoolKind,
     errs: &mut Errors,
 ) -> Option<Option<Duration>> {
+    lifetime(
+        field,
+        kind,
+        matches!(kind, PoolKind::Burst | PoolKind::Gpu).then_some(Duration::from_secs(30 * 60)),
+        "permanent pools are not removed when idle; remove `idleTimeout`",
+        |d| (d < Duration::from_secs(60)).then(|| "idleTimeout must be at least 1m".to_owned()),
+        errs,
+    )
+}
+
+/// A limit on a worker's life (`ttl`, `idleTimeout`): `default` when not
+/// given; never for a permanent pool (`on_permanent` says so); `invalid`
+/// says what is wrong with a given value, if anything. `None` when invalid.
+fn lifetime(
+    field: Option<(&Node, String)>,
+    kind: PoolKind,
+    default: Option<Duration>,
+    on_permanent: &str,
+    invalid: impl FnOnce(Duration) -> Option<String>,
+    errs: &mut Errors,
+) -> Option<Option<Duration>> {
     let Some((n, p)) = field else {
-        return Some(
-            matches!(kind, PoolKind::Burst | PoolKind::Gpu).then_some(Duration::from_secs(30 * 60)),
-        );
+        return Some(default);
     };
     let d = duration(n, &p, errs)?;
     if kind == PoolKind::Permanent {
-        errs.at(
-            &p,
-            d.mark,
-            "permanent pools are not removed when idle; remove `idleTimeout`",
-        );
+        errs.at(&p, d.mark, on_permanent);
         return None;
     }
-    if d.value < Duration::from_secs(60) {
-        errs.at(&p, d.mark, "idleTimeout must be at least 1m");
+    if let Some(message) = invalid(d.value) {
+        errs.at(&p, d.mark, message);
         return None;
     }
     Some(Some(d.value))
