@@ -14,8 +14,11 @@ fn code_str<S: Serializer>(code: &ReasonCode, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(code.as_str())
 }
 
-/// Everything the capacity report says.
+/// The capacity report (spec §5): the room left on every host, provider
+/// and pool, how many more workers of each size fit and what runs out
+/// first, and what one worker more or fewer would change.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct CapacityReport {
     /// When the observation was made (RFC 3339).
     pub at: String,
@@ -33,6 +36,7 @@ pub struct CapacityReport {
 
 /// One hypervisor host and the room it has left.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct HostCapacity {
     /// Host (Proxmox node) name.
     pub name: String,
@@ -67,6 +71,7 @@ pub struct HostCapacity {
 
 /// One provider's settings that bound every host, and its VMID range.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct ProviderCapacity {
     /// Provider name.
     pub name: String,
@@ -84,6 +89,7 @@ pub struct ProviderCapacity {
 
 /// Allocatable and requested resources of a set of nodes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct ClusterCapacity {
     /// Ready, schedulable nodes.
     pub nodes: u32,
@@ -109,6 +115,7 @@ pub struct ClusterCapacity {
 
 /// One pool: its limits and how many workers of each size still fit.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct PoolCapacity {
     /// Pool name.
     pub name: String,
@@ -125,10 +132,11 @@ pub struct PoolCapacity {
 /// A pool's limits, what it uses (counting workers on their way) and what
 /// is left.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct LimitsLeft {
-    /// `minNodes`.
+    /// The pool's `minNodes`.
     pub min_nodes: u32,
-    /// `maxNodes`.
+    /// The pool's `maxNodes`.
     pub max_nodes: u32,
     /// Workers that exist or are on their way.
     pub nodes: u32,
@@ -136,13 +144,13 @@ pub struct LimitsLeft {
     pub in_flight: u32,
     /// Workers the pool may still add.
     pub nodes_left: u32,
-    /// `cpuCores` ceiling, if any.
+    /// The pool's `cpuCores` ceiling, if any.
     pub cpu_cores_max: Option<u64>,
     /// vCPUs of the pool's workers.
     pub cpu_cores: u64,
     /// vCPUs left under the ceiling (none without one).
     pub cpu_cores_left: Option<u64>,
-    /// `memoryMiB` ceiling, if any.
+    /// The pool's `memoryMiB` ceiling, if any.
     pub memory_mib_max: Option<u64>,
     /// Memory of the pool's workers, MiB.
     pub memory_mib: u64,
@@ -152,6 +160,7 @@ pub struct LimitsLeft {
 
 /// What one VM of a size costs a host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct VmNeeds {
     /// Memory with the per-VM overhead, MiB.
     pub memory_mib: u64,
@@ -167,6 +176,7 @@ pub struct VmNeeds {
 
 /// How many more workers of one size a pool can add, and what stops it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct SizeFit {
     /// Size name.
     pub size: String,
@@ -187,6 +197,7 @@ pub struct SizeFit {
     /// `limit-memory`, `vmid-range`, `host-memory`, `host-cpu`,
     /// `host-storage`, `host-gpu`, `host-template` or `no-host`.
     #[serde(serialize_with = "code_str")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub binding: ReasonCode,
     /// The figures in a sentence.
     pub why: String,
@@ -194,6 +205,7 @@ pub struct SizeFit {
 
 /// How many VMs of one size fit on one host, per dimension.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct HostFit {
     /// Host name.
     pub host: String,
@@ -210,11 +222,13 @@ pub struct HostFit {
     /// The host dimension that runs out first (memory, then vCPU, storage
     /// and GPU on a tie, the order the planner checks them in).
     #[serde(serialize_with = "code_str")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub binding: ReasonCode,
 }
 
 /// Room left on one host for the provider's storage.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct HostRoom {
     /// Host name.
     pub host: String,
@@ -243,17 +257,23 @@ impl HostRoom {
 
 /// Why a what-if worker could not be added.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct Refusal {
-    /// The limit or dimension, as a reason code.
+    /// The limit or dimension that refuses it, as a reason code:
+    /// `limit-max-nodes`, `limit-cpu-cores`, `limit-memory`, `vmid-range`,
+    /// `host-memory`, `host-cpu`, `host-storage`, `host-gpu`,
+    /// `host-template` or `no-host`.
     #[serde(serialize_with = "code_str")]
+    #[cfg_attr(feature = "schemars", schemars(with = "String"))]
     pub code: ReasonCode,
-    /// With the figures.
+    /// Why, with the figures.
     pub message: String,
 }
 
 /// The what-ifs: one worker of each size of each pool added, and one
 /// existing worker of each removed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct WhatIf {
     /// One more worker, per pool and size.
     pub add: Vec<AddOne>,
@@ -263,10 +283,11 @@ pub struct WhatIf {
 
 /// What adding one worker of a size to a pool would change.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct AddOne {
-    /// Pool.
+    /// The pool.
     pub pool: String,
-    /// Size.
+    /// The size.
     pub size: String,
     /// The host the planner would place it on; none when refused.
     pub host: Option<String>,
@@ -286,10 +307,11 @@ pub struct AddOne {
 
 /// What removing one existing worker would change.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
 pub struct RemoveOne {
-    /// Pool.
+    /// The pool.
     pub pool: String,
-    /// Size.
+    /// The size.
     pub size: String,
     /// The worker taken: the pool's Ready worker of this size with the
     /// fewest workload pods (then by name).
