@@ -221,6 +221,26 @@ pub struct PoolUsage {
     pub memory_mib: u64,
 }
 
+impl PoolUsage {
+    /// The usage with one more worker of `size`.
+    pub fn with_worker(self, size: &Size) -> Self {
+        Self {
+            nodes: self.nodes + 1,
+            cpu_cores: self.cpu_cores + u64::from(size.vcpu),
+            memory_mib: self.memory_mib + size.memory_mib,
+        }
+    }
+
+    /// The usage with one worker of `size` fewer (never below zero).
+    pub fn without_worker(self, size: &Size) -> Self {
+        Self {
+            nodes: self.nodes.saturating_sub(1),
+            cpu_cores: self.cpu_cores.saturating_sub(u64::from(size.vcpu)),
+            memory_mib: self.memory_mib.saturating_sub(size.memory_mib),
+        }
+    }
+}
+
 /// A limit that adding workers would break.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {

@@ -137,21 +137,52 @@ fn count_nodes(node: &Node) -> usize {
 /// [`MAX_DEPTH`] or larger than [`MAX_NODES`] are all reported with their
 /// position. An empty document parses as a null scalar.
 pub fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
-    let mut root: Option<Node> = None;
-    let mut documents = 0usize;
-    let mut total_nodes = 0usize;
+    let mut builder = Builder::default();
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| SyntaxError {
             mark: mark_of(e.marker()),
             message: e.info().to_owned(),
         })?;
         let mark = mark_of(&span.start);
-        let finished: Option<(Node, usize)> = match event {
+        if let Some((node, anchor)) = builder.event(event, mark)? {
+            builder.attach(node, anchor, mark)?;
+        }
+    }
+    Ok(builder.root.unwrap_or(Node {
+        value: Value::Scalar {
+            text: String::new(),
+            plain: true,
+        },
+        mark: Mark { line: 1, col: 1 },
+    }))
+}
+
+/// The tree being built from the parser's events.
+#[derive(Default)]
+struct Builder {
+    /// The collections still open, innermost last.
+    stack: Vec<Frame>,
+    /// Anchored nodes by anchor id.
+    anchors: HashMap<usize, Node>,
+    /// The document's node, once complete.
+    root: Option<Node>,
+    /// Documents seen.
+    documents: usize,
+    /// Nodes so far, aliases expanded.
+    total_nodes: usize,
+}
+
+impl Builder {
+    /// The node `event` completes, with its anchor (0 for none), if any.
+    fn event(
+        &mut self,
+        event: Event<'_>,
+        mark: Mark,
+    ) -> Result<Option<(Node, usize)>, SyntaxError> {
+        Ok(match event {
             Event::DocumentStart(_) => {
-                documents += 1;
-                if documents > 1 {
+                self.documents += 1;
+                if self.documents > 1 {
                     return Err(SyntaxError {
                         mark,
                         message: "expected a single YAML document, found a second one".into(),
@@ -170,16 +201,16 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 anchor,
             )),
             Event::Alias(id) => {
-                let node = anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
                     mark,
                     message: "alias refers to an unknown anchor".into(),
                 })?;
-                total_nodes += count_nodes(&node);
+                self.total_nodes += count_nodes(&node);
                 Some((Node { mark, ..node }, 0))
             }
             Event::SequenceStart(anchor, _) => {
                 push(
-                    &mut stack,
+                    &mut self.stack,
                     Frame::Seq {
                         mark,
                         anchor,
@@ -191,7 +222,7 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             }
             Event::MappingStart(anchor, _) => {
                 push(
-                    &mut stack,
+                    &mut self.stack,
                     Frame::Map {
                         mark,
                         anchor,
@@ -203,7 +234,7 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 )?;
                 None
             }
-            Event::SequenceEnd => match stack.pop() {
+            Event::SequenceEnd => match self.stack.pop() {
                 Some(Frame::Seq {
                     mark,
                     anchor,
@@ -217,7 +248,7 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 )),
                 _ => return Err(internal(mark)),
             },
-            Event::MappingEnd => match stack.pop() {
+            Event::MappingEnd => match self.stack.pop() {
                 Some(Frame::Map {
                     mark,
                     anchor,
@@ -233,12 +264,14 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 _ => return Err(internal(mark)),
             },
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => None,
-        };
-        let Some((node, anchor)) = finished else {
-            continue;
-        };
-        total_nodes += 1;
-        if total_nodes > MAX_NODES {
+        })
+    }
+
+    /// Counts the finished `node`, remembers it under `anchor` (0 for none)
+    /// and adds it to the collection it belongs to.
+    fn attach(&mut self, node: Node, anchor: usize, mark: Mark) -> Result<(), SyntaxError> {
+        self.total_nodes += 1;
+        if self.total_nodes > MAX_NODES {
             return Err(SyntaxError {
                 mark,
                 message: format!(
@@ -247,10 +280,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             });
         }
         if anchor != 0 {
-            anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, node.clone());
         }
-        match stack.last_mut() {
-            None => root = Some(node),
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
                 entries,
@@ -280,14 +313,8 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                 }
             },
         }
+        Ok(())
     }
-    Ok(root.unwrap_or(Node {
-        value: Value::Scalar {
-            text: String::new(),
-            plain: true,
-        },
-        mark: Mark { line: 1, col: 1 },
-    }))
 }
 
 fn push(stack: &mut Vec<Frame>, frame: Frame, mark: Mark) -> Result<(), SyntaxError> {

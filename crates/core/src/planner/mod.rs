@@ -6,13 +6,15 @@
 //! the input, so the same input always gives the same plan. Scale-up is in
 //! [`scale_up`], the hypervisor headroom model in [`hosts`], scale-down in
 //! [`scale_down`], the schedule, pressure and utilization figures in
-//! [`triggers`].
+//! [`triggers`], what the pools, hosts and VMID ranges already hold in
+//! [`usage`], and the capacity report in [`capacity`].
 
 pub mod capacity;
 pub mod hosts;
 pub mod scale_down;
 pub mod scale_up;
 pub mod triggers;
+pub mod usage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -100,6 +102,14 @@ pub struct PlanInput {
     pub pool_state: BTreeMap<String, PoolState>,
     /// The time of the plan.
     pub now: Timestamp,
+}
+
+impl PlanInput {
+    /// The controller's memory of pool `name` (the default when it has
+    /// none).
+    pub fn state_of(&self, name: &str) -> PoolState {
+        self.pool_state.get(name).cloned().unwrap_or_default()
+    }
 }
 
 /// A stable code for every decision and every refusal, for metrics,

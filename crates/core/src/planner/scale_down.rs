@@ -28,8 +28,9 @@ use crate::pool::PoolKind;
 use crate::sched::NodeSnapshot;
 
 use super::{Action, ClaimState, Held, Plan, PlanInput, Reason, ReasonCode};
-use crate::config::Pool;
+use crate::config::{Pool, Scheduled};
 
+/// A worker that qualifies for removal, and by which rule.
 struct Candidate<'a> {
     claim: &'a ClaimState,
     code: ReasonCode,
@@ -42,70 +43,21 @@ struct Candidate<'a> {
 /// Plans the scale-down part of `input` into `out`; `absorbing` names the
 /// nodes scale-up simulated pending pods onto.
 pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mut Plan) {
-    let cfg = &input.config;
-    let now = input.now;
     let nodes: BTreeMap<&str, &NodeSnapshot> =
         input.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    for pool in &cfg.pools {
+    for pool in &input.config.pools {
         let members: Vec<&ClaimState> = input
             .claims
             .iter()
             .filter(|c| c.pool == pool.name)
             .collect();
-        let mut candidates = Vec::new();
-        if pool.kind == PoolKind::Permanent {
-            candidates.extend(utilization_candidate(input, pool, &members, &nodes, out));
+        let mut candidates = if pool.kind == PoolKind::Permanent {
+            utilization_candidate(input, pool, &members, &nodes, out)
+                .into_iter()
+                .collect()
         } else {
-            for claim in members.iter().filter(|c| c.phase == Phase::Ready) {
-                let Some(node) = nodes.get(claim.name.as_str()) else {
-                    continue;
-                };
-                let busy = node.has_workload();
-                if let Some(expiry) = claim.expires_at.filter(|e| *e <= now) {
-                    let overdue = now.as_second() - expiry.as_second();
-                    candidates.push(if busy {
-                        Candidate {
-                            claim,
-                            code: ReasonCode::TtlExpiredBusy,
-                            drain: true,
-                            message: format!(
-                                "TTL expired {overdue}s ago at {expiry}; {} pod(s) run on it, drain first",
-                                node.pods.iter().filter(|p| !p.daemon_set).count()
-                            ),
-                            order: (0, expiry.as_second()),
-                        }
-                    } else {
-                        Candidate {
-                            claim,
-                            code: ReasonCode::TtlExpiredIdle,
-                            drain: false,
-                            message: format!(
-                                "TTL expired {overdue}s ago at {expiry}; it runs only DaemonSet pods, remove now"
-                            ),
-                            order: (0, expiry.as_second()),
-                        }
-                    });
-                    continue;
-                }
-                if let (Some(timeout), Some(since), false) =
-                    (pool.idle_timeout, claim.idle_since, busy)
-                {
-                    let idle = now.as_second() - since.as_second();
-                    let limit = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
-                    if idle >= limit {
-                        candidates.push(Candidate {
-                            claim,
-                            code: ReasonCode::IdleTimeout,
-                            drain: false,
-                            message: format!(
-                                "idle for {idle}s, beyond the pool's idle timeout of {limit}s"
-                            ),
-                            order: (1, since.as_second()),
-                        });
-                    }
-                }
-            }
-        }
+            lifetime_candidates(input, pool, &members, &nodes)
+        };
         if candidates.is_empty() {
             continue;
         }
@@ -115,29 +67,7 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
                 .then_with(|| a.claim.name.cmp(&b.claim.name))
         });
 
-        let sd = &pool.scale_down;
-        let state = input
-            .pool_state
-            .get(&pool.name)
-            .cloned()
-            .unwrap_or_default();
-        let interval = i64::try_from(sd.interval.as_secs()).unwrap_or(i64::MAX);
-        let waiting_interval = state
-            .last_scale_down
-            .map(|t| now.as_second() - t.as_second())
-            .filter(|since| *since < interval);
-        let total = members
-            .iter()
-            .filter(|c| c.phase.counts_toward_pool())
-            .count();
-        let per_batch = ((total as f64 * sd.max_fraction).ceil() as usize).max(1);
-        let mut drains = members
-            .iter()
-            .filter(|c| c.phase == Phase::Draining)
-            .count();
-        let mut removed = 0usize;
-        let floor = super::triggers::scheduled_floor(pool, now);
-
+        let mut batch = Batch::new(input, pool, &members);
         for cand in candidates {
             let name = &cand.claim.name;
             let already = out
@@ -147,91 +77,16 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
             if already {
                 continue;
             }
-            let hold = |code: ReasonCode, message: String| Held {
-                worker: name.clone(),
-                wanted: cand.code,
-                reason: Reason::new(code, message),
-            };
-            let node = nodes.get(name.as_str());
-            if let Some(pattern) = cfg.protected.matching(name) {
-                out.held.push(hold(
-                    ReasonCode::Protected,
-                    format!("the name matches the protected pattern `{pattern}`"),
-                ));
+            let node = nodes.get(name.as_str()).copied();
+            if let Some(reason) = batch.hold(input, &cand, node, absorbing) {
+                out.held.push(Held {
+                    worker: name.clone(),
+                    wanted: cand.code,
+                    reason,
+                });
                 continue;
             }
-            if let Some(pod) = node.and_then(|n| n.pods.iter().find(|p| p.blocks_disruption())) {
-                out.held.push(hold(
-                    ReasonCode::DoNotDisrupt,
-                    format!("pod {} forbids disruption", pod.key()),
-                ));
-                continue;
-            }
-            if (!cand.drain || cand.code == ReasonCode::Utilization) && absorbing.contains(name) {
-                out.held.push(hold(
-                    ReasonCode::AbsorbsPendingPods,
-                    "pending pods fit on it".to_owned(),
-                ));
-                continue;
-            }
-            if let Some(since) = waiting_interval {
-                out.held.push(hold(
-                    ReasonCode::ScaleDownInterval,
-                    format!(
-                        "the pool's last scale-down batch started {since}s ago; the interval is {interval}s"
-                    ),
-                ));
-                continue;
-            }
-            if let Some((min, sched)) = floor
-                && total - removed <= min as usize
-            {
-                out.held.push(hold(
-                    ReasonCode::Scheduled,
-                    format!(
-                        "schedule `{}` keeps at least {min} worker(s) for {}s after it fires; the pool has {}",
-                        sched.cron.as_str(),
-                        sched.duration.as_secs(),
-                        total - removed
-                    ),
-                ));
-                continue;
-            }
-            if total - removed <= pool.limits.min_nodes as usize {
-                out.held.push(hold(
-                    ReasonCode::MinNodes,
-                    format!(
-                        "the pool has {} worker(s) and keeps at least {}",
-                        total - removed,
-                        pool.limits.min_nodes
-                    ),
-                ));
-                continue;
-            }
-            if removed >= per_batch {
-                out.held.push(hold(
-                    ReasonCode::MaxFraction,
-                    format!(
-                        "{removed} of the pool's {total} worker(s) are already removed in this batch (maxFraction {})",
-                        sd.max_fraction
-                    ),
-                ));
-                continue;
-            }
-            if cand.drain && drains >= sd.max_concurrent as usize {
-                out.held.push(hold(
-                    ReasonCode::MaxConcurrent,
-                    format!(
-                        "{drains} drain(s) already run in the pool (maxConcurrent {})",
-                        sd.max_concurrent
-                    ),
-                ));
-                continue;
-            }
-            if cand.drain {
-                drains += 1;
-            }
-            removed += 1;
+            batch.count(&cand);
             out.actions.push(Action::Remove {
                 worker: name.clone(),
                 pool: pool.name.clone(),
@@ -239,6 +94,208 @@ pub fn plan_scale_down(input: &PlanInput, absorbing: &BTreeSet<String>, out: &mu
                 reason: Reason::new(cand.code, cand.message),
             });
         }
+    }
+}
+
+/// The Ready workers of a non-permanent pool whose TTL has expired or
+/// that sat idle beyond the pool's idle timeout.
+fn lifetime_candidates<'a>(
+    input: &PlanInput,
+    pool: &Pool,
+    members: &[&'a ClaimState],
+    nodes: &BTreeMap<&str, &NodeSnapshot>,
+) -> Vec<Candidate<'a>> {
+    let now = input.now;
+    let mut candidates = Vec::new();
+    for &claim in members.iter().filter(|c| c.phase == Phase::Ready) {
+        let Some(node) = nodes.get(claim.name.as_str()) else {
+            continue;
+        };
+        let busy = node.has_workload();
+        if let Some(expiry) = claim.expires_at.filter(|e| *e <= now) {
+            let overdue = now.as_second() - expiry.as_second();
+            candidates.push(if busy {
+                Candidate {
+                    claim,
+                    code: ReasonCode::TtlExpiredBusy,
+                    drain: true,
+                    message: format!(
+                        "TTL expired {overdue}s ago at {expiry}; {} pod(s) run on it, drain first",
+                        node.pods.iter().filter(|p| !p.daemon_set).count()
+                    ),
+                    order: (0, expiry.as_second()),
+                }
+            } else {
+                Candidate {
+                    claim,
+                    code: ReasonCode::TtlExpiredIdle,
+                    drain: false,
+                    message: format!(
+                        "TTL expired {overdue}s ago at {expiry}; it runs only DaemonSet pods, remove now"
+                    ),
+                    order: (0, expiry.as_second()),
+                }
+            });
+            continue;
+        }
+        if let (Some(timeout), Some(since), false) = (pool.idle_timeout, claim.idle_since, busy) {
+            let idle = now.as_second() - since.as_second();
+            let limit = i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX);
+            if idle >= limit {
+                candidates.push(Candidate {
+                    claim,
+                    code: ReasonCode::IdleTimeout,
+                    drain: false,
+                    message: format!(
+                        "idle for {idle}s, beyond the pool's idle timeout of {limit}s"
+                    ),
+                    order: (1, since.as_second()),
+                });
+            }
+        }
+    }
+    candidates
+}
+
+/// A pool's gradual scale-down limits, and what this plan has removed so
+/// far.
+struct Batch<'p> {
+    pool: &'p Pool,
+    /// The pool's `interval`, seconds.
+    interval: i64,
+    /// Seconds since the last batch started, while within the interval.
+    waiting_interval: Option<i64>,
+    /// Workers that count toward the pool.
+    total: usize,
+    /// Most workers removed per batch (`maxFraction`, rounded up, at
+    /// least one).
+    per_batch: usize,
+    /// Drains running, this plan's included.
+    drains: usize,
+    /// Workers this plan removes.
+    removed: usize,
+    /// An open schedule window's minimum.
+    floor: Option<(u32, &'p Scheduled)>,
+}
+
+impl<'p> Batch<'p> {
+    fn new(input: &PlanInput, pool: &'p Pool, members: &[&ClaimState]) -> Self {
+        let now = input.now;
+        let sd = &pool.scale_down;
+        let state = input.state_of(&pool.name);
+        let interval = i64::try_from(sd.interval.as_secs()).unwrap_or(i64::MAX);
+        let waiting_interval = state
+            .last_scale_down
+            .map(|t| now.as_second() - t.as_second())
+            .filter(|since| *since < interval);
+        let total = members
+            .iter()
+            .filter(|c| c.phase.counts_toward_pool())
+            .count();
+        Self {
+            pool,
+            interval,
+            waiting_interval,
+            total,
+            per_batch: ((total as f64 * sd.max_fraction).ceil() as usize).max(1),
+            drains: members
+                .iter()
+                .filter(|c| c.phase == Phase::Draining)
+                .count(),
+            removed: 0,
+            floor: super::triggers::scheduled_floor(pool, now),
+        }
+    }
+
+    /// What holds `cand` (on `node`) back, in the order of spec §4's rules;
+    /// none when it may go.
+    fn hold(
+        &self,
+        input: &PlanInput,
+        cand: &Candidate<'_>,
+        node: Option<&NodeSnapshot>,
+        absorbing: &BTreeSet<String>,
+    ) -> Option<Reason> {
+        let (pool, sd) = (self.pool, &self.pool.scale_down);
+        let (total, removed) = (self.total, self.removed);
+        let name = &cand.claim.name;
+        if let Some(pattern) = input.config.protected.matching(name) {
+            return Some(Reason::new(
+                ReasonCode::Protected,
+                format!("the name matches the protected pattern `{pattern}`"),
+            ));
+        }
+        if let Some(pod) = node.and_then(|n| n.pods.iter().find(|p| p.blocks_disruption())) {
+            return Some(Reason::new(
+                ReasonCode::DoNotDisrupt,
+                format!("pod {} forbids disruption", pod.key()),
+            ));
+        }
+        if (!cand.drain || cand.code == ReasonCode::Utilization) && absorbing.contains(name) {
+            return Some(Reason::new(
+                ReasonCode::AbsorbsPendingPods,
+                "pending pods fit on it",
+            ));
+        }
+        if let Some(since) = self.waiting_interval {
+            return Some(Reason::new(
+                ReasonCode::ScaleDownInterval,
+                format!(
+                    "the pool's last scale-down batch started {since}s ago; the interval is {}s",
+                    self.interval
+                ),
+            ));
+        }
+        if let Some((min, sched)) = self.floor
+            && total - removed <= min as usize
+        {
+            return Some(Reason::new(
+                ReasonCode::Scheduled,
+                format!(
+                    "schedule `{}` keeps at least {min} worker(s) for {}s after it fires; the pool has {}",
+                    sched.cron.as_str(),
+                    sched.duration.as_secs(),
+                    total - removed
+                ),
+            ));
+        }
+        if total - removed <= pool.limits.min_nodes as usize {
+            return Some(Reason::new(
+                ReasonCode::MinNodes,
+                format!(
+                    "the pool has {} worker(s) and keeps at least {}",
+                    total - removed,
+                    pool.limits.min_nodes
+                ),
+            ));
+        }
+        if removed >= self.per_batch {
+            return Some(Reason::new(
+                ReasonCode::MaxFraction,
+                format!(
+                    "{removed} of the pool's {total} worker(s) are already removed in this batch (maxFraction {})",
+                    sd.max_fraction
+                ),
+            ));
+        }
+        if cand.drain && self.drains >= sd.max_concurrent as usize {
+            return Some(Reason::new(
+                ReasonCode::MaxConcurrent,
+                format!(
+                    "{} drain(s) already run in the pool (maxConcurrent {})",
+                    self.drains, sd.max_concurrent
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Counts `cand`'s removal against the batch.
+    fn count(&mut self, cand: &Candidate<'_>) {
+        if cand.drain {
+            self.drains += 1;
+        }
+        self.removed += 1;
     }
 }
 

@@ -1,0 +1,167 @@
+//! What is already used or promised before a plan adds anything: each
+//! pool's usage against its limits, the hosts' headroom (the ledger), the
+//! VMIDs left per provider, and the checks one more worker must pass, in
+//! the order the planner makes them (the pool's limits, a free VMID, a
+//! host with room). Scale-up and the capacity report share them, so a
+//! figure of the report is what the next plan would be allowed to do.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, Pool, ProxmoxProvider};
+use crate::pool::{LimitError, PoolUsage, Size};
+
+use super::hosts::{Headroom, Shortfall, VmCost, place};
+use super::{ClaimState, PlanInput, Reason, ReasonCode};
+
+/// What a pool uses, counting every claim that counts toward it.
+pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage {
+    let mut usage = PoolUsage::default();
+    for claim in claims
+        .iter()
+        .filter(|c| c.pool == pool && c.phase.counts_toward_pool())
+    {
+        usage.nodes += 1;
+        if let Some(size) = cfg.size(&claim.size) {
+            usage.cpu_cores += u64::from(size.size.vcpu);
+            usage.memory_mib += size.size.memory_mib;
+        }
+    }
+    usage
+}
+
+/// The headroom of every online host, with the VMs of claims not yet on
+/// the host taken off, sorted by host name.
+pub(crate) fn ledger(input: &PlanInput) -> Vec<Headroom> {
+    let cfg = &input.config;
+    let on_their_way: Vec<(&ClaimState, VmCost)> = input
+        .claims
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.phase,
+                crate::lifecycle::Phase::Requested | crate::lifecycle::Phase::Provisioning
+            )
+        })
+        .filter_map(|c| {
+            let provider = cfg.providers.get(&cfg.pool(&c.pool)?.provider)?;
+            Some((c, VmCost::of(&cfg.size(&c.size)?.size, provider)))
+        })
+        .collect();
+    let mut hosts: Vec<_> = input.hosts.iter().filter(|h| h.online).collect();
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    hosts
+        .into_iter()
+        .filter_map(|host| {
+            let provider = cfg.providers.get(&host.provider)?;
+            let pending = on_their_way.iter().map(|(c, cost)| (*c, cost));
+            Some(Headroom::new(host, provider, pending))
+        })
+        .collect()
+}
+
+/// VMIDs left per provider: the range less those in use and those
+/// `Requested` claims will take.
+pub(crate) fn vmids_free(input: &PlanInput) -> BTreeMap<String, u64> {
+    let cfg = &input.config;
+    cfg.providers
+        .values()
+        .map(|p| {
+            let range = u64::from(p.vmid_upper.saturating_sub(p.vmid_lower)) + 1;
+            let used = input.vmids_in_use.get(&p.name).map_or(0, |ids| {
+                ids.range(p.vmid_lower..=p.vmid_upper).count() as u64
+            });
+            let unallocated = input
+                .claims
+                .iter()
+                .filter(|c| {
+                    c.phase == crate::lifecycle::Phase::Requested
+                        && cfg
+                            .pool(&c.pool)
+                            .is_some_and(|pool| pool.provider == p.name)
+                })
+                .count() as u64;
+            (p.name.clone(), range.saturating_sub(used + unallocated))
+        })
+        .collect()
+}
+
+/// The reason code of a pool limit.
+pub(crate) fn limit_code(e: &LimitError) -> ReasonCode {
+    match e.limit() {
+        "maxNodes" => ReasonCode::MaxNodes,
+        "cpuCores" => ReasonCode::CpuCores,
+        _ => ReasonCode::MemoryMib,
+    }
+}
+
+/// The refusal when `provider` has no VMID left.
+pub(crate) fn no_vmid(provider: &ProxmoxProvider) -> Reason {
+    Reason::new(
+        ReasonCode::VmidRange,
+        format!(
+            "provider {} has no free VMID in {}–{}",
+            provider.name, provider.vmid_lower, provider.vmid_upper
+        ),
+    )
+}
+
+/// Why one more worker is refused.
+pub(crate) enum Refused {
+    /// A limit of the pool.
+    Limit(LimitError),
+    /// The provider's VMID range is used up.
+    Vmids,
+    /// No host the pool may use has room.
+    Host(Shortfall),
+}
+
+impl Refused {
+    /// The refusal as scale-up words it for a new worker of `size`.
+    pub(crate) fn reason(&self, pool: &Pool, provider: &ProxmoxProvider, size: &Size) -> Reason {
+        match self {
+            Self::Limit(e) => Reason::new(
+                limit_code(e),
+                format!("a new {} worker: {e} (pool {})", size.name, pool.name),
+            ),
+            Self::Vmids => no_vmid(provider),
+            Self::Host(short) => Reason::new(
+                short.code,
+                format!(
+                    "a new {} worker for pool {}: {}",
+                    size.name, pool.name, short.message
+                ),
+            ),
+        }
+    }
+}
+
+/// Checks one more worker of `size` for `pool`, using `usage`, with
+/// `vmids_left` VMIDs left: first the pool's limits, then the VMID range,
+/// then the hosts. On success the worker's cost is taken off the host
+/// [`place`] picks in `ledger`, and that host is named; the caller counts
+/// the worker in its usage and VMIDs.
+///
+/// # Errors
+/// The first check that fails.
+pub(crate) fn admit(
+    ledger: &mut [Headroom],
+    pool: &Pool,
+    provider: &ProxmoxProvider,
+    size: &Size,
+    usage: PoolUsage,
+    vmids_left: u64,
+) -> Result<String, Refused> {
+    pool.limits
+        .check_add(usage, size, 1)
+        .map_err(Refused::Limit)?;
+    if vmids_left == 0 {
+        return Err(Refused::Vmids);
+    }
+    place(
+        ledger,
+        pool,
+        provider,
+        &VmCost::new_worker(pool, size, provider),
+    )
+    .map_err(Refused::Host)
+}
