@@ -32,18 +32,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
-pub(super) fn json_response(code: u16, body: &Value) -> Response {
+fn json_response(code: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-pub(super) fn error_response(e: &ApiError) -> Response {
+fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.to_status())
 }
 
 /// A request aimed at a resource.
-pub(super) struct Target {
+struct Target {
     def: ResourceDef,
     version: String,
     namespace: String,

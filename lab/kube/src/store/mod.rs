@@ -111,11 +111,11 @@ impl Default for StoreConfig {
     }
 }
 
-pub(super) type ObjKey = (String, String);
+type ObjKey = (String, String);
 
 /// How a read-modify-write commits.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct WriteMode {
+struct WriteMode {
     /// The resourceVersion the stored object must have.
     precondition: Option<u64>,
     /// Compute the result without storing it.
@@ -130,7 +130,7 @@ pub type Subscription = (
     u64,
 );
 
-pub(super) struct Table {
+struct Table {
     objects: BTreeMap<ObjKey, Arc<Value>>,
     history: VecDeque<Arc<WatchEvent>>,
     resumable_from: u64,
@@ -151,7 +151,7 @@ impl Table {
 }
 
 /// The mutable state behind the store's lock.
-pub(super) struct State {
+struct State {
     rv: u64,
     registry: Registry,
     tables: HashMap<ResKey, Table>,
@@ -166,7 +166,7 @@ pub struct Store {
     evictions: Mutex<()>,
 }
 
-pub(super) fn obj_key(def: &ResourceDef, namespace: &str, name: &str) -> ObjKey {
+fn obj_key(def: &ResourceDef, namespace: &str, name: &str) -> ObjKey {
     if def.namespaced {
         (namespace.to_owned(), name.to_owned())
     } else {

@@ -51,15 +51,15 @@ impl From<String> for Reply {
 }
 
 /// The version this emulator claims to be.
-pub(super) const PVE_VERSION: &str = "8.4.1";
-pub(super) const PVE_REPOID: &str = "2a5fa54a8503f96d";
+const PVE_VERSION: &str = "8.4.1";
+const PVE_REPOID: &str = "2a5fa54a8503f96d";
 
-pub(super) fn not_implemented() -> ApiError {
+fn not_implemented() -> ApiError {
     // The server fills in "Method '<m> <path>' not implemented".
     ApiError::status(501, "")
 }
 
-pub(super) type R = Result<Reply, ApiError>;
+type R = Result<Reply, ApiError>;
 
 /// Dispatches one authenticated request.
 pub(crate) async fn route(shared: &Arc<Shared>, method: &Method, seg: &[&str], p: &Params) -> R {
@@ -127,7 +127,7 @@ async fn vm_route(
     }
 }
 
-pub(super) fn parse_vmid(raw: &str) -> Result<u32, ApiError> {
+fn parse_vmid(raw: &str) -> Result<u32, ApiError> {
     parse_int(raw, 100, 999_999_999)
         .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
         .map_err(|m| ApiError::param("vmid", m))
@@ -144,9 +144,11 @@ fn check_node(shared: &Shared, node: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(super) const GIB: u64 = 1024 * 1024 * 1024;
-pub(super) const MIB: u64 = 1024 * 1024;
-pub(super) fn ctx_log(st: &mut State, upid: &str, line: String) {
+const GIB: u64 = 1024 * 1024 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// Appends a line to a task's log, under the state lock.
+fn ctx_log(st: &mut State, upid: &str, line: String) {
     if let Some(t) = st.tasks.get_mut(upid) {
         t.log.push(line);
     }
