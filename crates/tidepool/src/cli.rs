@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::commands;
+use crate::commands::workers::{self, Mutation};
+use crate::context::Context;
 use crate::exit::{Exit, HELP};
 use crate::output::Format;
 
@@ -51,6 +53,7 @@ pub enum Command {
     Config(ConfigCommand),
     /// Run the lab: emulated Proxmox VE, Kubernetes and Talos APIs on
     /// loopback, until interrupted.
+    #[cfg(feature = "lab")]
     Lab(commands::lab::LabArgs),
     /// List or show workers.
     #[command(subcommand)]
@@ -118,6 +121,7 @@ pub enum Command {
     },
     /// The whole product in one command, no hardware: a lab, the
     /// controller, a burst of work scaled up and back down, and a summary.
+    #[cfg(feature = "lab")]
     Demo {
         /// Give up after this many seconds of real time.
         #[arg(long, default_value_t = 300)]
@@ -177,12 +181,21 @@ fn init_logging(verbose: u8) {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    let ctx = Context {
+        config: cli.config.clone(),
+        kubeconfig: cli.kubeconfig.clone(),
+        output: cli.output,
+        time_scale: cli.time_scale,
+        time_origin: cli.time_origin,
+    };
     let outcome = match &cli.command {
         Command::Config(ConfigCommand::Check { file }) => {
             commands::config::check(file.as_ref().unwrap_or(&cli.config), cli.output)
         }
         Command::Config(ConfigCommand::Example) => commands::config::example(),
+        #[cfg(feature = "lab")]
         Command::Lab(args) => commands::lab::run(args, cli.time_scale),
+        #[cfg(feature = "lab")]
         Command::Demo { budget } => commands::demo::run(
             if cli.time_scale > 1.0 {
                 cli.time_scale
@@ -191,62 +204,49 @@ pub fn run() -> ExitCode {
             },
             std::time::Duration::from_secs(*budget),
         ),
-        cmd => {
-            use commands::workers::{self, Mutation};
-            let ctx = workers::Context {
-                config: cli.config.clone(),
-                kubeconfig: cli.kubeconfig.clone(),
-                output: cli.output,
-                time_scale: cli.time_scale,
-                time_origin: cli.time_origin,
-            };
-            match cmd {
-                Command::Workers(w) => workers::workers(&ctx, w),
-                Command::Provision(p) => workers::provision(&ctx, p),
-                Command::Drain { id, wait } => workers::mutate(
-                    &ctx,
-                    &Mutation::Drain {
-                        id: id.clone(),
-                        wait: *wait,
-                    },
-                ),
-                Command::Destroy { id, force, wait } => workers::mutate(
-                    &ctx,
-                    &Mutation::Destroy {
-                        id: id.clone(),
-                        force: *force,
-                        wait: *wait,
-                    },
-                ),
-                Command::ExtendTtl { id, by } => workers::mutate(
-                    &ctx,
-                    &Mutation::ExtendTtl {
-                        id: id.clone(),
-                        by: *by,
-                    },
-                ),
-                Command::Cordon { id } => workers::mutate(
-                    &ctx,
-                    &Mutation::Cordon {
-                        id: id.clone(),
-                        on: true,
-                    },
-                ),
-                Command::Uncordon { id } => workers::mutate(
-                    &ctx,
-                    &Mutation::Cordon {
-                        id: id.clone(),
-                        on: false,
-                    },
-                ),
-                Command::Mcp => workers::mcp(&ctx),
-                Command::Run => commands::run::run(&ctx),
-                Command::Plan => commands::plan::run(&ctx),
-                Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
-                Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
-                Command::Config(_) | Command::Lab(_) | Command::Demo { .. } => Ok(Exit::Invalid),
-            }
-        }
+        Command::Workers(w) => workers::workers(&ctx, w),
+        Command::Provision(p) => workers::provision(&ctx, p),
+        Command::Drain { id, wait } => workers::mutate(
+            &ctx,
+            &Mutation::Drain {
+                id: id.clone(),
+                wait: *wait,
+            },
+        ),
+        Command::Destroy { id, force, wait } => workers::mutate(
+            &ctx,
+            &Mutation::Destroy {
+                id: id.clone(),
+                force: *force,
+                wait: *wait,
+            },
+        ),
+        Command::ExtendTtl { id, by } => workers::mutate(
+            &ctx,
+            &Mutation::ExtendTtl {
+                id: id.clone(),
+                by: *by,
+            },
+        ),
+        Command::Cordon { id } => workers::mutate(
+            &ctx,
+            &Mutation::Cordon {
+                id: id.clone(),
+                on: true,
+            },
+        ),
+        Command::Uncordon { id } => workers::mutate(
+            &ctx,
+            &Mutation::Cordon {
+                id: id.clone(),
+                on: false,
+            },
+        ),
+        Command::Mcp => workers::mcp(&ctx),
+        Command::Run => commands::run::run(&ctx),
+        Command::Plan => commands::plan::run(&ctx),
+        Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
+        Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -21,6 +21,14 @@ pub struct Unavailable {
     pub message: String,
 }
 
+impl Unavailable {
+    /// Prints the message on stderr and returns the exit code to end with.
+    pub fn report(self) -> Exit {
+        eprintln!("{}", self.message);
+        self.exit
+    }
+}
+
 /// Loads the configuration (exit 2 when invalid or unreadable).
 ///
 /// # Errors
@@ -81,19 +89,12 @@ pub async fn service(
     Ok((exec.clone(), LiveService::new(exec)))
 }
 
-/// Connects and observes the cluster, the hypervisor and the claims into
-/// what the planner looks at (for `tidepool plan` and `tidepool capacity`).
+/// Observes the cluster, the hypervisor and the claims into what the
+/// planner looks at (for `tidepool plan` and `tidepool capacity`).
 ///
 /// # Errors
-/// [`Unavailable`]: exit 2 for configuration problems, 1 for connection or
-/// observation failures.
-pub async fn observe(
-    config_path: &Path,
-    kubeconfig_flag: Option<&PathBuf>,
-    time_scale: f64,
-    time_origin_ms: Option<i64>,
-) -> Result<PlanInput, Unavailable> {
-    let (exec, _) = service(config_path, kubeconfig_flag, time_scale, time_origin_ms).await?;
+/// [`Unavailable`]: exit 1 for observation failures.
+pub async fn observe(exec: &LiveExecutor) -> Result<PlanInput, Unavailable> {
     exec.plan_input().await.map_err(|e| Unavailable {
         exit: Exit::Failure,
         message: format!("error: observing the cluster: {e}"),

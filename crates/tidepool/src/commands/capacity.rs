@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use tidepool_core::planner::capacity::{self, CapacityReport, HostRoom};
 use tidepool_mcp::types::CapacityResult;
 
-use crate::commands::workers::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 use crate::live;
 use crate::output::{self, Format};
@@ -20,35 +20,26 @@ use crate::output::{self, Format};
 /// # Errors
 /// Output failures; connection problems and an unknown pool are exit codes.
 pub fn run(ctx: &Context, pool: Option<&str>) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let input = match runtime.block_on(live::observe(
-        &ctx.config,
-        ctx.kubeconfig.as_ref(),
-        ctx.time_scale,
-        ctx.time_origin,
-    )) {
-        Ok(input) => input,
-        Err(u) => {
-            eprintln!("{}", u.message);
-            return Ok(u.exit);
+    ctx.connected(|live| async move {
+        let input = match live::observe(&live.exec).await {
+            Ok(input) => input,
+            Err(unavailable) => return Ok(unavailable.report()),
+        };
+        if let Some(name) = pool
+            && input.config.pool(name).is_none()
+        {
+            eprintln!("error: no pool named `{name}` in the configuration");
+            return Ok(Exit::Invalid);
         }
-    };
-    if let Some(name) = pool
-        && input.config.pool(name).is_none()
-    {
-        eprintln!("error: no pool named `{name}` in the configuration");
-        return Ok(Exit::Invalid);
-    }
-    let doc = CapacityResult::new(capacity::report(&input), pool);
-    if let Some(text) = output::structured(ctx.output, &doc)? {
-        print!("{text}");
-        return Ok(Exit::Ok);
-    }
-    debug_assert_eq!(ctx.output, Format::Table);
-    print!("{}", table(&doc.0));
-    Ok(Exit::Ok)
+        let doc = CapacityResult::new(capacity::report(&input), pool);
+        if let Some(text) = output::structured(ctx.output, &doc)? {
+            print!("{text}");
+            return Ok(Exit::Ok);
+        }
+        debug_assert_eq!(ctx.output, Format::Table);
+        print!("{}", table(&doc.0));
+        Ok(Exit::Ok)
+    })
 }
 
 fn pairs<V: ToString>(map: &BTreeMap<String, V>) -> String {

@@ -3,7 +3,9 @@
 
 pub mod capacity;
 pub mod config;
+#[cfg(feature = "lab")]
 pub mod demo;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod plan;
 pub mod run;

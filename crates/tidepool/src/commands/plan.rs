@@ -5,7 +5,7 @@
 use tidepool_core::planner::plan;
 use tidepool_mcp::types::{PlanResult, PodReason};
 
-use crate::commands::workers::Context;
+use crate::context::Context;
 use crate::exit::Exit;
 use crate::live;
 use crate::output::{self, Format};
@@ -15,29 +15,20 @@ use crate::output::{self, Format};
 /// # Errors
 /// Output failures; connection problems are exit codes.
 pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let input = match runtime.block_on(live::observe(
-        &ctx.config,
-        ctx.kubeconfig.as_ref(),
-        ctx.time_scale,
-        ctx.time_origin,
-    )) {
-        Ok(input) => input,
-        Err(u) => {
-            eprintln!("{}", u.message);
-            return Ok(u.exit);
+    ctx.connected(|live| async move {
+        let input = match live::observe(&live.exec).await {
+            Ok(input) => input,
+            Err(unavailable) => return Ok(unavailable.report()),
+        };
+        let doc = PlanResult::new(&input, &plan(&input));
+        if let Some(text) = output::structured(ctx.output, &doc)? {
+            print!("{text}");
+            return Ok(Exit::Ok);
         }
-    };
-    let doc = PlanResult::new(&input, &plan(&input));
-    if let Some(text) = output::structured(ctx.output, &doc)? {
-        print!("{text}");
-        return Ok(Exit::Ok);
-    }
-    debug_assert_eq!(ctx.output, Format::Table);
-    print!("{}", table(&doc));
-    Ok(Exit::Ok)
+        debug_assert_eq!(ctx.output, Format::Table);
+        print!("{}", table(&doc));
+        Ok(Exit::Ok)
+    })
 }
 
 /// The plan for people: a summary line, the actions, then the pods and

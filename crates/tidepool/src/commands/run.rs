@@ -5,9 +5,8 @@ use std::sync::Arc;
 use tidepool_controller::leader::LeaseConfig;
 use tidepool_controller::run::{RunOptions, run as run_controller};
 
-use crate::commands::workers::Context;
+use crate::context::Context;
 use crate::exit::Exit;
-use crate::live;
 
 fn identity() -> String {
     std::env::var("POD_NAME")
@@ -23,24 +22,8 @@ fn identity() -> String {
 /// # Errors
 /// Runtime failures; configuration and connection problems are exit codes.
 pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (exec, _) = match live::service(
-            &ctx.config,
-            ctx.kubeconfig.as_ref(),
-            ctx.time_scale,
-            ctx.time_origin,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(u) => {
-                eprintln!("{}", u.message);
-                return Ok(u.exit);
-            }
-        };
+    ctx.connected(|live| async move {
+        let exec = live.exec;
         let server = exec.config().server.clone();
         let metrics_addr = match server.metrics_addr.parse() {
             Ok(a) => a,

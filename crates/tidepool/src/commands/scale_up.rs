@@ -9,9 +9,9 @@ use tidepool_controller::autoscaler::emergency;
 use tidepool_mcp::types::PlanResult;
 
 use crate::commands::plan::table;
-use crate::commands::workers::{Context, actor};
+use crate::commands::workers::actor;
+use crate::context::Context;
 use crate::exit::Exit;
-use crate::live;
 use crate::output::{self, Format};
 
 /// What the request did: the workers requested, and the plan behind them.
@@ -28,25 +28,8 @@ struct ScaleUpResult {
 /// # Errors
 /// Output failures; connection problems and unknown pools are exit codes.
 pub fn run(ctx: &Context, pools: &[String]) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let (exec, service) = match live::service(
-            &ctx.config,
-            ctx.kubeconfig.as_ref(),
-            ctx.time_scale,
-            ctx.time_origin,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(u) => {
-                eprintln!("{}", u.message);
-                return Ok(u.exit);
-            }
-        };
-        let config = exec.config();
+    ctx.connected(|live| async move {
+        let config = live.exec.config();
         let unknown: Vec<&String> = pools.iter().filter(|p| config.pool(p).is_none()).collect();
         if !unknown.is_empty() {
             for p in unknown {
@@ -59,7 +42,7 @@ pub fn run(ctx: &Context, pools: &[String]) -> anyhow::Result<Exit> {
         } else {
             pools.to_vec()
         };
-        let (input, plan, created) = match emergency(&service, &pools, &actor()).await {
+        let (input, plan, created) = match emergency(&live.service, &pools, &actor()).await {
             Ok(done) => done,
             Err(e) => {
                 eprintln!("error: observing the cluster: {e}");

@@ -6,7 +6,6 @@
 //! workers, with a progress bar each), which is how an operator works
 //! without a running controller.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -17,24 +16,10 @@ use tidepool_core::duration::parse_duration;
 use tidepool_core::pool::WorkerType;
 use tidepool_mcp::types::WorkerInfo;
 
+use crate::context::Context;
 use crate::exit::Exit;
-use crate::live::{self, LiveService};
+use crate::live::LiveService;
 use crate::output::{self, Format};
-
-/// Global settings the worker commands need.
-#[derive(Clone, Debug)]
-pub struct Context {
-    /// Configuration file.
-    pub config: PathBuf,
-    /// Kubeconfig flag.
-    pub kubeconfig: Option<PathBuf>,
-    /// Output format.
-    pub output: Format,
-    /// Simulated time runs this many times faster (for a scaled lab).
-    pub time_scale: f64,
-    /// Origin of the scaled clock in Unix milliseconds (a lab's).
-    pub time_origin: Option<i64>,
-}
 
 /// `tidepool workers …`.
 #[derive(Debug, Subcommand)]
@@ -154,29 +139,6 @@ fn report(e: &ServiceError) -> Exit {
     exit_for(e)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
-}
-
-async fn connect(ctx: &Context) -> Result<LiveService, Exit> {
-    match live::service(
-        &ctx.config,
-        ctx.kubeconfig.as_ref(),
-        ctx.time_scale,
-        ctx.time_origin,
-    )
-    .await
-    {
-        Ok((_, svc)) => Ok(svc),
-        Err(u) => {
-            eprintln!("{}", u.message);
-            Err(u.exit)
-        }
-    }
-}
-
 fn table(workers: &[WorkerView]) -> String {
     let now = jiff::Timestamp::now();
     let mut t = output::table([
@@ -229,11 +191,8 @@ fn print_workers(format: Format, workers: Vec<WorkerView>) -> anyhow::Result<()>
 /// # Errors
 /// Output failures.
 pub fn workers(ctx: &Context, cmd: &WorkersCommand) -> anyhow::Result<Exit> {
-    runtime()?.block_on(async {
-        let svc = match connect(ctx).await {
-            Ok(s) => s,
-            Err(exit) => return Ok(exit),
-        };
+    ctx.connected(|live| async move {
+        let svc = live.service;
         match cmd {
             WorkersCommand::List { pool, worker_type } => {
                 let filter = WorkerFilter {
@@ -332,11 +291,8 @@ async fn wait_for(svc: &LiveService, names: &[String], goal: &str, time_scale: f
 /// # Errors
 /// Output failures.
 pub fn provision(ctx: &Context, args: &ProvisionArgs) -> anyhow::Result<Exit> {
-    runtime()?.block_on(async {
-        let svc = match connect(ctx).await {
-            Ok(s) => s,
-            Err(exit) => return Ok(exit),
-        };
+    ctx.connected(|live| async move {
+        let svc = live.service;
         let req = ProvisionRequest {
             pool: args.pool.clone(),
             size: args.size.clone(),
@@ -373,11 +329,8 @@ pub fn provision(ctx: &Context, args: &ProvisionArgs) -> anyhow::Result<Exit> {
 /// # Errors
 /// Output failures.
 pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
-    runtime()?.block_on(async {
-        let svc = match connect(ctx).await {
-            Ok(s) => s,
-            Err(exit) => return Ok(exit),
-        };
+    ctx.connected(|live| async move {
+        let svc = live.service;
         let who = actor();
         let (result, wait) = match m {
             Mutation::Drain { id, wait } => (
@@ -430,26 +383,12 @@ pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
 /// # Errors
 /// Runtime failures.
 pub fn mcp(ctx: &Context) -> anyhow::Result<Exit> {
-    runtime()?.block_on(async {
-        let (exec, svc) = match live::service(
-            &ctx.config,
-            ctx.kubeconfig.as_ref(),
-            ctx.time_scale,
-            ctx.time_origin,
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(u) => {
-                eprintln!("{}", u.message);
-                return Ok(u.exit);
-            }
-        };
+    ctx.connected(|live| async move {
         // The live executor observes the cluster for capacity_report and
         // plan_scaling.
-        let observer: std::sync::Arc<dyn tidepool_controller::observe::Observe> = exec;
-        let server =
-            tidepool_mcp::TidepoolMcp::new(std::sync::Arc::new(svc)).with_observer(observer);
+        let observer: std::sync::Arc<dyn tidepool_controller::observe::Observe> = live.exec;
+        let server = tidepool_mcp::TidepoolMcp::new(std::sync::Arc::new(live.service))
+            .with_observer(observer);
         tidepool_mcp::serve_stdio(server).await?;
         Ok(Exit::Ok)
     })

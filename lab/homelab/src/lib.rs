@@ -205,93 +205,21 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     );
     tasks.extend(guests.spawn());
 
-    for ns in [
-        "default",
-        "kube-system",
-        "kube-public",
-        "kube-node-lease",
-        "tidepool-system",
-    ] {
-        kube.apply(
-            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .map_err(|e| LabError::Internal(format!("namespace {ns}: {e}")))?;
-    }
-
-    // The cluster runs Tidepool: its WorkerClaim CRD is installed.
-    let crd: serde_json::Value = serde_saphyr::from_str(WORKER_CLAIM_CRD)
-        .map_err(|e| LabError::Internal(format!("the WorkerClaim CRD does not parse: {e}")))?;
-    kube.apply(crd)
-        .map_err(|e| LabError::Internal(format!("installing the WorkerClaim CRD: {e}")))?;
+    install_cluster_basics(&kube)?;
 
     let cp_ip = scenario
         .cluster
         .control_plane
         .map(|vmid| guests.address_of(vmid));
     let base = files::worker_config(&scenario.name, cp_ip, talos.ca(), opts.seed);
-    let mut existing: Vec<(
-        u32,
-        std::collections::BTreeMap<String, String>,
-        Vec<KubeTaint>,
-    )> = Vec::new();
-    if let Some(vmid) = scenario.cluster.control_plane {
-        let labels = [(
-            "node-role.kubernetes.io/control-plane".to_owned(),
-            String::new(),
-        )]
-        .into();
-        let taints = vec![KubeTaint {
-            key: "node-role.kubernetes.io/control-plane".into(),
-            value: String::new(),
-            effect: "NoSchedule".into(),
-        }];
-        existing.push((vmid, labels, taints));
-    }
-    for w in &scenario.cluster.workers {
-        let taints = w
-            .taints
-            .iter()
-            .filter_map(|t| scenario::parse_taint(t))
-            .map(|(key, value, effect)| KubeTaint { key, value, effect })
-            .collect();
-        existing.push((w.vmid, w.labels.clone(), taints));
-    }
-    for (vmid, labels, taints) in existing {
-        let vm = pve
-            .vm(vmid)
-            .ok_or_else(|| LabError::Internal(format!("scenario VM {vmid} vanished")))?;
-        let name = vm.name.clone().unwrap_or_else(|| format!("vm-{vmid}"));
-        let config = node_config(&base, &name, &labels);
-        guests
-            .adopt(&vm, &config, &taints)
-            .await
-            .map_err(LabError::Internal)?;
-    }
-    for (i, obj) in scenario.workloads.iter().enumerate() {
-        kube.apply(obj.clone()).map_err(|e| {
-            LabError::Scenario(ScenarioError::Invalid {
-                origin: scenario.name.clone(),
-                message: format!(
-                    "workloads[{i}] ({} {}): {e}",
-                    obj["kind"].as_str().unwrap_or("?"),
-                    obj["metadata"]["name"].as_str().unwrap_or("?")
-                ),
-            })
-        })?;
-    }
+    adopt_existing(&scenario, &pve, &guests, &base).await?;
+    apply_workloads(&kube, &scenario)?;
 
     let (admin_addr, admin_task) =
         admin::serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), faults.clone()).await?;
     tasks.push(admin_task);
 
-    let gpu_hosts: Vec<String> = scenario
-        .proxmox
-        .pci_mappings
-        .iter()
-        .flat_map(|m| m.devices.iter().map(|d| d.node.clone()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let gpu_hosts = gpu_hosts(&scenario);
     let endpoints: Vec<IpAddr> = cp_ip.into_iter().collect();
     let files = files::write_all(
         &opts.state_dir,
@@ -334,4 +262,107 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         talos_port,
         tasks,
     })
+}
+
+/// The namespaces every cluster has, and Tidepool's WorkerClaim CRD (the
+/// cluster runs Tidepool).
+fn install_cluster_basics(kube: &KubeLab) -> Result<(), LabError> {
+    for ns in [
+        "default",
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+        "tidepool-system",
+    ] {
+        kube.apply(
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .map_err(|e| LabError::Internal(format!("namespace {ns}: {e}")))?;
+    }
+
+    // The cluster runs Tidepool: its WorkerClaim CRD is installed.
+    let crd: serde_json::Value = serde_saphyr::from_str(WORKER_CLAIM_CRD)
+        .map_err(|e| LabError::Internal(format!("the WorkerClaim CRD does not parse: {e}")))?;
+    kube.apply(crd)
+        .map_err(|e| LabError::Internal(format!("installing the WorkerClaim CRD: {e}")))?;
+    Ok(())
+}
+
+/// Adopts the scenario's existing machines (the control plane and the
+/// permanent workers) as guests that have already joined, with their
+/// labels and taints.
+async fn adopt_existing(
+    scenario: &Scenario,
+    pve: &PveLab,
+    guests: &Guests,
+    base: &str,
+) -> Result<(), LabError> {
+    let mut existing: Vec<(
+        u32,
+        std::collections::BTreeMap<String, String>,
+        Vec<KubeTaint>,
+    )> = Vec::new();
+    if let Some(vmid) = scenario.cluster.control_plane {
+        let labels = [(
+            "node-role.kubernetes.io/control-plane".to_owned(),
+            String::new(),
+        )]
+        .into();
+        let taints = vec![KubeTaint {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            value: String::new(),
+            effect: "NoSchedule".into(),
+        }];
+        existing.push((vmid, labels, taints));
+    }
+    for w in &scenario.cluster.workers {
+        let taints = w
+            .taints
+            .iter()
+            .filter_map(|t| scenario::parse_taint(t))
+            .map(|(key, value, effect)| KubeTaint { key, value, effect })
+            .collect();
+        existing.push((w.vmid, w.labels.clone(), taints));
+    }
+    for (vmid, labels, taints) in existing {
+        let vm = pve
+            .vm(vmid)
+            .ok_or_else(|| LabError::Internal(format!("scenario VM {vmid} vanished")))?;
+        let name = vm.name.clone().unwrap_or_else(|| format!("vm-{vmid}"));
+        let config = node_config(base, &name, &labels);
+        guests
+            .adopt(&vm, &config, &taints)
+            .await
+            .map_err(LabError::Internal)?;
+    }
+    Ok(())
+}
+
+/// Applies the scenario's workloads; a refused one is a scenario error.
+fn apply_workloads(kube: &KubeLab, scenario: &Scenario) -> Result<(), LabError> {
+    for (i, obj) in scenario.workloads.iter().enumerate() {
+        kube.apply(obj.clone()).map_err(|e| {
+            LabError::Scenario(ScenarioError::Invalid {
+                origin: scenario.name.clone(),
+                message: format!(
+                    "workloads[{i}] ({} {}): {e}",
+                    obj["kind"].as_str().unwrap_or("?"),
+                    obj["metadata"]["name"].as_str().unwrap_or("?")
+                ),
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// The hosts with a GPU in a PCI mapping.
+fn gpu_hosts(scenario: &Scenario) -> Vec<String> {
+    scenario
+        .proxmox
+        .pci_mappings
+        .iter()
+        .flat_map(|m| m.devices.iter().map(|d| d.node.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }

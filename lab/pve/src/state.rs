@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::config::{HostSpec, PciMapping, PveConfig, StorageSpec};
+use crate::config::{HostSpec, PciMapping, PveConfig, StorageSpec, VmSpec};
 use crate::error::LabError;
 use crate::options::{self, Rng};
 
@@ -208,47 +208,7 @@ impl State {
                 .clone()
                 .or_else(|| node.storages.first().map(|s| s.spec.name.clone()))
                 .unwrap_or_else(|| "local-lvm".to_owned());
-            let mut config = BTreeMap::new();
-            config.insert("name".to_owned(), spec.name.clone());
-            config.insert("cores".to_owned(), spec.cores.to_string());
-            config.insert("sockets".to_owned(), "1".to_owned());
-            config.insert("memory".to_owned(), spec.memory_mib.to_string());
-            config.insert("scsihw".to_owned(), "virtio-scsi-single".to_owned());
-            config.insert("ostype".to_owned(), "l26".to_owned());
-            config.insert("agent".to_owned(), "1".to_owned());
-            config.insert("boot".to_owned(), "order=scsi0;ide2;net0".to_owned());
-            config.insert(
-                "ide2".to_owned(),
-                format!("{storage}:vm-{}-cloudinit,media=cdrom", spec.vmid),
-            );
-            let prefix = if spec.template { "base" } else { "vm" };
-            config.insert(
-                "scsi0".to_owned(),
-                format!(
-                    "{storage}:{prefix}-{}-disk-0,iothread=1,size={}G",
-                    spec.vmid, spec.disk_gib
-                ),
-            );
-            config.insert(
-                "net0".to_owned(),
-                format!("virtio={},bridge=vmbr0,firewall=1", rng.mac()),
-            );
-            config.insert("smbios1".to_owned(), format!("uuid={}", rng.uuid()));
-            config.insert("vmgenid".to_owned(), rng.uuid());
-            config.insert(
-                "meta".to_owned(),
-                format!("creation-qemu=9.2.0,ctime={now}"),
-            );
-            if spec.template {
-                config.insert("template".to_owned(), "1".to_owned());
-            }
-            if !spec.tags.is_empty() {
-                let tags = options::normalize_tags(&spec.tags.join(";")).map_err(bad)?;
-                config.insert("tags".to_owned(), tags);
-            }
-            for (k, v) in &spec.extra_config {
-                config.insert(k.clone(), v.clone());
-            }
+            let config = initial_config(spec, &storage, &mut rng, now)?;
             if let Some(pool) = &spec.pool {
                 state.pools.entry(pool.clone()).or_default();
             }
@@ -408,4 +368,58 @@ impl State {
             );
         }
     }
+}
+
+/// The configuration a scenario VM starts with: what `qm create` and a
+/// cloud-init drive give, the spec's sizes, tags and extra options, and
+/// fresh MAC, SMBIOS UUID and generation id.
+fn initial_config(
+    spec: &VmSpec,
+    storage: &str,
+    rng: &mut Rng,
+    now: i64,
+) -> Result<BTreeMap<String, String>, LabError> {
+    let bad = |m: String| LabError::Config(format!("vm {}: {m}", spec.vmid));
+    let mut config = BTreeMap::new();
+    config.insert("name".to_owned(), spec.name.clone());
+    config.insert("cores".to_owned(), spec.cores.to_string());
+    config.insert("sockets".to_owned(), "1".to_owned());
+    config.insert("memory".to_owned(), spec.memory_mib.to_string());
+    config.insert("scsihw".to_owned(), "virtio-scsi-single".to_owned());
+    config.insert("ostype".to_owned(), "l26".to_owned());
+    config.insert("agent".to_owned(), "1".to_owned());
+    config.insert("boot".to_owned(), "order=scsi0;ide2;net0".to_owned());
+    config.insert(
+        "ide2".to_owned(),
+        format!("{storage}:vm-{}-cloudinit,media=cdrom", spec.vmid),
+    );
+    let prefix = if spec.template { "base" } else { "vm" };
+    config.insert(
+        "scsi0".to_owned(),
+        format!(
+            "{storage}:{prefix}-{}-disk-0,iothread=1,size={}G",
+            spec.vmid, spec.disk_gib
+        ),
+    );
+    config.insert(
+        "net0".to_owned(),
+        format!("virtio={},bridge=vmbr0,firewall=1", rng.mac()),
+    );
+    config.insert("smbios1".to_owned(), format!("uuid={}", rng.uuid()));
+    config.insert("vmgenid".to_owned(), rng.uuid());
+    config.insert(
+        "meta".to_owned(),
+        format!("creation-qemu=9.2.0,ctime={now}"),
+    );
+    if spec.template {
+        config.insert("template".to_owned(), "1".to_owned());
+    }
+    if !spec.tags.is_empty() {
+        let tags = options::normalize_tags(&spec.tags.join(";")).map_err(bad)?;
+        config.insert("tags".to_owned(), tags);
+    }
+    for (k, v) in &spec.extra_config {
+        config.insert(k.clone(), v.clone());
+    }
+    Ok(config)
 }
