@@ -299,50 +299,32 @@ mod tests {
 
     #[test]
     fn grpc_statuses_map_to_kinds() {
+        use ErrorKind as K;
         use tonic::Status as S;
+        const APPLY: &str = "ApplyConfiguration";
         for (method, status, kind) in [
+            ("Version", S::unavailable("connection refused"), K::NotReady),
+            ("Version", S::deadline_exceeded("slow"), K::Timeout),
             (
-                "Version",
-                S::unavailable("connection refused"),
-                ErrorKind::NotReady,
-            ),
-            ("Version", S::deadline_exceeded("slow"), ErrorKind::Timeout),
-            (
-                "ApplyConfiguration",
+                APPLY,
                 S::invalid_argument("1 error occurred"),
-                ErrorKind::ConfigRejected,
+                K::ConfigRejected,
             ),
             (
-                "ApplyConfiguration",
-                S::unknown("failed to parse config: yaml"),
-                ErrorKind::ConfigRejected,
+                APPLY,
+                S::unknown("failed to parse config: x"),
+                K::ConfigRejected,
             ),
-            (
-                "ApplyConfiguration",
-                S::unknown("something else"),
-                ErrorKind::Refused,
-            ),
-            (
-                "Reboot",
-                S::permission_denied("not allowed"),
-                ErrorKind::PermissionDenied,
-            ),
-            (
-                "Reboot",
-                S::unauthenticated("who"),
-                ErrorKind::PermissionDenied,
-            ),
-            (
-                "Version",
-                S::unimplemented("maintenance"),
-                ErrorKind::Unimplemented,
-            ),
+            (APPLY, S::unknown("something else"), K::Refused),
+            ("Reboot", S::permission_denied("no"), K::PermissionDenied),
+            ("Reboot", S::unauthenticated("who"), K::PermissionDenied),
+            ("Version", S::unimplemented("maintenance"), K::Unimplemented),
             (
                 "ServiceRestart",
                 S::not_found("no such service"),
-                ErrorKind::Refused,
+                K::Refused,
             ),
-            ("Reset", S::aborted("busy"), ErrorKind::Status),
+            ("Reset", S::aborted("busy"), K::Status),
         ] {
             let e = TalosError::from_status("10.0.0.5:50000", method, &status);
             assert_eq!(e.kind(), kind, "{method} {status:?}");
