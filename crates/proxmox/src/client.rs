@@ -38,7 +38,7 @@ use tracing::Instrument;
 use url::Url;
 
 use crate::auth::{ApiToken, TokenError};
-use crate::error::{self, Cause, ProxmoxError};
+use crate::error::{self, Cause, ErrorKind, ProxmoxError};
 use crate::retry::{RetryPolicy, TaskPolling};
 use crate::tls::{self, TlsSetupError};
 use crate::types::{
@@ -604,8 +604,9 @@ impl ProxmoxClient {
     ///
     /// # Errors
     /// Synchronous refusals, classified: `Locked` for a locked source,
-    /// `Permanent` for "config file already exists" on the first attempt or
-    /// bad parameters, `Auth`, `Transient` once retries are used up.
+    /// `Permanent` for bad parameters or, of kind
+    /// [`ErrorKind::AlreadyExists`], for "config file already exists" on the
+    /// first attempt; `Auth`, `Transient` once retries are used up.
     pub async fn clone_vm(
         &self,
         node: &str,
@@ -627,7 +628,7 @@ impl ProxmoxClient {
                 .once();
             match self.request(&op, call).await {
                 Ok(data) => return decode_upid(&op, data).map(CloneStarted::Task),
-                Err(e) if attempt > 1 && already_exists(&e) => {
+                Err(e) if attempt > 1 && e.kind() == ErrorKind::AlreadyExists => {
                     tracing::info!(
                         vmid = req.newid,
                         "a repeated clone found the VM already created; treating the earlier attempt as accepted"
@@ -696,6 +697,7 @@ impl ProxmoxClient {
                         op,
                         upid: String::new(),
                         message: "the new VM disappeared before its clone finished".to_owned(),
+                        already_exists: false,
                         source: Cause::Unexpected("clone task UPID unknown (answer lost)".into()),
                     });
                 }
@@ -1042,12 +1044,6 @@ fn agent_error(e: ProxmoxError) -> ProxmoxError {
         | ProxmoxError::NotFound { op, source } => ProxmoxError::AgentNotReady { op, source },
         other => other,
     }
-}
-
-fn already_exists(e: &ProxmoxError) -> bool {
-    e.cause()
-        .message()
-        .is_some_and(|m| m.contains("config file already exists"))
 }
 
 fn join_ids(vmids: &[u32]) -> String {

@@ -2,7 +2,9 @@
 //! controller what to do (retry, wait, give up, fix config), built by
 //! classifying the HTTP status and the real Proxmox message strings
 //! (facts §2.2, §3.5–§3.14). The message names the operation; what the
-//! server or the transport said stays in the [`Cause`] source.
+//! server or the transport said stays in the [`Cause`] source. Callers
+//! decide on [`ProxmoxError::kind`], never on the message: every reading
+//! of Proxmox's words happens here, once, where the answer is classified.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +31,35 @@ impl fmt::Display for Capacity {
             Self::VmIds => "free VMIDs",
         })
     }
+}
+
+/// What a failed call means to its caller: the decision a
+/// [`ProxmoxError`] stands for, as a value to `match` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The VM, node, task, pool or mapping does not exist.
+    NotFound,
+    /// The VM carries a config lock.
+    Locked,
+    /// Memory, a GPU, storage space or VMIDs ran out.
+    InsufficientCapacity,
+    /// The token was refused or lacks a privilege.
+    Auth,
+    /// Worth retrying as is.
+    Transient,
+    /// What was to be created exists already: the VMID is taken (a
+    /// `nextid` probe's "VM <id> already exists", a clone's "config file
+    /// already exists", synchronous or from the task). Another create got
+    /// there first; pick another VMID.
+    AlreadyExists,
+    /// Refused for good: retrying the same request cannot help.
+    Permanent,
+    /// A worker task ended with an error exit status.
+    TaskFailed,
+    /// The guest agent cannot answer yet: keep polling.
+    AgentNotReady,
+    /// A wait ran past its deadline; the task may still run.
+    Timeout,
 }
 
 /// What went wrong underneath an operation: the `source` of every
@@ -144,6 +175,9 @@ pub enum ProxmoxError {
         op: String,
         /// Per-parameter messages of a 400 "Parameter verification failed.".
         errors: BTreeMap<String, String>,
+        /// Whether the refusal says the VMID to create is taken
+        /// ([`ErrorKind::AlreadyExists`]).
+        already_exists: bool,
         /// What the server said.
         source: Cause,
     },
@@ -156,6 +190,9 @@ pub enum ProxmoxError {
         upid: String,
         /// The exit status text.
         message: String,
+        /// Whether the exit status says the VMID to create is taken
+        /// ([`ErrorKind::AlreadyExists`]).
+        already_exists: bool,
         /// The exit status and log tail.
         source: Cause,
     },
@@ -187,7 +224,34 @@ fn field_summary(errors: &BTreeMap<String, String>) -> String {
 }
 
 impl ProxmoxError {
-    /// A stable, low-cardinality name for metrics and Events.
+    /// What the failure means to the caller: the value to decide on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::Locked { .. } => ErrorKind::Locked,
+            Self::InsufficientCapacity { .. } => ErrorKind::InsufficientCapacity,
+            Self::Auth { .. } => ErrorKind::Auth,
+            Self::Transient { .. } => ErrorKind::Transient,
+            Self::Permanent {
+                already_exists: true,
+                ..
+            }
+            | Self::TaskFailed {
+                already_exists: true,
+                ..
+            } => ErrorKind::AlreadyExists,
+            Self::Permanent { .. } => ErrorKind::Permanent,
+            Self::TaskFailed { .. } => ErrorKind::TaskFailed,
+            Self::AgentNotReady { .. } => ErrorKind::AgentNotReady,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+        }
+    }
+
+    /// A stable, low-cardinality name for metrics and Events: the
+    /// variant's. A taken VMID keeps the name of the variant it arrives in
+    /// (`permanent` for a refused request, `task_failed` for a task), as
+    /// it had before [`ErrorKind::AlreadyExists`] was told apart, so the
+    /// labels did not change.
     pub fn category(&self) -> &'static str {
         match self {
             Self::NotFound { .. } => "not_found",
@@ -245,6 +309,7 @@ impl ProxmoxError {
             return Self::Permanent {
                 op,
                 errors: BTreeMap::new(),
+                already_exists: false,
                 source: Cause::Transport(e),
             };
         }
@@ -258,6 +323,7 @@ impl ProxmoxError {
         Self::Permanent {
             op,
             errors: BTreeMap::new(),
+            already_exists: false,
             source: Cause::Unexpected(what.into()),
         }
     }
@@ -327,6 +393,15 @@ pub(crate) fn is_lock_timeout(message: &str) -> bool {
         || m.contains("no quorum")
 }
 
+/// Whether a message says the object to create exists already: nextid's
+/// "VM <id> already exists" (a 400's `errors`), a clone's "unable to
+/// create VM <id>: config file already exists" (synchronous, or the task's
+/// exit status when the VMID is taken on another node), facts §3.1, §3.5,
+/// §3.13.
+fn says_already_exists(message: &str) -> bool {
+    message.contains("already exists")
+}
+
 fn is_not_found(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     (m.contains("configuration file") && m.contains("does not exist"))
@@ -347,7 +422,9 @@ fn is_not_found(message: &str) -> bool {
 ///   `VM is locked (…)` is `Locked`; memory, GPU and storage exhaustion is
 ///   `InsufficientCapacity`.
 /// - Everything else, including a plain 500 with an unknown message and a
-///   400 with its `errors` map, is `Permanent`.
+///   400 with its `errors` map, is `Permanent`; of those, a message or a
+///   field error saying the VMID already exists is
+///   [`ErrorKind::AlreadyExists`].
 pub fn classify(
     op: String,
     status: u16,
@@ -380,7 +457,14 @@ pub fn classify(
     if status >= 500 && is_not_found(&text) {
         return ProxmoxError::NotFound { op, source };
     }
-    ProxmoxError::Permanent { op, errors, source }
+    let already_exists = source.message().is_some_and(says_already_exists)
+        || errors.values().any(|m| says_already_exists(m));
+    ProxmoxError::Permanent {
+        op,
+        errors,
+        already_exists,
+        source,
+    }
 }
 
 /// Classifies a task that stopped with an error exit status.
@@ -388,7 +472,9 @@ pub fn classify(
 /// Capacity failures (also when only the log names them, as QEMU's
 /// "Cannot allocate memory" under "start failed: QEMU exited with code 1"),
 /// config locks and lock-wait timeouts keep their own variants; anything
-/// else is [`ProxmoxError::TaskFailed`].
+/// else is [`ProxmoxError::TaskFailed`], of kind
+/// [`ErrorKind::AlreadyExists`] when the exit status says the VMID is
+/// taken.
 pub fn classify_task(
     op: String,
     upid: String,
@@ -423,6 +509,7 @@ pub fn classify_task(
     ProxmoxError::TaskFailed {
         op,
         upid,
+        already_exists: says_already_exists(&exitstatus),
         message: exitstatus,
         source,
     }
@@ -593,6 +680,88 @@ mod tests {
             e.to_string(),
             "op: task failed: you can't start a vm if it's a template"
         );
+    }
+
+    #[test]
+    fn wire_answers_map_to_the_kinds_callers_decide_on() {
+        use ErrorKind as K;
+        let vmid_taken = BTreeMap::from([("vmid".to_owned(), "VM 200 already exists".to_owned())]);
+        let bad_field = BTreeMap::from([(
+            "cores".to_owned(),
+            "value must have a minimum value of 1".to_owned(),
+        )]);
+        for (status, message, errors, kind) in [
+            (401, "Authentication failed!", BTreeMap::new(), K::Auth),
+            (595, "No route to host", BTreeMap::new(), K::Transient),
+            (500, "no such task", BTreeMap::new(), K::NotFound),
+            (500, "VM is locked (backup)\n", BTreeMap::new(), K::Locked),
+            (
+                500,
+                "unable to get any free VMID in range [100, 1000000]",
+                BTreeMap::new(),
+                K::InsufficientCapacity,
+            ),
+            (
+                400,
+                "Parameter verification failed.\n",
+                vmid_taken.clone(),
+                K::AlreadyExists,
+            ),
+            // Servers before pve-http-server 5.2 send only the `errors` map.
+            (400, "", vmid_taken, K::AlreadyExists),
+            (
+                500,
+                "unable to create VM 120: config file already exists",
+                BTreeMap::new(),
+                K::AlreadyExists,
+            ),
+            (
+                400,
+                "Parameter verification failed.\n",
+                bad_field,
+                K::Permanent,
+            ),
+            (
+                500,
+                "VM 170 is running - destroy failed",
+                BTreeMap::new(),
+                K::Permanent,
+            ),
+        ] {
+            let e = classify("op".into(), status, message.into(), errors);
+            assert_eq!(e.kind(), kind, "{status} {message:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_taken_vmid_keeps_the_category_of_its_variant() {
+        let refused = c(500, "unable to create VM 120: config file already exists");
+        assert_eq!(refused.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(refused.category(), "permanent");
+        let task = classify_task(
+            "cloning VM 9000 to 120 on pve-02".into(),
+            "UPID:z".into(),
+            "clone failed: unable to create VM 120: config file already exists".into(),
+            vec![],
+        );
+        assert_eq!(task.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(task.category(), "task_failed");
+    }
+
+    #[test]
+    fn task_exits_map_to_kinds() {
+        let kind =
+            |exit: &str| classify_task("op".into(), "UPID:t".into(), exit.into(), vec![]).kind();
+        assert_eq!(kind("VM is locked (clone)"), ErrorKind::Locked);
+        assert_eq!(
+            kind("can't lock file '/var/lock/qemu-server/lock-120.conf' - got timeout"),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind("start failed: QEMU exited with code 1: Cannot allocate memory"),
+            ErrorKind::InsufficientCapacity
+        );
+        assert_eq!(kind("interrupted by signal"), ErrorKind::TaskFailed);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! - TLS is verified against a CA file, a pinned SHA-256 fingerprint or the
 //!   system roots; skipping verification must be configured and warns.
 //! - [`ProxmoxError`] classifies every failure (HTTP status plus the real
-//!   Proxmox message strings) and names the operation; `category()` gives
-//!   a stable label.
+//!   Proxmox message strings) and names the operation; `kind()` gives the
+//!   [`ErrorKind`] callers decide on, `category()` a stable label.
 //! - Transient failures of idempotent calls are retried with jittered
 //!   backoff ([`RetryPolicy`]); clones are never retried blindly (see
 //!   [`client`]).
@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod power;
 pub mod props;
 pub mod retry;
 pub mod tls;
@@ -24,7 +25,8 @@ pub mod types;
 
 pub use auth::{ApiToken, Redacted, TokenError};
 pub use client::{BuildError, ClientOptions, CloneStarted, ProxmoxClient};
-pub use error::{Capacity, Cause, ProxmoxError, TaskExit};
+pub use error::{Capacity, Cause, ErrorKind, ProxmoxError, TaskExit};
+pub use power::VmState;
 pub use props::{HostPci, Smbios1};
 pub use retry::{RetryPolicy, TaskPolling};
 pub use tls::TlsSetupError;

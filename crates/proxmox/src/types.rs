@@ -13,6 +13,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use crate::power::VmState;
 use crate::props::{self, HostPci, Smbios1};
 
 /// Lenient deserializers for Proxmox's loosely typed JSON.
@@ -230,7 +231,7 @@ pub struct ClusterVm {
     pub kind: String,
     /// `running`, `stopped`, `unknown`, `paused`, …
     #[serde(default)]
-    pub status: String,
+    pub status: VmState,
     /// Name, once pvestatd has seen it.
     #[serde(default)]
     pub name: Option<String>,
@@ -304,7 +305,7 @@ pub struct NodeVm {
     pub vmid: u32,
     /// `running` or `stopped`.
     #[serde(default)]
-    pub status: String,
+    pub status: VmState,
     /// Name.
     #[serde(default)]
     pub name: Option<String>,
@@ -557,10 +558,10 @@ impl ConfigUpdate {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct VmStatus {
     /// `running` or `stopped`.
-    pub status: String,
+    pub status: VmState,
     /// QMP's view: `running`, `paused`, `prelaunch`, …
     #[serde(default)]
-    pub qmpstatus: Option<String>,
+    pub qmpstatus: Option<VmState>,
     /// Name.
     #[serde(default)]
     pub name: Option<String>,
@@ -593,7 +594,7 @@ pub struct VmStatus {
 impl VmStatus {
     /// Whether QEMU runs.
     pub fn is_running(&self) -> bool {
-        self.status == "running"
+        self.status.is_running()
     }
 }
 

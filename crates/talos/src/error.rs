@@ -1,10 +1,66 @@
 //! The errors of talking to a Talos node (maintenance or configured API),
 //! mapped from gRPC statuses and connection failures to what a caller
-//! decides on: retry, give up, or fix the configuration.
+//! decides on: retry, give up, or fix the configuration. Callers decide on
+//! [`TalosError::kind`]; [`TalosError::category`] is its stable name.
 
 use std::time::Duration;
 
 use tonic::Code;
+
+/// What a failed call means to its caller, one arm per [`TalosError`]
+/// variant: the value to `match` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The node does not answer yet.
+    NotReady,
+    /// The call did not finish in time.
+    Timeout,
+    /// The node refused the machine configuration.
+    ConfigRejected,
+    /// The client certificate's role may not call the method.
+    PermissionDenied,
+    /// The node does not serve the method in its current mode (a
+    /// maintenance-mode method on a configured node, for one).
+    Unimplemented,
+    /// The server certificate is not the pinned one.
+    FingerprintMismatch,
+    /// The TLS handshake failed (on a maintenance apply: the node already
+    /// asks for a client certificate, so it left maintenance mode).
+    Tls,
+    /// The node named in the request answered with an error.
+    Node,
+    /// The request was refused.
+    Refused,
+    /// The reply had no message for the node.
+    EmptyReply,
+    /// Another gRPC status.
+    Status,
+    /// The endpoint could not be used as given.
+    InvalidEndpoint,
+    /// The client could not be set up.
+    Setup,
+}
+
+impl ErrorKind {
+    /// The kind's stable name, for metrics and Events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotReady => "not_ready",
+            Self::Timeout => "timeout",
+            Self::ConfigRejected => "config_rejected",
+            Self::PermissionDenied => "permission_denied",
+            Self::Unimplemented => "unimplemented",
+            Self::FingerprintMismatch => "fingerprint_mismatch",
+            Self::Tls => "tls",
+            Self::Node => "node_error",
+            Self::Refused => "refused",
+            Self::EmptyReply => "empty_reply",
+            Self::Status => "status",
+            Self::InvalidEndpoint => "invalid_endpoint",
+            Self::Setup => "setup",
+        }
+    }
+}
 
 /// Why a call to a Talos node failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,23 +183,28 @@ pub enum TalosError {
 }
 
 impl TalosError {
-    /// A stable category string for metrics and Events.
-    pub fn category(&self) -> &'static str {
+    /// What the failure means to the caller: the value to decide on.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            TalosError::NotReady { .. } => "not_ready",
-            TalosError::Timeout { .. } => "timeout",
-            TalosError::ConfigRejected { .. } => "config_rejected",
-            TalosError::PermissionDenied { .. } => "permission_denied",
-            TalosError::Unimplemented { .. } => "unimplemented",
-            TalosError::FingerprintMismatch { .. } => "fingerprint_mismatch",
-            TalosError::Tls { .. } => "tls",
-            TalosError::Node { .. } => "node_error",
-            TalosError::Refused { .. } => "refused",
-            TalosError::EmptyReply { .. } => "empty_reply",
-            TalosError::Status { .. } => "status",
-            TalosError::InvalidEndpoint { .. } => "invalid_endpoint",
-            TalosError::Setup(_) => "setup",
+            TalosError::NotReady { .. } => ErrorKind::NotReady,
+            TalosError::Timeout { .. } => ErrorKind::Timeout,
+            TalosError::ConfigRejected { .. } => ErrorKind::ConfigRejected,
+            TalosError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            TalosError::Unimplemented { .. } => ErrorKind::Unimplemented,
+            TalosError::FingerprintMismatch { .. } => ErrorKind::FingerprintMismatch,
+            TalosError::Tls { .. } => ErrorKind::Tls,
+            TalosError::Node { .. } => ErrorKind::Node,
+            TalosError::Refused { .. } => ErrorKind::Refused,
+            TalosError::EmptyReply { .. } => ErrorKind::EmptyReply,
+            TalosError::Status { .. } => ErrorKind::Status,
+            TalosError::InvalidEndpoint { .. } => ErrorKind::InvalidEndpoint,
+            TalosError::Setup(_) => ErrorKind::Setup,
         }
+    }
+
+    /// A stable category string for metrics and Events: the kind's name.
+    pub fn category(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     /// Whether trying the same call again later may succeed.
@@ -234,6 +295,41 @@ mod tests {
         );
         assert_eq!(e.category(), "config_rejected");
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn grpc_statuses_map_to_kinds() {
+        use ErrorKind as K;
+        use tonic::Status as S;
+        const APPLY: &str = "ApplyConfiguration";
+        for (method, status, kind) in [
+            ("Version", S::unavailable("connection refused"), K::NotReady),
+            ("Version", S::deadline_exceeded("slow"), K::Timeout),
+            (
+                APPLY,
+                S::invalid_argument("1 error occurred"),
+                K::ConfigRejected,
+            ),
+            (
+                APPLY,
+                S::unknown("failed to parse config: x"),
+                K::ConfigRejected,
+            ),
+            (APPLY, S::unknown("something else"), K::Refused),
+            ("Reboot", S::permission_denied("no"), K::PermissionDenied),
+            ("Reboot", S::unauthenticated("who"), K::PermissionDenied),
+            ("Version", S::unimplemented("maintenance"), K::Unimplemented),
+            (
+                "ServiceRestart",
+                S::not_found("no such service"),
+                K::Refused,
+            ),
+            ("Reset", S::aborted("busy"), K::Status),
+        ] {
+            let e = TalosError::from_status("10.0.0.5:50000", method, &status);
+            assert_eq!(e.kind(), kind, "{method} {status:?}");
+            assert_eq!(e.category(), kind.as_str());
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod talosconfig;
 pub mod tls;
 
 pub use client::{RebootMode, ResetOptions, ServiceStatus, TalosClient, VersionInfo, WipeMode};
-pub use error::TalosError;
+pub use error::{ErrorKind, TalosError};
 pub use maintenance::{ApplyMode, ApplyOutcome, apply_maintenance, probe_maintenance_certificate};
 pub use nocloud::{
     DEFAULT_KUBEADM_TEMPLATE, KubeadmVars, NocloudError, NocloudOptions, NocloudServer,

@@ -84,7 +84,8 @@ pub async fn service(
     };
     let exec = Arc::new(connect(config, &options).await.map_err(|e| Unavailable {
         exit: Exit::Failure,
-        message: format!("error: {e}"),
+        // The whole chain: the cause is in the error's sources.
+        message: format!("error: {:#}", anyhow::Error::from(e)),
     })?);
     Ok((exec.clone(), LiveService::new(exec)))
 }

@@ -23,39 +23,73 @@ pub type LiveExecutor = Executor<PveHypervisor, LiveJoiner, KubeCluster, KubeClu
 /// The service layer over the live adapters.
 pub type LiveService = crate::service::Service<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
 
-/// Why the live stack could not be built. Messages name the setting or
-/// reference, never a secret's value.
+/// Why the live stack could not be built. Messages name the operation and
+/// the setting or reference; the cause stays in `source` and never holds a
+/// secret's value (an environment variable that is not UTF-8 is reported
+/// as unset, and bytes that are not UTF-8 only by position).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The configuration asks for something this build cannot do.
     #[error("{0}")]
     Unsupported(String),
-    /// A secret reference could not be resolved.
-    #[error("reading secret {reference}: {message}")]
-    Secret {
+    /// A secret's environment variable is not set (or not UTF-8).
+    #[error("reading secret {reference}: the variable is not set")]
+    SecretUnset {
         /// Where the secret was to come from.
         reference: String,
-        /// What went wrong.
-        message: String,
     },
-    /// The Proxmox client could not be built.
-    #[error("Proxmox provider {provider}: {message}")]
+    /// A secret's file could not be read.
+    #[error("reading secret {reference} from {}", path.display())]
+    SecretFile {
+        /// Where the secret was to come from.
+        reference: String,
+        /// The resolved path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A secret's Kubernetes Secret could not be read.
+    #[error("reading secret {reference}")]
+    SecretApi {
+        /// Where the secret was to come from.
+        reference: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The Kubernetes Secret has no such key.
+    #[error("reading secret {reference}: the Secret has no key `{key}`")]
+    SecretKeyMissing {
+        /// Where the secret was to come from.
+        reference: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// A secret's value is not UTF-8.
+    #[error("reading secret {reference}: the value is not UTF-8")]
+    SecretNotUtf8 {
+        /// Where the secret was to come from.
+        reference: String,
+        /// Where decoding stopped (no bytes of the value).
+        source: std::str::Utf8Error,
+    },
+    /// The Proxmox client could not be built (its token included).
+    #[error("setting up Proxmox provider {provider}")]
     Proxmox {
         /// Provider name.
         provider: String,
-        /// What went wrong.
-        message: String,
+        /// Why.
+        source: tidepool_proxmox::BuildError,
     },
     /// The Kubernetes client could not be built.
-    #[error("Kubernetes: {0}")]
-    Kubernetes(String),
+    #[error("setting up the Kubernetes client")]
+    Kubernetes(#[source] tidepool_cluster::ClusterError),
     /// The nocloud user-data server could not listen.
-    #[error("nocloud server on {addr}: {message}")]
+    #[error("starting the nocloud server on {addr}")]
     Nocloud {
         /// Listen address.
         addr: String,
-        /// What went wrong.
-        message: String,
+        /// The I/O error.
+        source: std::io::Error,
     },
 }
 
@@ -105,24 +139,25 @@ impl std::fmt::Debug for LiveOptions {
 /// to `base`), or a key of a Kubernetes Secret.
 ///
 /// # Errors
-/// [`ConnectError::Secret`] naming the reference.
+/// One of the `ConnectError::Secret*` variants, naming the reference.
 pub async fn resolve_secret(
     reference: &SecretRef,
     base: &Path,
     kube: &kube::Client,
     default_namespace: &str,
 ) -> Result<String, ConnectError> {
-    let err = |message: String| ConnectError::Secret {
-        reference: reference.to_string(),
-        message,
-    };
+    let named = || reference.to_string();
     match reference {
         SecretRef::Env(var) => {
-            std::env::var(var).map_err(|_| err("the variable is not set".into()))
+            std::env::var(var).map_err(|_| ConnectError::SecretUnset { reference: named() })
         }
         SecretRef::File(path) => {
             let path = base.join(path);
-            std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))
+            std::fs::read_to_string(&path).map_err(|source| ConnectError::SecretFile {
+                reference: named(),
+                path,
+                source,
+            })
         }
         SecretRef::Secret {
             namespace,
@@ -133,12 +168,22 @@ pub async fn resolve_secret(
             let secret = Api::<Secret>::namespaced(kube.clone(), ns)
                 .get(name)
                 .await
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|source| ConnectError::SecretApi {
+                    reference: named(),
+                    source,
+                })?;
             let bytes = secret
                 .data
                 .and_then(|d| d.get(key).cloned())
-                .ok_or_else(|| err(format!("the Secret has no key `{key}`")))?;
-            String::from_utf8(bytes.0).map_err(|_| err("the value is not UTF-8".into()))
+                .ok_or_else(|| ConnectError::SecretKeyMissing {
+                    reference: named(),
+                    key: key.clone(),
+                })?;
+            // The error keeps only where decoding stopped, not the bytes.
+            String::from_utf8(bytes.0).map_err(|e| ConnectError::SecretNotUtf8 {
+                reference: named(),
+                source: e.utf8_error(),
+            })
         }
     }
 }
@@ -155,7 +200,7 @@ pub async fn connect(
         Some(path) => client_from_kubeconfig(path).await,
         None => client_in_cluster(),
     }
-    .map_err(|e| ConnectError::Kubernetes(e.to_string()))?;
+    .map_err(ConnectError::Kubernetes)?;
     let namespace = config.server.namespace.clone();
     let mut providers = config
         .pools
@@ -176,20 +221,19 @@ pub async fn connect(
         .ok_or_else(|| ConnectError::Unsupported(format!("unknown provider {provider_name}")))?
         .clone();
     let token = resolve_secret(&provider.token, &options.config_dir, &kube, &namespace).await?;
-    let token = tidepool_proxmox::ApiToken::parse(&token).map_err(|e| ConnectError::Proxmox {
+    let proxmox = |source| ConnectError::Proxmox {
         provider: provider.name.clone(),
-        message: e.to_string(),
-    })?;
+        source,
+    };
+    let token = tidepool_proxmox::ApiToken::parse(&token)
+        .map_err(|e| proxmox(tidepool_proxmox::BuildError::Token(e)))?;
     let pve = ProxmoxClient::from_provider_with_token(
         &provider,
         token,
         &options.config_dir,
         client_options(options.time_scale),
     )
-    .map_err(|e| ConnectError::Proxmox {
-        provider: provider.name.clone(),
-        message: e.to_string(),
-    })?;
+    .map_err(proxmox)?;
     let base_config = resolve_secret(
         &config.join.worker_config,
         &options.config_dir,
@@ -219,13 +263,12 @@ pub async fn connect(
                 (tidepool_core::config::NocloudFlavor::Talos, _) => None,
             };
             let server = NocloudServer::new(advertise_url.clone(), NocloudOptions::default());
-            let listener =
-                tokio::net::TcpListener::bind(listen)
-                    .await
-                    .map_err(|e| ConnectError::Nocloud {
-                        addr: listen.clone(),
-                        message: e.to_string(),
-                    })?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| ConnectError::Nocloud {
+                    addr: listen.clone(),
+                    source,
+                })?;
             let router = server.router();
             tokio::spawn(async move {
                 if let Err(e) = axum_serve(listener, router).await {
@@ -255,4 +298,52 @@ async fn axum_serve(
     router: axum::Router,
 ) -> std::io::Result<()> {
     axum::serve(listener, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A client for a server that is never asked: environment and file
+    /// secrets do not use it.
+    fn unused_client() -> kube::Client {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unset_variable_names_the_reference() {
+        let reference = SecretRef::Env("TIDEPOOL_TEST_SECRET_THAT_IS_NEVER_SET".into());
+        let err = resolve_secret(&reference, Path::new("."), &unused_client(), "tidepool")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::SecretUnset { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "reading secret env:TIDEPOOL_TEST_SECRET_THAT_IS_NEVER_SET: the variable is not set"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_secret_file_keeps_the_io_error_as_its_source() {
+        let dir = std::env::temp_dir().join("tidepool-connect-test-missing");
+        let reference = SecretRef::File("token".into());
+        let err = resolve_secret(&reference, &dir, &unused_client(), "tidepool")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "reading secret file:token from {}",
+                dir.join("token").display()
+            )
+        );
+        let io = err
+            .source()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+    }
 }

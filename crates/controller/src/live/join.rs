@@ -13,7 +13,7 @@ use tidepool_core::NodeMetadata;
 use tidepool_talos::nocloud::{KubeadmVars, render_kubeadm_cloud_config};
 use tidepool_talos::render::node_may_set_label;
 use tidepool_talos::{
-    NocloudServer, TalosError, WorkerIdentity, apply_maintenance, render_worker_config,
+    ErrorKind, NocloudServer, TalosError, WorkerIdentity, apply_maintenance, render_worker_config,
 };
 use tracing::info;
 
@@ -133,7 +133,7 @@ impl Joiner for LiveJoiner {
             // The maintenance API is gone: the machine already has a
             // configuration (a previous life of this process applied it).
             // Whether it joined is checked by the next step's timeout.
-            Err(e) if matches!(e.category(), "tls" | "unimplemented") => {
+            Err(e) if matches!(e.kind(), ErrorKind::Tls | ErrorKind::Unimplemented) => {
                 info!(claim = %claim.name, %ip, "machine already left maintenance mode; treating the config as delivered");
                 Ok(())
             }

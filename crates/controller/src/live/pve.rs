@@ -13,7 +13,7 @@ use tidepool_core::config::{Pool, ProxmoxProvider};
 use tidepool_core::planner::ClaimState;
 use tidepool_core::planner::hosts::{Headroom, HostSnapshot, VmCost, place};
 use tidepool_proxmox::types::{CloneRequest, ConfigUpdate, DeleteOptions};
-use tidepool_proxmox::{HostPci, ProxmoxClient, ProxmoxError, Smbios1};
+use tidepool_proxmox::{ErrorKind, HostPci, ProxmoxClient, ProxmoxError, Smbios1};
 use tokio::time::Instant;
 
 use crate::claim::VmIdentity;
@@ -140,7 +140,7 @@ impl PveHypervisor {
             };
             let mut mapped: Vec<BTreeSet<String>> = Vec::new();
             if mappings.iter().any(|m| devices_on(m) > 0) {
-                for v in on_host.iter().filter(|v| v.status == "running") {
+                for v in on_host.iter().filter(|v| v.status.is_running()) {
                     if let Ok(cfg) = pve.vm_config(host, v.vmid).await {
                         mapped.push(
                             cfg.hostpci
@@ -179,7 +179,7 @@ impl PveHypervisor {
                 gpu_free,
                 vms: on_host
                     .iter()
-                    .filter_map(|v| Some((v.name.clone()?, v.status == "running")))
+                    .filter_map(|v| Some((v.name.clone()?, v.status.is_running())))
                     .collect(),
                 templates: local_templates
                     .get(host.as_str())
@@ -210,15 +210,19 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Maps a Proxmox error onto the executor's classification.
+/// Maps a Proxmox error onto the executor's classification: a lock or a
+/// taken VMID is a conflict (another VMID, or later, may do).
 pub fn classify(e: ProxmoxError) -> ProviderError {
-    let kind = match e.category() {
-        "not_found" => ProviderErrorKind::NotFound,
-        "locked" => ProviderErrorKind::Conflict,
-        "insufficient_capacity" => ProviderErrorKind::InsufficientCapacity,
-        "transient" | "timeout" | "agent_not_ready" => ProviderErrorKind::Transient,
-        _ if chain(&e).contains("already exists") => ProviderErrorKind::Conflict,
-        _ => ProviderErrorKind::Permanent,
+    let kind = match e.kind() {
+        ErrorKind::NotFound => ProviderErrorKind::NotFound,
+        ErrorKind::Locked | ErrorKind::AlreadyExists => ProviderErrorKind::Conflict,
+        ErrorKind::InsufficientCapacity => ProviderErrorKind::InsufficientCapacity,
+        ErrorKind::Transient | ErrorKind::Timeout | ErrorKind::AgentNotReady => {
+            ProviderErrorKind::Transient
+        }
+        ErrorKind::Auth | ErrorKind::Permanent | ErrorKind::TaskFailed => {
+            ProviderErrorKind::Permanent
+        }
     };
     ProviderError::new(kind, chain(&e))
 }
@@ -253,7 +257,7 @@ impl PveHypervisor {
     async fn facts(&self, node: &str, vmid: u32, running: bool) -> ProviderResult<Option<VmFacts>> {
         let config = match self.client.vm_config(node, vmid).await {
             Ok(c) => c,
-            Err(e) if e.category() == "not_found" => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(classify(e)),
         };
         let owner = config
@@ -281,7 +285,7 @@ impl PveHypervisor {
             .vm_status(&vm.node, vm.vmid)
             .await
             .map_err(classify)?;
-        if (status.status == "running") == running {
+        if status.is_running() == running {
             return Ok(());
         }
         let upid = if running {
@@ -321,7 +325,7 @@ impl PveHypervisor {
 impl Hypervisor for PveHypervisor {
     async fn vm(&self, vmid: u32) -> ProviderResult<Option<VmFacts>> {
         match self.client.find_vm(vmid).await.map_err(classify)? {
-            Some(vm) => self.facts(&vm.node, vmid, vm.status == "running").await,
+            Some(vm) => self.facts(&vm.node, vmid, vm.status.is_running()).await,
             None => Ok(None),
         }
     }
@@ -334,7 +338,7 @@ impl Hypervisor for PveHypervisor {
             !v.template && (v.name.as_deref() == Some(claim) || v.tags.iter().any(|t| t == claim))
         }) {
             if let Some(f) = self
-                .facts(&vm.node, vm.vmid, vm.status == "running")
+                .facts(&vm.node, vm.vmid, vm.status.is_running())
                 .await?
                 && f.owner.as_deref() == Some(claim)
             {
@@ -377,7 +381,10 @@ impl Hypervisor for PveHypervisor {
             // Ask Proxmox too: it knows about VMIDs being created right now.
             match self.client.next_id(Some(id)).await {
                 Ok(_) => return Ok(id),
-                Err(e) if e.category() == "permanent" => continue,
+                // Taken (or refused for this id): try the next one.
+                Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::Permanent) => {
+                    continue;
+                }
                 Err(e) => return Err(classify(e)),
             }
         }
@@ -473,7 +480,7 @@ impl Hypervisor for PveHypervisor {
                     .or_else(|| addrs.first())
                     .copied())
             }
-            Err(e) if e.category() == "agent_not_ready" => Ok(None),
+            Err(e) if e.kind() == ErrorKind::AgentNotReady => Ok(None),
             Err(e) => Err(classify(e)),
         }
     }
