@@ -17,6 +17,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tidepool_core::config::Pool;
 use tidepool_core::conventions::{WORKER_SUFFIX_LEN, worker_name};
+use tidepool_core::planner::usage::pool_usage;
 use tidepool_core::pool::{PoolUsage, WorkerType};
 use tidepool_core::safety::{
     self, DestroyTarget, Refusal, RequestError, check_bounds, check_destroy, did_you_mean,
@@ -354,24 +355,18 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         Ok(names)
     }
 
-    /// What a pool uses now, counting claims still on their way.
+    /// What a pool uses now, counting claims still on their way: the
+    /// planner's rule ([`pool_usage`]) over the claims as recorded.
     async fn usage(&self, pool: &Pool) -> Result<PoolUsage, ServiceError> {
-        let cfg = self.exec.config();
-        let mut usage = PoolUsage::default();
-        for c in self.exec.store().list().await? {
-            if c.spec.pool != pool.name
-                || !c.status.lifecycle.phase().counts_toward_pool()
-                || c.spec.intent != Intent::Keep
-            {
-                continue;
-            }
-            if let Some(size) = cfg.size(&c.spec.size) {
-                usage.nodes += 1;
-                usage.cpu_cores += u64::from(size.size.vcpu);
-                usage.memory_mib += size.size.memory_mib;
-            }
-        }
-        Ok(usage)
+        let claims: Vec<_> = self
+            .exec
+            .store()
+            .list()
+            .await?
+            .iter()
+            .map(Claim::planner_state)
+            .collect();
+        Ok(pool_usage(self.exec.config(), &claims, &pool.name))
     }
 
     /// Every worker: managed claims and the cluster's other nodes.

@@ -486,7 +486,8 @@ impl Claim {
             .or_else(|| self.spec.host.clone())
     }
 
-    /// What the planner knows of this claim: pool, size, phase, the host its VM is (or will be) on, and its
+    /// What the planner knows of this claim: pool, size, phase, whether it
+    /// is being removed, the host its VM is (or will be) on, and its
     /// expiry. Idleness is the observer's to add.
     pub fn planner_state(&self) -> ClaimState {
         ClaimState {
@@ -494,6 +495,7 @@ impl Claim {
             pool: self.spec.pool.clone(),
             size: self.spec.size.clone(),
             phase: self.phase(),
+            removing: self.intent().is_removal(),
             host: self.host(),
             expires_at: self.status.expires_at,
             idle_since: None,
@@ -640,5 +642,24 @@ mod tests {
     fn an_empty_status_reads_as_requested() {
         let status: ClaimStatus = serde_json::from_str("{}").unwrap();
         assert_eq!(status, ClaimStatus::default());
+    }
+
+    #[test]
+    fn a_worker_being_removed_no_longer_counts_toward_its_pool_but_a_drained_one_does() {
+        let config = crate::config::load(crate::config::EXAMPLE).unwrap();
+        let mut kept = Claim::new("burst-a", spec());
+        kept.status.lifecycle = Lifecycle::Ready;
+        let mut drained = kept.clone();
+        drained.name = "burst-b".into();
+        drained.spec.intent = Intent::Drain;
+        let mut going = kept.clone();
+        going.name = "burst-c".into();
+        going.spec.intent = Intent::Remove { force: false };
+        let states: Vec<_> = [kept, drained, going]
+            .iter()
+            .map(Claim::planner_state)
+            .collect();
+        let usage = crate::planner::usage::pool_usage(&config, &states, "burst");
+        assert_eq!(usage.nodes, 2);
     }
 }

@@ -549,6 +549,7 @@ mod fixtures {
             pool: pool.into(),
             size: size.into(),
             phase,
+            removing: false,
             host: Some("pve-01".into()),
             expires_at: None,
             idle_since: None,

@@ -593,6 +593,7 @@ fn ready(name: &str, pool: &str, size: &str, host: &str) -> ClaimState {
         pool: pool.into(),
         size: size.into(),
         phase: Phase::Ready,
+        removing: false,
         host: Some(host.into()),
         expires_at: None,
         idle_since: None,

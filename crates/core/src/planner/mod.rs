@@ -47,6 +47,9 @@ pub struct ClaimState {
     pub size: String,
     /// Lifecycle phase.
     pub phase: Phase,
+    /// Whether the worker is asked to be removed: it no longer counts
+    /// toward its pool, though its phase may still say Ready.
+    pub removing: bool,
     /// Host the VM is (or will be) on, once chosen.
     pub host: Option<String>,
     /// When the worker's TTL expires, if it has one.

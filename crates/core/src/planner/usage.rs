@@ -18,7 +18,7 @@ pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage 
     let mut usage = PoolUsage::default();
     for claim in claims
         .iter()
-        .filter(|c| c.pool == pool && c.phase.counts_toward_pool())
+        .filter(|c| c.pool == pool && c.phase.counts_toward_pool() && !c.removing)
     {
         usage.nodes += 1;
         if let Some(size) = cfg.size(&claim.size) {
@@ -29,13 +29,15 @@ pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage 
     usage
 }
 
-/// The headroom of every online host, with the VMs of claims not yet on
-/// the host taken off, sorted by host name.
-pub(crate) fn ledger(input: &PlanInput) -> Vec<Headroom> {
-    let cfg = &input.config;
-    let on_their_way: Vec<(&ClaimState, VmCost)> = input
-        .claims
-        .iter()
+/// The claims whose VM is still to come (`Requested`, `Provisioning`),
+/// each with what its VM costs a host: placement takes them off their
+/// host's room unless the host already counts them.
+pub fn vms_on_their_way<'a>(
+    cfg: &Config,
+    claims: impl IntoIterator<Item = &'a ClaimState>,
+) -> Vec<(&'a ClaimState, VmCost)> {
+    claims
+        .into_iter()
         .filter(|c| {
             matches!(
                 c.phase,
@@ -46,7 +48,14 @@ pub(crate) fn ledger(input: &PlanInput) -> Vec<Headroom> {
             let provider = cfg.providers.get(&cfg.pool(&c.pool)?.provider)?;
             Some((c, VmCost::of(&cfg.size(&c.size)?.size, provider)))
         })
-        .collect();
+        .collect()
+}
+
+/// The headroom of every online host, with the VMs of claims not yet on
+/// the host taken off, sorted by host name.
+pub(crate) fn ledger(input: &PlanInput) -> Vec<Headroom> {
+    let cfg = &input.config;
+    let on_their_way = vms_on_their_way(cfg, &input.claims);
     let mut hosts: Vec<_> = input.hosts.iter().filter(|h| h.online).collect();
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
     hosts

@@ -289,6 +289,7 @@ mod tests {
             pool: pool.into(),
             size: size.into(),
             phase,
+            removing: false,
             host: Some(host.into()),
             expires_at: None,
             idle_since: None,
