@@ -7,21 +7,22 @@
 //! with the blocking reason when it is not.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tidepool_cluster::{EventRecord, EventTarget, EventType};
 use tidepool_core::Phase;
+use tidepool_core::jiff::{SignedDuration, Timestamp};
 use tidepool_core::planner::triggers::{PressureKind, pressure_above};
-use tidepool_core::planner::{Action, Plan, PlanInput, plan};
+use tidepool_core::planner::{Action, Plan, PlanInput, PoolState, plan};
 use tidepool_core::pool::PoolKind;
 use tidepool_core::safety::MAX_REQUEST_COUNT;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::claim::Intent;
-use crate::live::connect::{LiveExecutor, LiveService};
-use crate::live::snapshot::plan_input;
-use crate::ports::{ClaimStore, Nodes, ProviderError};
-use crate::service::ProvisionRequest;
+use crate::observe::Observe;
+use crate::ports::{ClaimStore, Events, Hypervisor, Joiner, Nodes, ProviderError, ScalingMetrics};
+use crate::service::{ProvisionRequest, Service};
 
 /// What one pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,54 +37,49 @@ pub struct PassReport {
     pub pending: usize,
 }
 
-/// The autoscaler's memory between passes: only what keeps Events from
-/// repeating. Losing it (a restart, a new leader) is harmless.
-#[derive(Debug, Default)]
-pub struct Autoscaler {
+/// The autoscaler over its ports: the service it acts through, what it
+/// observes, and where it tells pods why. Its memory between passes keeps
+/// Events from repeating and holds each pool's pressure and scale-down
+/// times; losing it (a restart, a new leader) only restarts those windows.
+pub struct Autoscaler<H, J, N, S, O: ?Sized, E> {
+    service: Arc<Service<H, J, N, S>>,
+    observe: Arc<O>,
+    events: E,
     told: BTreeMap<String, String>,
-    /// Per pool, when the last scale-down started (the gradual-removal
-    /// interval counts from it).
-    pools: BTreeMap<String, tidepool_core::planner::PoolState>,
+    /// Per pool: when pressure began, when the last scale-down started
+    /// (the gradual-removal interval counts from it).
+    pools: BTreeMap<String, PoolState>,
 }
 
-fn pod_target(pod: &str) -> EventTarget {
-    let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
-    EventTarget {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        name: name.to_owned(),
-        namespace: Some(namespace.to_owned()),
-        uid: None,
+impl<H, J, N, S, O, E> Autoscaler<H, J, N, S, O, E>
+where
+    H: Hypervisor,
+    J: Joiner,
+    N: Nodes,
+    S: ClaimStore,
+    O: Observe + ?Sized,
+    E: Events,
+{
+    /// An autoscaler acting through `service`, planning from `observe`,
+    /// telling pods through `events`.
+    pub fn new(service: Arc<Service<H, J, N, S>>, observe: Arc<O>, events: E) -> Self {
+        Self {
+            service,
+            observe,
+            events,
+            told: BTreeMap::new(),
+            pools: BTreeMap::new(),
+        }
     }
-}
 
-impl Autoscaler {
-    async fn tell(
-        &mut self,
-        exec: &LiveExecutor,
-        pod: &str,
-        event_type: EventType,
-        reason: &str,
-        message: &str,
-    ) {
+    /// Tells a pod (`namespace/name`) once per distinct reason and message.
+    async fn tell(&mut self, pod: &str, reason: &str, message: &str) {
         let key = format!("{reason}: {message}");
         if self.told.get(pod) == Some(&key) {
             return;
         }
-        let record = EventRecord {
-            event_type,
-            reason,
-            action: "Autoscale",
-            message,
-        };
-        if let Err(e) = exec
-            .nodes()
-            .cluster()
-            .record_event(&pod_target(pod), &record)
-            .await
-        {
-            warn!(pod, error = %e, "could not record the scaling Event");
-        }
+        let (namespace, name) = pod.split_once('/').unwrap_or(("default", pod));
+        self.events.tell_pod(namespace, name, reason, message).await;
         self.told.insert(pod.to_owned(), key);
     }
 
@@ -92,36 +88,9 @@ impl Autoscaler {
     ///
     /// # Errors
     /// Observation or claim-store failures (the next pass retries).
-    pub async fn pass(
-        &mut self,
-        service: &LiveService,
-    ) -> Result<(Plan, PassReport, Option<jiff::Timestamp>), ProviderError> {
-        let exec = service.executor();
-        let mut input = plan_input(exec).await?;
-        // The planner keeps no memory: when each pool's CPU and memory
-        // pressure began is kept here, between passes.
-        for pool in &input.config.pools {
-            let state = self.pools.entry(pool.name.clone()).or_default();
-            for (kind, since) in [
-                (PressureKind::Cpu, &mut state.cpu_pressure_since),
-                (PressureKind::Memory, &mut state.memory_pressure_since),
-            ] {
-                if pressure_above(&input, pool, kind) {
-                    since.get_or_insert(input.now);
-                } else {
-                    *since = None;
-                }
-            }
-        }
-        input.pool_state = self.pools.clone();
-        // What was told to pods no longer waiting is forgotten, so the
-        // memory stays as small as the set of pending pods.
-        self.told.retain(|pod, _| {
-            input
-                .pending
-                .iter()
-                .any(|p| pod.split_once('/') == Some((&*p.pod.namespace, &*p.pod.name)))
-        });
+    pub async fn pass(&mut self) -> Result<(Plan, PassReport, Option<Timestamp>), ProviderError> {
+        let mut input = self.observe.plan_input().await?;
+        self.track_pressure(&mut input);
         let planned = plan(&input);
         let deadline = next_deadline(&input);
         let mut report = PassReport::default();
@@ -130,41 +99,99 @@ impl Autoscaler {
                 Action::Provision { .. } => {
                     report
                         .created
-                        .extend(carry_out(service, action, ACTOR).await);
+                        .extend(carry_out(&self.service, action, ACTOR).await);
                 }
                 Action::Remove {
                     worker,
                     pool,
                     drain,
                     reason,
-                } => match service
-                    .retire(ACTOR, worker, *drain, reason.code.as_str())
-                    .await
-                {
-                    Ok(true) => {
+                } => {
+                    if self.scale_down(worker, *drain, reason).await {
                         self.pools.entry(pool.clone()).or_default().last_scale_down =
                             Some(input.now);
-                        info!(%worker, reason = %reason, "scale down");
-                        let how = if *drain {
-                            "drained and removed"
-                        } else {
-                            "removed"
-                        };
-                        exec.nodes()
-                            .announce(
-                                worker,
-                                "ScaleDown",
-                                &format!("node {worker} is being {how}: {}", reason.message),
-                            )
-                            .await;
                         report.removed.push(worker.clone());
                     }
-                    Ok(false) => {}
-                    Err(e) => warn!(%worker, error = %e, "scale-down refused"),
-                },
+                }
             }
         }
-        report.removed.extend(clear_failed_launches(service).await?);
+        report
+            .removed
+            .extend(clear_failed_launches(&self.service).await?);
+        self.explain(&input, &planned, &report).await;
+        report.unhelpable = planned.unhelpable.len();
+        report.pending = input.pending.len();
+        Ok((planned, report, deadline))
+    }
+
+    /// The planner keeps no memory: when each pool's CPU and memory
+    /// pressure began is kept here, between passes, and handed to it; what
+    /// was told to pods no longer waiting is forgotten, so that memory stays
+    /// as small as the set of pending pods.
+    fn track_pressure(&mut self, input: &mut PlanInput) {
+        for pool in &input.config.pools {
+            let state = self.pools.entry(pool.name.clone()).or_default();
+            for (kind, since) in [
+                (PressureKind::Cpu, &mut state.cpu_pressure_since),
+                (PressureKind::Memory, &mut state.memory_pressure_since),
+            ] {
+                if pressure_above(input, pool, kind) {
+                    since.get_or_insert(input.now);
+                } else {
+                    *since = None;
+                }
+            }
+        }
+        input.pool_state = self.pools.clone();
+        self.told.retain(|pod, _| {
+            input
+                .pending
+                .iter()
+                .any(|p| pod.split_once('/') == Some((&*p.pod.namespace, &*p.pod.name)))
+        });
+    }
+
+    /// Asks a worker to go through the service; true when it was asked now.
+    async fn scale_down(
+        &self,
+        worker: &str,
+        drain: bool,
+        reason: &tidepool_core::planner::Reason,
+    ) -> bool {
+        match self
+            .service
+            .retire(ACTOR, worker, drain, reason.code.as_str())
+            .await
+        {
+            Ok(true) => {
+                info!(%worker, reason = %reason, "scale down");
+                let how = if drain {
+                    "drained and removed"
+                } else {
+                    "removed"
+                };
+                self.service
+                    .executor()
+                    .nodes()
+                    .announce(
+                        worker,
+                        "ScaleDown",
+                        &format!("node {worker} is being {how}: {}", reason.message),
+                    )
+                    .await;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                warn!(%worker, error = %e, "scale-down refused");
+                false
+            }
+        }
+    }
+
+    /// Tells each pending pod why: `TriggeredScaleUp` when workers are on
+    /// their way for it, `NotTriggerScaleUp` with the reason when none can help.
+    async fn explain(&mut self, input: &PlanInput, planned: &Plan, report: &PassReport) {
         if !report.created.is_empty() {
             let message = format!("pod triggered scale-up: {}", report.created.join(", "));
             for p in &input.pending {
@@ -172,34 +199,23 @@ impl Autoscaler {
                 let helped = !planned.unhelpable.iter().any(|u| u.pod == id)
                     && !planned.waiting.iter().any(|w| w.pod == id);
                 if helped {
-                    self.tell(exec, &id, EventType::Normal, "TriggeredScaleUp", &message)
-                        .await;
+                    self.tell(&id, "TriggeredScaleUp", &message).await;
                 }
             }
         }
         for u in &planned.unhelpable {
             let message = format!("pod didn't trigger scale-up: {}", u.reason.message);
-            self.tell(
-                exec,
-                &u.pod,
-                EventType::Normal,
-                "NotTriggerScaleUp",
-                &message,
-            )
-            .await;
+            self.tell(&u.pod, "NotTriggerScaleUp", &message).await;
         }
-        report.unhelpable = planned.unhelpable.len();
-        report.pending = input.pending.len();
-        Ok((planned, report, deadline))
     }
 
     /// Waits (a few seconds at most) until the claim watch shows this
     /// pass's writes, so the next plan counts the workers it just asked
     /// for instead of asking again.
-    async fn await_own_writes(&self, exec: &LiveExecutor, report: &PassReport) {
+    async fn await_own_writes(&self, report: &PassReport) {
         let deadline = tokio::time::Instant::now() + OWN_WRITES;
         while tokio::time::Instant::now() < deadline {
-            if let Ok(claims) = exec.store().observed().await {
+            if let Ok(claims) = self.service.executor().store().observed().await {
                 let created = report
                     .created
                     .iter()
@@ -208,7 +224,7 @@ impl Autoscaler {
                     claims
                         .iter()
                         .find(|c| &c.name == n)
-                        .is_none_or(|c| matches!(c.spec.intent, Intent::Remove { .. }))
+                        .is_none_or(|c| c.spec.intent.is_removal())
                 });
                 if created && removed {
                     return;
@@ -227,7 +243,15 @@ impl Autoscaler {
 /// failed while draining is left for a person: pods that forbid
 /// disruption or a budget may still be on it. Permanent pools are left
 /// to their operators. Returns the workers asked to go.
-async fn clear_failed_launches(service: &LiveService) -> Result<Vec<String>, ProviderError> {
+async fn clear_failed_launches<H, J, N, S>(
+    service: &Service<H, J, N, S>,
+) -> Result<Vec<String>, ProviderError>
+where
+    H: Hypervisor,
+    J: Joiner,
+    N: Nodes,
+    S: ClaimStore,
+{
     let exec = service.executor();
     let mut removed = Vec::new();
     for claim in exec.store().observed().await? {
@@ -270,7 +294,17 @@ const ACTOR: &str = "autoscaler";
 /// [`MAX_REQUEST_COUNT`] workers; returns the claims created. A refusal
 /// (limits changed since the plan, a race with another requester) is
 /// logged and ends the action.
-async fn carry_out(service: &LiveService, action: &Action, actor: &str) -> Vec<String> {
+async fn carry_out<H, J, N, S>(
+    service: &Service<H, J, N, S>,
+    action: &Action,
+    actor: &str,
+) -> Vec<String>
+where
+    H: Hypervisor,
+    J: Joiner,
+    N: Nodes,
+    S: ClaimStore,
+{
     let Action::Provision {
         pool,
         size,
@@ -315,12 +349,20 @@ async fn carry_out(service: &LiveService, action: &Action, actor: &str) -> Vec<S
 ///
 /// # Errors
 /// Observation failures.
-pub async fn emergency(
-    service: &LiveService,
+pub async fn emergency<H, J, N, S, O>(
+    service: &Service<H, J, N, S>,
+    observe: &O,
     pools: &[String],
     actor: &str,
-) -> Result<(PlanInput, Plan, Vec<String>), ProviderError> {
-    let mut input = plan_input(service.executor()).await?;
+) -> Result<(PlanInput, Plan, Vec<String>), ProviderError>
+where
+    H: Hypervisor,
+    J: Joiner,
+    N: Nodes,
+    S: ClaimStore,
+    O: Observe + ?Sized,
+{
+    let mut input = observe.plan_input().await?;
     for pool in pools {
         input.pool_state.entry(pool.clone()).or_default().emergency = true;
     }
@@ -366,6 +408,21 @@ impl Timing {
     fn real(&self, controller: Duration) -> Duration {
         controller.div_f64(self.time_scale.max(1.0))
     }
+
+    /// How long (real time) to sleep without a change: the idle tick, or
+    /// until just after `deadline` if that comes first. Timestamps in the
+    /// cluster have whole seconds, so it wakes a moment after the deadline,
+    /// never before it.
+    fn sleep_until(&self, deadline: Option<Timestamp>, now: Timestamp) -> Duration {
+        let tick = self.real(self.idle_tick);
+        match deadline {
+            Some(at) => {
+                let left = at.duration_since(now).unsigned_abs() + Duration::from_millis(1100);
+                tick.min(self.real(left))
+            }
+            None => tick,
+        }
+    }
 }
 
 /// The next moment a time-based rule may give a different answer for the
@@ -373,14 +430,14 @@ impl Timing {
 /// the starvation window), a TTL expiring, an idle timeout passing, a
 /// pressure or scale-down interval completing. Conservative: it may name a
 /// moment at which nothing changes, never one after a change.
-fn next_deadline(input: &PlanInput) -> Option<jiff::Timestamp> {
+pub fn next_deadline(input: &PlanInput) -> Option<Timestamp> {
     let now = input.now;
-    let later = |t: jiff::Timestamp, d: Duration| {
-        jiff::SignedDuration::try_from(d)
+    let later = |t: Timestamp, d: Duration| {
+        SignedDuration::try_from(d)
             .ok()
             .and_then(|d| t.checked_add(d).ok())
     };
-    let mut candidates: Vec<jiff::Timestamp> = Vec::new();
+    let mut candidates: Vec<Timestamp> = Vec::new();
     for pool in &input.config.pools {
         let window = pool.scale_up.pending_for;
         let starvation = window.saturating_mul(
@@ -419,62 +476,56 @@ fn next_deadline(input: &PlanInput) -> Option<jiff::Timestamp> {
 /// Watch-driven: after a pass it sleeps until a node, pod or claim changes
 /// (or the next time-based deadline comes), waits the batching window so
 /// a burst settles into one plan, and passes again.
-pub async fn run(
-    exec: std::sync::Arc<LiveExecutor>,
+pub async fn run<H, J, N, S, O, E>(
+    mut autoscaler: Autoscaler<H, J, N, S, O, E>,
     timing: Timing,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-    metrics: Option<std::sync::Arc<crate::run::Metrics>>,
-) {
-    let mut autoscaler = Autoscaler::default();
-    let service = LiveService::new(exec.clone());
-    let cluster = exec.nodes().cluster().clone();
-    let mut pods = cluster.pods().changes();
-    let mut nodes = cluster.nodes().changes();
-    let (_no_changes, never) = tokio::sync::watch::channel(0_u64);
-    let mut claims = exec.store().changes().unwrap_or(never);
+    mut stop: watch::Receiver<bool>,
+    metrics: Arc<dyn ScalingMetrics>,
+) where
+    H: Hypervisor,
+    J: Joiner,
+    N: Nodes,
+    S: ClaimStore,
+    O: Observe + ?Sized,
+    E: Events,
+{
+    let mut feeds = autoscaler.observe.changes();
+    let (_no_changes, never) = watch::channel(0_u64);
+    feeds.push(
+        autoscaler
+            .service
+            .executor()
+            .store()
+            .changes()
+            .unwrap_or(never),
+    );
     loop {
         if *stop.borrow() {
             break;
         }
         // Changes seen from here on wake the next pass.
-        pods.mark_unchanged();
-        nodes.mark_unchanged();
-        claims.mark_unchanged();
-        let mut sleep_for = timing.real(timing.idle_tick);
-        match autoscaler.pass(&service).await {
+        for feed in &mut feeds {
+            feed.mark_unchanged();
+        }
+        let sleep_for = match autoscaler.pass().await {
             Ok((plan, report, deadline)) => {
-                if let Some(m) = &metrics {
-                    m.pending(report.pending);
-                    for a in &plan.actions {
-                        m.decision(a.reason().code.as_str());
-                    }
-                    for u in &plan.unhelpable {
-                        m.decision(u.reason.code.as_str());
-                    }
-                }
-                if let Some(at) = deadline {
-                    // Timestamps in the cluster have whole seconds: wake a
-                    // moment after the deadline, not before it.
-                    let left =
-                        at.duration_since(exec.now()).unsigned_abs() + Duration::from_millis(1100);
-                    sleep_for = sleep_for.min(timing.real(left));
-                }
+                record(metrics.as_ref(), &plan, &report);
                 if !report.created.is_empty() || !report.removed.is_empty() {
-                    autoscaler.await_own_writes(&exec, &report).await;
+                    autoscaler.await_own_writes(&report).await;
                 }
+                let now = autoscaler.service.executor().now();
+                timing.sleep_until(deadline, now)
             }
             Err(e) => {
                 warn!(error = %e, "autoscaler pass failed");
-                if let Some(m) = &metrics {
-                    m.error(e.kind.as_str());
-                }
-                sleep_for = sleep_for.min(timing.window.max(Duration::from_secs(1)));
+                metrics.error(e.kind.as_str());
+                timing
+                    .real(timing.idle_tick)
+                    .min(timing.window.max(Duration::from_secs(1)))
             }
-        }
+        };
         tokio::select! {
-            () = crate::wake::changed(&mut pods) => {}
-            () = crate::wake::changed(&mut nodes) => {}
-            () = crate::wake::changed(&mut claims) => {}
+            () = any_change(&mut feeds) => {}
             () = tokio::time::sleep(sleep_for) => {}
             () = crate::wake::changed(&mut stop) => {}
         }
@@ -482,5 +533,298 @@ pub async fn run(
             () = tokio::time::sleep(timing.window) => {}
             () = crate::wake::changed(&mut stop) => {}
         }
+    }
+}
+
+/// Reports a pass's plan to the metrics.
+fn record(metrics: &dyn ScalingMetrics, plan: &Plan, report: &PassReport) {
+    metrics.pending(report.pending);
+    for a in &plan.actions {
+        metrics.decision(a.reason().code.as_str());
+    }
+    for u in &plan.unhelpable {
+        metrics.decision(u.reason.code.as_str());
+    }
+}
+
+/// Resolves when any of `feeds` changes (never when there are none, nor
+/// for a feed whose sender is gone).
+async fn any_change(feeds: &mut [watch::Receiver<u64>]) {
+    let mut waits: Vec<_> = feeds
+        .iter_mut()
+        .map(|f| Box::pin(crate::wake::changed(f)))
+        .collect();
+    std::future::poll_fn(|cx| {
+        if waits.iter_mut().any(|w| w.as_mut().poll(cx).is_ready()) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::BTreeSet;
+
+    use tidepool_core::config::{self, EXAMPLE};
+    use tidepool_core::conventions::TaintEffect;
+    use tidepool_core::planner::hosts::HostSnapshot;
+    use tidepool_core::planner::{ClaimState, PendingPod};
+    use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests, Toleration, TolerationOperator};
+    use tidepool_core::{Lifecycle, Step};
+
+    use super::*;
+    use crate::claim::{Claim, ClaimSpec};
+    use crate::executor::Executor;
+    use crate::testing::Fake;
+
+    /// Sunday 4 January 2026, noon UTC: outside the example's Monday-to-Friday
+    /// pre-scaling window.
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_767_528_000).unwrap()
+    }
+
+    fn ago(secs: i64) -> Timestamp {
+        now() - SignedDuration::from_secs(secs)
+    }
+
+    type FakeScaler = Autoscaler<Fake, Fake, Fake, Fake, Fake, Fake>;
+
+    fn autoscaler(fake: &Fake) -> FakeScaler {
+        let exec = Executor::new(
+            fake.clone(),
+            fake.clone(),
+            fake.clone(),
+            fake.clone(),
+            Arc::new(config::load(EXAMPLE).unwrap()),
+            Arc::new(now),
+        );
+        let service = Arc::new(Service::new(Arc::new(exec)));
+        Autoscaler::new(service, Arc::new(fake.clone()), fake.clone())
+    }
+
+    fn host(name: &str) -> HostSnapshot {
+        HostSnapshot {
+            name: name.into(),
+            provider: "pve".into(),
+            online: true,
+            memory_total_mib: 196_608,
+            memory_used_mib: 65_536,
+            cores: 32,
+            vcpus_allocated: 24,
+            storage_free_gib: BTreeMap::from([("local-lvm".into(), 2600)]),
+            gpu_free: BTreeMap::new(),
+            vms: BTreeMap::new(),
+            templates: config::load(EXAMPLE).unwrap().templates(),
+        }
+    }
+
+    /// A CI job for the burst pool asking for `cpu_milli`, waiting since
+    /// `since`.
+    fn ci_pod(name: &str, cpu_milli: u64, since: Timestamp) -> PendingPod {
+        PendingPod {
+            pod: PodSpec {
+                namespace: "ci".into(),
+                name: name.into(),
+                requests: Requests {
+                    cpu_milli,
+                    memory_bytes: 6 << 30,
+                    ..Requests::default()
+                },
+                node_selector: Arc::new(BTreeMap::from([("node-pool".into(), "burst".into())])),
+                tolerations: Arc::new(vec![Toleration {
+                    key: "workload-type".into(),
+                    operator: TolerationOperator::Equal,
+                    value: "burst".into(),
+                    effect: Some(TaintEffect::NoSchedule),
+                }]),
+                ..PodSpec::default()
+            },
+            unschedulable_since: since,
+        }
+    }
+
+    /// The example configuration over two roomy hosts with the permanent
+    /// pool at its minimum of three Ready workers, and `pending` waiting.
+    fn home_lab(pending: Vec<PendingPod>) -> PlanInput {
+        let config = config::load(EXAMPLE).unwrap();
+        let mut nodes = Vec::new();
+        let mut claims = Vec::new();
+        for name in ["permanent-1", "permanent-2", "permanent-3"] {
+            nodes.push(NodeSnapshot::hypothetical(
+                &config,
+                config.pool("permanent").unwrap(),
+                config.size("medium").unwrap(),
+                name,
+                now(),
+            ));
+            claims.push(ClaimState {
+                name: name.into(),
+                pool: "permanent".into(),
+                size: "medium".into(),
+                phase: Phase::Ready,
+                removing: false,
+                host: Some("pve-01".into()),
+                expires_at: None,
+                idle_since: None,
+            });
+        }
+        PlanInput {
+            config,
+            nodes,
+            pending,
+            claims,
+            hosts: vec![host("pve-01"), host("pve-02")],
+            vmids_in_use: BTreeMap::from([("pve".into(), BTreeSet::from([100, 101]))]),
+            pool_state: BTreeMap::new(),
+            now: now(),
+        }
+    }
+
+    fn events_of(fake: &Fake, reason: &str) -> Vec<String> {
+        fake.world()
+            .pod_events
+            .iter()
+            .filter(|(_, r, _)| r == reason)
+            .map(|(pod, _, _)| pod.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn waiting_pods_get_workers_through_the_service_and_every_pod_is_told_why() {
+        let fake = Fake::new();
+        let mut pending: Vec<PendingPod> = (0..6)
+            .map(|i| ci_pod(&format!("ci-{i}"), 3000, ago(600)))
+            .collect();
+        // No size of the burst pool has 200 CPUs.
+        pending.push(ci_pod("huge", 200_000, ago(600)));
+        fake.world().observed = Some(home_lab(pending));
+        let mut scaler = autoscaler(&fake);
+
+        let (plan, report, _) = scaler.pass().await.unwrap();
+
+        assert!(!report.created.is_empty(), "{plan:?}");
+        assert_eq!(report.pending, 7);
+        assert_eq!(report.unhelpable, 1);
+        for name in &report.created {
+            let claim = fake.world().claims[name].clone();
+            assert_eq!(claim.spec.pool, "burst");
+            assert_eq!(claim.spec.requested_by, "autoscaler");
+            assert!(
+                claim.spec.host.is_some(),
+                "the planner's host goes with the claim"
+            );
+        }
+        let mut told = events_of(&fake, "TriggeredScaleUp");
+        told.sort();
+        assert_eq!(
+            told,
+            (0..6).map(|i| format!("ci/ci-{i}")).collect::<Vec<_>>()
+        );
+        assert_eq!(events_of(&fake, "NotTriggerScaleUp"), ["ci/huge"]);
+
+        // Told once: the same answer is not repeated on the next pass.
+        let before = fake.world().pod_events.len();
+        let input = fake.world().observed.clone().unwrap();
+        scaler.explain(&input, &plan, &report).await;
+        assert_eq!(fake.world().pod_events.len(), before);
+    }
+
+    #[tokio::test]
+    async fn a_burst_worker_that_failed_to_launch_is_removed_but_a_permanent_one_is_kept() {
+        let fake = Fake::new();
+        for (name, pool, size) in [
+            ("burst-f4il3", "burst", "small"),
+            ("permanent-f4il", "permanent", "medium"),
+        ] {
+            let mut claim = Claim::new(
+                name,
+                ClaimSpec {
+                    pool: pool.into(),
+                    size: size.into(),
+                    ttl: None,
+                    requested_by: "autoscaler".into(),
+                    reason: "a test".into(),
+                    intent: Intent::Keep,
+                    host: None,
+                },
+            );
+            claim.status.lifecycle = Lifecycle::Failed {
+                step: Step::Clone,
+                reason: "clone task failed".into(),
+            };
+            fake.put_claim(claim);
+        }
+        fake.world().observed = Some(home_lab(Vec::new()));
+        let mut scaler = autoscaler(&fake);
+
+        let (_, report, _) = scaler.pass().await.unwrap();
+
+        assert_eq!(report.removed, ["burst-f4il3"]);
+        let w = fake.world();
+        assert_eq!(
+            w.claims["burst-f4il3"].spec.intent,
+            Intent::Remove { force: true }
+        );
+        assert_eq!(w.claims["permanent-f4il"].spec.intent, Intent::Keep);
+    }
+
+    #[tokio::test]
+    async fn a_failed_observation_is_an_error_and_nothing_is_asked() {
+        let fake = Fake::new();
+        let mut scaler = autoscaler(&fake);
+        assert!(scaler.pass().await.is_err());
+        assert!(fake.world().claims.is_empty());
+    }
+
+    #[test]
+    fn the_next_deadline_is_the_soonest_window_or_expiry_still_to_come() {
+        // A pod waiting 30 s: the burst pool's 120 s window ends in 90 s.
+        let mut input = home_lab(vec![ci_pod("ci-0", 3000, ago(30))]);
+        assert_eq!(
+            next_deadline(&input),
+            Some(ago(30) + SignedDuration::from_secs(120))
+        );
+
+        // A worker expiring in 10 s comes first.
+        input.claims[0].expires_at = Some(now() + SignedDuration::from_secs(10));
+        assert_eq!(
+            next_deadline(&input),
+            Some(now() + SignedDuration::from_secs(10))
+        );
+
+        // Moments already past are not deadlines; an idle worker's timeout is.
+        let mut input = home_lab(vec![ci_pod("ci-0", 3000, ago(100_000))]);
+        input.claims.push(ClaimState {
+            name: "burst-idle1".into(),
+            pool: "burst".into(),
+            size: "small".into(),
+            phase: Phase::Ready,
+            removing: false,
+            host: Some("pve-02".into()),
+            expires_at: None,
+            idle_since: Some(ago(60)),
+        });
+        assert_eq!(
+            next_deadline(&input),
+            Some(ago(60) + SignedDuration::from_secs(30 * 60))
+        );
+    }
+
+    #[test]
+    fn the_loop_sleeps_until_just_after_the_deadline_or_its_idle_tick() {
+        let timing = Timing::new(Duration::from_millis(500), 10.0);
+        // Idle tick: a minute of controller time, 6 s real at 10x.
+        assert_eq!(timing.sleep_until(None, now()), Duration::from_secs(6));
+        let soon = now() + SignedDuration::from_secs(9);
+        // (9 s + 1.1 s) / 10.
+        assert_eq!(
+            timing.sleep_until(Some(soon), now()),
+            Duration::from_millis(1010)
+        );
     }
 }

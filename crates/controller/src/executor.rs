@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tidepool_core::config::Config;
 use tidepool_core::conventions::{NodeMetadata, WorkerFacts, node_metadata};
+use tidepool_core::jiff::Timestamp;
 use tidepool_core::planner::ClaimState;
 use tidepool_core::planner::hosts::VmCost;
 use tidepool_core::{Phase, Step};
@@ -396,7 +396,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                     s.expires_at = claim
                         .spec
                         .ttl
-                        .and_then(|t| jiff::SignedDuration::try_from(t).ok())
+                        .and_then(|t| tidepool_core::jiff::SignedDuration::try_from(t).ok())
                         .and_then(|t| now.checked_add(t).ok());
                 }
                 self.mark(&mut s, Condition::VmidAllocated);

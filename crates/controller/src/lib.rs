@@ -1,7 +1,17 @@
 //! Tidepool's controller: the ports through which it acts on the world
-//! (hypervisor, cluster nodes, machine join, durable claims), and the
-//! executor that walks each worker claim through the lifecycle of spec §6,
-//! one idempotent, recorded step at a time.
+//! (hypervisor, machine join, cluster nodes and Events, durable claims,
+//! observation, the clock), each with its written contract, and the
+//! generic machinery over them:
+//! - the [`executor`], which walks each worker claim through the
+//!   lifecycle of spec §6, one idempotent, recorded step at a time;
+//! - the [`service`] layer every front-end calls (CLI, MCP), where the
+//!   validation and safety rules of spec §8 live once;
+//! - the [`reconciler`], which drives every claim while this replica leads;
+//! - the [`autoscaler`]: observe, plan (the pure planner of `core`), act.
+//!
+//! Nothing here does I/O of its own: the production adapters are in
+//! `tidepool-live`, the process around them in `tidepool-runtime`, and the
+//! in-memory fakes of [`testing`] let every loop be tested on its own.
 //!
 //! The executor never keeps state of its own between steps: everything it
 //! knows is in the claim's status or can be observed from the providers.
@@ -11,15 +21,12 @@
 pub mod autoscaler;
 pub mod claim;
 pub mod executor;
-pub mod leader;
-pub mod live;
 pub mod observe;
 pub mod ports;
 pub mod reconciler;
-pub mod run;
 pub mod service;
 pub mod testing;
-mod wake;
+pub mod wake;
 
 pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
 pub use executor::{Executor, ExecutorError, Progress};

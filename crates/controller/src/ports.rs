@@ -259,8 +259,8 @@ pub struct AuditEntry {
 pub trait ClaimStore: Send + Sync {
     /// Every claim.
     fn list(&self) -> impl Future<Output = ProviderResult<Vec<Claim>>> + Send;
-    /// Creates a claim (with its finalizer) and the host in its status, if
-    /// one is chosen already; the rest of the status starts empty.
+    /// Creates a claim (with its finalizer) with its spec, the chosen host
+    /// included if there is one; the status starts empty.
     /// `Conflict` if the name exists.
     fn create(&self, claim: &Claim) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Replaces the claim's spec and intent (not its status).
@@ -291,4 +291,37 @@ pub trait ClaimStore: Send + Sync {
     /// Kubernetes). Best effort: a failure to record never fails the
     /// operation. The message never holds a secret.
     fn audit(&self, claim: &str, entry: &AuditEntry) -> impl Future<Output = ()> + Send;
+}
+
+/// Events about pods, for `kubectl describe pod`: why a scale-up happened
+/// or did not.
+pub trait Events: Send + Sync {
+    /// Records a Normal Event on the pod `namespace/name` (`reason` is one
+    /// CamelCase word). Best effort: a failure is logged, never returned.
+    /// The message never holds a secret.
+    fn tell_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        reason: &str,
+        message: &str,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Where the autoscaler reports what it decided, for metrics. Label values
+/// are bounded: reason codes and error categories.
+pub trait ScalingMetrics: Send + Sync {
+    /// The unschedulable pods the last plan saw.
+    fn pending(&self, pods: usize);
+    /// One scaling decision, by reason code.
+    fn decision(&self, reason: &str);
+    /// One failed pass, by error category.
+    fn error(&self, category: &str);
+}
+
+/// No metrics.
+impl ScalingMetrics for () {
+    fn pending(&self, _: usize) {}
+    fn decision(&self, _: &str) {}
+    fn error(&self, _: &str) {}
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tidepool_core::config::Pool;
 use tidepool_core::conventions::{WORKER_SUFFIX_LEN, worker_name};
+use tidepool_core::jiff::Timestamp;
 use tidepool_core::planner::usage::pool_usage;
 use tidepool_core::pool::{PoolUsage, WorkerType};
 use tidepool_core::safety::{

@@ -12,8 +12,9 @@ use tidepool_core::NodeMetadata;
 
 use crate::claim::{Claim, ClaimStatus, VmIdentity};
 use crate::executor::owner_from_description;
+use crate::observe::{Observation, Observe};
 use crate::ports::{
-    ClaimStore, CloneSpec, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind,
+    ClaimStore, CloneSpec, Events, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind,
     ProviderResult, VmFacts, VmShape,
 };
 
@@ -68,6 +69,10 @@ pub struct World {
     pub audit: Vec<(String, crate::ports::AuditEntry)>,
     /// Events recorded on nodes: node, reason, message.
     pub node_events: Vec<(String, String, String)>,
+    /// Events recorded on pods: `namespace/name`, reason, message.
+    pub pod_events: Vec<(String, String, String)>,
+    /// What [`Observe`] answers; an observation error while unset.
+    pub observed: Option<tidepool_core::planner::PlanInput>,
     /// Bumped on every claim write made through the [`ClaimStore`] port.
     pub claim_changes: tokio::sync::watch::Sender<u64>,
     uuid_counter: u64,
@@ -404,6 +409,27 @@ impl Nodes for Fake {
         self.world()
             .node_events
             .push((name.to_owned(), reason.to_owned(), message.to_owned()));
+    }
+}
+
+impl Events for Fake {
+    async fn tell_pod(&self, namespace: &str, name: &str, reason: &str, message: &str) {
+        self.world().pod_events.push((
+            format!("{namespace}/{name}"),
+            reason.to_owned(),
+            message.to_owned(),
+        ));
+    }
+}
+
+impl Observe for Fake {
+    fn plan_input(&self) -> Observation<'_> {
+        let observed = self.world().observed.clone();
+        Box::pin(async move {
+            observed.ok_or_else(|| {
+                ProviderError::new(ProviderErrorKind::Transient, "nothing observed yet")
+            })
+        })
     }
 }
 

@@ -6,7 +6,7 @@ use tokio::sync::watch;
 /// sender is gone: a closed channel has nothing more to say, and
 /// `changed()` would return at once on every call, turning a loop that
 /// waits on it into a busy loop.
-pub(crate) async fn changed<T>(rx: &mut watch::Receiver<T>) {
+pub async fn changed<T>(rx: &mut watch::Receiver<T>) {
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
     }

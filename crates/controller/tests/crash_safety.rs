@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tidepool_controller::Intent;
 use tidepool_controller::executor::{KillHook, Moment};
 use tidepool_controller::testing::Fake;
@@ -16,6 +15,7 @@ use tidepool_controller::{
     Claim, ClaimSpec, ClaimStatus, Executor, ExecutorError, ProviderError, ProviderErrorKind,
 };
 use tidepool_core::config::{self, EXAMPLE};
+use tidepool_core::jiff::Timestamp;
 use tidepool_core::{Phase, Step};
 
 type Exec = Executor<Fake, Fake, Fake, Fake>;

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_controller::testing::Fake;
 use tidepool_controller::{Executor, Intent};
 use tidepool_core::config::{self, EXAMPLE};
+use tidepool_core::jiff::Timestamp;
 
 #[tokio::test]
 async fn the_reconciler_provisions_new_claims_and_removes_unwanted_ones() {

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tidepool_controller::Executor;
 use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
 use tidepool_controller::testing::Fake;
 use tidepool_core::Phase;
 use tidepool_core::config::{self, EXAMPLE};
+use tidepool_core::jiff::Timestamp;
 use tidepool_core::pool::WorkerType;
 
 type Svc = Service<Fake, Fake, Fake, Fake>;

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tidepool_controller::live::connect::LiveExecutor;
+use tidepool_live::connect::LiveExecutor;
 
 use crate::exit::Exit;
 use crate::live::{self, LiveService};

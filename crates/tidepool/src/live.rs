@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use tidepool_controller::live::connect::LiveService;
-use tidepool_controller::live::connect::{LiveExecutor, LiveOptions, connect};
 use tidepool_controller::observe::Observe;
 use tidepool_core::config::{self, Config};
 use tidepool_core::planner::PlanInput;
+pub use tidepool_live::connect::LiveService;
+use tidepool_live::connect::{LiveExecutor, LiveOptions, connect};
 
 use crate::exit::Exit;
 
@@ -95,11 +95,14 @@ pub async fn service(
 ///
 /// # Errors
 /// [`Unavailable`]: exit 1 for observation failures.
-pub async fn observe(exec: &LiveExecutor) -> Result<PlanInput, Unavailable> {
-    exec.plan_input().await.map_err(|e| Unavailable {
-        exit: Exit::Failure,
-        message: format!("error: observing the cluster: {e}"),
-    })
+pub async fn observe(exec: &Arc<LiveExecutor>) -> Result<PlanInput, Unavailable> {
+    tidepool_live::LiveObserver(exec.clone())
+        .plan_input()
+        .await
+        .map_err(|e| Unavailable {
+            exit: Exit::Failure,
+            message: format!("error: observing the cluster: {e}"),
+        })
 }
 
 /// A clock running `scale` times faster than real time from `origin_ms`

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tidepool_controller::live::connect::{LiveOptions, connect};
-use tidepool_controller::run::{RunOptions, run as run_controller};
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_live::connect::{LiveOptions, connect};
+use tidepool_runtime::run::{RunOptions, run as run_controller};
 
 use crate::exit::Exit;
 

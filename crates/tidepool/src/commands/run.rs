@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use tidepool_controller::leader::LeaseConfig;
-use tidepool_controller::run::{RunOptions, run as run_controller};
+use tidepool_runtime::leader::LeaseConfig;
+use tidepool_runtime::run::{RunOptions, run as run_controller};
 
 use crate::context::Context;
 use crate::exit::Exit;

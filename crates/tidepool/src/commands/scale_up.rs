@@ -42,7 +42,14 @@ pub fn run(ctx: &Context, pools: &[String]) -> anyhow::Result<Exit> {
         } else {
             pools.to_vec()
         };
-        let (input, plan, created) = match emergency(&live.service, &pools, &actor()).await {
+        let (input, plan, created) = match emergency(
+            &live.service,
+            &tidepool_live::LiveObserver(live.exec.clone()),
+            &pools,
+            &actor(),
+        )
+        .await
+        {
             Ok(done) => done,
             Err(e) => {
                 eprintln!("error: observing the cluster: {e}");

@@ -386,7 +386,8 @@ pub fn mcp(ctx: &Context) -> anyhow::Result<Exit> {
     ctx.connected(|live| async move {
         // The live executor observes the cluster for capacity_report and
         // plan_scaling.
-        let observer: std::sync::Arc<dyn tidepool_controller::observe::Observe> = live.exec;
+        let observer: std::sync::Arc<dyn tidepool_controller::observe::Observe> =
+            std::sync::Arc::new(tidepool_live::LiveObserver(live.exec));
         let server = tidepool_mcp::TidepoolMcp::new(std::sync::Arc::new(live.service))
             .with_observer(observer);
         tidepool_mcp::serve_stdio(server).await?;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tidepool_controller::leader::LeaseConfig;
-use tidepool_controller::live::connect::{LiveOptions, connect};
-use tidepool_controller::run::{RunOptions, run};
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_live::connect::{LiveOptions, connect};
+use tidepool_runtime::leader::LeaseConfig;
+use tidepool_runtime::run::{RunOptions, run};
 
 const SCALE: f64 = 200.0;
 
@@ -22,7 +22,7 @@ async fn controller(
 ) -> (
     tokio::sync::watch::Sender<bool>,
     std::net::SocketAddr,
-    Arc<tidepool_controller::live::connect::LiveExecutor>,
+    Arc<tidepool_live::connect::LiveExecutor>,
 ) {
     let config = Arc::new(
         tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())

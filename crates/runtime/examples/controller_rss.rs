@@ -31,11 +31,11 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
 use tidepool_cluster::{Cache, CachedPod, ClusterClient, client_from_kubeconfig};
-use tidepool_controller::live::snapshot::node_snapshot;
 use tidepool_core::quantity::Quantity;
 use tidepool_core::sched::{NodeSnapshot, PodSpec};
 use tidepool_lab_kube::{KubeLab, KubeOptions, NodeRegistration};
 use tidepool_lab_sim::{Faults, SimClock};
+use tidepool_live::snapshot::node_snapshot;
 
 /// Pods per ReplicaSet.
 const REPLICAS: usize = 100;

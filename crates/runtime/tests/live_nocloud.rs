@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tidepool_controller::live::connect::{LiveOptions, connect};
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_core::Phase;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_live::connect::{LiveOptions, connect};
 
 async fn lab(name: &str) -> RunningLab {
     let _ = rustls::crypto::ring::default_provider().install_default();

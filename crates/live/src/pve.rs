@@ -16,9 +16,9 @@ use tidepool_proxmox::types::{CloneRequest, ConfigUpdate, DeleteOptions};
 use tidepool_proxmox::{ErrorKind, HostPci, ProxmoxClient, ProxmoxError, Smbios1};
 use tokio::time::Instant;
 
-use crate::claim::VmIdentity;
-use crate::executor::owner_from_description;
-use crate::ports::{
+use tidepool_controller::claim::VmIdentity;
+use tidepool_controller::executor::owner_from_description;
+use tidepool_controller::ports::{
     CloneSpec, Hypervisor, ProviderError, ProviderErrorKind, ProviderResult, VmFacts, VmShape,
 };
 
@@ -410,7 +410,9 @@ impl Hypervisor for PveHypervisor {
                 .full_clone
                 .then(|| self.provider.storage.clone()),
             pool: self.provider.resource_pool.clone(),
-            description: Some(crate::executor::ownership_description(&spec.claim)),
+            description: Some(tidepool_controller::executor::ownership_description(
+                &spec.claim,
+            )),
         };
         let node = self
             .client

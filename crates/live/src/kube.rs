@@ -15,8 +15,10 @@ use tidepool_cluster::claim::legacy_annotations_cleared;
 use tidepool_cluster::{ClusterClient, ClusterError, DrainError, DrainOptions, WorkerClaim};
 use tidepool_core::NodeMetadata;
 
-use crate::claim::{Claim, ClaimStatus, Intent};
-use crate::ports::{ClaimStore, NodeView, Nodes, ProviderError, ProviderErrorKind, ProviderResult};
+use tidepool_controller::claim::{Claim, ClaimStatus, Intent};
+use tidepool_controller::ports::{
+    ClaimStore, Events, NodeView, Nodes, ProviderError, ProviderErrorKind, ProviderResult,
+};
 
 /// How long a first read waits for the claim watch to complete its list.
 const CACHE_SYNC: Duration = Duration::from_secs(10);
@@ -203,6 +205,27 @@ impl Nodes for KubeCluster {
     }
 }
 
+impl Events for KubeCluster {
+    async fn tell_pod(&self, namespace: &str, name: &str, reason: &str, message: &str) {
+        let target = tidepool_cluster::EventTarget {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: name.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            uid: None,
+        };
+        let record = tidepool_cluster::EventRecord {
+            event_type: tidepool_cluster::EventType::Normal,
+            reason,
+            action: "Autoscale",
+            message,
+        };
+        if let Err(e) = self.cluster.record_event(&target, &record).await {
+            tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "could not record the scaling Event");
+        }
+    }
+}
+
 impl ClaimStore for KubeCluster {
     async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
         Ok(self
@@ -281,7 +304,7 @@ impl ClaimStore for KubeCluster {
         Ok(())
     }
 
-    async fn audit(&self, claim: &str, entry: &crate::ports::AuditEntry) {
+    async fn audit(&self, claim: &str, entry: &tidepool_controller::ports::AuditEntry) {
         let target = tidepool_cluster::EventTarget {
             api_version: "tidepool.dev/v1alpha1".into(),
             kind: "WorkerClaim".into(),

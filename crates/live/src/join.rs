@@ -17,8 +17,8 @@ use tidepool_talos::{
 };
 use tracing::info;
 
-use crate::claim::Claim;
-use crate::ports::{Joiner, ProviderError, ProviderErrorKind, ProviderResult};
+use tidepool_controller::claim::Claim;
+use tidepool_controller::ports::{Joiner, ProviderError, ProviderErrorKind, ProviderResult};
 
 /// How long one maintenance-mode apply may take.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);

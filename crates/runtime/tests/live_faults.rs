@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use tidepool_controller::executor::{ExecutorError, KillHook, Moment, owner_from_description};
-use tidepool_controller::live::connect::{LiveExecutor, LiveOptions, connect};
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_core::{Phase, Step};
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
 use tidepool_lab_sim::{FaultRule, Service as Emulator};
+use tidepool_live::connect::{LiveExecutor, LiveOptions, connect};
 
 const SCALE: f64 = 500.0;
 

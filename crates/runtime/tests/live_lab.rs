@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::Value;
-use tidepool_controller::live::connect::{LiveOptions, connect};
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
 use tidepool_controller::service::{ProvisionRequest, Service, WorkerFilter};
 use tidepool_lab::{LabOptions, Scenario};
+use tidepool_live::connect::{LiveOptions, connect};
 
 const SCALE: f64 = 200.0;
 

@@ -15,8 +15,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tidepool_controller::run::BATCH_WINDOW;
 use tidepool_lab::RunningLab;
+use tidepool_runtime::run::BATCH_WINDOW;
 
 use common::{Setup, start};
 

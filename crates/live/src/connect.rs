@@ -12,16 +12,17 @@ use tidepool_core::config::{Config, JoinMethod, SecretRef};
 use tidepool_proxmox::{ClientOptions, ProxmoxClient};
 use tidepool_talos::nocloud::{NocloudOptions, NocloudServer};
 
-use crate::executor::Executor;
-use crate::live::join::LiveJoiner;
-use crate::live::kube::KubeCluster;
-use crate::live::pve::PveHypervisor;
+use crate::join::LiveJoiner;
+use crate::kube::KubeCluster;
+use crate::pve::PveHypervisor;
+use tidepool_controller::executor::Executor;
 
 /// The executor over the production adapters.
 pub type LiveExecutor = Executor<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
 
 /// The service layer over the live adapters.
-pub type LiveService = crate::service::Service<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
+pub type LiveService =
+    tidepool_controller::service::Service<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
 
 /// Why the live stack could not be built. Messages name the operation and
 /// the setting or reference; the cause stays in `source` and never holds a

@@ -22,9 +22,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::leader::{self, LeaseConfig};
-use crate::live::connect::LiveExecutor;
-use crate::ports::ClaimStore;
-use crate::reconciler::{Reconciler, ReconcilerOptions};
+use tidepool_controller::autoscaler::{Autoscaler, Timing};
+use tidepool_controller::ports::ClaimStore;
+use tidepool_controller::ports::ScalingMetrics;
+use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
+use tidepool_live::{LiveExecutor, LiveObserver, LiveService};
 
 /// Labels of the workers gauge: bounded by the configured pools and the
 /// eight lifecycle phases.
@@ -93,7 +95,11 @@ impl Metrics {
     /// provisioning-duration sample per worker that turned Ready. Gauges
     /// are set in place and stale label sets removed afterwards, so a
     /// scrape never sees them half rebuilt.
-    pub fn observe_claims(&self, claims: &[crate::claim::Claim], now: jiff::Timestamp) {
+    pub fn observe_claims(
+        &self,
+        claims: &[tidepool_controller::claim::Claim],
+        now: jiff::Timestamp,
+    ) {
         let mut workers: BTreeMap<WorkerLabels, i64> = BTreeMap::new();
         let mut oldest: BTreeMap<PoolLabel, i64> = BTreeMap::new();
         for c in claims {
@@ -128,7 +134,9 @@ impl Metrics {
         for c in claims {
             if let (Some(start), Some(ready)) = (
                 c.status.provisioned_at,
-                c.status.conditions.get(&crate::claim::Condition::NodeReady),
+                c.status
+                    .conditions
+                    .get(&tidepool_controller::claim::Condition::NodeReady),
             ) && seen.insert(c.name.clone())
             {
                 let secs = ready.duration_since(start).as_secs_f64().max(0.0);
@@ -199,29 +207,6 @@ impl Metrics {
         Arc::new(m)
     }
 
-    /// Records the pending pods of a plan.
-    pub fn pending(&self, n: usize) {
-        self.pending_pods.set(i64::try_from(n).unwrap_or(i64::MAX));
-    }
-
-    /// Counts one scaling decision.
-    pub fn decision(&self, reason: &str) {
-        self.decisions
-            .get_or_create(&ReasonLabel {
-                reason: reason.to_owned(),
-            })
-            .inc();
-    }
-
-    /// Counts one error.
-    pub fn error(&self, category: &str) {
-        self.errors
-            .get_or_create(&CategoryLabel {
-                category: category.to_owned(),
-            })
-            .inc();
-    }
-
     fn encode(&self) -> String {
         let mut out = String::new();
         let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -229,6 +214,28 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl ScalingMetrics for Metrics {
+    fn pending(&self, n: usize) {
+        self.pending_pods.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    fn decision(&self, reason: &str) {
+        self.decisions
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    fn error(&self, category: &str) {
+        self.errors
+            .get_or_create(&CategoryLabel {
+                category: category.to_owned(),
+            })
+            .inc();
     }
 }
 
@@ -372,11 +379,16 @@ pub async fn run(
                     let window = BATCH_WINDOW
                         .div_f64(options.time_scale.max(1.0))
                         .max(Duration::from_millis(20));
-                    tokio::spawn(crate::autoscaler::run(
-                        exec.clone(),
-                        crate::autoscaler::Timing::new(window, options.time_scale),
+                    let autoscaler = Autoscaler::new(
+                        Arc::new(LiveService::new(exec.clone())),
+                        Arc::new(LiveObserver(exec.clone())),
+                        exec.nodes().clone(),
+                    );
+                    tokio::spawn(tidepool_controller::autoscaler::run(
+                        autoscaler,
+                        Timing::new(window, options.time_scale),
                         rx,
-                        Some(metrics.clone()),
+                        metrics.clone(),
                     ))
                 });
                 let task = tokio::spawn(async move {
@@ -405,9 +417,9 @@ pub async fn run(
         // The gauges follow the claims as they change; the timer only ages
         // the oldest-provisioning gauge.
         tokio::select! {
-            () = crate::wake::changed(&mut leading_rx) => {}
-            () = crate::wake::changed(&mut stop_rx) => {}
-            () = crate::wake::changed(&mut claim_changes) => {}
+            () = tidepool_controller::wake::changed(&mut leading_rx) => {}
+            () = tidepool_controller::wake::changed(&mut stop_rx) => {}
+            () = tidepool_controller::wake::changed(&mut claim_changes) => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }

@@ -1,7 +1,7 @@
 //! Observing the world for the planner: Kubernetes nodes and pods become
 //! [`NodeSnapshot`]s and [`PendingPod`]s, claims become [`ClaimState`]s,
 //! and the Proxmox hosts come from
-//! [`PveHypervisor::host_snapshots`](crate::live::pve::PveHypervisor::host_snapshots).
+//! [`PveHypervisor::host_snapshots`](crate::pve::PveHypervisor::host_snapshots).
 //! The planner itself is pure; everything it knows comes through here.
 
 use std::collections::BTreeMap;
@@ -14,8 +14,9 @@ use tidepool_core::pool::Resources;
 use tidepool_core::quantity::Quantity;
 use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests};
 
-use crate::live::connect::LiveExecutor;
-use crate::ports::{ClaimStore, ProviderError, ProviderErrorKind};
+use crate::connect::LiveExecutor;
+use tidepool_controller::observe::{Observation, Observe};
+use tidepool_controller::ports::{ClaimStore, ProviderError, ProviderErrorKind};
 
 /// The scheduler's view of a node: allocatable, labels, taints, cordon and
 /// Ready state, with `pods` (the views of the pods bound to it) summed into its
@@ -137,7 +138,7 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
                     .then(|| {
                         c.status
                             .conditions
-                            .get(&crate::claim::Condition::NodeReady)
+                            .get(&tidepool_controller::claim::Condition::NodeReady)
                             .copied()
                     })
                     .flatten(),
@@ -161,4 +162,27 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
         pool_state: BTreeMap::new(),
         now,
     })
+}
+
+/// The live stack as an [`Observe`]: plans from the watch-fed node and pod
+/// caches, the claims and the Proxmox hosts, and wakes on pod and node
+/// changes.
+#[derive(Clone)]
+pub struct LiveObserver(pub Arc<LiveExecutor>);
+
+impl std::fmt::Debug for LiveObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveObserver").finish_non_exhaustive()
+    }
+}
+
+impl Observe for LiveObserver {
+    fn plan_input(&self) -> Observation<'_> {
+        Box::pin(plan_input(&self.0))
+    }
+
+    fn changes(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        let cluster = self.0.nodes().cluster();
+        vec![cluster.pods().changes(), cluster.nodes().changes()]
+    }
 }

@@ -132,7 +132,7 @@ pub fn spawn(
             }
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
-                () = crate::wake::changed(&mut stop) => {}
+                () = tidepool_controller::wake::changed(&mut stop) => {}
             }
         }
         let _ = tx.send(false);

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::Value;
-use tidepool_controller::live::connect::{LiveExecutor, LiveOptions, connect};
-use tidepool_controller::run::{RunOptions, run};
 use tidepool_controller::service::Service;
 use tidepool_core::config::Config;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_live::connect::{LiveExecutor, LiveOptions, connect};
+use tidepool_runtime::run::{RunOptions, run};
 
 /// The claims' API version.
 pub const CLAIMS: &str = "tidepool.dev/v1alpha1";
@@ -134,10 +134,10 @@ impl Live {
     pub fn service(
         &self,
     ) -> Service<
-        tidepool_controller::live::pve::PveHypervisor,
-        tidepool_controller::live::join::LiveJoiner,
-        tidepool_controller::live::kube::KubeCluster,
-        tidepool_controller::live::kube::KubeCluster,
+        tidepool_live::pve::PveHypervisor,
+        tidepool_live::join::LiveJoiner,
+        tidepool_live::kube::KubeCluster,
+        tidepool_live::kube::KubeCluster,
     > {
         Service::new(self.exec.clone())
     }
@@ -298,7 +298,7 @@ impl Live {
 
     /// What the planner would decide now, for failure messages.
     pub async fn dump_plan(&self) -> String {
-        match tidepool_controller::live::snapshot::plan_input(&self.exec).await {
+        match tidepool_live::snapshot::plan_input(&self.exec).await {
             Ok(input) => {
                 let plan = tidepool_core::planner::plan(&input);
                 let hosts: Vec<String> = input

@@ -58,7 +58,8 @@ async fn an_emergency_skips_the_trigger_window_but_never_the_pool_limits() {
     assert!(live.claims_of("burst").is_empty(), "{}", live.dump_claims());
 
     let service = live.service();
-    let (_, plan, created) = emergency(&service, &["burst".to_owned()], "cli:oncall")
+    let observer = tidepool_live::LiveObserver(live.exec.clone());
+    let (_, plan, created) = emergency(&service, &observer, &["burst".to_owned()], "cli:oncall")
         .await
         .unwrap();
     assert_eq!(created.len(), 1, "one worker, the pool's limit: {plan:?}");

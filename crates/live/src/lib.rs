@@ -1,0 +1,18 @@
+//! Tidepool's production adapters: the controller's ports implemented over
+//! the three clients. Proxmox VE is the [`Hypervisor`](tidepool_controller::Hypervisor)
+//! ([`pve`]); Talos, by API apply or nocloud user-data, the
+//! [`Joiner`](tidepool_controller::Joiner) ([`join`]); Kubernetes the
+//! [`Nodes`](tidepool_controller::Nodes), the
+//! [`ClaimStore`](tidepool_controller::ClaimStore) and the pod
+//! [`Events`](tidepool_controller::ports::Events) ([`kube`]). [`snapshot`]
+//! observes all three for the planner, and [`connect`] builds the whole
+//! stack from a configuration.
+
+pub mod connect;
+pub mod join;
+pub mod kube;
+pub mod pve;
+pub mod snapshot;
+
+pub use connect::{ConnectError, LiveExecutor, LiveOptions, LiveService, connect};
+pub use snapshot::LiveObserver;
