@@ -13,7 +13,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// DeliverConfig: hands the machine configuration to the guest at its
     /// recorded address; a delivery refused for good fails the claim.
     pub(super) async fn deliver_config(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        let mut s = work.status();
+        let s = work.status();
         let ip: IpAddr = s.ip.ok_or_else(|| permanent("no address recorded"))?;
         let meta = self
             .metadata(work.claim)
@@ -25,8 +25,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             }
             Err(e) => return Err(e),
         }
-        self.mark(&mut s, Condition::ConfigDelivered);
-        Ok(Outcome::done(s))
+        Ok(self.reached(s, Condition::ConfigDelivered))
     }
 
     /// WaitForNode: waits for the node to register and turn Ready; fails
@@ -38,8 +37,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         match self.nodes.node_ready(name).await? {
             Some(true) => {
                 s.node_name = Some(name.to_owned());
-                self.mark(&mut s, Condition::NodeReady);
-                Ok(Outcome::done(s))
+                Ok(self.reached(s, Condition::NodeReady))
             }
             _ if self.since(&s, Condition::ConfigDelivered) > timeout => Ok(Outcome::Fail(
                 format!("node {name} was not Ready within {}", Human(timeout)),

@@ -438,6 +438,13 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         status.conditions.insert(c, (self.now)());
     }
 
+    /// Marks condition `c` as reached now: the step is done, `status` is
+    /// what to record.
+    fn reached(&self, mut status: ClaimStatus, c: Condition) -> Outcome {
+        self.mark(&mut status, c);
+        Outcome::done(status)
+    }
+
     /// How long ago condition `c` was reached.
     fn since(&self, status: &ClaimStatus, c: Condition) -> Duration {
         status.since(c, (self.now)())

@@ -142,8 +142,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 s.vm = Some(self.hv.clone_vm(&spec).await?);
             }
         }
-        self.mark(&mut s, Condition::VmCloned);
-        Ok(Outcome::done(s))
+        Ok(self.reached(s, Condition::VmCloned))
     }
 
     /// Someone else took the VMID after we reserved it: reserves and
@@ -167,7 +166,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// Configure: sets the VM's shape, ownership tags and description, and
     /// the SMBIOS serial the joiner prepared.
     pub(super) async fn configure(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        let mut s = work.status();
+        let s = work.status();
         let name = work.name();
         let size = &work.size.size;
         let vm = owned_vm(&s)?;
@@ -188,14 +187,13 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             gpu_mapping: size.gpu.as_ref().map(|g| g.mapping.clone()),
         };
         self.hv.configure(&vm, &shape).await?;
-        self.mark(&mut s, Condition::VmConfigured);
-        Ok(Outcome::done(s))
+        Ok(self.reached(s, Condition::VmConfigured))
     }
 
     /// Start: starts the VM; a host without the room to run it fails the
     /// claim.
     pub(super) async fn start(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        let mut s = work.status();
+        let s = work.status();
         let vm = owned_vm(&s)?;
         match self.hv.start(&vm).await {
             Ok(()) => {}
@@ -207,8 +205,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             }
             Err(e) => return Err(e),
         }
-        self.mark(&mut s, Condition::VmStarted);
-        Ok(Outcome::done(s))
+        Ok(self.reached(s, Condition::VmStarted))
     }
 
     /// WaitForAddress: records the address the guest agent reports and

@@ -16,17 +16,15 @@ use crate::ports::{ClaimStore, Hypervisor, Joiner, Nodes, ProviderError, Provide
 impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// Cordon: marks the node unschedulable.
     pub(super) async fn cordon(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        let mut s = work.status();
         gone_is_done(self.nodes.cordon(work.name()).await)?;
-        self.mark(&mut s, Condition::Cordoned);
-        Ok(Outcome::done(s))
+        Ok(self.reached(work.status(), Condition::Cordoned))
     }
 
     /// Drain: evicts the node's pods (forced when the removal is); a drain
     /// blocked for longer than the pool's drain timeout fails the claim,
     /// which keeps the worker until its removal is forced.
     pub(super) async fn drain(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        let mut s = work.status();
+        let s = work.status();
         let scale_down = &work.pool.scale_down;
         let timeout = scale_down.drain_timeout;
         let force = matches!(work.claim.spec.intent, Intent::Remove { force: true });
@@ -45,26 +43,21 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             }
             Err(e) => return Err(e),
         }
-        self.mark(&mut s, Condition::Drained);
-        Ok(Outcome::done(s))
+        Ok(self.reached(s, Condition::Drained))
     }
 
     /// DeleteNode: deletes the Kubernetes node.
     pub(super) async fn delete_node(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        let mut s = work.status();
         gone_is_done(self.nodes.delete_node(work.name()).await)?;
-        self.mark(&mut s, Condition::NodeDeleted);
-        Ok(Outcome::done(s))
+        Ok(self.reached(work.status(), Condition::NodeDeleted))
     }
 
     /// ShutdownOs and StopVm: stops every VM that is provably the claim's.
     pub(super) async fn stop_vm(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        let mut s = work.status();
         for vm in self.ours(work.claim).await? {
             self.hv.stop(&vm).await?;
         }
-        self.mark(&mut s, Condition::VmStopped);
-        Ok(Outcome::done(s))
+        Ok(self.reached(work.status(), Condition::VmStopped))
     }
 
     /// DeleteVm: deletes every VM that is provably the claim's, waits until
