@@ -174,3 +174,51 @@ pub(crate) fn admit(
     )
     .map_err(Refused::Host)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::config::{self, EXAMPLE};
+    use crate::lifecycle::Phase;
+
+    #[test]
+    fn the_vms_on_their_way_are_those_still_to_come_with_their_cost_and_host() {
+        let config = config::load(EXAMPLE).unwrap();
+        let overhead = config.providers["pve"].vm_memory_overhead_mib;
+        let with = |name: &str, host: &str, phase: Phase| ClaimState {
+            name: name.into(),
+            pool: "burst".into(),
+            size: "small".into(),
+            phase,
+            removing: false,
+            host: Some(host.into()),
+            expires_at: None,
+            idle_since: None,
+        };
+        let claims = [
+            with("burst-a", "pve-01", Phase::Requested),
+            with("burst-b", "pve-01", Phase::Provisioning),
+            with("burst-d", "pve-02", Phase::Requested),
+            // Its node is joining: its VM exists and the host counts it.
+            with("burst-j", "pve-02", Phase::Joining),
+            // It will never get a VM.
+            with("burst-e", "pve-02", Phase::Failed),
+        ];
+        let on_the_way = vms_on_their_way(&config, &claims);
+        let listed: Vec<(&str, &str, u64)> = on_the_way
+            .iter()
+            .map(|(c, cost)| (c.name.as_str(), c.host.as_deref().unwrap(), cost.memory_mib))
+            .collect();
+        let small = 8192 + overhead;
+        assert_eq!(
+            listed,
+            [
+                ("burst-a", "pve-01", small),
+                ("burst-b", "pve-01", small),
+                ("burst-d", "pve-02", small),
+            ]
+        );
+    }
+}

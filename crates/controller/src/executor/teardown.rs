@@ -1,0 +1,208 @@
+//! The teardown steps: from a worker on its way out to its deleted VM
+//! (Cordon, Drain, DeleteNode, ShutdownOs/StopVm, DeleteVm), with the
+//! identity check that decides which VMs are the claim's to stop or delete.
+//! A target already gone counts as done, except that a VM is gone only when
+//! no VM carrying the claim's marker remains.
+
+use std::time::Duration;
+
+use tidepool_core::{Phase, duration::Human};
+use tracing::warn;
+
+use super::{Executor, Outcome, Work, permanent};
+use crate::claim::{Claim, Condition, Intent, VmIdentity};
+use crate::ports::{ClaimStore, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind};
+
+impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
+    /// Cordon: marks the node unschedulable.
+    pub(super) async fn cordon(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
+        gone_is_done(self.nodes.cordon(work.name()).await)?;
+        Ok(self.reached(work.status(), Condition::Cordoned))
+    }
+
+    /// Drain: evicts the node's pods (forced when the removal is); a drain
+    /// blocked for longer than the pool's drain timeout fails the claim,
+    /// which keeps the worker until its removal is forced.
+    pub(super) async fn drain(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
+        let s = work.status();
+        let scale_down = &work.pool.scale_down;
+        let timeout = scale_down.drain_timeout;
+        let force = matches!(work.claim.spec.intent, Intent::Remove { force: true });
+        let grace = Some(scale_down.grace_period);
+        match gone_is_done(self.nodes.drain(work.name(), timeout, force, grace).await) {
+            Ok(()) => {}
+            Err(e) if e.kind == ProviderErrorKind::Blocked => {
+                if self.since(&s, Condition::Cordoned) > timeout {
+                    return Ok(Outcome::Fail(format!(
+                        "drain blocked for longer than {}: {}",
+                        Human(timeout),
+                        e.message
+                    )));
+                }
+                return Ok(Outcome::Wait(Duration::from_secs(10), e.message));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(self.reached(s, Condition::Drained))
+    }
+
+    /// DeleteNode: deletes the Kubernetes node.
+    pub(super) async fn delete_node(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
+        gone_is_done(self.nodes.delete_node(work.name()).await)?;
+        Ok(self.reached(work.status(), Condition::NodeDeleted))
+    }
+
+    /// ShutdownOs and StopVm: stops every VM that is provably the claim's.
+    pub(super) async fn stop_vm(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
+        for vm in self.ours(work.claim).await? {
+            self.hv.stop(&vm).await?;
+        }
+        Ok(self.reached(work.status(), Condition::VmStopped))
+    }
+
+    /// DeleteVm: deletes every VM that is provably the claim's, waits until
+    /// none remains, and moves the claim on to Terminated.
+    pub(super) async fn delete_vm(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
+        let mut s = work.status();
+        for vm in self.ours(work.claim).await? {
+            gone_is_done(self.hv.delete(&vm).await)?;
+        }
+        if !self.ours(work.claim).await?.is_empty() {
+            return Ok(Outcome::Wait(
+                Duration::from_secs(2),
+                "VM deletion to finish".into(),
+            ));
+        }
+        self.mark(&mut s, Condition::VmDeleted);
+        s.lifecycle = s.lifecycle.advance(Phase::Terminated).map_err(permanent)?;
+        Ok(Outcome::done(s))
+    }
+
+    /// The VMs that provably belong to the claim: the recorded VM if its
+    /// VMID, UUID and ownership marker all still match, plus any VM carrying
+    /// the claim's marker (a clone whose identity was never recorded).
+    async fn ours(&self, claim: &Claim) -> Result<Vec<VmIdentity>, ProviderError> {
+        let mut out: Vec<VmIdentity> = Vec::new();
+        if let Some(recorded) = &claim.status.vm {
+            match self.hv.vm(recorded.vmid).await? {
+                Some(vm)
+                    if vm.identity.uuid == recorded.uuid
+                        && vm.owner.as_deref() == Some(claim.name.as_str()) =>
+                {
+                    out.push(vm.identity);
+                }
+                Some(vm) => warn!(
+                    claim = %claim.name,
+                    vmid = recorded.vmid,
+                    owner = ?vm.owner,
+                    "VMID now belongs to another VM; leaving it alone"
+                ),
+                None => {}
+            }
+        }
+        for vm in self.hv.owned_by(&claim.name).await? {
+            if !out.iter().any(|o| o.vmid == vm.identity.vmid) {
+                // Marked as ours but never recorded: only a clone of ours can
+                // carry the marker, so it is ours to remove.
+                if claim
+                    .status
+                    .vm
+                    .as_ref()
+                    .is_none_or(|r| r.vmid != vm.identity.vmid)
+                {
+                    out.push(vm.identity);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A removal whose target is already gone (`NotFound`) has done its work.
+fn gone_is_done(result: Result<(), ProviderError>) -> Result<(), ProviderError> {
+    match result {
+        Err(e) if e.kind != ProviderErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use tidepool_core::Step;
+
+    use super::*;
+    use crate::executor::Progress;
+    use crate::executor::fixtures::{START, claim, executor, set_intent, settle};
+    use crate::testing::Fake;
+
+    #[tokio::test]
+    async fn a_worker_whose_drain_timed_out_is_kept_until_its_removal_is_forced() {
+        let fake = Fake::new();
+        let clock = Arc::new(AtomicI64::new(START));
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-pdb03", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-pdb03").await, Phase::Ready);
+        fake.world().drain_blocker =
+            Some("pod apps/ledger-0 is protected by PodDisruptionBudget apps/ledger".into());
+        set_intent(&fake, "burst-pdb03", Intent::Remove { force: false });
+        let mut waited = false;
+        for _ in 0..5 {
+            if let Progress::Waiting { step, .. } = exec.step("burst-pdb03").await.unwrap() {
+                assert_eq!(step, Step::Drain);
+                waited = true;
+                break;
+            }
+        }
+        assert!(waited, "the drain waits for the budget");
+
+        // The pool's drain timeout (10 minutes) passes with the budget still blocking.
+        clock.fetch_add(11 * 60, Ordering::SeqCst);
+        assert_eq!(
+            exec.step("burst-pdb03").await.unwrap(),
+            Progress::Advanced(Step::Drain)
+        );
+        let status = fake.world().claims["burst-pdb03"].status.clone();
+        assert!(
+            matches!(&status.lifecycle, tidepool_core::Lifecycle::Failed { step: Step::Drain, reason } if reason.contains("PodDisruptionBudget apps/ledger")),
+            "{:?}",
+            status.lifecycle
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                exec.step("burst-pdb03").await.unwrap(),
+                Progress::Idle(Phase::Failed)
+            );
+        }
+        assert_eq!(fake.owned("burst-pdb03").len(), 1, "the VM is kept");
+        assert!(
+            fake.world().nodes.contains_key("burst-pdb03"),
+            "the node with its protected pods is kept"
+        );
+
+        set_intent(&fake, "burst-pdb03", Intent::Remove { force: true });
+        assert_eq!(settle(&exec, "burst-pdb03").await, Phase::Terminated);
+        assert!(fake.owned("burst-pdb03").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_failed_before_it_joined_is_cleaned_up_on_removal() {
+        let fake = Fake::new();
+        let clock = Arc::new(AtomicI64::new(START));
+        let exec = executor(&fake, &clock);
+        fake.inject(
+            "start",
+            ProviderError::new(ProviderErrorKind::InsufficientCapacity, "no memory"),
+        );
+        fake.put_claim(claim("burst-nomem", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-nomem").await, Phase::Failed);
+        assert_eq!(fake.owned("burst-nomem").len(), 1);
+        set_intent(&fake, "burst-nomem", Intent::Remove { force: false });
+        assert_eq!(settle(&exec, "burst-nomem").await, Phase::Terminated);
+        assert!(fake.owned("burst-nomem").is_empty());
+    }
+}
