@@ -18,6 +18,10 @@
 //!
 //! The drain does not read this cache: it needs whole pods and reads them
 //! from the API server.
+//!
+//! One file for one job (wire pod in, cached pod out): about 550 lines of
+//! code, the rest its tests, which exercise the decoding and the interning
+//! together.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;

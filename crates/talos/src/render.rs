@@ -174,36 +174,7 @@ pub fn render_worker_config(
     validate_identity(worker)?;
     let mut docs = split_documents(base_yaml);
 
-    let mut machine_doc = None;
-    let mut hostname_doc = None;
-    for (i, doc) in docs.iter().enumerate() {
-        let parsed: Option<Value> =
-            serde_saphyr::from_str(&doc.body).map_err(|e| RenderError::Yaml {
-                document: i + 1,
-                message: e.to_string(),
-            })?;
-        let Some(Value::Object(map)) = parsed else {
-            continue;
-        };
-        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let is_v1alpha1 = kind.is_empty()
-            && ["machine", "cluster", "version", "debug", "persist"]
-                .iter()
-                .any(|k| map.contains_key(*k));
-        if is_v1alpha1 {
-            if machine_doc.replace((i, Value::Object(map))).is_some() {
-                return Err(RenderError::DuplicateDocument {
-                    kind: "v1alpha1".to_owned(),
-                });
-            }
-        } else if kind == "HostnameConfig"
-            && hostname_doc.replace((i, Value::Object(map))).is_some()
-        {
-            return Err(RenderError::DuplicateDocument {
-                kind: "HostnameConfig".to_owned(),
-            });
-        }
-    }
+    let (machine_doc, hostname_doc) = find_documents(&docs)?;
     let (machine_index, machine) = machine_doc.ok_or(RenderError::NoMachineDocument)?;
     match machine.get("machine") {
         Some(Value::Object(_)) => {}
@@ -290,6 +261,47 @@ pub fn render_worker_config(
         .iter()
         .map(|d| format!("{}{}", d.separator, d.body))
         .collect())
+}
+
+/// A document of the base: its index and its parsed body.
+type FoundDocument = Option<(usize, Value)>;
+
+/// The v1alpha1 document of a base and its HostnameConfig document, if any.
+///
+/// # Errors
+/// An unparsable document, or two of either kind.
+fn find_documents(docs: &[Document]) -> Result<(FoundDocument, FoundDocument), RenderError> {
+    let mut machine_doc = None;
+    let mut hostname_doc = None;
+    for (i, doc) in docs.iter().enumerate() {
+        let parsed: Option<Value> =
+            serde_saphyr::from_str(&doc.body).map_err(|e| RenderError::Yaml {
+                document: i + 1,
+                message: e.to_string(),
+            })?;
+        let Some(Value::Object(map)) = parsed else {
+            continue;
+        };
+        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let is_v1alpha1 = kind.is_empty()
+            && ["machine", "cluster", "version", "debug", "persist"]
+                .iter()
+                .any(|k| map.contains_key(*k));
+        if is_v1alpha1 {
+            if machine_doc.replace((i, Value::Object(map))).is_some() {
+                return Err(RenderError::DuplicateDocument {
+                    kind: "v1alpha1".to_owned(),
+                });
+            }
+        } else if kind == "HostnameConfig"
+            && hostname_doc.replace((i, Value::Object(map))).is_some()
+        {
+            return Err(RenderError::DuplicateDocument {
+                kind: "HostnameConfig".to_owned(),
+            });
+        }
+    }
+    Ok((machine_doc, hostname_doc))
 }
 
 /// Checks names against the Kubernetes syntax and labels against what

@@ -170,36 +170,14 @@ impl Guests {
 
     /// Runs the simulator until the emulators' event streams close.
     pub fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        let vm_events = {
-            let me = self.clone();
-            let mut rx = self.inner.pve.subscribe();
-            tokio::spawn(async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(event) => me.on_vm_event(event),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            warn!(missed = n, "guest simulator fell behind Proxmox events");
-                        }
-                        Err(_) => break,
-                    }
-                }
-            })
-        };
-        let talos_events = {
-            let me = self.clone();
-            let mut rx = self.inner.talos.subscribe();
-            tokio::spawn(async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(event) => me.on_talos_event(event),
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            warn!(missed = n, "guest simulator fell behind Talos events");
-                        }
-                        Err(_) => break,
-                    }
-                }
-            })
-        };
+        let me = self.clone();
+        let vm_events = follow(self.inner.pve.subscribe(), "Proxmox", move |event| {
+            me.on_vm_event(event);
+        });
+        let me = self.clone();
+        let talos_events = follow(self.inner.talos.subscribe(), "Talos", move |event| {
+            me.on_talos_event(event);
+        });
         vec![vm_events, talos_events]
     }
 
@@ -588,6 +566,26 @@ fn capacity(vm: &VmSnapshot, ip: IpAddr) -> NodeRegistration {
         provider_id: Some(format!("proxmox://{}/{}", vm.node, vm.vmid)),
         address: Some(ip.to_string()),
     }
+}
+
+/// Hands every event of `rx` to `handle` until the stream closes; events
+/// missed by falling behind are logged, naming the emulator `source`.
+fn follow<E: Clone + Send + 'static>(
+    mut rx: tokio::sync::broadcast::Receiver<E>,
+    source: &'static str,
+    handle: impl Fn(E) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => handle(event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "guest simulator fell behind {source} events");
+                }
+                Err(_) => break,
+            }
+        }
+    })
 }
 
 /// The Node a Talos machine registers: name from its hostname, labels,

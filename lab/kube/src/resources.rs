@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::meta;
+
 /// Errors of the registry.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
@@ -91,20 +93,55 @@ const VERBS: [&str; 8] = [
 ];
 const STATUS_VERBS: [&str; 3] = ["get", "patch", "update"];
 
-#[allow(clippy::too_many_arguments)]
-fn builtin(
-    group: &str,
-    version: &str,
-    plural: &str,
-    kind: &str,
-    namespaced: bool,
-    short: &[&str],
-    subs: &[&str],
-    all: bool,
-) -> ResourceDef {
+/// One built-in resource, as a row of [`BUILTINS`]: group, plural, kind,
+/// whether namespaced, short names, subresources, whether in category `all`.
+/// Every built-in is served at `v1` only.
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    &'static [&'static str],
+    bool,
+);
+
+const NAMESPACED: bool = true;
+const CLUSTER: bool = false;
+
+/// The built-in resources, one per line (the table is kept unformatted so
+/// each row stays one line).
+#[rustfmt::skip]
+const BUILTINS: &[Builtin] = &[
+    ("", "namespaces", "Namespace", CLUSTER, &["ns"], &["status", "finalize"], false),
+    ("", "nodes", "Node", CLUSTER, &["no"], &["status"], false),
+    ("", "pods", "Pod", NAMESPACED, &["po"], &["status", "eviction", "binding", "log"], true),
+    ("", "events", "Event", NAMESPACED, &["ev"], &[], false),
+    ("", "configmaps", "ConfigMap", NAMESPACED, &["cm"], &[], false),
+    ("", "secrets", "Secret", NAMESPACED, &[], &[], false),
+    ("", "services", "Service", NAMESPACED, &["svc"], &["status"], true),
+    ("", "serviceaccounts", "ServiceAccount", NAMESPACED, &["sa"], &[], false),
+    ("apps", "deployments", "Deployment", NAMESPACED, &["deploy"], &["status", "scale"], true),
+    ("apps", "replicasets", "ReplicaSet", NAMESPACED, &["rs"], &["status", "scale"], true),
+    ("apps", "daemonsets", "DaemonSet", NAMESPACED, &["ds"], &["status"], true),
+    ("apps", "statefulsets", "StatefulSet", NAMESPACED, &["sts"], &["status", "scale"], true),
+    ("policy", "poddisruptionbudgets", "PodDisruptionBudget", NAMESPACED, &["pdb"], &["status"], false),
+    ("coordination.k8s.io", "leases", "Lease", NAMESPACED, &[], &[], false),
+    ("events.k8s.io", "events", "Event", NAMESPACED, &["ev"], &[], false),
+    // RBAC objects are stored (so manifests apply) but not enforced:
+    // the emulator accepts any credentials.
+    ("rbac.authorization.k8s.io", "roles", "Role", NAMESPACED, &[], &[], false),
+    ("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", NAMESPACED, &[], &[], false),
+    ("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", CLUSTER, &[], &[], false),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", CLUSTER, &[], &[], false),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", CLUSTER, &["crd", "crds"], &["status"], false),
+];
+
+/// The definition of one row of [`BUILTINS`].
+fn builtin(&(group, plural, kind, namespaced, short, subs, all): &Builtin) -> ResourceDef {
     ResourceDef {
         group: group.into(),
-        versions: vec![version.into()],
+        versions: vec!["v1".into()],
         plural: plural.into(),
         singular: kind.to_lowercase(),
         kind: kind.into(),
@@ -129,192 +166,7 @@ fn builtin(
 
 /// The built-in resources the emulator serves.
 pub fn builtins() -> Vec<ResourceDef> {
-    vec![
-        builtin(
-            "",
-            "v1",
-            "namespaces",
-            "Namespace",
-            false,
-            &["ns"],
-            &["status", "finalize"],
-            false,
-        ),
-        builtin(
-            "",
-            "v1",
-            "nodes",
-            "Node",
-            false,
-            &["no"],
-            &["status"],
-            false,
-        ),
-        builtin(
-            "",
-            "v1",
-            "pods",
-            "Pod",
-            true,
-            &["po"],
-            &["status", "eviction", "binding", "log"],
-            true,
-        ),
-        builtin("", "v1", "events", "Event", true, &["ev"], &[], false),
-        builtin(
-            "",
-            "v1",
-            "configmaps",
-            "ConfigMap",
-            true,
-            &["cm"],
-            &[],
-            false,
-        ),
-        builtin("", "v1", "secrets", "Secret", true, &[], &[], false),
-        builtin(
-            "",
-            "v1",
-            "services",
-            "Service",
-            true,
-            &["svc"],
-            &["status"],
-            true,
-        ),
-        builtin(
-            "",
-            "v1",
-            "serviceaccounts",
-            "ServiceAccount",
-            true,
-            &["sa"],
-            &[],
-            false,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "deployments",
-            "Deployment",
-            true,
-            &["deploy"],
-            &["status", "scale"],
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "replicasets",
-            "ReplicaSet",
-            true,
-            &["rs"],
-            &["status", "scale"],
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "daemonsets",
-            "DaemonSet",
-            true,
-            &["ds"],
-            &["status"],
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "statefulsets",
-            "StatefulSet",
-            true,
-            &["sts"],
-            &["status", "scale"],
-            true,
-        ),
-        builtin(
-            "policy",
-            "v1",
-            "poddisruptionbudgets",
-            "PodDisruptionBudget",
-            true,
-            &["pdb"],
-            &["status"],
-            false,
-        ),
-        builtin(
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            "Lease",
-            true,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "events.k8s.io",
-            "v1",
-            "events",
-            "Event",
-            true,
-            &["ev"],
-            &[],
-            false,
-        ),
-        // RBAC objects are stored (so manifests apply) but not enforced:
-        // the emulator accepts any credentials.
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "roles",
-            "Role",
-            true,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "rolebindings",
-            "RoleBinding",
-            true,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "clusterroles",
-            "ClusterRole",
-            false,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "clusterrolebindings",
-            "ClusterRoleBinding",
-            false,
-            &[],
-            &[],
-            false,
-        ),
-        builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-            &["crd", "crds"],
-            &["status"],
-            false,
-        ),
-    ]
+    BUILTINS.iter().map(builtin).collect()
 }
 
 /// The set of served resources, keyed by storage key.
@@ -539,15 +391,6 @@ pub fn def_from_crd(crd: &Value) -> Result<ResourceDef, ResourceError> {
     let has_status = spec["versions"]
         .as_array()
         .is_some_and(|vs| vs.iter().any(|v| v["subresources"]["status"].is_object()));
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     Ok(ResourceDef {
         group: group.to_owned(),
         versions: versions.into_iter().map(|(_, v)| v).collect(),
@@ -555,13 +398,13 @@ pub fn def_from_crd(crd: &Value) -> Result<ResourceDef, ResourceError> {
         singular,
         kind: kind.to_owned(),
         namespaced: spec["scope"].as_str() != Some("Cluster"),
-        short_names: strings(&names["shortNames"]),
+        short_names: meta::strings(&names["shortNames"]),
         subresources: if has_status {
             vec![("status".to_owned(), STATUS_VERBS.to_vec())]
         } else {
             vec![]
         },
-        categories: strings(&names["categories"]),
+        categories: meta::strings(&names["categories"]),
         schema: storage_schema.map(std::sync::Arc::new),
     })
 }

@@ -18,6 +18,9 @@ use crate::store::{Part, Store};
 /// Errors of this module are API errors.
 pub type SchedulerError = ApiError;
 
+/// Resources in use per node, by resource name.
+pub type Usage = HashMap<String, BTreeMap<String, i128>>;
+
 fn pods() -> ResKey {
     ResKey::new("", "pods")
 }
@@ -204,8 +207,8 @@ fn node_matches_labels(pod: &Value, node_name: &str, labels: &BTreeMap<String, S
 }
 
 /// Resources in use on each node by the pods bound to it.
-pub fn usage_by_node(pods: &[Arc<Value>]) -> HashMap<String, BTreeMap<String, i128>> {
-    let mut used: HashMap<String, BTreeMap<String, i128>> = HashMap::new();
+pub fn usage_by_node(pods: &[Arc<Value>]) -> Usage {
+    let mut used: Usage = HashMap::new();
     for p in pods {
         let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
             continue;
@@ -401,111 +404,145 @@ pub fn reconcile(store: &Store) {
         .filter(|p| inter_pod && !meta::is_terminating(p))
     {
         if let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-            placed.entry(n.to_owned()).or_default().push(json!({
-                "metadata": {"namespace": p["metadata"]["namespace"], "labels": p["metadata"]["labels"]},
-            }));
+            placed.entry(n.to_owned()).or_default().push(placement(p));
         }
     }
     let now = meta::format_time(store.clock().now());
     for pod in pending {
         let wants = pod_requests(pod);
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut chosen: Option<&Value> = None;
-        let mut best_free = i128::MIN;
-        let empty = BTreeMap::new();
-        for info in &infos {
-            let node = info.node;
-            let node_used = used.get(info.name).unwrap_or(&empty);
-            if !info.ready {
-                // The lifecycle controller's not-ready taint explains it;
-                // without one, report it the same way.
-                let reason = untolerated_taint(pod, node)
-                    .map(|t| {
-                        format!(
-                            "node(s) had untolerated taint {{{}: }}",
-                            t["key"].as_str().unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_else(|| {
-                        "node(s) had untolerated taint {node.kubernetes.io/not-ready: }".into()
-                    });
-                *reasons.entry(reason).or_default() += 1;
-                continue;
-            }
-            let verdict = reject_reason(pod, info, node_used, &wants)
-                .or_else(|| inter_pod_reason(pod, info, &infos, &placed));
-            match verdict {
-                Some(reason) => *reasons.entry(reason).or_default() += 1,
-                None => {
-                    // Least allocated: prefer the node with most free cpu.
-                    let free = info.allocatable.get("cpu").copied().unwrap_or(0)
-                        - node_used.get("cpu").copied().unwrap_or(0);
-                    if free > best_free {
-                        best_free = free;
-                        chosen = Some(node);
-                    }
+        match choose_node(pod, &wants, &infos, &used, &placed) {
+            Ok(node) => {
+                let node_name = meta::name(node).to_owned();
+                if !bind_chosen(store, pod, &node_name, &now) {
+                    continue;
                 }
+                if inter_pod {
+                    placed
+                        .entry(node_name.clone())
+                        .or_default()
+                        .push(placement(pod));
+                }
+                let entry = used.entry(node_name).or_default();
+                for (k, v) in wants {
+                    *entry.entry(k).or_default() += v;
+                }
+            }
+            Err(reasons) => {
+                let message = unschedulable_message(all_nodes.len(), &reasons);
+                mark_unschedulable(store, pod, &message, &now);
             }
         }
-        match chosen {
-            Some(node) => {
-                let node_name = meta::name(node).to_owned();
-                let bound = store.modify(
-                    &pods(),
-                    meta::namespace(pod),
-                    meta::name(pod),
-                    Part::Internal,
-                    |p| {
-                        if p["spec"]["nodeName"]
-                            .as_str()
-                            .is_some_and(|n| !n.is_empty())
-                        {
-                            return Ok(());
-                        }
-                        p["spec"]["nodeName"] = json!(node_name);
-                        set_condition(p, "PodScheduled", "True", None, None, &now);
-                        Ok(())
-                    },
-                );
-                if bound.is_ok() && inter_pod {
-                    placed.entry(node_name.clone()).or_default().push(json!({
-                        "metadata": {"namespace": pod["metadata"]["namespace"], "labels": pod["metadata"]["labels"]},
-                    }));
-                }
-                if bound.is_ok() {
-                    let entry = used.entry(node_name).or_default();
-                    for (k, v) in wants {
-                        *entry.entry(k).or_default() += v;
-                    }
-                }
-            }
+    }
+}
+
+/// What inter-pod affinity needs to know of a pod placed on a node: its
+/// namespace and labels.
+fn placement(pod: &Value) -> Value {
+    json!({
+        "metadata": {"namespace": pod["metadata"]["namespace"], "labels": pod["metadata"]["labels"]},
+    })
+}
+
+/// The node `pod` goes to: of those that take it, the one with the most
+/// free cpu (least allocated). Without one, the count of nodes per reason.
+fn choose_node<'a>(
+    pod: &Value,
+    wants: &BTreeMap<String, i128>,
+    infos: &[NodeInfo<'a>],
+    used: &Usage,
+    placed: &HashMap<String, Vec<Value>>,
+) -> Result<&'a Value, BTreeMap<String, usize>> {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut chosen: Option<&Value> = None;
+    let mut best_free = i128::MIN;
+    let empty = BTreeMap::new();
+    for info in infos {
+        let node = info.node;
+        let node_used = used.get(info.name).unwrap_or(&empty);
+        if !info.ready {
+            // The lifecycle controller's not-ready taint explains it;
+            // without one, report it the same way.
+            let reason = untolerated_taint(pod, node)
+                .map(|t| {
+                    format!(
+                        "node(s) had untolerated taint {{{}: }}",
+                        t["key"].as_str().unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| {
+                    "node(s) had untolerated taint {node.kubernetes.io/not-ready: }".into()
+                });
+            *reasons.entry(reason).or_default() += 1;
+            continue;
+        }
+        let verdict = reject_reason(pod, info, node_used, wants)
+            .or_else(|| inter_pod_reason(pod, info, infos, placed));
+        match verdict {
+            Some(reason) => *reasons.entry(reason).or_default() += 1,
             None => {
-                let message = unschedulable_message(all_nodes.len(), &reasons);
-                let already = meta::condition(pod, "PodScheduled")
-                    .is_some_and(|c| c["status"] == "False" && c["message"] == message.as_str());
-                if !already {
-                    // A pod deleted meanwhile is fine.
-                    let _ = store.modify(
-                        &pods(),
-                        meta::namespace(pod),
-                        meta::name(pod),
-                        Part::Internal,
-                        |p| {
-                            set_condition(
-                                p,
-                                "PodScheduled",
-                                "False",
-                                Some("Unschedulable"),
-                                Some(&message),
-                                &now,
-                            );
-                            Ok(())
-                        },
-                    );
+                // Least allocated: prefer the node with most free cpu.
+                let free = info.allocatable.get("cpu").copied().unwrap_or(0)
+                    - node_used.get("cpu").copied().unwrap_or(0);
+                if free > best_free {
+                    best_free = free;
+                    chosen = Some(node);
                 }
             }
         }
     }
+    chosen.ok_or(reasons)
+}
+
+/// Binds `pod` to `node_name` unless something bound it meanwhile; whether
+/// the store took the change.
+fn bind_chosen(store: &Store, pod: &Value, node_name: &str, now: &str) -> bool {
+    store
+        .modify(
+            &pods(),
+            meta::namespace(pod),
+            meta::name(pod),
+            Part::Internal,
+            |p| {
+                if p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+                {
+                    return Ok(());
+                }
+                p["spec"]["nodeName"] = json!(node_name);
+                set_condition(p, "PodScheduled", "True", None, None, now);
+                Ok(())
+            },
+        )
+        .is_ok()
+}
+
+/// Marks `pod` `PodScheduled=False, reason Unschedulable` with `message`,
+/// unless it already says so.
+fn mark_unschedulable(store: &Store, pod: &Value, message: &str, now: &str) {
+    let already = meta::condition(pod, "PodScheduled")
+        .is_some_and(|c| c["status"] == "False" && c["message"] == message);
+    if already {
+        return;
+    }
+    // A pod deleted meanwhile is fine.
+    let _ = store.modify(
+        &pods(),
+        meta::namespace(pod),
+        meta::name(pod),
+        Part::Internal,
+        |p| {
+            set_condition(
+                p,
+                "PodScheduled",
+                "False",
+                Some("Unschedulable"),
+                Some(message),
+                now,
+            );
+            Ok(())
+        },
+    );
 }
 
 /// Sets a condition on `status.conditions`, keeping lastTransitionTime

@@ -65,7 +65,7 @@ impl LabelSelector {
         if let Some(exprs) = selector["matchExpressions"].as_array() {
             for e in exprs {
                 let key = e["key"].as_str().unwrap_or_default().to_owned();
-                let values = strings(&e["values"]);
+                let values = crate::meta::strings(&e["values"]);
                 let op = match e["operator"].as_str().unwrap_or_default() {
                     "In" => Op::In(values),
                     "NotIn" => Op::NotIn(values),
@@ -112,16 +112,6 @@ pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
         .map(|m| {
             m.iter()
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
                 .collect()
         })
         .unwrap_or_default()

@@ -156,6 +156,41 @@ pub fn no_execute_deadline(pod: &Value, node: &Value, now: SystemTime) -> Option
     soonest
 }
 
+/// What one pass of the kubelets works with.
+struct Pass<'a> {
+    store: &'a Store,
+    faults: &'a Faults,
+    timings: &'a KubeletTimings,
+    now_t: SystemTime,
+    now: String,
+}
+
+/// The sooner of two optional due times.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// How long until `at`, or `None` when it has come.
+fn until(at: SystemTime, now: SystemTime) -> Option<Duration> {
+    at.duration_since(now).ok().filter(|left| !left.is_zero())
+}
+
+/// Deletes a pod at once (grace period zero); a pod gone meanwhile is fine.
+fn force_delete(store: &Store, pod: &Value) {
+    let _ = store.delete(
+        &pods(),
+        meta::namespace(pod),
+        meta::name(pod),
+        &DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    );
+}
+
 impl Kubelets {
     /// One pass over all bound pods. Returns how long (simulated) until a
     /// pending start or termination is due, if any.
@@ -172,114 +207,25 @@ impl Kubelets {
             .map(|n| (meta::name(n), n.as_ref()))
             .collect();
         let now_t = store.clock().now();
-        let now = meta::format_time(now_t);
+        let pass = Pass {
+            store,
+            faults,
+            timings,
+            now_t,
+            now: meta::format_time(now_t),
+        };
         let mut next: Option<Duration> = None;
-        let mut due = |d: Duration| next = Some(next.map_or(d, |n: Duration| n.min(d)));
         let mut live: HashSet<&str> = HashSet::new();
         for pod in &all_pods {
             let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
                 continue;
             };
-            let (ns, name, uid) = (meta::namespace(pod), meta::name(pod), meta::uid(pod));
-            live.insert(uid);
-            let Some(node) = nodes.get(node_name) else {
-                let since = *self.orphaned_since.entry(uid.to_owned()).or_insert(now_t);
-                let gone_at = since + ORPHAN_QUARANTINE;
-                if let Ok(left) = gone_at.duration_since(now_t)
-                    && !left.is_zero()
-                {
-                    due(left);
-                    continue;
-                }
-                let _ = store.delete(
-                    &pods(),
-                    ns,
-                    name,
-                    &DeleteOptions {
-                        grace_period_seconds: Some(0),
-                        ..Default::default()
-                    },
-                );
-                continue;
+            live.insert(meta::uid(pod));
+            let due = match nodes.get(node_name) {
+                None => self.collect_orphan(&pass, pod),
+                Some(node) => self.run_pod(&pass, pod, node),
             };
-            let node_ready = meta::condition_true(node, "Ready");
-            if meta::is_terminating(pod) {
-                if !node_ready {
-                    continue;
-                }
-                let deadline = pod["metadata"]["deletionTimestamp"]
-                    .as_str()
-                    .and_then(meta::parse_time)
-                    .unwrap_or(now_t);
-                let grace = Duration::from_secs(
-                    pod["metadata"]["deletionGracePeriodSeconds"]
-                        .as_u64()
-                        .unwrap_or(0),
-                );
-                let started = deadline.checked_sub(grace).unwrap_or(deadline);
-                let done = started + grace.min(timings.kill_delay);
-                match done.duration_since(now_t) {
-                    Ok(left) if !left.is_zero() => due(left),
-                    _ => {
-                        let _ = store.delete(
-                            &pods(),
-                            ns,
-                            name,
-                            &DeleteOptions {
-                                grace_period_seconds: Some(0),
-                                ..Default::default()
-                            },
-                        );
-                    }
-                }
-                continue;
-            }
-            if let Some(evict_in) = no_execute_deadline(pod, node, now_t) {
-                if evict_in.is_zero() {
-                    // The taint manager deletes the pod; its controller replaces it.
-                    let _ = store.delete(&pods(), ns, name, &DeleteOptions::default());
-                    continue;
-                }
-                due(evict_in);
-            }
-            let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
-            match phase {
-                "Pending" if node_ready => {
-                    let seen = *self.first_seen.entry(uid.to_owned()).or_insert(now_t);
-                    let ready_at = seen + timings.start_delay;
-                    match ready_at.duration_since(now_t) {
-                        Ok(left) if !left.is_zero() => due(left),
-                        _ => {
-                            let injected = faults.check(Service::Kubernetes, "kubelet start pods");
-                            if let Some(err) = injected.error {
-                                // The start fails; the kubelet retries after another delay.
-                                self.first_seen.insert(uid.to_owned(), now_t);
-                                due(timings.start_delay);
-                                let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
-                                    waiting_status(p, &err.message);
-                                    Ok(())
-                                });
-                                continue;
-                            }
-                            let node = (*node).clone();
-                            let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
-                                running_status(p, &node, &now);
-                                Ok(())
-                            });
-                        }
-                    }
-                }
-                "Running" => {
-                    let ready = meta::condition_true(pod, "Ready");
-                    if ready != node_ready {
-                        let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
-                            set_readiness(p, node_ready, &now);
-                            Ok(())
-                        });
-                    }
-                }
-                _ => {}
-            }
+            next = earliest(next, due);
         }
         self.first_seen.retain(|uid, _| live.contains(uid.as_str()));
         let orphans: HashSet<&str> = all_pods
@@ -294,5 +240,98 @@ impl Kubelets {
         self.orphaned_since
             .retain(|uid, _| orphans.contains(uid.as_str()));
         next
+    }
+
+    /// A pod bound to a node that no longer exists: force-deleted once it
+    /// has been orphaned for the quarantine, as the pod GC does.
+    fn collect_orphan(&mut self, pass: &Pass<'_>, pod: &Value) -> Option<Duration> {
+        let since = *self
+            .orphaned_since
+            .entry(meta::uid(pod).to_owned())
+            .or_insert(pass.now_t);
+        let left = until(since + ORPHAN_QUARANTINE, pass.now_t);
+        if left.is_none() {
+            force_delete(pass.store, pod);
+        }
+        left
+    }
+
+    /// A pod on an existing node: termination, taint eviction, start and
+    /// readiness. Returns when this pod next needs a look, if ever.
+    fn run_pod(&mut self, pass: &Pass<'_>, pod: &Value, node: &Value) -> Option<Duration> {
+        let (store, now_t) = (pass.store, pass.now_t);
+        let node_ready = meta::condition_true(node, "Ready");
+        if meta::is_terminating(pod) {
+            if !node_ready {
+                return None;
+            }
+            let deadline = pod["metadata"]["deletionTimestamp"]
+                .as_str()
+                .and_then(meta::parse_time)
+                .unwrap_or(now_t);
+            let grace = Duration::from_secs(
+                pod["metadata"]["deletionGracePeriodSeconds"]
+                    .as_u64()
+                    .unwrap_or(0),
+            );
+            let started = deadline.checked_sub(grace).unwrap_or(deadline);
+            let left = until(started + grace.min(pass.timings.kill_delay), now_t);
+            if left.is_none() {
+                force_delete(store, pod);
+            }
+            return left;
+        }
+        let (ns, name) = (meta::namespace(pod), meta::name(pod));
+        let mut due = None;
+        if let Some(evict_in) = no_execute_deadline(pod, node, now_t) {
+            if evict_in.is_zero() {
+                // The taint manager deletes the pod; its controller replaces it.
+                let _ = store.delete(&pods(), ns, name, &DeleteOptions::default());
+                return None;
+            }
+            due = Some(evict_in);
+        }
+        let phase = pod["status"]["phase"].as_str().unwrap_or("Pending");
+        match phase {
+            "Pending" if node_ready => earliest(due, self.start_pod(pass, pod, node)),
+            "Running" => {
+                let ready = meta::condition_true(pod, "Ready");
+                if ready != node_ready {
+                    let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
+                        set_readiness(p, node_ready, &pass.now);
+                        Ok(())
+                    });
+                }
+                due
+            }
+            _ => due,
+        }
+    }
+
+    /// A pending pod on a Ready node: Running and Ready once the start delay
+    /// since it was first seen has passed, unless a `kubelet start pods`
+    /// fault fails the start (then it waits another delay).
+    fn start_pod(&mut self, pass: &Pass<'_>, pod: &Value, node: &Value) -> Option<Duration> {
+        let (store, now_t, timings) = (pass.store, pass.now_t, pass.timings);
+        let (ns, name, uid) = (meta::namespace(pod), meta::name(pod), meta::uid(pod));
+        let seen = *self.first_seen.entry(uid.to_owned()).or_insert(now_t);
+        if let Some(left) = until(seen + timings.start_delay, now_t) {
+            return Some(left);
+        }
+        let injected = pass.faults.check(Service::Kubernetes, "kubelet start pods");
+        if let Some(err) = injected.error {
+            // The start fails; the kubelet retries after another delay.
+            self.first_seen.insert(uid.to_owned(), now_t);
+            let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
+                waiting_status(p, &err.message);
+                Ok(())
+            });
+            return Some(timings.start_delay);
+        }
+        let _ = store.modify(&pods(), ns, name, Part::Internal, |p| {
+            running_status(p, node, &pass.now);
+            Ok(())
+        });
+        None
     }
 }

@@ -65,7 +65,10 @@ fn active(pod: &Value) -> bool {
         )
 }
 
-fn group_by_owner(all: &[Arc<Value>]) -> HashMap<String, Vec<Arc<Value>>> {
+/// Objects grouped by the uid of their controller.
+type ByOwner = HashMap<String, Vec<Arc<Value>>>;
+
+fn group_by_owner(all: &[Arc<Value>]) -> ByOwner {
     let mut map: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
     for p in all {
         if let Some(uid) = controller_uid(p) {
@@ -100,19 +103,31 @@ fn write_status(store: &Store, key: &ResKey, obj: &Value, status: Value) {
     );
 }
 
+/// The objects of `owner_key` that are not being deleted, with the objects
+/// of `owned_key` grouped by their controller's uid (none are listed when
+/// there are no owners).
+fn live_owners(
+    store: &Store,
+    owner_key: &ResKey,
+    owned_key: &ResKey,
+) -> (Vec<Arc<Value>>, ByOwner) {
+    let (owners, _) = store.list(owner_key, "");
+    if owners.is_empty() {
+        return (owners, HashMap::new());
+    }
+    let (owned, _) = store.list(owned_key, "");
+    let live = owners
+        .into_iter()
+        .filter(|o| !meta::is_terminating(o))
+        .collect();
+    (live, group_by_owner(&owned))
+}
+
 /// The ReplicaSet controller.
 pub fn reconcile_replicasets(store: &Store) {
     let key = ResKey::new("apps", "replicasets");
-    let (sets, _) = store.list(&key, "");
-    if sets.is_empty() {
-        return;
-    }
-    let (all_pods, _) = store.list(&pods(), "");
-    let owned = group_by_owner(&all_pods);
+    let (sets, owned) = live_owners(store, &key, &pods());
     for rs in sets {
-        if meta::is_terminating(&rs) {
-            continue;
-        }
         let want = rs["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
         let mine: Vec<&Arc<Value>> = owned
             .get(meta::uid(&rs))
@@ -170,17 +185,9 @@ pub fn reconcile_replicasets(store: &Store) {
 pub fn reconcile_deployments(store: &Store) {
     let key = ResKey::new("apps", "deployments");
     let rs_key = ResKey::new("apps", "replicasets");
-    let (deployments, _) = store.list(&key, "");
-    if deployments.is_empty() {
-        return;
-    }
-    let (sets, _) = store.list(&rs_key, "");
-    let owned = group_by_owner(&sets);
+    let (deployments, owned) = live_owners(store, &key, &rs_key);
     let now = meta::format_time(store.clock().now());
     for d in deployments {
-        if meta::is_terminating(&d) {
-            continue;
-        }
         let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
         let hash = meta::stable_hash(&d["spec"]["template"]);
         let rs_name = format!("{}-{hash}", meta::name(&d));
@@ -287,17 +294,12 @@ const DAEMON_TOLERATIONS: [(&str, &str); 7] = [
 /// The DaemonSet controller.
 pub fn reconcile_daemonsets(store: &Store) {
     let key = ResKey::new("apps", "daemonsets");
-    let (sets, _) = store.list(&key, "");
+    let (sets, owned) = live_owners(store, &key, &pods());
     if sets.is_empty() {
         return;
     }
-    let (all_pods, _) = store.list(&pods(), "");
     let (nodes, _) = store.list(&ResKey::new("", "nodes"), "");
-    let owned = group_by_owner(&all_pods);
     for ds in sets {
-        if meta::is_terminating(&ds) {
-            continue;
-        }
         let mut template_pod = pod_from_template(&ds, "DaemonSet", None);
         let tolerations = template_pod["spec"]["tolerations"]
             .as_array()

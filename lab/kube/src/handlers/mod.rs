@@ -22,7 +22,7 @@ use crate::resources::{ResKey, ResourceDef};
 use crate::{Shared, events, openapi, proto};
 use query::{parse_query, truthy};
 use read::{get, list, watch};
-use write::{create, delete, delete_collection, patch_object, update};
+use write::{Write, create, delete, delete_collection, patch_object, update};
 
 /// Errors of request handling are [`ApiError`]s; this alias names them here.
 pub type HandlerError = ApiError;
@@ -317,15 +317,21 @@ async fn dispatch(
     body: Bytes,
     table: bool,
 ) -> Result<Response, ApiError> {
+    let w = Write {
+        shared,
+        t,
+        q,
+        body: &body,
+    };
     match (method.clone(), verb_of(method, t, q)) {
         (_, "watch") => watch(shared, t, q, table),
         (_, "list") => list(shared, t, q, table).await,
         (_, "get") => get(shared, t, table),
-        (_, "create") => create(shared, t, q, &body),
-        (_, "update") => update(shared, t, q, &body),
-        (_, "patch") => patch_object(shared, t, q, headers, &body),
-        (_, "delete") => delete(shared, t, q, &body),
-        (_, "deletecollection") => delete_collection(shared, t, q, &body),
+        (_, "create") => create(&w),
+        (_, "update") => update(&w),
+        (_, "patch") => patch_object(&w, headers),
+        (_, "delete") => delete(&w),
+        (_, "deletecollection") => delete_collection(&w),
         _ => Err(ApiError::method_not_allowed()),
     }
 }

@@ -14,15 +14,28 @@ use crate::error::{ApiError, success_status};
 use crate::store::Part;
 use crate::{Shared, meta, patch};
 
-pub(super) fn patch_object(
-    shared: &Shared,
-    t: &Target,
-    q: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, ApiError> {
+/// One writing request: the shared state, its target, query and body.
+#[derive(Clone, Copy)]
+pub(super) struct Write<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) t: &'a Target,
+    pub(super) q: &'a HashMap<String, String>,
+    pub(super) body: &'a [u8],
+}
+
+impl Write<'_> {
+    /// The object named in the path, or `""` for a collection.
+    fn name(&self) -> &str {
+        self.t.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// `patch` of an object or its status: server-side apply, merge,
+/// strategic-merge and JSON patches.
+pub(super) fn patch_object(w: &Write<'_>, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let Write { shared, t, q, body } = *w;
     let key = t.storage.clone();
-    let name = t.name.as_deref().unwrap_or_default();
+    let name = w.name();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -96,14 +109,9 @@ pub(super) fn patch_object(
 }
 
 /// `create`: a new object, or an eviction or binding of a pod.
-pub(super) fn create(
-    shared: &Shared,
-    t: &Target,
-    q: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let store = &shared.store;
-    let name = t.name.as_deref().unwrap_or_default();
+pub(super) fn create(w: &Write<'_>) -> Result<Response, ApiError> {
+    let Write { shared, t, q, body } = *w;
+    let (store, name) = (&shared.store, w.name());
     match t.sub.as_deref() {
         Some("eviction") => {
             let eviction = parse_body(body)?;
@@ -129,15 +137,9 @@ pub(super) fn create(
 }
 
 /// `update` (PUT) of an object or of its status or finalize subresource.
-pub(super) fn update(
-    shared: &Shared,
-    t: &Target,
-    q: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let store = &shared.store;
-    let key = &t.storage;
-    let name = t.name.as_deref().unwrap_or_default();
+pub(super) fn update(w: &Write<'_>) -> Result<Response, ApiError> {
+    let Write { shared, t, q, body } = *w;
+    let (store, key, name) = (&shared.store, &t.storage, w.name());
     let obj = parse_body(body)?;
     if let Some(body_name) = obj["metadata"]["name"].as_str()
         && body_name != name
@@ -167,14 +169,9 @@ pub(super) fn update(
 }
 
 /// `delete` of one object (only read back under `dryRun`).
-pub(super) fn delete(
-    shared: &Shared,
-    t: &Target,
-    q: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let store = &shared.store;
-    let name = t.name.as_deref().unwrap_or_default();
+pub(super) fn delete(w: &Write<'_>) -> Result<Response, ApiError> {
+    let Write { shared, t, q, body } = *w;
+    let (store, name) = (&shared.store, w.name());
     let opts = delete_options(q, body);
     let in_body = serde_json::from_slice::<Value>(body)
         .ok()
@@ -189,12 +186,8 @@ pub(super) fn delete(
 }
 
 /// `deletecollection`: every object the selectors match.
-pub(super) fn delete_collection(
-    shared: &Shared,
-    t: &Target,
-    q: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<Response, ApiError> {
+pub(super) fn delete_collection(w: &Write<'_>) -> Result<Response, ApiError> {
+    let Write { shared, t, q, body } = *w;
     let store = &shared.store;
     let (labels, fields) = selectors(q)?;
     let opts = delete_options(q, body);

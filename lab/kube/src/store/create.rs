@@ -35,56 +35,7 @@ impl Store {
         if obj["kind"].as_str().is_none() {
             obj["kind"] = json!(def.kind);
         }
-        let meta = meta::metadata_mut(&mut obj);
-        if def.namespaced {
-            match meta.get("namespace").and_then(Value::as_str) {
-                Some(ns) if !namespace.is_empty() && ns != namespace => {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ));
-                }
-                Some(_) => {}
-                None => {
-                    let ns = if namespace.is_empty() {
-                        "default"
-                    } else {
-                        namespace
-                    };
-                    meta.insert("namespace".into(), json!(ns));
-                }
-            }
-        } else {
-            meta.remove("namespace");
-        }
-        if meta
-            .get("name")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            match meta.get("generateName").and_then(Value::as_str) {
-                Some(prefix) if !prefix.is_empty() => {
-                    let name = format!("{prefix}{}", meta::random_suffix(5));
-                    meta.insert("name".into(), json!(name));
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        &def.kind,
-                        "",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
-                    ));
-                }
-            }
-        }
-        meta.insert("uid".into(), json!(meta::new_uid()));
-        meta.insert("creationTimestamp".into(), json!(now));
-        meta.remove("deletionTimestamp");
-        meta.remove("deletionGracePeriodSeconds");
-        meta.remove("resourceVersion");
-        meta.remove("managedFields");
-        if obj.get("spec").is_some() || def.plural == "customresourcedefinitions" {
-            meta::metadata_mut(&mut obj).insert("generation".into(), json!(1));
-        }
+        set_identity(&def, namespace, &mut obj, &now)?;
         let ns = meta::namespace(&obj).to_owned();
         let name = meta::name(&obj).to_owned();
         if def.namespaced {
@@ -127,8 +78,7 @@ impl Store {
             establish_crd(&mut obj, &now);
             st.registry.insert(crd_def);
         }
-        st.rv += 1;
-        meta::metadata_mut(&mut obj).insert("resourceVersion".into(), json!(st.rv.to_string()));
+        st.stamp_next_version(&mut obj);
         let obj = Arc::new(obj);
         st.tables
             .entry(key.clone())
@@ -138,6 +88,73 @@ impl Store {
         self.emit(&mut st, key, EventType::Added, obj.clone(), None);
         Ok(obj)
     }
+}
+
+/// The identity of a new object: its namespace (from the path, `default`
+/// when neither path nor body names one; none for cluster-scoped
+/// resources), its name (or one made from `generateName`), a fresh uid and
+/// creation time, and generation 1 for objects with a spec.
+///
+/// # Errors
+/// `BadRequest` when body and path name different namespaces; `Invalid`
+/// without name or generateName.
+fn set_identity(
+    def: &ResourceDef,
+    namespace: &str,
+    obj: &mut Value,
+    now: &str,
+) -> Result<(), ApiError> {
+    let meta = meta::metadata_mut(obj);
+    if def.namespaced {
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !namespace.is_empty() && ns != namespace => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let ns = if namespace.is_empty() {
+                    "default"
+                } else {
+                    namespace
+                };
+                meta.insert("namespace".into(), json!(ns));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    if meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        match meta.get("generateName").and_then(Value::as_str) {
+            Some(prefix) if !prefix.is_empty() => {
+                let name = format!("{prefix}{}", meta::random_suffix(5));
+                meta.insert("name".into(), json!(name));
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    &def.kind,
+                    "",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                ));
+            }
+        }
+    }
+    meta.insert("uid".into(), json!(meta::new_uid()));
+    meta.insert("creationTimestamp".into(), json!(now));
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("resourceVersion");
+    meta.remove("managedFields");
+    if obj.get("spec").is_some() || def.plural == "customresourcedefinitions" {
+        meta::metadata_mut(obj).insert("generation".into(), json!(1));
+    }
+    Ok(())
 }
 
 /// Rejects bodies whose well-known parts have the wrong JSON type, as the

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{DeleteOptions, EventType, ObjKey, State, Store, obj_key};
+use super::{DeleteOptions, EventType, ObjKey, State, Store};
 use crate::error::ApiError;
 use crate::meta;
 use crate::meta::format_time;
@@ -54,10 +54,8 @@ impl Store {
                     })
                     .unwrap_or_default();
                 for (ok, obj) in doomed {
-                    st.rv += 1;
                     let mut gone = (*obj).clone();
-                    meta::metadata_mut(&mut gone)
-                        .insert("resourceVersion".into(), json!(st.rv.to_string()));
+                    st.stamp_next_version(&mut gone);
                     if let Some(t) = st.tables.get_mut(&k) {
                         t.objects.remove(&ok);
                     }
@@ -82,14 +80,7 @@ impl Store {
         opts: &DeleteOptions,
     ) -> Result<Arc<Value>, ApiError> {
         let mut st = self.lock();
-        let def = Self::def(&st, key)?;
-        let okey = obj_key(&def, namespace, name);
-        let old = st
-            .tables
-            .get(key)
-            .and_then(|t| t.objects.get(&okey))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&key.group, &key.plural, name))?;
+        let (def, okey, old) = st.stored(key, namespace, name)?;
         if let Some(uid) = &opts.uid
             && uid != meta::uid(&old)
         {
@@ -146,9 +137,7 @@ impl Store {
             if grace == 0 && !has_finalizers {
                 // Shortened to zero: fall through to removal below.
             } else {
-                st.rv += 1;
-                meta::metadata_mut(&mut marked)
-                    .insert("resourceVersion".into(), json!(st.rv.to_string()));
+                st.stamp_next_version(&mut marked);
                 let marked = Arc::new(marked);
                 if let Some(t) = st.tables.get_mut(key) {
                     t.objects.insert(okey, marked.clone());
@@ -157,9 +146,8 @@ impl Store {
                 return Ok(marked);
             }
         }
-        st.rv += 1;
         let mut gone = (*old).clone();
-        meta::metadata_mut(&mut gone).insert("resourceVersion".into(), json!(st.rv.to_string()));
+        st.stamp_next_version(&mut gone);
         let gone = Arc::new(gone);
         self.remove_locked(&mut st, &def, okey, gone.clone());
         Ok(gone)

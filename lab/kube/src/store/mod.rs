@@ -157,6 +157,36 @@ struct State {
     tables: HashMap<ResKey, Table>,
 }
 
+impl State {
+    /// The definition of `key`, the storage key of `name` and the object
+    /// stored under it.
+    ///
+    /// # Errors
+    /// `NotFound` for an unserved resource or an absent object.
+    fn stored(
+        &self,
+        key: &ResKey,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(ResourceDef, ObjKey, Arc<Value>), ApiError> {
+        let def = Store::def(self, key)?;
+        let okey = obj_key(&def, namespace, name);
+        let obj = self
+            .tables
+            .get(key)
+            .and_then(|t| t.objects.get(&okey))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&key.group, &key.plural, name))?;
+        Ok((def, okey, obj))
+    }
+
+    /// Takes the next resourceVersion and stamps it on `obj`.
+    fn stamp_next_version(&mut self, obj: &mut Value) {
+        self.rv += 1;
+        meta::metadata_mut(obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
+    }
+}
+
 /// The object store shared by the HTTP handlers and the controllers.
 pub struct Store {
     state: Mutex<State>,
@@ -284,13 +314,9 @@ impl Store {
     /// # Errors
     /// `NotFound` when absent.
     pub fn get(&self, key: &ResKey, namespace: &str, name: &str) -> Result<Arc<Value>, ApiError> {
-        let st = self.lock();
-        let def = Self::def(&st, key)?;
-        st.tables
-            .get(key)
-            .and_then(|t| t.objects.get(&obj_key(&def, namespace, name)))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&key.group, &key.plural, name))
+        self.lock()
+            .stored(key, namespace, name)
+            .map(|(_, _, obj)| obj)
     }
 
     /// All objects of a resource (in one namespace when `namespace` is

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::create::check_shape;
-use super::{EventType, Part, Store, WriteMode, obj_key};
+use super::{EventType, Part, Store, WriteMode};
 use crate::error::ApiError;
 use crate::meta;
-use crate::resources::{ResKey, def_from_crd};
+use crate::resources::{ResKey, ResourceDef, def_from_crd};
 
 /// Whether two objects differ outside `metadata` and `status` (what bumps
 /// `generation`). Compares in place, without copying.
@@ -44,6 +44,65 @@ fn same_but_version(a: &Value, b: &Value) -> bool {
             (_, Some(w)) => v == w,
             (_, None) => false,
         })
+}
+
+/// The object a change leaves: only `status` from `new` for the status
+/// subresource, everything but `status` for the main resource of a kind
+/// with one; identity and server-owned metadata always from `old`.
+fn merge_change(def: &ResourceDef, part: Part, old: &Value, new: Value) -> Value {
+    let mut merged = match part {
+        Part::Status => {
+            let mut m = old.clone();
+            m["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            if m["status"].is_null()
+                && let Some(map) = m.as_object_mut()
+            {
+                map.remove("status");
+            }
+            m
+        }
+        Part::Main if def.has_status() => {
+            let mut m = new;
+            match old.get("status") {
+                Some(s) => m["status"] = s.clone(),
+                None => {
+                    if let Some(map) = m.as_object_mut() {
+                        map.remove("status");
+                    }
+                }
+            }
+            m
+        }
+        _ => new,
+    };
+    // Identity and server-owned metadata come from the stored object.
+    {
+        let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
+        let meta = meta::metadata_mut(&mut merged);
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old_meta.get(field) {
+                Some(v) => meta.insert(field.into(), v.clone()),
+                None => meta.remove(field),
+            };
+        }
+        meta.remove("resourceVersion");
+        meta.remove("managedFields");
+    }
+    if merged["apiVersion"].is_null() {
+        merged["apiVersion"] = old["apiVersion"].clone();
+    }
+    if merged["kind"].is_null() {
+        merged["kind"] = old["kind"].clone();
+    }
+    merged
 }
 
 impl Store {
@@ -141,14 +200,7 @@ impl Store {
             dry_run,
         } = how;
         let mut st = self.lock();
-        let def = Self::def(&st, key)?;
-        let okey = obj_key(&def, namespace, name);
-        let old = st
-            .tables
-            .get(key)
-            .and_then(|t| t.objects.get(&okey))
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(&key.group, &key.plural, name))?;
+        let (def, okey, old) = st.stored(key, namespace, name)?;
         if let Some(rv) = precondition
             && rv != meta::resource_version(&old)
         {
@@ -157,58 +209,7 @@ impl Store {
         let mut new = (*old).clone();
         change(&mut new)?;
         check_shape(&def, &new)?;
-        let mut merged = match part {
-            Part::Status => {
-                let mut m = (*old).clone();
-                m["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-                if m["status"].is_null()
-                    && let Some(map) = m.as_object_mut()
-                {
-                    map.remove("status");
-                }
-                m
-            }
-            Part::Main if def.has_status() => {
-                let mut m = new;
-                match old.get("status") {
-                    Some(s) => m["status"] = s.clone(),
-                    None => {
-                        if let Some(map) = m.as_object_mut() {
-                            map.remove("status");
-                        }
-                    }
-                }
-                m
-            }
-            _ => new,
-        };
-        // Identity and server-owned metadata come from the stored object.
-        {
-            let old_meta = old["metadata"].as_object().cloned().unwrap_or_default();
-            let meta = meta::metadata_mut(&mut merged);
-            for field in [
-                "name",
-                "namespace",
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-            ] {
-                match old_meta.get(field) {
-                    Some(v) => meta.insert(field.into(), v.clone()),
-                    None => meta.remove(field),
-                };
-            }
-            meta.remove("resourceVersion");
-            meta.remove("managedFields");
-        }
-        if merged["apiVersion"].is_null() {
-            merged["apiVersion"] = old["apiVersion"].clone();
-        }
-        if merged["kind"].is_null() {
-            merged["kind"] = old["kind"].clone();
-        }
+        let mut merged = merge_change(&def, part, &old, new);
         if let Some(schema) = &def.schema {
             crate::schema::apply(schema, &mut merged, &def.kind, &def.group, name)?;
         }
@@ -227,7 +228,6 @@ impl Store {
                 .map_err(|e| ApiError::invalid(&def.kind, name, "spec", &e.to_string()))?;
             st.registry.insert(crd_def);
         }
-        st.rv += 1;
         let ready_to_go = meta::is_terminating(&merged)
             && merged["metadata"]["finalizers"]
                 .as_array()
@@ -236,7 +236,7 @@ impl Store {
                 .as_i64()
                 .unwrap_or(0)
                 == 0;
-        meta::metadata_mut(&mut merged).insert("resourceVersion".into(), json!(st.rv.to_string()));
+        st.stamp_next_version(&mut merged);
         let merged = Arc::new(merged);
         if ready_to_go {
             self.remove_locked(&mut st, &def, okey, merged.clone());

@@ -1,13 +1,12 @@
 //! `DELETE .../qemu/{vmid}`: the checks and the destroy task.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{R, ctx_log};
+use super::{R, ctx_log, unlocked_vm, vm_task};
 use crate::error::ApiError;
-use crate::lab::{Shared, TaskCtx, VmEvent};
+use crate::lab::{Shared, VmEvent};
 use crate::params::Params;
 use crate::state::State;
 
@@ -35,21 +34,17 @@ pub(super) fn destroy(shared: &Arc<Shared>, node: &str, vmid: u32, p: &Params) -
     p.bool("destroy-unreferenced-disks")?;
     destroy_check(&shared.state(), node, vmid)?;
     let ms = shared.config.durations.delete_ms;
-    let node = node.to_owned();
-    let upid = shared.clone().start_task(
-        &node.clone(),
+    let upid = vm_task(
+        shared,
+        node,
+        vmid,
         "qmdestroy",
-        &vmid.to_string(),
-        move |ctx: TaskCtx| async move {
+        move |ctx, node| async move {
             let shared = ctx.shared.clone();
-            let _guard = shared.lock_config(vmid, Duration::from_secs(10)).await?;
             {
                 let st = shared.state();
                 destroy_check(&st, &node, vmid).map_err(|e| e.message)?;
-                let vm = st.vm_on(&node, vmid).map_err(|e| e.message)?;
-                if let Some(lock) = vm.lock() {
-                    return Err(format!("VM is locked ({lock})"));
-                }
+                let vm = unlocked_vm(&st, &node, vmid)?;
                 if vm.template() && st.vms.values().any(|v| v.linked_base == Some(vmid)) {
                     return Err(format!(
                         "base volume '{}:base-{vmid}-disk-0' is still in use by linked cloned",

@@ -12,15 +12,17 @@ mod pools;
 mod power;
 mod tasks;
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::lab::Shared;
+use crate::lab::{Shared, TaskCtx};
 use crate::params::{Params, parse_int};
-use crate::state::State;
+use crate::state::{State, Vm};
 use agent::agent_interfaces;
 use clone::clone;
 use config::{config_get, config_update, pending};
@@ -146,6 +148,45 @@ fn check_node(shared: &Shared, node: &str) -> Result<(), ApiError> {
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
+
+/// Starts task `kind` on VM `vmid`, running `work` (given the task and the
+/// node name) while it holds the VM's config lock, waited for up to 10 s as
+/// `qm` does. Returns the UPID.
+fn vm_task<F, Fut>(
+    shared: &Arc<Shared>,
+    node: &str,
+    vmid: u32,
+    kind: &'static str,
+    work: F,
+) -> String
+where
+    F: FnOnce(TaskCtx, String) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let owned = node.to_owned();
+    shared.start_task(
+        node,
+        kind,
+        &vmid.to_string(),
+        move |ctx: TaskCtx| async move {
+            let _guard = ctx
+                .shared
+                .lock_config(vmid, Duration::from_secs(10))
+                .await?;
+            work(ctx, owned).await
+        },
+    )
+}
+
+/// VM `vmid` on `node` for a task's early checks, refused while it carries
+/// a config lock.
+fn unlocked_vm<'a>(st: &'a State, node: &str, vmid: u32) -> Result<&'a Vm, String> {
+    let vm = st.vm_on(node, vmid).map_err(|e| e.message)?;
+    if let Some(lock) = vm.lock() {
+        return Err(format!("VM is locked ({lock})"));
+    }
+    Ok(vm)
+}
 
 /// Appends a line to a task's log, under the state lock.
 fn ctx_log(st: &mut State, upid: &str, line: String) {

@@ -2,13 +2,12 @@
 //! reboot tasks with what a start reserves and a stop releases.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
-use super::{GIB, MIB, R, ctx_log, not_implemented};
+use super::{GIB, MIB, R, ctx_log, not_implemented, unlocked_vm, vm_task};
 use crate::error::ApiError;
-use crate::lab::{Shared, TaskCtx, VmEvent};
+use crate::lab::{Shared, VmEvent};
 use crate::options;
 use crate::params::Params;
 use crate::state::{State, Vm};
@@ -130,55 +129,61 @@ fn admit_start(st: &mut State, node: &str, vmid: u32) -> Result<Vec<String>, Str
 }
 
 pub(super) fn start_task(shared: &Arc<Shared>, node: &str, vmid: u32, ms: u64) -> String {
-    let node = node.to_owned();
-    shared.clone().start_task(
-        &node.clone(),
-        "qmstart",
-        &vmid.to_string(),
-        move |ctx: TaskCtx| async move {
-            let shared = ctx.shared.clone();
-            let _guard = shared.lock_config(vmid, Duration::from_secs(10)).await?;
-            // Fail fast on what a real start checks before spawning QEMU.
-            {
-                let st = shared.state();
-                let vm = st.vm_on(&node, vmid).map_err(|e| e.message)?;
-                if vm.template() {
-                    return Err("you can't start a vm if it's a template".into());
-                }
-                if let Some(lock) = vm.lock() {
-                    return Err(format!("VM is locked ({lock})"));
-                }
+    vm_task(shared, node, vmid, "qmstart", move |ctx, node| async move {
+        let shared = ctx.shared.clone();
+        // Fail fast on what a real start checks before spawning QEMU.
+        {
+            let st = shared.state();
+            let vm = st.vm_on(&node, vmid).map_err(|e| e.message)?;
+            if vm.template() {
+                return Err("you can't start a vm if it's a template".into());
             }
-            let fault = ctx.injected().await;
-            ctx.work(ms).await;
-            fault?;
-            let mut st = shared.state();
-            let result = admit_start(&mut st, &node, vmid);
-            let held = match result {
-                Ok(held) => held,
-                Err(e) => {
-                    if let Some((first, rest)) = e.split_once('\n') {
-                        ctx_log(&mut st, &ctx.upid, rest.to_owned());
-                        return Err(first.to_owned());
-                    }
-                    return Err(e);
-                }
-            };
-            let now = shared.clock.now_unix();
-            let pid = st.alloc_pid();
-            if let Ok(vm) = st.vm_on_mut(&node, vmid) {
-                vm.apply_pending();
-                vm.running = true;
-                vm.pid = Some(pid);
-                vm.started_at = Some(now);
-                vm.pci = held;
-                vm.agent = None;
+            if let Some(lock) = vm.lock() {
+                return Err(format!("VM is locked ({lock})"));
             }
-            drop(st);
-            shared.emit(VmEvent::Started { node, vmid });
-            Ok(())
-        },
-    )
+        }
+        let fault = ctx.injected().await;
+        ctx.work(ms).await;
+        fault?;
+        let mut st = shared.state();
+        let result = admit_start(&mut st, &node, vmid);
+        let held = match result {
+            Ok(held) => held,
+            Err(e) => {
+                if let Some((first, rest)) = e.split_once('\n') {
+                    ctx_log(&mut st, &ctx.upid, rest.to_owned());
+                    return Err(first.to_owned());
+                }
+                return Err(e);
+            }
+        };
+        let now = shared.clock.now_unix();
+        if let Some(vm) = mark_running(&mut st, &node, vmid, held, now) {
+            vm.agent = None;
+        }
+        drop(st);
+        shared.emit(VmEvent::Started { node, vmid });
+        Ok(())
+    })
+}
+
+/// Marks a VM running with a fresh pid, its pending changes applied and the
+/// PCI devices it holds; the VM, if it is still there.
+fn mark_running<'a>(
+    st: &'a mut State,
+    node: &str,
+    vmid: u32,
+    held: Vec<String>,
+    now: i64,
+) -> Option<&'a mut Vm> {
+    let pid = st.alloc_pid();
+    let vm = st.vm_on_mut(node, vmid).ok()?;
+    vm.apply_pending();
+    vm.running = true;
+    vm.pid = Some(pid);
+    vm.started_at = Some(now);
+    vm.pci = held;
+    Some(vm)
 }
 
 /// Marks a VM stopped and releases what it held.
@@ -201,63 +206,41 @@ fn stop_task(
     ms: u64,
     limit: Option<(u64, bool)>,
 ) -> String {
-    let node = node.to_owned();
     let stop_ms = shared.config.durations.stop_ms;
-    shared.clone().start_task(
-        &node.clone(),
-        kind,
-        &vmid.to_string(),
-        move |ctx: TaskCtx| async move {
-            let shared = ctx.shared.clone();
-            let _guard = shared.lock_config(vmid, Duration::from_secs(10)).await?;
-            {
-                let st = shared.state();
-                let vm = st.vm_on(&node, vmid).map_err(|e| e.message)?;
-                if let Some(lock) = vm.lock() {
-                    return Err(format!("VM is locked ({lock})"));
+    vm_task(shared, node, vmid, kind, move |ctx, node| async move {
+        let shared = ctx.shared.clone();
+        if !unlocked_vm(&shared.state(), &node, vmid)?.running {
+            return Ok(());
+        }
+        let fault = ctx.injected().await;
+        match limit {
+            Some((timeout, force)) if ms > timeout => {
+                ctx.work(timeout).await;
+                if !force {
+                    return Err("VM quit/powerdown failed - got timeout".into());
                 }
-                if !vm.running {
-                    return Ok(());
-                }
+                ctx.log("VM still running - terminating now with SIGTERM");
+                ctx.work(stop_ms).await;
             }
-            let fault = ctx.injected().await;
-            match limit {
-                Some((timeout, force)) if ms > timeout => {
-                    ctx.work(timeout).await;
-                    if !force {
-                        return Err("VM quit/powerdown failed - got timeout".into());
-                    }
-                    ctx.log("VM still running - terminating now with SIGTERM");
-                    ctx.work(stop_ms).await;
-                }
-                _ => ctx.work(ms).await,
-            }
-            fault?;
-            mark_stopped(&mut shared.state(), vmid);
-            shared.emit(VmEvent::Stopped { vmid });
-            Ok(())
-        },
-    )
+            _ => ctx.work(ms).await,
+        }
+        fault?;
+        mark_stopped(&mut shared.state(), vmid);
+        shared.emit(VmEvent::Stopped { vmid });
+        Ok(())
+    })
 }
 
 fn reboot_task(shared: &Arc<Shared>, node: &str, vmid: u32, ms: u64) -> String {
-    let node = node.to_owned();
-    shared.clone().start_task(
-        &node.clone(),
+    vm_task(
+        shared,
+        node,
+        vmid,
         "qmreboot",
-        &vmid.to_string(),
-        move |ctx: TaskCtx| async move {
+        move |ctx, node| async move {
             let shared = ctx.shared.clone();
-            let _guard = shared.lock_config(vmid, Duration::from_secs(10)).await?;
-            {
-                let st = shared.state();
-                let vm = st.vm_on(&node, vmid).map_err(|e| e.message)?;
-                if let Some(lock) = vm.lock() {
-                    return Err(format!("VM is locked ({lock})"));
-                }
-                if !vm.running {
-                    return Err(format!("VM {vmid} not running"));
-                }
+            if !unlocked_vm(&shared.state(), &node, vmid)?.running {
+                return Err(format!("VM {vmid} not running"));
             }
             let fault = ctx.injected().await;
             ctx.work(ms / 2).await;
@@ -270,17 +253,7 @@ fn reboot_task(shared: &Arc<Shared>, node: &str, vmid: u32, ms: u64) -> String {
                 admit_start(&mut st, &node, vmid)?
             };
             let now = shared.clock.now_unix();
-            {
-                let mut st = shared.state();
-                let pid = st.alloc_pid();
-                if let Ok(vm) = st.vm_on_mut(&node, vmid) {
-                    vm.apply_pending();
-                    vm.running = true;
-                    vm.pid = Some(pid);
-                    vm.started_at = Some(now);
-                    vm.pci = held;
-                }
-            }
+            mark_running(&mut shared.state(), &node, vmid, held, now);
             shared.emit(VmEvent::Started { node, vmid });
             Ok(())
         },

@@ -11,7 +11,7 @@ use tidepool_talos_proto::machine::apply_configuration_request::Mode;
 use tidepool_talos_proto::machine::{ApplyConfigurationRequest, ApplyConfigurationResponse};
 use tonic::{Request, Response, Status};
 
-use super::lifecycle::apply_staged;
+use super::lifecycle::{apply_staged, reboot_configured};
 use super::services::running;
 use super::{MachineApi, TRY_TIMEOUT, apply_mode, mode_flag, mode_of};
 use crate::config::{ConfigError, MachineConfig};
@@ -71,34 +71,7 @@ pub(super) async fn apply_configured(
                 .and_then(|d| Duration::try_from(d).ok())
                 .filter(|d| !d.is_zero())
                 .unwrap_or(TRY_TIMEOUT);
-            let state = lab.with_machine(ip, |m| {
-                let previous = m.config.replace(config);
-                m.try_token += 1;
-                (previous, m.try_token)
-            });
-            if let Some((Some(previous), token)) = state {
-                let inner = lab.clone();
-                tokio::spawn(async move {
-                    inner.clock.sleep(timeout).await;
-                    let reverted = inner
-                        .with_machine(ip, |m| {
-                            if m.try_token != token || m.serving.is_none() {
-                                return None;
-                            }
-                            let raw = previous.raw().to_owned();
-                            m.config = Some(previous);
-                            Some(raw)
-                        })
-                        .flatten();
-                    if let Some(config_yaml) = reverted {
-                        inner.emit(TalosEvent::ConfigApplied {
-                            ip,
-                            config_yaml,
-                            mode: ApplyMode::NoReboot,
-                        });
-                    }
-                });
-            }
+            apply_for_a_while(&lab, ip, config, timeout);
             format!(
                 "Applied configuration in try mode: it will be rolled back in {}s unless applied again",
                 timeout.as_secs()
@@ -118,16 +91,7 @@ pub(super) async fn apply_configured(
         mode: apply_mode(resolved),
     });
     if resolved == Mode::Reboot {
-        lab.emit(TalosEvent::Rebooted { ip });
-        let down = lab.durations.reboot;
-        lab.cycle(
-            ip,
-            MachinePhase::Rebooting,
-            Duration::ZERO,
-            down,
-            Some(ServingMode::Configured),
-            apply_staged,
-        );
+        reboot_configured(&lab, ip);
     }
     Ok(pb::ApplyConfiguration {
         metadata: None,
@@ -135,6 +99,41 @@ pub(super) async fn apply_configured(
         mode: resolved as i32,
         mode_details: details,
     })
+}
+
+/// Try mode: applies `config` now and puts the previous configuration back
+/// after `timeout`, unless another apply came meanwhile or the machine is
+/// down.
+fn apply_for_a_while(lab: &Arc<Inner>, ip: IpAddr, config: MachineConfig, timeout: Duration) {
+    let state = lab.with_machine(ip, |m| {
+        let previous = m.config.replace(config);
+        m.try_token += 1;
+        (previous, m.try_token)
+    });
+    let Some((Some(previous), token)) = state else {
+        return;
+    };
+    let inner = lab.clone();
+    tokio::spawn(async move {
+        inner.clock.sleep(timeout).await;
+        let reverted = inner
+            .with_machine(ip, |m| {
+                if m.try_token != token || m.serving.is_none() {
+                    return None;
+                }
+                let raw = previous.raw().to_owned();
+                m.config = Some(previous);
+                Some(raw)
+            })
+            .flatten();
+        if let Some(config_yaml) = reverted {
+            inner.emit(TalosEvent::ConfigApplied {
+                ip,
+                config_yaml,
+                mode: ApplyMode::NoReboot,
+            });
+        }
+    });
 }
 
 impl MachineApi {

@@ -20,6 +20,16 @@ pub(super) async fn reboot(
     _: RebootRequest,
 ) -> Result<pb::Reboot, Status> {
     running(&lab, ip)?;
+    reboot_configured(&lab, ip);
+    Ok(pb::Reboot {
+        metadata: None,
+        actor_id: lab.next_actor_id(),
+    })
+}
+
+/// Reports the reboot and takes the machine down and up again in
+/// configured mode, a staged configuration taking effect on the way.
+pub(super) fn reboot_configured(lab: &Arc<Inner>, ip: IpAddr) {
     lab.emit(TalosEvent::Rebooted { ip });
     let down = lab.durations.reboot;
     lab.cycle(
@@ -30,12 +40,9 @@ pub(super) async fn reboot(
         Some(ServingMode::Configured),
         apply_staged,
     );
-    Ok(pb::Reboot {
-        metadata: None,
-        actor_id: lab.next_actor_id(),
-    })
 }
 
+/// Makes a staged configuration the current one.
 pub(super) fn apply_staged(m: &mut crate::lab::Machine) {
     if let Some(staged) = m.staged.take() {
         m.config = Some(staged);
