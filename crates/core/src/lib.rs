@@ -21,6 +21,7 @@ pub mod quantity;
 pub mod safety;
 pub mod sched;
 pub mod ttl;
+pub mod view;
 
 pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
 pub use config::{Config, ConfigError, ConfigErrors};

@@ -16,7 +16,9 @@ use tidepool_cluster::{ClusterClient, ClusterError, DrainError, DrainOptions, Wo
 use tidepool_core::NodeMetadata;
 
 use crate::claim::{Claim, ClaimStatus, Intent};
-use crate::ports::{ClaimStore, NodeView, Nodes, ProviderError, ProviderErrorKind, ProviderResult};
+use crate::ports::{
+    AuditResult, ClaimStore, NodeView, Nodes, ProviderError, ProviderErrorKind, ProviderResult,
+};
 
 /// How long a first read waits for the claim watch to complete its list.
 const CACHE_SYNC: Duration = Duration::from_secs(10);
@@ -289,21 +291,20 @@ impl ClaimStore for KubeCluster {
             namespace: None,
             uid: None,
         };
+        let (event_type, reason) = match entry.result {
+            AuditResult::Ok => (tidepool_cluster::EventType::Normal, "Audit"),
+            AuditResult::Error(_) => (tidepool_cluster::EventType::Warning, "AuditRefused"),
+        };
         let record = tidepool_cluster::EventRecord {
-            event_type: if entry.result == "ok" {
-                tidepool_cluster::EventType::Normal
-            } else {
-                tidepool_cluster::EventType::Warning
-            },
-            reason: if entry.result == "ok" {
-                "Audit"
-            } else {
-                "AuditRefused"
-            },
+            event_type,
+            reason,
             action: &entry.operation,
             message: &format!(
                 "{} by {}: {} ({})",
-                entry.operation, entry.actor, entry.message, entry.result
+                entry.operation,
+                entry.actor,
+                entry.message,
+                entry.result.as_str()
             ),
         };
         if let Err(e) = self.cluster.record_event(&target, &record).await {
