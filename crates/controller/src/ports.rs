@@ -16,6 +16,7 @@ use std::time::Duration;
 use tidepool_core::NodeMetadata;
 
 use crate::claim::{Claim, ClaimStatus, VmIdentity};
+use crate::service::ErrorCategory;
 
 /// How a provider call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -249,10 +250,30 @@ pub struct AuditEntry {
     pub actor: String,
     /// What (`provision`, `drain`, `destroy`, `destroy --force`, `extend-ttl`, ...).
     pub operation: String,
-    /// `ok`, or the error category.
-    pub result: String,
+    /// How it ended.
+    pub result: AuditResult,
     /// A sentence for people.
     pub message: String,
+}
+
+/// How an audited operation ended: accepted, or refused or failed with the
+/// category of its error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditResult {
+    /// The operation was accepted.
+    Ok,
+    /// The operation ended with an error of this category.
+    Error(ErrorCategory),
+}
+
+impl AuditResult {
+    /// A stable label: `ok`, or the error category's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error(category) => category.as_str(),
+        }
+    }
 }
 
 /// The durable claim records.

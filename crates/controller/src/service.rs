@@ -6,6 +6,10 @@
 //! Mutating operations only change the durable claim (its intent, TTL); the
 //! executor carries them out. Every mutating call writes an audit record
 //! (who, what, target, result) to the `tidepool::audit` log target.
+//!
+//! Workers come back as core's views ([`WorkerInfo`], with a typed
+//! [`WorkerPhase`]), the very documents the front-ends print; their time
+//! left is counted on the executor's clock.
 
 use std::collections::BTreeSet;
 use std::collections::hash_map::RandomState;
@@ -23,13 +27,15 @@ use tidepool_core::safety::{
     self, DestroyTarget, Refusal, RequestError, check_bounds, check_destroy, did_you_mean,
 };
 use tidepool_core::ttl::{Ttl, TtlError};
+use tidepool_core::view::{WorkerInfo, WorkerPhase, expires_in};
 use tidepool_core::{Phase, PoolKind};
 use tracing::info;
 
 use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
 use crate::executor::Executor;
 use crate::ports::{
-    AuditEntry, ClaimStore, Hypervisor, Joiner, NodeView, Nodes, ProviderError, ProviderErrorKind,
+    AuditEntry, AuditResult, ClaimStore, Hypervisor, Joiner, NodeView, Nodes, ProviderError,
+    ProviderErrorKind,
 };
 
 /// Why an operation was not carried out.
@@ -53,14 +59,48 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    /// A stable category for exit codes, metrics and tool errors.
-    pub fn category(&self) -> &'static str {
+    /// The error's category, for exit codes, metrics, tool errors and the
+    /// audit trail.
+    pub fn category(&self) -> ErrorCategory {
         match self {
-            Self::Invalid(_) | Self::Ttl(_) => "invalid",
-            Self::Refused(_) => "refused",
-            Self::NotFound(_) => "not-found",
-            Self::Provider(_) => "failed",
+            Self::Invalid(_) | Self::Ttl(_) => ErrorCategory::Invalid,
+            Self::Refused(_) => ErrorCategory::Refused,
+            Self::NotFound(_) => ErrorCategory::NotFound,
+            Self::Provider(_) => ErrorCategory::Failed,
         }
+    }
+}
+
+/// What kind of [`ServiceError`] an operation ended with: what front-ends
+/// decide on (exit codes, tool error categories), never the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCategory {
+    /// The request is invalid (bad arguments, limits, a TTL change not
+    /// allowed).
+    Invalid,
+    /// A safety rule refused it.
+    Refused,
+    /// No such worker.
+    NotFound,
+    /// A provider or the claim store failed.
+    Failed,
+}
+
+impl ErrorCategory {
+    /// A stable label for metrics, logs and tool errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Refused => "refused",
+            Self::NotFound => "not-found",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -88,45 +128,6 @@ pub struct WorkerFilter {
     pub worker_type: Option<WorkerType>,
     /// Only this pool.
     pub pool: Option<String>,
-}
-
-/// One worker as shown to operators and agents.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerView {
-    /// Worker (claim and node) name.
-    pub name: String,
-    /// Whether Tidepool created it.
-    pub managed: bool,
-    /// Pool name, from the claim or the node's pool label.
-    pub pool: Option<String>,
-    /// Pool kind, for managed workers.
-    pub kind: Option<PoolKind>,
-    /// `permanent`, `temporary`, `preemptible`, or `unknown`.
-    pub worker_type: String,
-    /// Size name.
-    pub size: Option<String>,
-    /// Lifecycle phase, or `Unmanaged`.
-    pub phase: String,
-    /// The failure, for failed workers.
-    pub failure: Option<String>,
-    /// Node readiness, if the node exists.
-    pub node_ready: Option<bool>,
-    /// Whether the node is cordoned.
-    pub cordoned: bool,
-    /// Pods other than DaemonSet pods on the node.
-    pub workload_pods: usize,
-    /// VMID.
-    pub vmid: Option<u32>,
-    /// Proxmox host.
-    pub host: Option<String>,
-    /// Guest address.
-    pub ip: Option<String>,
-    /// When it expires, if it has a TTL.
-    pub expires_at: Option<Timestamp>,
-    /// Who asked for it.
-    pub requested_by: Option<String>,
-    /// The last error recorded.
-    pub last_error: Option<String>,
 }
 
 /// The service over an executor's ports.
@@ -171,7 +172,7 @@ fn audit_log(
             actor,
             op,
             target,
-            result = e.category(),
+            result = e.category().as_str(),
             error = %e,
             "audit"
         ),
@@ -207,8 +208,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
     ) {
         audit_log(actor, op, target, result);
         let (outcome, message) = match result {
-            Ok(_) => ("ok".to_owned(), format!("{op} {target} accepted")),
-            Err(e) => (e.category().to_owned(), e.to_string()),
+            Ok(_) => (AuditResult::Ok, format!("{op} {target} accepted")),
+            Err(e) => (AuditResult::Error(e.category()), e.to_string()),
         };
         let entry = AuditEntry {
             actor: actor.to_owned(),
@@ -369,16 +370,18 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         Ok(pool_usage(self.exec.config(), &claims, &pool.name))
     }
 
-    /// Every worker: managed claims and the cluster's other nodes.
+    /// Every worker: managed claims and the cluster's other nodes, with
+    /// the time left to each counted from the executor's clock.
     ///
     /// # Errors
     /// Store or cluster failures.
     pub async fn list_workers(
         &self,
         filter: &WorkerFilter,
-    ) -> Result<Vec<WorkerView>, ServiceError> {
+    ) -> Result<Vec<WorkerInfo>, ServiceError> {
         let claims = self.exec.store().list().await?;
         let nodes = self.exec.nodes().list().await?;
+        let now = self.exec.now();
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         for c in &claims {
@@ -386,11 +389,11 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                 continue;
             }
             seen.insert(c.name.clone());
-            out.push(self.claim_view(c, nodes.iter().find(|n| n.name == c.name)));
+            out.push(self.claim_view(c, nodes.iter().find(|n| n.name == c.name), now));
         }
         let keys = &self.exec.config().labels;
         for n in nodes.iter().filter(|n| !seen.contains(&n.name)) {
-            out.push(WorkerView {
+            out.push(WorkerInfo {
                 name: n.name.clone(),
                 managed: false,
                 pool: n.labels.get(&keys.pool).cloned(),
@@ -401,15 +404,16 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                     .cloned()
                     .unwrap_or_else(|| "unknown".into()),
                 size: n.labels.get(&keys.size).cloned(),
-                phase: "Unmanaged".into(),
+                phase: WorkerPhase::Unmanaged,
                 failure: None,
                 node_ready: Some(n.ready),
                 cordoned: n.unschedulable,
-                workload_pods: n.workload_pods,
+                workload_pods: n.workload_pods as u64,
                 vmid: None,
                 host: None,
                 ip: None,
                 expires_at: None,
+                expires_in: None,
                 requested_by: None,
                 last_error: None,
             });
@@ -429,13 +433,13 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         Ok(out)
     }
 
-    fn claim_view(&self, c: &Claim, node: Option<&NodeView>) -> WorkerView {
+    fn claim_view(&self, c: &Claim, node: Option<&NodeView>, now: Timestamp) -> WorkerInfo {
         let kind = self.exec.config().pool(&c.spec.pool).map(|p| p.kind);
         let failure = match &c.status.lifecycle {
             tidepool_core::Lifecycle::Failed { step, reason } => Some(format!("{step}: {reason}")),
             _ => None,
         };
-        WorkerView {
+        WorkerInfo {
             name: c.name.clone(),
             managed: true,
             pool: Some(c.spec.pool.clone()),
@@ -444,15 +448,16 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                 .map_or("unknown", |k| k.worker_type().as_str())
                 .to_owned(),
             size: Some(c.spec.size.clone()),
-            phase: c.status.lifecycle.phase().to_string(),
+            phase: c.status.lifecycle.phase().into(),
             failure,
             node_ready: node.map(|n| n.ready),
             cordoned: node.is_some_and(|n| n.unschedulable),
-            workload_pods: node.map_or(0, |n| n.workload_pods),
+            workload_pods: node.map_or(0, |n| n.workload_pods as u64),
             vmid: c.status.vm.as_ref().map(|v| v.vmid).or(c.status.vmid),
             host: c.host(),
             ip: c.status.ip.map(|ip| ip.to_string()),
             expires_at: c.status.expires_at,
+            expires_in: c.status.expires_at.map(|at| expires_in(at, now)),
             requested_by: Some(c.spec.requested_by.clone()),
             last_error: c.status.last_error.clone(),
         }
@@ -462,7 +467,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
     ///
     /// # Errors
     /// [`ServiceError::NotFound`] when neither a claim nor a node has that name.
-    pub async fn get_worker(&self, id: &str) -> Result<WorkerView, ServiceError> {
+    pub async fn get_worker(&self, id: &str) -> Result<WorkerInfo, ServiceError> {
         self.list_workers(&WorkerFilter::default())
             .await?
             .into_iter()

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tidepool_controller::Executor;
-use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
+use tidepool_controller::service::{
+    ErrorCategory, ProvisionRequest, Service, ServiceError, WorkerFilter,
+};
 use tidepool_controller::testing::Fake;
 use tidepool_core::Phase;
 use tidepool_core::config::{self, EXAMPLE};
@@ -86,7 +88,7 @@ async fn three_burst_workers_are_provisioned_and_listed_with_their_expiry() {
         .unwrap();
     assert_eq!(temporary.len(), 3);
     for w in &temporary {
-        assert_eq!(w.phase, "Ready");
+        assert_eq!(w.phase, Phase::Ready);
         assert_eq!(w.size.as_deref(), Some("medium"));
         assert_eq!(
             w.expires_at,
@@ -174,7 +176,7 @@ async fn destroying_permanent_unmanaged_or_protected_workers_is_refused_even_wit
         err.to_string(),
         "refusing to destroy `k8s-node2`: it is not managed by Tidepool"
     );
-    assert_eq!(err.category(), "refused");
+    assert_eq!(err.category(), ErrorCategory::Refused);
     let err = svc
         .destroy("tester", "control-plane-1", true)
         .await
@@ -232,7 +234,13 @@ async fn destroy_without_drain_is_refused_unless_forced_and_drain_then_destroy_r
         .audit
         .iter()
         .filter(|(claim, _)| claim == &names[0])
-        .map(|(_, e)| (e.actor.clone(), e.operation.clone(), e.result.clone()))
+        .map(|(_, e)| {
+            (
+                e.actor.clone(),
+                e.operation.clone(),
+                e.result.as_str().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         trail,
@@ -277,7 +285,7 @@ async fn extending_a_ttl_moves_the_expiry_and_the_node_label() {
     );
     assert_eq!(fake.world().nodes[&names[0]].labels["ttl-hours"], "6");
     let err = svc.extend_ttl("tester", &names[0], 200).await.unwrap_err();
-    assert_eq!(err.category(), "invalid");
+    assert_eq!(err.category(), ErrorCategory::Invalid);
     let err = svc.extend_ttl("tester", &names[0], 165).await.unwrap_err();
     assert!(
         err.to_string().contains("more than the maximum of 7d"),
@@ -296,7 +304,7 @@ async fn cordon_refuses_protected_names_and_round_trips_on_workers() {
             .await
             .unwrap_err()
             .category(),
-        "refused"
+        ErrorCategory::Refused
     );
     svc.set_cordon("t", "k8s-node3", true).await.unwrap();
     assert!(fake.world().nodes["k8s-node3"].cordoned);

@@ -1,6 +1,7 @@
 //! Tidepool's pure core: the domain model (pools, sizes, the worker
 //! lifecycle, node conventions, TTLs), the safety rules, and the
-//! configuration schema with its validation.
+//! configuration schema with its validation; and the views the front-ends
+//! print ([`view`]).
 //!
 //! It re-exports [`jiff`], whose `Timestamp` is the time type of every
 //! crate above it.
@@ -21,6 +22,7 @@ pub mod quantity;
 pub mod safety;
 pub mod sched;
 pub mod ttl;
+pub mod view;
 
 pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
 pub use config::{Config, ConfigError, ConfigErrors};

@@ -17,7 +17,8 @@ use tidepool_core::NodeMetadata;
 
 use tidepool_controller::claim::{Claim, ClaimStatus, Intent};
 use tidepool_controller::ports::{
-    ClaimStore, Events, NodeView, Nodes, ProviderError, ProviderErrorKind, ProviderResult,
+    AuditResult, ClaimStore, Events, NodeView, Nodes, ProviderError, ProviderErrorKind,
+    ProviderResult,
 };
 
 /// How long a first read waits for the claim watch to complete its list.
@@ -312,21 +313,20 @@ impl ClaimStore for KubeCluster {
             namespace: None,
             uid: None,
         };
+        let (event_type, reason) = match entry.result {
+            AuditResult::Ok => (tidepool_cluster::EventType::Normal, "Audit"),
+            AuditResult::Error(_) => (tidepool_cluster::EventType::Warning, "AuditRefused"),
+        };
         let record = tidepool_cluster::EventRecord {
-            event_type: if entry.result == "ok" {
-                tidepool_cluster::EventType::Normal
-            } else {
-                tidepool_cluster::EventType::Warning
-            },
-            reason: if entry.result == "ok" {
-                "Audit"
-            } else {
-                "AuditRefused"
-            },
+            event_type,
+            reason,
             action: &entry.operation,
             message: &format!(
                 "{} by {}: {} ({})",
-                entry.operation, entry.actor, entry.message, entry.result
+                entry.operation,
+                entry.actor,
+                entry.message,
+                entry.result.as_str()
             ),
         };
         if let Err(e) = self.cluster.record_event(&target, &record).await {

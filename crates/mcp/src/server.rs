@@ -24,13 +24,17 @@ use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, tool, tool_handler,
 use tidepool_controller::observe::Observe;
 use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
 use tidepool_controller::{ClaimStore, Hypervisor, Joiner, Nodes};
+use tidepool_core::Phase;
 use tidepool_core::planner::{capacity, plan};
+use tidepool_core::view::{
+    ActionResult, CapacityResult, NewWorker, PlanResult, ProvisionResult, TtlResult, WorkerInfo,
+    WorkerList, WorkerPhase,
+};
 use tracing::warn;
 
 use crate::types::{
-    ActionResult, CapacityArgs, CapacityResult, DestroyArgs, ExtendTtlArgs, ListWorkersArgs,
-    NewWorker, PlanArgs, PlanResult, ProvisionArgs, ProvisionResult, ToolErrorBody,
-    ToolErrorContent, TtlResult, WorkerIdArgs, WorkerInfo, WorkerList, expires_in, rfc3339,
+    CapacityArgs, DestroyArgs, ExtendTtlArgs, ListWorkersArgs, PlanArgs, ProvisionArgs,
+    ToolErrorBody, ToolErrorContent, WorkerIdArgs,
 };
 
 /// How long a tool call may take unless configured otherwise.
@@ -115,7 +119,7 @@ impl ToolFailure {
             ServiceError::Invalid(errs) => errs.iter().map(ToString::to_string).collect(),
             _ => Vec::new(),
         };
-        Self::new(tool, e.category(), e.to_string(), problems)
+        Self::new(tool, e.category().as_str(), e.to_string(), problems)
     }
 
     /// The MCP tool error: a readable text, `isError: true`, and
@@ -243,7 +247,7 @@ where
     }
 
     /// The current phase of a worker, read back after a change.
-    async fn phase_of(&self, id: &str) -> Option<String> {
+    async fn phase_of(&self, id: &str) -> Option<WorkerPhase> {
         let service = Arc::clone(&self.service);
         let id = id.to_owned();
         self.run("phase", async move { service.get_worker(&id).await })
@@ -287,15 +291,7 @@ where
             })
             .await
             .map_err(ToolFailure::into_result)?;
-        let now = self.now();
-        let workers: Vec<WorkerInfo> = workers
-            .into_iter()
-            .map(|w| WorkerInfo::from_view(w, now))
-            .collect();
-        Ok(Json(WorkerList {
-            count: workers.len() as u64,
-            workers,
-        }))
+        Ok(Json(WorkerList::new(workers)))
     }
 
     #[tool(
@@ -316,7 +312,7 @@ where
             })
             .await
             .map_err(ToolFailure::into_result)?;
-        Ok(Json(WorkerInfo::from_view(worker, self.now())))
+        Ok(Json(worker))
     }
 
     #[tool(
@@ -366,7 +362,7 @@ where
             let phase = self
                 .phase_of(&name)
                 .await
-                .unwrap_or_else(|| "Requested".to_owned());
+                .unwrap_or(WorkerPhase::Managed(Phase::Requested));
             workers.push(NewWorker { name, phase });
         }
         Ok(Json(ProvisionResult {
@@ -496,11 +492,7 @@ where
             })
             .await
             .map_err(ToolFailure::into_result)?;
-        Ok(Json(TtlResult {
-            worker_id: args.worker_id,
-            expires_at: rfc3339(expiry),
-            expires_in: expires_in(expiry, self.now()),
-        }))
+        Ok(Json(TtlResult::new(args.worker_id, expiry, self.now())))
     }
 
     #[tool(

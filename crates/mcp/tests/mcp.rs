@@ -29,11 +29,13 @@ use tidepool_core::conventions::TaintEffect;
 use tidepool_core::lifecycle::Phase;
 use tidepool_core::planner::hosts::HostSnapshot;
 use tidepool_core::planner::{ClaimState, PendingPod, PlanInput};
+use tidepool_core::pool::PoolKind;
 use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests, Toleration, TolerationOperator};
-use tidepool_mcp::TidepoolMcp;
-use tidepool_mcp::types::{
-    ActionResult, PlanResult, ProvisionResult, TtlResult, WorkerInfo, WorkerList,
+use tidepool_core::view::{
+    ActionResult, PlanResult, ProvisionResult, TtlResult, WorkerInfo, WorkerList, WorkerPhase,
+    rfc3339,
 };
+use tidepool_mcp::TidepoolMcp;
 
 /// 2026-01-01T00:00:00Z, the fixed time of the fake world.
 const NOW: i64 = 1_767_225_600;
@@ -237,14 +239,17 @@ async fn an_agent_provisions_inspects_extends_drains_and_destroys_burst_workers(
 
     // The controller brings them to Ready; details show the whole record.
     for name in &names {
-        let w = wait_for(&client, name, |w| w.phase == "Ready").await;
+        let w = wait_for(&client, name, |w| w.phase == Phase::Ready).await;
         assert!(w.managed);
-        assert_eq!(w.kind.as_deref(), Some("burst"));
+        assert_eq!(w.kind.map(PoolKind::as_str), Some("burst"));
         assert_eq!(w.worker_type, "temporary");
         assert_eq!(w.size.as_deref(), Some("medium"));
         assert_eq!(w.node_ready, Some(true));
         assert!(w.vmid.is_some() && w.host.is_some() && w.ip.is_some());
-        assert_eq!(w.expires_at.as_deref(), Some("2026-01-01T02:00:00Z"));
+        assert_eq!(
+            w.expires_at.map(rfc3339).as_deref(),
+            Some("2026-01-01T02:00:00Z")
+        );
         assert_eq!(w.expires_in.as_deref(), Some("2h 0m"));
         assert_eq!(w.requested_by.as_deref(), Some("mcp:test-agent"));
         assert_eq!(w.last_error, None);
@@ -264,7 +269,7 @@ async fn an_agent_provisions_inspects_extends_drains_and_destroys_burst_workers(
     assert_eq!(all.count, 3);
     let node1 = all.workers.iter().find(|w| w.name == "k8s-node1").unwrap();
     assert!(!node1.managed);
-    assert_eq!(node1.phase, "Unmanaged");
+    assert_eq!(node1.phase, WorkerPhase::Unmanaged);
     let permanent: WorkerList =
         ok(&client, "list_workers", json!({"type_filter": "permanent"})).await;
     assert_eq!(permanent.count, 1);
@@ -276,10 +281,13 @@ async fn an_agent_provisions_inspects_extends_drains_and_destroys_burst_workers(
         json!({"worker_id": names[0], "hours": 2}),
     )
     .await;
-    assert_eq!(extended.expires_at, "2026-01-01T04:00:00Z");
+    assert_eq!(rfc3339(extended.expires_at), "2026-01-01T04:00:00Z");
     assert_eq!(extended.expires_in, "4h 0m");
     let w = wait_for(&client, &names[0], |_| true).await;
-    assert_eq!(w.expires_at.as_deref(), Some("2026-01-01T04:00:00Z"));
+    assert_eq!(
+        w.expires_at.map(rfc3339).as_deref(),
+        Some("2026-01-01T04:00:00Z")
+    );
 
     // Pods land on both; destroying one that is not drained is refused.
     for name in &names {

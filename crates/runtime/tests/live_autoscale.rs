@@ -80,12 +80,12 @@ async fn a_burst_is_handled_and_scaled_back_down() {
     for _ in 0..100 {
         // The caches may trail the lab by a moment.
         views = live.service().list_workers(&filter).await.unwrap();
-        if views.iter().map(|w| w.workload_pods).sum::<usize>() == 6 {
+        if views.iter().map(|w| w.workload_pods).sum::<u64>() == 6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let on_burst: usize = views.iter().map(|w| w.workload_pods).sum();
+    let on_burst: u64 = views.iter().map(|w| w.workload_pods).sum();
     assert_eq!(on_burst, 6, "{views:?}");
 
     let events = lab.kube.list("v1", "Event", "default", "").unwrap();

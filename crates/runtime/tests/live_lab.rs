@@ -73,10 +73,13 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
         let workers = svc.list_workers(&WorkerFilter::default()).await.unwrap();
         ready = workers
             .iter()
-            .filter(|w| names.contains(&w.name) && w.phase == "Ready")
+            .filter(|w| names.contains(&w.name) && w.phase == tidepool_core::Phase::Ready)
             .map(|w| w.name.clone())
             .collect();
-        if let Some(failed) = workers.iter().find(|w| w.phase == "Failed") {
+        if let Some(failed) = workers
+            .iter()
+            .find(|w| w.phase == tidepool_core::Phase::Failed)
+        {
             panic!("worker failed: {failed:?}");
         }
         if ready.len() == 3 {
@@ -112,10 +115,13 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
         .destroy("live-test", &names[0], false)
         .await
         .unwrap_err();
-    assert_eq!(refused.category(), "refused");
+    assert_eq!(
+        refused.category(),
+        tidepool_controller::service::ErrorCategory::Refused
+    );
     svc.drain("live-test", &names[0]).await.unwrap();
     for _ in 0..400 {
-        if svc.get_worker(&names[0]).await.unwrap().phase == "Draining"
+        if svc.get_worker(&names[0]).await.unwrap().phase == tidepool_core::Phase::Draining
             && svc.get_worker(&names[0]).await.unwrap().cordoned
         {
             break;

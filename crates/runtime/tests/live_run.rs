@@ -111,7 +111,7 @@ async fn provision_and_wait(
         .unwrap()
         .remove(0);
     for _ in 0..400 {
-        if svc.get_worker(&name).await.unwrap().phase == "Ready" {
+        if svc.get_worker(&name).await.unwrap().phase == tidepool_core::Phase::Ready {
             return name;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

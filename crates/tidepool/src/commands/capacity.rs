@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use tidepool_core::planner::capacity::{self, CapacityReport, HostRoom};
-use tidepool_mcp::types::CapacityResult;
+use tidepool_core::view::CapacityResult;
 
 use crate::context::Context;
 use crate::exit::Exit;

@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
+use tidepool_core::duration::Human;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
 use tidepool_live::connect::{LiveOptions, connect};
 use tidepool_runtime::run::{RunOptions, run as run_controller};
@@ -163,20 +164,234 @@ fn state(lab: &RunningLab) -> String {
     )
 }
 
-fn print_if_changed(lab: &RunningLab, sim_start: std::time::SystemTime, last: &mut String) {
-    let now = state(lab);
-    if now != *last {
-        let sim = lab
+/// What the demo keeps an eye on while the lab runs: the time budget, the
+/// status line last printed, and every worker seen.
+struct Watch<'a> {
+    lab: &'a RunningLab,
+    started: Instant,
+    budget: Duration,
+    sim_start: SystemTime,
+    last_line: String,
+    /// Every worker seen during the run (name → pool and size): some come
+    /// and go (a TTL can expire before the last workload is placed).
+    seen: BTreeMap<String, (String, String)>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(lab: &'a RunningLab, budget: Duration) -> Self {
+        Self {
+            lab,
+            started: Instant::now(),
+            budget,
+            sim_start: lab.clock.now(),
+            last_line: String::new(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// Simulated time since the start.
+    fn simulated(&self) -> Duration {
+        self.lab
             .clock
             .now()
-            .duration_since(sim_start)
-            .unwrap_or_default();
-        println!(
-            "  t+{:>6}  {now}",
-            tidepool_core::duration::Human(Duration::from_secs(sim.as_secs())).to_string()
-        );
-        *last = now;
+            .duration_since(self.sim_start)
+            .unwrap_or_default()
     }
+
+    fn within_budget(&self) -> bool {
+        self.started.elapsed() < self.budget
+    }
+
+    /// Prints a status line when the state shown on it changed.
+    fn print_if_changed(&mut self) {
+        let now = state(self.lab);
+        if now != self.last_line {
+            println!(
+                "  t+{:>6}  {now}",
+                Human(Duration::from_secs(self.simulated().as_secs())).to_string()
+            );
+            self.last_line = now;
+        }
+    }
+
+    /// Waits until every workload runs all its pods (or the budget is
+    /// spent); returns when each did, in simulated time.
+    async fn scale_up(&mut self, work: &[Work]) -> BTreeMap<&'static str, Duration> {
+        let mut capacity_at = BTreeMap::new();
+        while self.within_budget() {
+            note(self.lab, &mut self.seen);
+            for w in work {
+                if !capacity_at.contains_key(w.app) && running(self.lab, w.app) == w.pods {
+                    capacity_at.insert(w.app, self.simulated());
+                }
+            }
+            self.print_if_changed();
+            if capacity_at.len() == work.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        note(self.lab, &mut self.seen);
+        capacity_at
+    }
+
+    /// Waits until no Tidepool worker is left (or the budget is spent);
+    /// true when none is.
+    async fn scale_down(&mut self) -> bool {
+        while self.within_budget() {
+            note(self.lab, &mut self.seen);
+            self.print_if_changed();
+            if claim_names(self.lab).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
+    /// How much of the CPU added by every worker seen the work left
+    /// unrequested, in words; empty when nothing was added.
+    fn waste(&self, work: &[Work]) -> anyhow::Result<String> {
+        let cfg =
+            tidepool_core::config::load(&std::fs::read_to_string(&self.lab.files.tidepool_yaml)?)?;
+        let alloc: u64 = self
+            .seen
+            .values()
+            .map(|(_, size)| cfg.size(size).map_or(0, |s| s.size.allocatable.cpu_milli))
+            .sum();
+        let used: u64 = work.iter().map(|w| w.pods as u64 * w.cpu_milli).sum();
+        Ok(if alloc > 0 {
+            format!(
+                "{:.0}% of the added CPU unrequested",
+                100.0 * (1.0 - used as f64 / alloc as f64)
+            )
+        } else {
+            String::new()
+        })
+    }
+}
+
+/// Starts the lab and says what it is.
+async fn start_lab(time_scale: f64) -> anyhow::Result<RunningLab> {
+    let dir = std::env::temp_dir().join(format!("tidepool-demo-{}", std::process::id()));
+    let lab = tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab()?,
+        state_dir: dir,
+        time_scale,
+        seed: 1,
+    })
+    .await?;
+    println!(
+        "Tidepool demo: a two-host Proxmox home lab with Talos workers, simulated {time_scale}x faster than real time."
+    );
+    println!(
+        "  lab state in {} (kubeconfig, tidepool.yaml, ...)",
+        lab.files.dir.display()
+    );
+    Ok(lab)
+}
+
+/// The controller, autoscaling, running against the lab on its clock until
+/// told to stop.
+type Controller = (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+);
+
+/// Connects to the lab and starts the controller on it.
+async fn start_controller(lab: &RunningLab, time_scale: f64) -> anyhow::Result<Controller> {
+    let config = Arc::new(tidepool_core::config::load(&std::fs::read_to_string(
+        &lab.files.tidepool_yaml,
+    )?)?);
+    let clock = lab.clock.clone();
+    let exec = Arc::new(
+        connect(
+            config,
+            &LiveOptions {
+                config_dir: lab.files.dir.clone(),
+                kubeconfig: Some(lab.files.kubeconfig.clone()),
+                now: Arc::new(move || {
+                    jiff::Timestamp::try_from(clock.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                }),
+                time_scale: lab.clock.scale(),
+            },
+        )
+        .await?,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(run_controller(
+        exec,
+        RunOptions {
+            metrics_addr: "127.0.0.1:0".parse()?,
+            lease: None,
+            time_scale,
+            autoscale: true,
+        },
+        stop_rx,
+        None,
+    ));
+    Ok((stop_tx, controller))
+}
+
+/// How the run went, for the summary.
+struct Outcome {
+    /// When each workload had all its pods Running, in simulated time.
+    capacity_at: BTreeMap<&'static str, Duration>,
+    /// Every worker seen (name → pool and size).
+    seen: BTreeMap<String, (String, String)>,
+    /// Workers still there at the end.
+    remaining: usize,
+    /// The CPU left unrequested, in words (empty when none was added).
+    waste: String,
+    /// Simulated time of the whole run.
+    simulated: Duration,
+    /// When the run started, in real time.
+    started: Instant,
+}
+
+/// Prints the summary: when each workload got capacity, the workers added
+/// and removed, the packing and the time taken.
+fn print_summary(work: &[Work], outcome: &Outcome) {
+    println!("\nSummary");
+    for w in work {
+        match outcome.capacity_at.get(w.app) {
+            Some(t) => println!(
+                "  {:<44} all {} pod(s) Running after {} simulated",
+                w.label,
+                w.pods,
+                Human(Duration::from_secs(t.as_secs()))
+            ),
+            None => println!("  {:<44} NOT all Running", w.label),
+        }
+    }
+    let mut by_pool: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
+    for (pool, size) in outcome.seen.values() {
+        *by_pool.entry(pool).or_default().entry(size).or_default() += 1;
+    }
+    let described: Vec<String> = by_pool
+        .iter()
+        .map(|(pool, sizes)| {
+            let s: Vec<String> = sizes
+                .iter()
+                .map(|(size, n)| format!("{n} {size}"))
+                .collect();
+            format!("{pool}: {}", s.join(" + "))
+        })
+        .collect();
+    let seen = outcome.seen.len();
+    println!("  workers added: {seen} ({})", described.join("; "));
+    println!(
+        "  workers removed: {}",
+        seen.saturating_sub(outcome.remaining)
+    );
+    if !outcome.waste.is_empty() {
+        println!("  packing: {}", outcome.waste);
+    }
+    println!(
+        "  {} simulated in {:.1} s of real time",
+        Human(Duration::from_secs(outcome.simulated.as_secs())),
+        outcome.started.elapsed().as_secs_f64()
+    );
 }
 
 /// Runs the demo; exit 0 when every workload got capacity and every
@@ -190,143 +405,53 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
         .build()?;
     runtime.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = std::env::temp_dir().join(format!("tidepool-demo-{}", std::process::id()));
-        let lab = tidepool_lab::start(LabOptions {
-            scenario: Scenario::default_home_lab()?,
-            state_dir: dir,
-            time_scale,
-            seed: 1,
-        })
-        .await?;
-        println!("Tidepool demo: a two-host Proxmox home lab with Talos workers, simulated {time_scale}x faster than real time.");
-        println!("  lab state in {} (kubeconfig, tidepool.yaml, ...)", lab.files.dir.display());
-        let config = Arc::new(tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml)?)?);
-        let clock = lab.clock.clone();
-        let exec = Arc::new(
-            connect(
-                config,
-                &LiveOptions {
-                    config_dir: lab.files.dir.clone(),
-                    kubeconfig: Some(lab.files.kubeconfig.clone()),
-                    now: Arc::new(move || jiff::Timestamp::try_from(clock.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)),
-                    time_scale: lab.clock.scale(),
-                },
-            )
-            .await?,
-        );
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let controller = tokio::spawn(run_controller(
-            exec,
-            RunOptions {
-                metrics_addr: "127.0.0.1:0".parse()?,
-                lease: None,
-                time_scale,
-                autoscale: true,
-            },
-            stop_rx,
-            None,
-        ));
+        let lab = start_lab(time_scale).await?;
+        let (stop_tx, controller) = start_controller(&lab, time_scale).await?;
 
-        let started = Instant::now();
-        let sim_start = lab.clock.now();
+        let mut watch = Watch::new(&lab, budget);
         let work = work();
         println!("\nSending work:");
         for w in &work {
             println!("  - {}", w.label);
-            lab.kube.apply(w.object.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            lab.kube
+                .apply(w.object.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         println!("\nScaling up:");
-        let mut capacity_at: BTreeMap<&str, Duration> = BTreeMap::new();
-        let mut last_line = String::new();
-        let mut all_up = false;
-        // Every worker seen during the run: some come and go (a TTL can
-        // expire before the last workload is placed).
-        let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
-        while started.elapsed() < budget {
-            note(&lab, &mut seen);
-            for w in &work {
-                if !capacity_at.contains_key(w.app) && running(&lab, w.app) == w.pods {
-                    capacity_at.insert(w.app, lab.clock.now().duration_since(sim_start).unwrap_or_default());
-                }
-            }
-            print_if_changed(&lab, sim_start, &mut last_line);
-            if capacity_at.len() == work.len() {
-                all_up = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        note(&lab, &mut seen);
-        let mut waste = String::new();
-        {
-            let cfg = tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml)?)?;
-            let (mut alloc, mut used) = (0u64, 0u64);
-            for (_, size) in seen.values() {
-                alloc += cfg.size(size).map_or(0, |s| s.size.allocatable.cpu_milli);
-            }
-            used += work.iter().map(|w| w.pods as u64 * w.cpu_milli).sum::<u64>();
-            if alloc > 0 {
-                waste = format!("{:.0}% of the added CPU unrequested", 100.0 * (1.0 - used as f64 / alloc as f64));
-            }
-        }
-        println!("\nWork is done: removing it, the idle workers go (gradually: at most 20% of a pool per interval).");
+        let capacity_at = watch.scale_up(&work).await;
+        let all_up = capacity_at.len() == work.len();
+        let waste = watch.waste(&work)?;
+        println!(
+            "\nWork is done: removing it, the idle workers go (gradually: at most 20% of a pool per interval)."
+        );
         for w in &work {
             let _ = lab.kube.delete("apps/v1", "Deployment", "default", w.app);
         }
-        let mut all_down = false;
-        while started.elapsed() < budget {
-            note(&lab, &mut seen);
-            print_if_changed(&lab, sim_start, &mut last_line);
-            if claim_names(&lab).is_empty() {
-                all_down = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let all_down = watch.scale_down().await;
         let remaining = claim_names(&lab).len();
-        let total_sim = lab.clock.now().duration_since(sim_start).unwrap_or_default();
+        let simulated = watch.simulated();
+        let Watch { seen, started, .. } = watch;
         let _ = stop_tx.send(true);
         let _ = controller.await;
         lab.shutdown().await;
 
-        println!("\nSummary");
-        for w in &work {
-            match capacity_at.get(w.app) {
-                Some(t) => println!(
-                    "  {:<44} all {} pod(s) Running after {} simulated",
-                    w.label,
-                    w.pods,
-                    tidepool_core::duration::Human(Duration::from_secs(t.as_secs()))
-                ),
-                None => println!("  {:<44} NOT all Running", w.label),
-            }
-        }
-        let mut by_pool: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-        for (pool, size) in seen.values() {
-            *by_pool.entry(pool).or_default().entry(size).or_default() += 1;
-        }
-        let described: Vec<String> = by_pool
-            .iter()
-            .map(|(pool, sizes)| {
-                let s: Vec<String> = sizes.iter().map(|(size, n)| format!("{n} {size}")).collect();
-                format!("{pool}: {}", s.join(" + "))
-            })
-            .collect();
-        println!("  workers added: {} ({})", seen.len(), described.join("; "));
-        println!("  workers removed: {}", seen.len().saturating_sub(remaining));
-        if !waste.is_empty() {
-            println!("  packing: {waste}");
-        }
-        println!(
-            "  {} simulated in {:.1} s of real time",
-            tidepool_core::duration::Human(Duration::from_secs(total_sim.as_secs())),
-            started.elapsed().as_secs_f64()
-        );
+        let outcome = Outcome {
+            capacity_at,
+            seen,
+            remaining,
+            waste,
+            simulated,
+            started,
+        };
+        print_summary(&work, &outcome);
         if all_up && all_down {
             println!("\nEvery workload got capacity and every worker Tidepool added is gone again.");
             Ok(Exit::Ok)
         } else {
-            println!("\nThe demo did not finish within {}s of real time.", budget.as_secs());
+            println!(
+                "\nThe demo did not finish within {}s of real time.",
+                budget.as_secs()
+            );
             Ok(Exit::Failure)
         }
     })

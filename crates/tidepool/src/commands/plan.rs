@@ -3,7 +3,7 @@
 //! YAML forms are the MCP tool `plan_scaling`'s result.
 
 use tidepool_core::planner::plan;
-use tidepool_mcp::types::{PlanResult, PodReason};
+use tidepool_core::view::{PlanResult, PodReason};
 
 use crate::context::Context;
 use crate::exit::Exit;

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 use tidepool_controller::autoscaler::emergency;
-use tidepool_mcp::types::PlanResult;
+use tidepool_core::view::PlanResult;
 
 use crate::commands::plan::table;
 use crate::commands::workers::actor;

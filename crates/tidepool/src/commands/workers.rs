@@ -11,10 +11,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
-use tidepool_controller::service::{ProvisionRequest, ServiceError, WorkerFilter, WorkerView};
+use tidepool_controller::service::{ErrorCategory, ProvisionRequest, ServiceError, WorkerFilter};
+use tidepool_core::Phase;
 use tidepool_core::duration::parse_duration;
 use tidepool_core::pool::WorkerType;
-use tidepool_mcp::types::WorkerInfo;
+use tidepool_core::view::{WorkerInfo, WorkerPhase};
 
 use crate::context::Context;
 use crate::exit::Exit;
@@ -119,10 +120,10 @@ pub(crate) fn actor() -> String {
 
 fn exit_for(e: &ServiceError) -> Exit {
     match e.category() {
-        "invalid" => Exit::Invalid,
-        "refused" => Exit::Refused,
-        "not-found" => Exit::NotFound,
-        _ => Exit::Failure,
+        ErrorCategory::Invalid => Exit::Invalid,
+        ErrorCategory::Refused => Exit::Refused,
+        ErrorCategory::NotFound => Exit::NotFound,
+        ErrorCategory::Failed => Exit::Failure,
     }
 }
 
@@ -139,8 +140,7 @@ fn report(e: &ServiceError) -> Exit {
     exit_for(e)
 }
 
-fn table(workers: &[WorkerView]) -> String {
-    let now = jiff::Timestamp::now();
+fn table(workers: &[WorkerInfo]) -> String {
     let mut t = output::table([
         "NAME", "POOL", "TYPE", "SIZE", "PHASE", "NODE", "VMID", "HOST", "IP", "EXPIRES",
     ]);
@@ -157,31 +157,21 @@ fn table(workers: &[WorkerView]) -> String {
             w.pool.clone().unwrap_or_else(|| "-".into()),
             w.worker_type.clone(),
             w.size.clone().unwrap_or_else(|| "-".into()),
-            w.phase.clone(),
+            w.phase.to_string(),
             node,
             w.vmid.map_or_else(|| "-".into(), |v| v.to_string()),
             w.host.clone().unwrap_or_else(|| "-".into()),
             w.ip.clone().unwrap_or_else(|| "-".into()),
-            w.expires_at
-                .map_or_else(|| "-".into(), |at| tidepool_mcp::types::expires_in(at, now)),
+            w.expires_in.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
     output::render(&t)
 }
 
-fn print_workers(format: Format, workers: Vec<WorkerView>) -> anyhow::Result<()> {
-    let now = jiff::Timestamp::now();
-    match format {
-        Format::Table => print!("{}", table(&workers)),
-        f => {
-            let infos: Vec<WorkerInfo> = workers
-                .into_iter()
-                .map(|w| WorkerInfo::from_view(w, now))
-                .collect();
-            if let Some(doc) = output::structured(f, &infos)? {
-                print!("{doc}");
-            }
-        }
+fn print_workers(format: Format, workers: &[WorkerInfo]) -> anyhow::Result<()> {
+    match output::structured(format, &workers)? {
+        Some(doc) => print!("{doc}"),
+        None => print!("{}", table(workers)),
     }
     Ok(())
 }
@@ -204,21 +194,64 @@ pub fn workers(ctx: &Context, cmd: &WorkersCommand) -> anyhow::Result<Exit> {
                     pool: pool.clone(),
                 };
                 match svc.list_workers(&filter).await {
-                    Ok(ws) => print_workers(ctx.output, ws).map(|()| Exit::Ok),
+                    Ok(ws) => print_workers(ctx.output, &ws).map(|()| Exit::Ok),
                     Err(e) => Ok(report(&e)),
                 }
             }
             WorkersCommand::Show { id } => match svc.get_worker(id).await {
-                Ok(w) => print_workers(ctx.output, vec![w]).map(|()| Exit::Ok),
+                Ok(w) => print_workers(ctx.output, &[w]).map(|()| Exit::Ok),
                 Err(e) => Ok(report(&e)),
             },
         }
     })
 }
 
+/// Where a worker being waited for stands.
+enum Standing {
+    /// The service reports it in this phase, with its failure if it failed.
+    At(WorkerPhase, Option<String>),
+    /// It is gone.
+    Gone,
+    /// It could not be read.
+    Unknown(ServiceError),
+}
+
+impl Standing {
+    async fn of(svc: &LiveService, name: &str) -> Self {
+        match svc.get_worker(name).await {
+            Ok(w) => Self::At(w.phase, w.failure),
+            Err(ServiceError::NotFound(_)) => Self::Gone,
+            Err(e) => Self::Unknown(e),
+        }
+    }
+
+    /// Whether the worker has stopped moving: at `goal`, failed or gone.
+    fn resting(&self, goal: Phase) -> bool {
+        match self {
+            Self::At(phase, failure) => {
+                failure.is_some()
+                    || *phase == goal
+                    || matches!(phase.lifecycle(), Some(Phase::Failed | Phase::Terminated))
+            }
+            Self::Gone => true,
+            Self::Unknown(_) => false,
+        }
+    }
+
+    /// The progress bar's message.
+    fn describe(&self) -> String {
+        match self {
+            Self::At(_, Some(failure)) => format!("Failed: {failure}"),
+            Self::At(phase, None) => phase.to_string(),
+            Self::Gone => Phase::Terminated.to_string(),
+            Self::Unknown(e) => format!("(unknown: {e})"),
+        }
+    }
+}
+
 /// Runs the executor for `names` with a progress bar each until every one
 /// reaches a resting phase; true when all reached `goal`.
-async fn wait_for(svc: &LiveService, names: &[String], goal: &str, time_scale: f64) -> bool {
+async fn wait_for(svc: &LiveService, names: &[String], goal: Phase, time_scale: f64) -> bool {
     let exec = svc.executor().clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut drivers = Vec::new();
@@ -250,20 +283,12 @@ async fn wait_for(svc: &LiveService, names: &[String], goal: &str, time_scale: f
     loop {
         let mut all_done = true;
         for (name, bar) in names.iter().zip(&progress) {
-            let phase = match svc.get_worker(name).await {
-                Ok(w) => match &w.failure {
-                    Some(f) => format!("Failed: {f}"),
-                    None => w.phase,
-                },
-                Err(ServiceError::NotFound(_)) => "Terminated".to_owned(),
-                Err(e) => format!("(unknown: {e})"),
-            };
-            let resting = phase == goal || phase.starts_with("Failed") || phase == "Terminated";
-            if resting {
-                bar.finish_with_message(phase);
+            let standing = Standing::of(svc, name).await;
+            if standing.resting(goal) {
+                bar.finish_with_message(standing.describe());
             } else {
                 all_done = false;
-                bar.set_message(phase);
+                bar.set_message(standing.describe());
             }
         }
         if all_done || drivers.iter().all(tokio::task::JoinHandle::is_finished) {
@@ -277,11 +302,10 @@ async fn wait_for(svc: &LiveService, names: &[String], goal: &str, time_scale: f
     }
     let mut ok = true;
     for name in names {
-        let phase = match svc.get_worker(name).await {
-            Ok(w) => w.phase,
-            Err(_) => "Terminated".to_owned(),
+        ok &= match svc.get_worker(name).await {
+            Ok(w) => w.phase == goal,
+            Err(_) => goal == Phase::Terminated,
         };
-        ok &= phase == goal;
     }
     ok
 }
@@ -311,15 +335,15 @@ pub fn provision(ctx: &Context, args: &ProvisionArgs) -> anyhow::Result<Exit> {
             }
             return Ok(Exit::Ok);
         }
-        let ok = wait_for(&svc, &names, "Ready", ctx.time_scale).await;
-        let workers: Vec<WorkerView> = svc
+        let ok = wait_for(&svc, &names, Phase::Ready, ctx.time_scale).await;
+        let workers: Vec<WorkerInfo> = svc
             .list_workers(&WorkerFilter::default())
             .await
             .unwrap_or_default()
             .into_iter()
             .filter(|w| names.contains(&w.name))
             .collect();
-        print_workers(ctx.output, workers)?;
+        print_workers(ctx.output, &workers)?;
         Ok(if ok { Exit::Ok } else { Exit::Failure })
     })
 }
@@ -335,13 +359,13 @@ pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
         let (result, wait) = match m {
             Mutation::Drain { id, wait } => (
                 svc.drain(&who, id).await.map(|()| format!("{id} draining")),
-                wait.then(|| (id, "Draining")),
+                wait.then(|| (id, Phase::Draining)),
             ),
             Mutation::Destroy { id, force, wait } => (
                 svc.destroy(&who, id, *force)
                     .await
                     .map(|()| format!("{id} being destroyed")),
-                wait.then(|| (id, "Terminated")),
+                wait.then(|| (id, Phase::Terminated)),
             ),
             Mutation::ExtendTtl { id, by } => {
                 let hours = u32::try_from(by.as_secs().div_ceil(3600)).unwrap_or(u32::MAX);
