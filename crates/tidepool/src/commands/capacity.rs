@@ -73,6 +73,17 @@ fn room(r: Option<&HostRoom>) -> String {
 /// The report for people: hosts, providers and the cluster, then what fits
 /// per pool and size, each pool's limits, and the what-ifs.
 fn table(r: &CapacityReport) -> String {
+    [
+        hosts_table(r),
+        fits_table(r),
+        limits_table(r),
+        what_if_table(r),
+    ]
+    .join("\n")
+}
+
+/// Each host's room, then one line per provider and one for the cluster.
+fn hosts_table(r: &CapacityReport) -> String {
     let mut out = String::new();
     let mut t = output::table([
         "HOST",
@@ -121,7 +132,11 @@ fn table(r: &CapacityReport) -> String {
         c.block_volumes_left,
         c.workers_on_the_way
     ));
+    out
+}
 
+/// How many workers of each pool and size fit, and what binds first.
+fn fits_table(r: &CapacityReport) -> String {
     let mut t = output::table([
         "POOL",
         "SIZE",
@@ -154,8 +169,11 @@ fn table(r: &CapacityReport) -> String {
             ]);
         }
     }
-    out.push_str(&format!("\n{}", output::render(&t)));
+    output::render(&t)
+}
 
+/// Each pool's limits: nodes, CPU and memory left.
+fn limits_table(r: &CapacityReport) -> String {
     let mut t = output::table([
         "POOL",
         "KIND",
@@ -180,8 +198,11 @@ fn table(r: &CapacityReport) -> String {
             }),
         ]);
     }
-    out.push_str(&format!("\n{}", output::render(&t)));
+    output::render(&t)
+}
 
+/// What adding or removing one worker would change.
+fn what_if_table(r: &CapacityReport) -> String {
     let mut t = output::table([
         "WHAT IF",
         "POOL",
@@ -220,6 +241,5 @@ fn table(r: &CapacityReport) -> String {
             note,
         ]);
     }
-    out.push_str(&format!("\n{}", output::render(&t)));
-    out
+    output::render(&t)
 }
