@@ -29,6 +29,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use tidepool_core::conventions::{Taint as CoreTaint, TaintEffect};
+use tidepool_core::pool::Resources;
+use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests};
+
 use crate::cache::{Annotations, WireCondition, core_v1_resource};
 
 /// The annotation `kubectl apply` stores the whole applied manifest in.
@@ -138,6 +144,80 @@ impl From<Wire> for WireNode {
                 ..NodeStatus::default()
             }),
         })
+    }
+}
+
+/// Whether the node's Ready condition is True.
+pub fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The scheduler's view of a node: allocatable, labels, taints, cordon and
+/// Ready state, with `pods` (the views of the pods bound to it) summed into its
+/// requests, pod count and block volumes.
+pub fn node_snapshot(node: &Node, pods: Vec<Arc<PodSpec>>) -> NodeSnapshot {
+    let status = node.status.as_ref();
+    let no_alloc = BTreeMap::new();
+    let alloc = status
+        .and_then(|s| s.allocatable.as_ref())
+        .unwrap_or(&no_alloc);
+    let get = |k: &str| alloc.get(k);
+    let mut extended = BTreeMap::new();
+    for (k, q) in alloc {
+        if !matches!(
+            k.as_str(),
+            "cpu" | "memory" | "pods" | "ephemeral-storage" | "hugepages-2Mi" | "hugepages-1Gi"
+        ) {
+            extended.insert(
+                k.clone(),
+                tidepool_core::quantity::Quantity::units_lenient(&q.0),
+            );
+        }
+    }
+    let mut requested = Requests::default();
+    let mut block_volumes = 0;
+    for p in &pods {
+        requested.add(&p.requests);
+        block_volumes += p.block_volumes;
+    }
+    let spec = node.spec.as_ref();
+    NodeSnapshot {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        taints: spec
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                TaintEffect::parse(&t.effect)
+                    .map(|e| CoreTaint::new(&t.key, t.value.as_deref().unwrap_or(""), e))
+            })
+            .collect(),
+        allocatable: Resources {
+            cpu_milli: get("cpu").map_or(0, |q| {
+                tidepool_core::quantity::Quantity::milli_lenient(&q.0)
+            }),
+            memory_bytes: get("memory").map_or(0, |q| {
+                tidepool_core::quantity::Quantity::units_lenient(&q.0)
+            }),
+            ephemeral_storage_bytes: get("ephemeral-storage").map_or(0, |q| {
+                tidepool_core::quantity::Quantity::units_lenient(&q.0)
+            }),
+            pods: u32::try_from(get("pods").map_or(110, |q| {
+                tidepool_core::quantity::Quantity::units_lenient(&q.0)
+            }))
+            .unwrap_or(110),
+            extended,
+        },
+        requested,
+        pod_count: u32::try_from(pods.len()).unwrap_or(u32::MAX),
+        block_volumes,
+        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        ready: is_ready(node),
+        pods,
     }
 }
 

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tidepool_cluster::claim::legacy_annotations_cleared;
+use tidepool_cluster::nodes::is_ready;
 use tidepool_cluster::{ClusterClient, ClusterError, DrainError, DrainOptions, WorkerClaim};
 use tidepool_core::NodeMetadata;
 
@@ -76,13 +76,6 @@ impl KubeCluster {
     }
 }
 
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 impl Nodes for KubeCluster {
     async fn list(&self) -> ProviderResult<Vec<NodeView>> {
         // From the watch-fed caches, as the planner sees the cluster: no
@@ -106,7 +99,7 @@ impl Nodes for KubeCluster {
                 let name = n.metadata.name.clone().unwrap_or_default();
                 NodeView {
                     labels: n.metadata.labels.clone().unwrap_or_default(),
-                    ready: node_ready(n),
+                    ready: is_ready(n),
                     unschedulable: n
                         .spec
                         .as_ref()
@@ -126,10 +119,10 @@ impl Nodes for KubeCluster {
         // without a request; before it has synced, the API server does.
         let cache = self.cluster.nodes();
         if cache.is_synced() {
-            return Ok(cache.get(None, name).as_deref().map(node_ready));
+            return Ok(cache.get(None, name).as_deref().map(is_ready));
         }
         let node = self.cluster.get_node(name).await.map_err(classify)?;
-        Ok(node.as_ref().map(node_ready))
+        Ok(node.as_ref().map(is_ready))
     }
 
     async fn ensure_metadata(&self, name: &str, meta: &NodeMetadata) -> ProviderResult<()> {

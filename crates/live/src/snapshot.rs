@@ -7,76 +7,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
-use tidepool_core::conventions::{Taint, TaintEffect};
+use tidepool_cluster::nodes::node_snapshot;
 use tidepool_core::planner::{ClaimState, PendingPod, PlanInput};
-use tidepool_core::pool::Resources;
-use tidepool_core::quantity::Quantity;
-use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests};
+use tidepool_core::sched::{NodeSnapshot, PodSpec};
 
 use crate::connect::LiveExecutor;
 use tidepool_controller::observe::{Observation, Observe};
 use tidepool_controller::ports::{ClaimStore, ProviderError, ProviderErrorKind};
-
-/// The scheduler's view of a node: allocatable, labels, taints, cordon and
-/// Ready state, with `pods` (the views of the pods bound to it) summed into its
-/// requests, pod count and block volumes.
-pub fn node_snapshot(node: &Node, pods: Vec<Arc<PodSpec>>) -> NodeSnapshot {
-    let status = node.status.as_ref();
-    let no_alloc = BTreeMap::new();
-    let alloc = status
-        .and_then(|s| s.allocatable.as_ref())
-        .unwrap_or(&no_alloc);
-    let get = |k: &str| alloc.get(k);
-    let mut extended = BTreeMap::new();
-    for (k, q) in alloc {
-        if !matches!(
-            k.as_str(),
-            "cpu" | "memory" | "pods" | "ephemeral-storage" | "hugepages-2Mi" | "hugepages-1Gi"
-        ) {
-            extended.insert(k.clone(), Quantity::units_lenient(&q.0));
-        }
-    }
-    let mut requested = Requests::default();
-    let mut block_volumes = 0;
-    for p in &pods {
-        requested.add(&p.requests);
-        block_volumes += p.block_volumes;
-    }
-    let spec = node.spec.as_ref();
-    NodeSnapshot {
-        name: node.metadata.name.clone().unwrap_or_default(),
-        labels: node.metadata.labels.clone().unwrap_or_default(),
-        taints: spec
-            .and_then(|s| s.taints.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|t| {
-                TaintEffect::parse(&t.effect)
-                    .map(|e| Taint::new(&t.key, t.value.as_deref().unwrap_or(""), e))
-            })
-            .collect(),
-        allocatable: Resources {
-            cpu_milli: get("cpu").map_or(0, |q| Quantity::milli_lenient(&q.0)),
-            memory_bytes: get("memory").map_or(0, |q| Quantity::units_lenient(&q.0)),
-            ephemeral_storage_bytes: get("ephemeral-storage")
-                .map_or(0, |q| Quantity::units_lenient(&q.0)),
-            pods: u32::try_from(get("pods").map_or(110, |q| Quantity::units_lenient(&q.0)))
-                .unwrap_or(110),
-            extended,
-        },
-        requested,
-        pod_count: u32::try_from(pods.len()).unwrap_or(u32::MAX),
-        block_volumes,
-        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
-        ready: status
-            .and_then(|s| s.conditions.as_ref())
-            .into_iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True"),
-        pods,
-    }
-}
 
 fn transient(message: String) -> ProviderError {
     ProviderError::new(ProviderErrorKind::Transient, message)

@@ -30,12 +30,12 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
+use tidepool_cluster::nodes::node_snapshot;
 use tidepool_cluster::{Cache, CachedPod, ClusterClient, client_from_kubeconfig};
 use tidepool_core::quantity::Quantity;
 use tidepool_core::sched::{NodeSnapshot, PodSpec};
 use tidepool_lab_kube::{KubeLab, KubeOptions, NodeRegistration};
 use tidepool_lab_sim::{Faults, SimClock};
-use tidepool_live::snapshot::node_snapshot;
 
 /// Pods per ReplicaSet.
 const REPLICAS: usize = 100;
