@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tidepool_controller::Executor;
 use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
-use tidepool_controller::testing::Fake;
+use tidepool_controller::testing::{Fake, ManualClock};
 use tidepool_core::Phase;
 use tidepool_core::config::{self, EXAMPLE};
 use tidepool_core::jiff::Timestamp;
@@ -20,7 +20,7 @@ const NOW: i64 = 1_767_225_600;
 
 fn service(fake: &Fake) -> Svc {
     let config = Arc::new(config::load(EXAMPLE).unwrap());
-    let now = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let now = Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap()));
     Service::new(Arc::new(Executor::new(
         fake.clone(),
         fake.clone(),

@@ -2,18 +2,41 @@
 //! starts the lab, runs the controller against it over real sockets, sends
 //! three kinds of work — a burst of CI runners, a GPU job, a spot batch —
 //! shows the workers coming and going, then removes the work and watches
-//! the idle workers go. It ends with a summary.
+//! the idle workers go. It ends with a summary. The controller runs on
+//! the lab's clock ([`LabClock`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tidepool_controller::ports::{Clock, Sleep};
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_lab_sim::SimClock;
 use tidepool_live::connect::{LiveOptions, connect};
 use tidepool_runtime::run::{RunOptions, run as run_controller};
 
 use crate::exit::Exit;
+
+/// The lab's simulated clock as the controller's, so both read the same
+/// time and the controller's waits shrink with the lab's scale.
+#[derive(Debug)]
+struct LabClock(SimClock);
+
+impl Clock for LabClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::try_from(self.0.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        let clock = self.0.clone();
+        Box::pin(async move { clock.sleep(d).await })
+    }
+
+    fn real(&self, d: Duration) -> Duration {
+        self.0.real(d)
+    }
+}
 
 /// One kind of demo work.
 struct Work {
@@ -201,15 +224,13 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
         println!("Tidepool demo: a two-host Proxmox home lab with Talos workers, simulated {time_scale}x faster than real time.");
         println!("  lab state in {} (kubeconfig, tidepool.yaml, ...)", lab.files.dir.display());
         let config = Arc::new(tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml)?)?);
-        let clock = lab.clock.clone();
         let exec = Arc::new(
             connect(
                 config,
                 &LiveOptions {
                     config_dir: lab.files.dir.clone(),
                     kubeconfig: Some(lab.files.kubeconfig.clone()),
-                    now: Arc::new(move || jiff::Timestamp::try_from(clock.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)),
-                    time_scale: lab.clock.scale(),
+                    clock: Arc::new(LabClock(lab.clock.clone())),
                 },
             )
             .await?,
@@ -220,7 +241,6 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
             RunOptions {
                 metrics_addr: "127.0.0.1:0".parse()?,
                 lease: None,
-                time_scale,
                 autoscale: true,
             },
             stop_rx,
