@@ -499,35 +499,26 @@ pub async fn run<H, J, N, S, O, E>(
         for feed in &mut feeds {
             feed.mark_unchanged();
         }
-        // How long to sleep on the clock, and, after a failed pass, the
-        // real time to look again within at the latest.
+        // Sleep on the clock until the next deadline; after a failed pass,
+        // look again within the window (at least a second, real time).
         let (sleep_for, retry_within) = match autoscaler.pass().await {
             Ok((plan, report, deadline)) => {
                 record(metrics.as_ref(), &plan, &report);
                 if !report.created.is_empty() || !report.removed.is_empty() {
                     autoscaler.await_own_writes(&report).await;
                 }
-                (timing.sleep_until(deadline, clock.now()), None)
+                (timing.sleep_until(deadline, clock.now()), Duration::MAX)
             }
             Err(e) => {
                 warn!(error = %e, "autoscaler pass failed");
                 metrics.error(e.kind.as_str());
-                (
-                    timing.idle_tick,
-                    Some(timing.window.max(Duration::from_secs(1))),
-                )
-            }
-        };
-        let retry = async {
-            match retry_within {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
+                (timing.idle_tick, timing.window.max(Duration::from_secs(1)))
             }
         };
         tokio::select! {
             () = any_change(&mut feeds) => {}
             () = clock.sleep(sleep_for) => {}
-            () = retry => {}
+            () = tokio::time::sleep(retry_within) => {}
             () = crate::wake::changed(&mut stop) => {}
         }
         tokio::select! {
