@@ -387,40 +387,31 @@ pub struct Timing {
     /// The batching window: after the first change, wait this long (real
     /// time) so a burst of pods is planned as one.
     pub window: Duration,
-    /// The controller clock's speed relative to real time (the lab's time
-    /// scale; 1 in production).
-    pub time_scale: f64,
-    /// The longest the autoscaler sleeps without a change, in controller
+    /// The longest the autoscaler sleeps without a change, in the clock's
     /// time: the net for time-based rules it cannot foresee (cron windows).
     pub idle_tick: Duration,
 }
 
 impl Timing {
-    /// Real-time `window` and `idle_tick` of one minute, under `time_scale`.
-    pub fn new(window: Duration, time_scale: f64) -> Self {
+    /// A real-time `window` and an `idle_tick` of one minute.
+    pub fn new(window: Duration) -> Self {
         Self {
             window,
-            time_scale,
             idle_tick: Duration::from_secs(60),
         }
     }
 
-    fn real(&self, controller: Duration) -> Duration {
-        controller.div_f64(self.time_scale.max(1.0))
-    }
-
-    /// How long (real time) to sleep without a change: the idle tick, or
-    /// until just after `deadline` if that comes first. Timestamps in the
-    /// cluster have whole seconds, so it wakes a moment after the deadline,
-    /// never before it.
+    /// How long (the clock's time) to sleep without a change: the idle
+    /// tick, or until just after `deadline` if that comes first.
+    /// Timestamps in the cluster have whole seconds, so it wakes a moment
+    /// after the deadline, never before it.
     fn sleep_until(&self, deadline: Option<Timestamp>, now: Timestamp) -> Duration {
-        let tick = self.real(self.idle_tick);
         match deadline {
             Some(at) => {
                 let left = at.duration_since(now).unsigned_abs() + Duration::from_millis(1100);
-                tick.min(self.real(left))
+                self.idle_tick.min(left)
             }
-            None => tick,
+            None => self.idle_tick,
         }
     }
 }
@@ -474,8 +465,8 @@ pub fn next_deadline(input: &PlanInput) -> Option<Timestamp> {
 /// leadership is lost).
 ///
 /// Watch-driven: after a pass it sleeps until a node, pod or claim changes
-/// (or the next time-based deadline comes), waits the batching window so
-/// a burst settles into one plan, and passes again.
+/// (or the next time-based deadline comes, on the executor's clock), waits
+/// the batching window so a burst settles into one plan, and passes again.
 pub async fn run<H, J, N, S, O, E>(
     mut autoscaler: Autoscaler<H, J, N, S, O, E>,
     timing: Timing,
@@ -499,6 +490,7 @@ pub async fn run<H, J, N, S, O, E>(
             .changes()
             .unwrap_or(never),
     );
+    let clock = autoscaler.service.executor().clock().clone();
     loop {
         if *stop.borrow() {
             break;
@@ -507,26 +499,26 @@ pub async fn run<H, J, N, S, O, E>(
         for feed in &mut feeds {
             feed.mark_unchanged();
         }
-        let sleep_for = match autoscaler.pass().await {
+        // Sleep on the clock until the next deadline; after a failed pass,
+        // look again within the window (at least a second, real time).
+        let (sleep_for, retry_within) = match autoscaler.pass().await {
             Ok((plan, report, deadline)) => {
                 record(metrics.as_ref(), &plan, &report);
                 if !report.created.is_empty() || !report.removed.is_empty() {
                     autoscaler.await_own_writes(&report).await;
                 }
-                let now = autoscaler.service.executor().now();
-                timing.sleep_until(deadline, now)
+                (timing.sleep_until(deadline, clock.now()), Duration::MAX)
             }
             Err(e) => {
                 warn!(error = %e, "autoscaler pass failed");
                 metrics.error(e.kind.as_str());
-                timing
-                    .real(timing.idle_tick)
-                    .min(timing.window.max(Duration::from_secs(1)))
+                (timing.idle_tick, timing.window.max(Duration::from_secs(1)))
             }
         };
         tokio::select! {
             () = any_change(&mut feeds) => {}
-            () = tokio::time::sleep(sleep_for) => {}
+            () = clock.sleep(sleep_for) => {}
+            () = tokio::time::sleep(retry_within) => {}
             () = crate::wake::changed(&mut stop) => {}
         }
         tokio::select! {
@@ -579,8 +571,10 @@ mod tests {
 
     use super::*;
     use crate::claim::{Claim, ClaimSpec};
+    use crate::clock::ScaledClock;
     use crate::executor::Executor;
-    use crate::testing::Fake;
+    use crate::ports::Clock;
+    use crate::testing::{Fake, ManualClock};
 
     /// Sunday 4 January 2026, noon UTC: outside the example's Monday-to-Friday
     /// pre-scaling window.
@@ -601,7 +595,7 @@ mod tests {
             fake.clone(),
             fake.clone(),
             Arc::new(config::load(EXAMPLE).unwrap()),
-            Arc::new(now),
+            Arc::new(ManualClock::at(now())),
         );
         let service = Arc::new(Service::new(Arc::new(exec)));
         Autoscaler::new(service, Arc::new(fake.clone()), fake.clone())
@@ -817,13 +811,17 @@ mod tests {
 
     #[test]
     fn the_loop_sleeps_until_just_after_the_deadline_or_its_idle_tick() {
-        let timing = Timing::new(Duration::from_millis(500), 10.0);
+        let timing = Timing::new(Duration::from_millis(500));
+        let clock = ScaledClock::new(10.0, None);
         // Idle tick: a minute of controller time, 6 s real at 10x.
-        assert_eq!(timing.sleep_until(None, now()), Duration::from_secs(6));
+        assert_eq!(
+            clock.real(timing.sleep_until(None, now())),
+            Duration::from_secs(6)
+        );
         let soon = now() + SignedDuration::from_secs(9);
         // (9 s + 1.1 s) / 10.
         assert_eq!(
-            timing.sleep_until(Some(soon), now()),
+            clock.real(timing.sleep_until(Some(soon), now())),
             Duration::from_millis(1010)
         );
     }

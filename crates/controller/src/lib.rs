@@ -20,6 +20,7 @@
 
 pub mod autoscaler;
 pub mod claim;
+pub mod clock;
 pub mod executor;
 pub mod observe;
 pub mod ports;
@@ -29,5 +30,6 @@ pub mod testing;
 pub mod wake;
 
 pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
+pub use clock::{ScaledClock, SystemClock};
 pub use executor::{Executor, ExecutorError, Progress};
-pub use ports::{ClaimStore, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind};
+pub use ports::{ClaimStore, Clock, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind};

@@ -1,5 +1,6 @@
 //! The ports through which the executor acts: the hypervisor, the
-//! machine-join method, the cluster's nodes, and the durable claim store.
+//! machine-join method, the cluster's nodes, the durable claim store, and
+//! the clock every loop reads and sleeps on.
 //!
 //! # Contracts every implementation keeps
 //! - Calls are idempotent where stated, and report "already done" as
@@ -11,9 +12,11 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tidepool_core::NodeMetadata;
+use tidepool_core::jiff::Timestamp;
 
 use crate::claim::{Claim, ClaimStatus, VmIdentity};
 use crate::service::ErrorCategory;
@@ -345,4 +348,33 @@ impl ScalingMetrics for () {
     fn pending(&self, _: usize) {}
     fn decision(&self, _: &str) {}
     fn error(&self, _: &str) {}
+}
+
+/// A wait on a [`Clock`]: resolves once the time asked for has passed.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Time, both reading it and waiting for it. Everything that reads the
+/// time or sleeps goes through one injected clock, so tests and the lab
+/// can run hours of TTL in seconds; nothing else knows how fast it runs.
+/// Object safe: it travels as `Arc<dyn Clock>`.
+///
+/// # Contract
+/// - [`Clock::now`] is the clock's time: what timestamps are recorded
+///   with and deadlines (TTL, idle timeout, drain timeout) measured
+///   against. A clock that runs faster than real time keeps its own time
+///   consistent: `sleep(d)` followed by `now()` reads at least `d` later.
+/// - [`Clock::sleep`] waits `d` of the clock's time (at least; a busy
+///   runtime may wake it later). Dropping the future ends the wait, so it
+///   can race other events in a `select!`.
+/// - [`Clock::real`] is the real time that `d` of the clock's time lasts,
+///   for the few parameters that client libraries take in real time and
+///   cannot take a clock for (task polling intervals, drain timeouts). It
+///   never exceeds `d` for a clock at least as fast as real time.
+pub trait Clock: std::fmt::Debug + Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+    /// Resolves once `d` of this clock's time has passed.
+    fn sleep(&self, d: Duration) -> Sleep;
+    /// The real-time duration that `d` of this clock's time lasts.
+    fn real(&self, d: Duration) -> Duration;
 }

@@ -4,6 +4,10 @@
 //! A claim that becomes idle is looked at again on the next pass (its
 //! intent may change). The loop holds no state the claims do not record,
 //! so restarting it anywhere is safe.
+//!
+//! Waits the executor suggests, and the resync, are the clock's time (the
+//! executor's clock); the floors and the error backoff are real time, so
+//! a fast clock never turns them into a busy loop against the APIs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,21 +19,20 @@ use tracing::{debug, warn};
 
 use crate::claim::Claim;
 use crate::executor::{Executor, ExecutorError, Progress};
-use crate::ports::{ClaimStore, Hypervisor, Joiner, Nodes};
+use crate::ports::{ClaimStore, Clock, Hypervisor, Joiner, Nodes};
 
 /// Timing of the reconciler.
 #[derive(Clone, Copy, Debug)]
 pub struct ReconcilerOptions {
     /// How often every claim is looked at again without a change
-    /// notification: a safety net when the store reports changes, the only
-    /// trigger when it cannot.
+    /// notification, in the clock's time: a safety net when the store
+    /// reports changes, the only trigger when it cannot.
     pub resync: Duration,
-    /// Shortest sleep between steps of one claim.
+    /// Shortest sleep between steps of one claim, and between resyncs, in
+    /// real time.
     pub min_wait: Duration,
-    /// Longest backoff after errors.
+    /// Longest backoff after errors, in real time.
     pub max_backoff: Duration,
-    /// Scale applied to the executor's suggested waits (the lab's time scale).
-    pub time_scale: f64,
 }
 
 impl Default for ReconcilerOptions {
@@ -38,7 +41,6 @@ impl Default for ReconcilerOptions {
             resync: Duration::from_secs(30),
             min_wait: Duration::from_millis(50),
             max_backoff: Duration::from_secs(30),
-            time_scale: 1.0,
         }
     }
 }
@@ -87,6 +89,7 @@ where
             // claim is driven again only once it differs.
             let mut started: BTreeMap<String, Claim> = BTreeMap::new();
             let mut changes = self.exec.store().changes();
+            let clock = self.exec.clock().clone();
             let finished = Arc::new(Notify::new());
             loop {
                 if *stop.borrow() {
@@ -135,7 +138,7 @@ where
                         }
                     }
                     () = finished.notified() => {}
-                    () = tokio::time::sleep(self.options.resync) => {
+                    () = pause(clock.as_ref(), self.options.resync, self.options.min_wait) => {
                         // The safety net: every claim is looked at afresh.
                         started.clear();
                     }
@@ -161,7 +164,8 @@ async fn drive<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
         if *stop.borrow() {
             return Ok(steps);
         }
-        let wait = match exec.step(name).await {
+        // How long to wait: on the clock, then at least this long in real time.
+        let (clock_wait, real_wait) = match exec.step(name).await {
             Ok(Progress::Advanced(step)) => {
                 steps += 1;
                 backoff = options.min_wait;
@@ -169,20 +173,24 @@ async fn drive<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
                 continue;
             }
             Ok(Progress::Idle(_)) => return Ok(steps),
-            Ok(Progress::Waiting { retry_after, .. }) => {
-                retry_after.div_f64(options.time_scale.max(1.0))
-            }
+            Ok(Progress::Waiting { retry_after, .. }) => (retry_after, options.min_wait),
             Err(ExecutorError::Retry { step, source }) => {
                 debug!(claim = name, %step, error = %source, "retrying");
                 backoff = (backoff * 2).min(options.max_backoff);
-                backoff
+                (Duration::ZERO, backoff.max(options.min_wait))
             }
             Err(e) => return Err(e),
         };
         let mut stop_wait = stop.clone();
         tokio::select! {
-            _ = tokio::time::sleep(wait.max(options.min_wait)) => {}
+            () = pause(exec.clock().as_ref(), clock_wait, real_wait) => {}
             () = crate::wake::changed(&mut stop_wait) => {}
         }
     }
+}
+
+/// Waits `on_clock` of the clock's time and at least `at_least` of real
+/// time, whichever ends later.
+async fn pause(clock: &dyn Clock, on_clock: Duration, at_least: Duration) {
+    tokio::join!(clock.sleep(on_clock), tokio::time::sleep(at_least));
 }

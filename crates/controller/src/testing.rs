@@ -1,7 +1,8 @@
 //! In-memory fakes of every port, sharing one [`World`] so that a new
 //! executor (a "restarted process") sees exactly what the old one left
 //! behind. They record calls and accept injected errors; tests of the
-//! executor and of the front-ends use them.
+//! executor and of the front-ends use them. [`ManualClock`] is the clock
+//! such tests move by hand.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -9,13 +10,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tidepool_core::NodeMetadata;
+use tidepool_core::jiff::{SignedDuration, Timestamp};
 
 use crate::claim::{Claim, ClaimStatus, VmIdentity};
 use crate::executor::owner_from_description;
 use crate::observe::{Observation, Observe};
 use crate::ports::{
-    ClaimStore, CloneSpec, Events, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind,
-    ProviderResult, VmFacts, VmShape,
+    ClaimStore, Clock, CloneSpec, Events, Hypervisor, Joiner, Nodes, ProviderError,
+    ProviderErrorKind, ProviderResult, Sleep, VmFacts, VmShape,
 };
 
 /// One fake VM.
@@ -508,5 +510,70 @@ impl ClaimStore for Fake {
         drop(w);
         self.claims_changed();
         Ok(())
+    }
+}
+
+/// A clock that stands still until a test moves it. Sleeping on it moves
+/// it by the time asked for and returns at once (after yielding to other
+/// tasks), so a loop that sleeps an hour on it takes no real time. Clones
+/// share one time.
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<Mutex<Timestamp>>);
+
+impl ManualClock {
+    /// A clock reading `start` until moved.
+    pub fn at(start: Timestamp) -> Self {
+        Self(Arc::new(Mutex::new(start)))
+    }
+
+    /// Moves the clock `d` forward (saturating at the largest timestamp).
+    pub fn advance(&self, d: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *now = SignedDuration::try_from(d)
+            .ok()
+            .and_then(|d| now.checked_add(d).ok())
+            .unwrap_or(Timestamp::MAX);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        let clock = self.clone();
+        Box::pin(async move {
+            clock.advance(d);
+            tokio::task::yield_now().await;
+        })
+    }
+
+    /// Its time moves only by hand, so a client's real-time parameter
+    /// keeps the value asked for.
+    fn real(&self, d: Duration) -> Duration {
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_clock_stands_still_until_moved_or_slept_on() {
+        let start = Timestamp::from_second(1_767_225_600).unwrap();
+        let clock = ManualClock::at(start);
+        let shared = clock.clone();
+        assert_eq!(clock.now(), start);
+        shared.advance(Duration::from_secs(60));
+        assert_eq!(clock.now(), start + SignedDuration::from_secs(60));
+        let real = std::time::Instant::now();
+        clock.sleep(Duration::from_secs(3600)).await;
+        assert!(real.elapsed() < Duration::from_secs(1));
+        assert_eq!(shared.now(), start + SignedDuration::from_secs(3660));
+        assert_eq!(clock.real(Duration::from_secs(5)), Duration::from_secs(5));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tidepool_controller::Intent;
 use tidepool_controller::executor::{KillHook, Moment};
-use tidepool_controller::testing::Fake;
+use tidepool_controller::testing::{Fake, ManualClock};
 use tidepool_controller::{
     Claim, ClaimSpec, ClaimStatus, Executor, ExecutorError, ProviderError, ProviderErrorKind,
 };
@@ -22,7 +22,9 @@ type Exec = Executor<Fake, Fake, Fake, Fake>;
 
 fn executor(fake: &Fake) -> Exec {
     let config = Arc::new(config::load(EXAMPLE).unwrap());
-    let now = Arc::new(|| Timestamp::from_second(1_767_225_600).unwrap());
+    let now = Arc::new(ManualClock::at(
+        Timestamp::from_second(1_767_225_600).unwrap(),
+    ));
     Executor::new(
         fake.clone(),
         fake.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
 use tidepool_controller::service::{ProvisionRequest, Service};
-use tidepool_controller::testing::Fake;
+use tidepool_controller::testing::{Fake, ManualClock};
 use tidepool_controller::{Executor, Intent};
 use tidepool_core::config::{self, EXAMPLE};
 use tidepool_core::jiff::Timestamp;
@@ -17,7 +17,9 @@ use tidepool_core::jiff::Timestamp;
 async fn the_reconciler_provisions_new_claims_and_removes_unwanted_ones() {
     let fake = Fake::new();
     let config = Arc::new(config::load(EXAMPLE).unwrap());
-    let now = Arc::new(|| Timestamp::from_second(1_767_225_600).unwrap());
+    let now = Arc::new(ManualClock::at(
+        Timestamp::from_second(1_767_225_600).unwrap(),
+    ));
     let exec = Arc::new(Executor::new(
         fake.clone(),
         fake.clone(),

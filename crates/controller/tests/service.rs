@@ -10,7 +10,7 @@ use tidepool_controller::Executor;
 use tidepool_controller::service::{
     ErrorCategory, ProvisionRequest, Service, ServiceError, WorkerFilter,
 };
-use tidepool_controller::testing::Fake;
+use tidepool_controller::testing::{Fake, ManualClock};
 use tidepool_core::Phase;
 use tidepool_core::config::{self, EXAMPLE};
 use tidepool_core::jiff::Timestamp;
@@ -22,7 +22,7 @@ const NOW: i64 = 1_767_225_600;
 
 fn service(fake: &Fake) -> Svc {
     let config = Arc::new(config::load(EXAMPLE).unwrap());
-    let now = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let now = Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap()));
     Service::new(Arc::new(Executor::new(
         fake.clone(),
         fake.clone(),

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tidepool_cluster::{ClusterClient, client_from_kubeconfig, client_in_cluster};
@@ -16,6 +15,7 @@ use crate::join::LiveJoiner;
 use crate::kube::KubeCluster;
 use crate::pve::PveHypervisor;
 use tidepool_controller::executor::Executor;
+use tidepool_controller::ports::Clock;
 
 /// The executor over the production adapters.
 pub type LiveExecutor = Executor<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
@@ -102,25 +102,22 @@ pub struct LiveOptions {
     pub config_dir: PathBuf,
     /// A kubeconfig; `None` for in-cluster configuration.
     pub kubeconfig: Option<PathBuf>,
-    /// The clock.
-    pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    /// How fast that clock runs against real time (the lab's time scale;
-    /// 1 in production). Real-time pauses, such as Proxmox task polling,
-    /// shrink by it so a simulated minute is not overshot by real seconds.
-    pub time_scale: f64,
+    /// The controller's clock. The clients' real-time pauses, such as
+    /// Proxmox task polling, are its [`Clock::real`] durations, so a
+    /// simulated minute is not overshot by real seconds.
+    pub clock: Arc<dyn Clock>,
 }
 
-/// Proxmox client options under a time scale: task polls pause in
-/// proportion, so a task's end is seen as soon in simulated time as it
-/// would be in real time.
-fn client_options(time_scale: f64) -> ClientOptions {
+/// Proxmox client options on `clock`: task polls pause for the real time
+/// their interval lasts on it, so a task's end is seen as soon in the
+/// clock's time as it would be in real time.
+fn client_options(clock: &dyn Clock) -> ClientOptions {
     let defaults = ClientOptions::default();
-    let scale = time_scale.max(1.0);
     let floor = std::time::Duration::from_millis(5);
     ClientOptions {
         polling: tidepool_proxmox::TaskPolling {
-            initial: defaults.polling.initial.div_f64(scale).max(floor),
-            max: defaults.polling.max.div_f64(scale).max(floor),
+            initial: clock.real(defaults.polling.initial).max(floor),
+            max: clock.real(defaults.polling.max).max(floor),
         },
         ..defaults
     }
@@ -131,7 +128,7 @@ impl std::fmt::Debug for LiveOptions {
         f.debug_struct("LiveOptions")
             .field("config_dir", &self.config_dir)
             .field("kubeconfig", &self.kubeconfig)
-            .field("time_scale", &self.time_scale)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -232,7 +229,7 @@ pub async fn connect(
         &provider,
         token,
         &options.config_dir,
-        client_options(options.time_scale),
+        client_options(options.clock.as_ref()),
     )
     .map_err(proxmox)?;
     let base_config = resolve_secret(
@@ -283,14 +280,14 @@ pub async fn connect(
             }
         }
     };
-    let cluster = KubeCluster::new(ClusterClient::new(kube)).with_time_scale(options.time_scale);
+    let cluster = KubeCluster::new(ClusterClient::new(kube), options.clock.clone());
     Ok(Executor::new(
         PveHypervisor::new(pve, provider),
         joiner,
         cluster.clone(),
         cluster,
         config,
-        options.now.clone(),
+        options.clock.clone(),
     ))
 }
 

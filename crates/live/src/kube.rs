@@ -17,7 +17,7 @@ use tidepool_core::NodeMetadata;
 
 use tidepool_controller::claim::{Claim, ClaimStatus, Intent};
 use tidepool_controller::ports::{
-    AuditResult, ClaimStore, Events, NodeView, Nodes, ProviderError, ProviderErrorKind,
+    AuditResult, ClaimStore, Clock, Events, NodeView, Nodes, ProviderError, ProviderErrorKind,
     ProviderResult,
 };
 
@@ -44,7 +44,7 @@ pub fn classify(e: ClusterError) -> ProviderError {
 #[derive(Clone)]
 pub struct KubeCluster {
     cluster: ClusterClient,
-    time_scale: f64,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -54,20 +54,10 @@ impl std::fmt::Debug for KubeCluster {
 }
 
 impl KubeCluster {
-    /// Adapters over `cluster`.
-    pub fn new(cluster: ClusterClient) -> Self {
-        Self {
-            cluster,
-            time_scale: 1.0,
-        }
-    }
-
-    /// The same adapters with a clock `time_scale` times faster than real
-    /// time (the lab's): a drain's real-time waits shrink in proportion.
-    #[must_use]
-    pub fn with_time_scale(mut self, time_scale: f64) -> Self {
-        self.time_scale = time_scale.max(1.0);
-        self
+    /// Adapters over `cluster` for a controller on `clock`: a drain's
+    /// real-time waits last what the asked-for durations last on it.
+    pub fn new(cluster: ClusterClient, clock: Arc<dyn Clock>) -> Self {
+        Self { cluster, clock }
     }
 
     /// The client.
@@ -151,7 +141,7 @@ impl Nodes for KubeCluster {
         grace: Option<Duration>,
     ) -> ProviderResult<()> {
         let defaults = DrainOptions::default();
-        let scaled = |d: Duration| d.div_f64(self.time_scale).max(Duration::from_millis(5));
+        let scaled = |d: Duration| self.clock.real(d).max(Duration::from_millis(5));
         let options = DrainOptions {
             // One pass waits briefly; the executor calls again while blocked,
             // and gives up when the pool's drain timeout has passed.

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         fake.clone(),
         fake.clone(),
         config,
-        Arc::new(jiff::Timestamp::now),
+        Arc::new(tidepool_controller::SystemClock),
     ));
     let controller = Arc::clone(&exec);
     tokio::spawn(async move {

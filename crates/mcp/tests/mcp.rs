@@ -44,7 +44,7 @@ type Client = RunningService<RoleClient, ClientConfig>;
 
 fn executor<S: ClaimStore>(fake: &Fake, store: S) -> Arc<Executor<Fake, Fake, Fake, S>> {
     let config = Arc::new(config::load(EXAMPLE).unwrap());
-    let now = Arc::new(|| Timestamp::from_second(NOW).unwrap());
+    let now = Arc::new(tidepool_controller::testing::ManualClock::at(now()));
     Arc::new(Executor::new(
         fake.clone(),
         fake.clone(),

@@ -7,12 +7,14 @@
 //! candidates racing for an expired Lease cannot both win: the loser gets
 //! a conflict and stays a follower.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
+use tidepool_controller::ports::Clock;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -99,31 +101,34 @@ pub async fn try_acquire(
 /// Competes for the Lease until `stop` turns true, publishing leadership
 /// on the returned channel. Losing contact with the API for longer than
 /// the Lease duration drops leadership (another replica may have it).
+/// Lease times and the renewal period (a third of the duration) are on
+/// `clock`.
 pub fn spawn(
     client: kube::Client,
     cfg: LeaseConfig,
-    now: std::sync::Arc<dyn Fn() -> Timestamp + Send + Sync>,
-    time_scale: f64,
+    clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
 ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let task = tokio::spawn(async move {
-        let period = (cfg.duration / 3).div_f64(time_scale.max(1.0));
+        let period = cfg.duration / 3;
+        // Contact is measured in real time (immune to wall-clock jumps):
+        // the Lease duration is converted once.
+        let contact = clock.real(cfg.duration);
         let mut last_success = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let leading = match try_acquire(&api, &cfg, now()).await {
+            let leading = match try_acquire(&api, &cfg, clock.now()).await {
                 Ok(held) => {
                     last_success = tokio::time::Instant::now();
                     held
                 }
                 Err(e) => {
                     warn!(error = %e, lease = %cfg.name, "lease renewal failed");
-                    *tx.borrow()
-                        && last_success.elapsed() < cfg.duration.div_f64(time_scale.max(1.0))
+                    *tx.borrow() && last_success.elapsed() < contact
                 }
             };
             if leading != *tx.borrow() {
@@ -131,7 +136,7 @@ pub fn spawn(
                 let _ = tx.send(leading);
             }
             tokio::select! {
-                _ = tokio::time::sleep(period) => {}
+                () = clock.sleep(period) => {}
                 () = tidepool_controller::wake::changed(&mut stop) => {}
             }
         }

@@ -246,8 +246,6 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Lease settings; `None` when leader election is off.
     pub lease: Option<LeaseConfig>,
-    /// Simulated time scale (the lab's).
-    pub time_scale: f64,
     /// Whether the autoscaler runs (else only the claim lifecycle).
     pub autoscale: bool,
 }
@@ -312,7 +310,9 @@ pub async fn serve_health(
 pub const BATCH_WINDOW: Duration = Duration::from_millis(500);
 
 /// Runs the controller until `stop` turns true; returns the health address
-/// once serving (through `bound`) and finishes when stopped.
+/// once serving (through `bound`) and finishes when stopped. Leader
+/// election, the reconciler and the autoscaler all run on the executor's
+/// clock.
 ///
 /// # Errors
 /// When the health endpoint cannot listen.
@@ -323,15 +323,11 @@ pub async fn run(
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> std::io::Result<()> {
     let metrics = Metrics::new();
+    let clock = exec.clock().clone();
     let (leading, election) = match &options.lease {
         Some(cfg) => {
             let client = exec.nodes().cluster().client().clone();
-            let now = {
-                let e = exec.clone();
-                Arc::new(move || e.now()) as Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>
-            };
-            let (rx, task) =
-                leader::spawn(client, cfg.clone(), now, options.time_scale, stop.clone());
+            let (rx, task) = leader::spawn(client, cfg.clone(), clock.clone(), stop.clone());
             (rx, Some(task))
         }
         None => (watch::channel(true).1, None),
@@ -360,14 +356,9 @@ pub async fn run(
                 );
                 let (tx, rx) = watch::channel(false);
                 let defaults = ReconcilerOptions::default();
+                // Claims are driven on change; the safety-net resync runs on
+                // the controller's clock, never more often than `min_wait`.
                 let opts = ReconcilerOptions {
-                    time_scale: options.time_scale,
-                    // Claims are driven on change; the safety-net resync
-                    // runs on the controller's clock.
-                    resync: defaults
-                        .resync
-                        .div_f64(options.time_scale.max(1.0))
-                        .max(Duration::from_millis(20)),
                     min_wait: defaults.min_wait.min(Duration::from_millis(20)),
                     ..defaults
                 };
@@ -376,9 +367,7 @@ pub async fn run(
                     // The batching window: half a second of controller time,
                     // so the first clone follows an unschedulable pod within
                     // a second.
-                    let window = BATCH_WINDOW
-                        .div_f64(options.time_scale.max(1.0))
-                        .max(Duration::from_millis(20));
+                    let window = clock.real(BATCH_WINDOW).max(Duration::from_millis(20));
                     let autoscaler = Autoscaler::new(
                         Arc::new(LiveService::new(exec.clone())),
                         Arc::new(LiveObserver(exec.clone())),
@@ -386,7 +375,7 @@ pub async fn run(
                     );
                     tokio::spawn(tidepool_controller::autoscaler::run(
                         autoscaler,
-                        Timing::new(window, options.time_scale),
+                        Timing::new(window),
                         rx,
                         metrics.clone(),
                     ))

@@ -7,17 +7,19 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use jiff::Timestamp;
+use common::live_options;
 use tidepool_controller::executor::{ExecutorError, KillHook, Moment, owner_from_description};
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_core::{Phase, Step};
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
 use tidepool_lab_sim::{FaultRule, Service as Emulator};
-use tidepool_live::connect::{LiveExecutor, LiveOptions, connect};
+use tidepool_live::connect::{LiveExecutor, connect};
 
 const SCALE: f64 = 500.0;
 
@@ -39,18 +41,7 @@ async fn executor(lab: &RunningLab) -> LiveExecutor {
         tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
             .unwrap(),
     );
-    let clock = lab.clock.clone();
-    connect(
-        config,
-        &LiveOptions {
-            config_dir: lab.files.dir.clone(),
-            kubeconfig: Some(lab.files.kubeconfig.clone()),
-            now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
-            time_scale: lab.clock.scale(),
-        },
-    )
-    .await
-    .unwrap()
+    connect(config, &live_options(lab)).await.unwrap()
 }
 
 fn kill_at(step: Step, moment: Moment) -> KillHook {

@@ -4,15 +4,17 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use common::live_options;
 use serde_json::Value;
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
 use tidepool_controller::service::{ProvisionRequest, Service, WorkerFilter};
 use tidepool_lab::{LabOptions, Scenario};
-use tidepool_live::connect::{LiveOptions, connect};
+use tidepool_live::connect::connect;
 
 const SCALE: f64 = 200.0;
 
@@ -32,28 +34,14 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
         tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
             .unwrap(),
     );
-    let clock = lab.clock.clone();
-    let now = Arc::new(move || Timestamp::try_from(clock.now()).unwrap());
-    let exec = Arc::new(
-        connect(
-            config,
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now,
-                time_scale: lab.clock.scale(),
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let exec = Arc::new(connect(config, &live_options(&lab)).await.unwrap());
     let svc = Service::new(exec.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let options = ReconcilerOptions {
-        resync: Duration::from_millis(50),
+        // 50 ms of real time on the lab's clock.
+        resync: Duration::from_millis(50).mul_f64(SCALE),
         min_wait: Duration::from_millis(10),
         max_backoff: Duration::from_millis(500),
-        time_scale: SCALE,
     };
     let reconciler = Reconciler::new(exec.clone(), options).spawn(stop_rx);
     let started = std::time::Instant::now();
@@ -195,21 +183,7 @@ async fn workers_are_placed_by_the_planners_rule_and_one_that_fits_nowhere_fails
         tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
             .unwrap(),
     );
-    let clock = lab.clock.clone();
-    let now = Arc::new(move || Timestamp::try_from(clock.now()).unwrap());
-    let exec = Arc::new(
-        connect(
-            config,
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now,
-                time_scale: lab.clock.scale(),
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let exec = Arc::new(connect(config, &live_options(&lab)).await.unwrap());
     let svc = Service::new(exec.clone());
     // pve-01 has about 90 GiB of headroom and a spare GPU, pve-02 about
     // 54 GiB and none: the first 32 GiB worker goes to pve-02 (a VM

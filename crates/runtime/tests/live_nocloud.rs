@@ -5,14 +5,16 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use common::live_options;
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_core::Phase;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
-use tidepool_live::connect::{LiveOptions, connect};
+use tidepool_live::connect::connect;
 
 async fn lab(name: &str) -> RunningLab {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -43,20 +45,7 @@ async fn provision_with_join(lab: &RunningLab, join: &str) -> serde_json::Value 
     let path = lab.files.dir.join("tidepool-nocloud.yaml");
     std::fs::write(&path, &config).unwrap();
     let config = Arc::new(tidepool_core::config::load(&config).unwrap_or_else(|e| panic!("{e}")));
-    let clock = lab.clock.clone();
-    let exec = Arc::new(
-        connect(
-            config,
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
-                time_scale: lab.clock.scale(),
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let exec = Arc::new(connect(config, &live_options(lab)).await.unwrap());
     let svc = Service::new(exec.clone());
     let name = svc
         .provision(&ProvisionRequest {

@@ -4,13 +4,15 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use common::live_options;
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
-use tidepool_live::connect::{LiveOptions, connect};
+use tidepool_live::connect::connect;
 use tidepool_runtime::leader::LeaseConfig;
 use tidepool_runtime::run::{RunOptions, run};
 
@@ -28,20 +30,7 @@ async fn controller(
         tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
             .unwrap(),
     );
-    let clock = lab.clock.clone();
-    let exec = Arc::new(
-        connect(
-            config,
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
-                time_scale: lab.clock.scale(),
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let exec = Arc::new(connect(config, &live_options(lab)).await.unwrap());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let options = RunOptions {
@@ -52,7 +41,6 @@ async fn controller(
             identity: identity.into(),
             duration: Duration::from_secs(15),
         }),
-        time_scale: SCALE,
         autoscale: false,
     };
     tokio::spawn(run(exec.clone(), options, stop_rx, Some(bound_tx)));

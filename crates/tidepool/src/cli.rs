@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use tidepool_controller::ports::Clock;
+use tidepool_controller::{ScaledClock, SystemClock};
 
 use crate::commands;
 use crate::commands::workers::{self, Mutation};
@@ -176,6 +179,20 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// The controller's clock, the one place the time flags are read for it:
+/// real time, or a clock `--time-scale` times faster from the lab's origin
+/// (now when none is given), reading the same simulated time as the lab.
+fn clock(cli: &Cli) -> Arc<dyn Clock> {
+    if cli.time_scale > 1.0 {
+        let origin = cli
+            .time_origin
+            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok());
+        Arc::new(ScaledClock::new(cli.time_scale, origin))
+    } else {
+        Arc::new(SystemClock)
+    }
+}
+
 /// Parses the command line, runs the command, and turns the outcome into
 /// an exit code. Usage errors exit 2 (clap's convention, and ours).
 pub fn run() -> ExitCode {
@@ -185,8 +202,7 @@ pub fn run() -> ExitCode {
         config: cli.config.clone(),
         kubeconfig: cli.kubeconfig.clone(),
         output: cli.output,
-        time_scale: cli.time_scale,
-        time_origin: cli.time_origin,
+        clock: clock(&cli),
     };
     let outcome = match &cli.command {
         Command::Config(ConfigCommand::Check { file }) => {

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tidepool_controller::ports::Clock;
 use tidepool_live::connect::LiveExecutor;
 
 use crate::exit::Exit;
@@ -22,10 +23,9 @@ pub struct Context {
     pub kubeconfig: Option<PathBuf>,
     /// Output format.
     pub output: Format,
-    /// Simulated time runs this many times faster (for a scaled lab).
-    pub time_scale: f64,
-    /// Origin of the scaled clock in Unix milliseconds (a lab's).
-    pub time_origin: Option<i64>,
+    /// The controller's clock (real time, or a scaled lab's), built once
+    /// from the flags.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What a connected command works with.
@@ -53,14 +53,7 @@ impl Context {
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            match live::service(
-                &self.config,
-                self.kubeconfig.as_ref(),
-                self.time_scale,
-                self.time_origin,
-            )
-            .await
-            {
+            match live::service(&self.config, self.kubeconfig.as_ref(), self.clock.clone()).await {
                 Ok((exec, service)) => command(Connected { exec, service }).await,
                 Err(unavailable) => Ok(unavailable.report()),
             }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tidepool_controller::observe::Observe;
+use tidepool_controller::ports::Clock;
 use tidepool_core::config::{self, Config};
 use tidepool_core::planner::PlanInput;
 pub use tidepool_live::connect::LiveService;
@@ -60,15 +61,15 @@ pub fn kubeconfig(flag: Option<&PathBuf>) -> Option<PathBuf> {
     default.exists().then_some(default)
 }
 
-/// Connects to everything the configuration names.
+/// Connects to everything the configuration names, with the controller
+/// on `clock`.
 ///
 /// # Errors
 /// [`Unavailable`]: exit 2 for configuration problems, 1 for connection failures.
 pub async fn service(
     config_path: &Path,
     kubeconfig_flag: Option<&PathBuf>,
-    time_scale: f64,
-    time_origin_ms: Option<i64>,
+    clock: Arc<dyn Clock>,
 ) -> Result<(Arc<LiveExecutor>, LiveService), Unavailable> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(load_config(config_path)?);
@@ -79,8 +80,7 @@ pub async fn service(
     let options = LiveOptions {
         config_dir,
         kubeconfig: kubeconfig(kubeconfig_flag),
-        now: scaled_clock(time_scale, time_origin_ms),
-        time_scale,
+        clock,
     };
     let exec = Arc::new(connect(config, &options).await.map_err(|e| Unavailable {
         exit: Exit::Failure,
@@ -103,27 +103,4 @@ pub async fn observe(exec: &Arc<LiveExecutor>) -> Result<PlanInput, Unavailable>
             exit: Exit::Failure,
             message: format!("error: observing the cluster: {e}"),
         })
-}
-
-/// A clock running `scale` times faster than real time from `origin_ms`
-/// (Unix milliseconds; now when absent). Given a lab's origin and scale it
-/// reads the lab's simulated time, so TTLs, windows and timeouts agree.
-pub fn scaled_clock(
-    scale: f64,
-    origin_ms: Option<i64>,
-) -> Arc<dyn Fn() -> jiff::Timestamp + Send + Sync> {
-    let scale = if scale.is_finite() && scale >= 1.0 {
-        scale
-    } else {
-        1.0
-    };
-    let origin = origin_ms
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .unwrap_or_else(jiff::Timestamp::now);
-    Arc::new(move || {
-        let real = jiff::Timestamp::now().duration_since(origin);
-        let scaled =
-            jiff::SignedDuration::try_from_secs_f64(real.as_secs_f64() * scale).unwrap_or(real);
-        origin.checked_add(scaled).unwrap_or(origin)
-    })
 }

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use tidepool_core::Phase;
@@ -14,21 +13,25 @@ use tidepool_core::jiff::Timestamp;
 
 use super::Executor;
 use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
-use crate::testing::Fake;
+use crate::testing::{Fake, ManualClock};
 
 /// The clock's start: 2026-01-01T00:00:00Z.
 pub(super) const START: i64 = 1_767_225_600;
 
-/// An executor over `fake` whose clock reads `clock` (seconds).
-pub(super) fn executor(fake: &Fake, clock: &Arc<AtomicI64>) -> Executor<Fake, Fake, Fake, Fake> {
-    let clock = clock.clone();
+/// The clock the tests move, reading [`START`].
+pub(super) fn clock() -> ManualClock {
+    ManualClock::at(Timestamp::from_second(START).unwrap())
+}
+
+/// An executor over `fake` whose clock is `clock`.
+pub(super) fn executor(fake: &Fake, clock: &ManualClock) -> Executor<Fake, Fake, Fake, Fake> {
     Executor::new(
         fake.clone(),
         fake.clone(),
         fake.clone(),
         fake.clone(),
         Arc::new(config::load(EXAMPLE).unwrap()),
-        Arc::new(move || Timestamp::from_second(clock.load(Ordering::SeqCst)).unwrap()),
+        Arc::new(clock.clone()),
     )
 }
 

@@ -39,7 +39,9 @@ use tidepool_core::{Phase, Step};
 use tracing::{info, warn};
 
 use crate::claim::{Claim, ClaimStatus, Condition, VmIdentity, next_step, phase_change};
-use crate::ports::{ClaimStore, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind};
+use crate::ports::{
+    ClaimStore, Clock, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind,
+};
 
 pub use provision::{owner_from_description, ownership_description};
 
@@ -139,7 +141,7 @@ pub struct Executor<H, J, N, S> {
     nodes: N,
     store: S,
     config: Arc<Config>,
-    now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    clock: Arc<dyn Clock>,
     kill: Option<KillHook>,
     /// Serialises VMID choice within this process: two claims allocating
     /// at once must not both pick the same free VMID.
@@ -183,14 +185,15 @@ impl Work<'_> {
 }
 
 impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
-    /// An executor; `now` is the injected clock.
+    /// An executor over its ports, reading the time from `clock` (which
+    /// the loops around it also sleep on).
     pub fn new(
         hv: H,
         joiner: J,
         nodes: N,
         store: S,
         config: Arc<Config>,
-        now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             hv,
@@ -198,7 +201,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             nodes,
             store,
             config,
-            now,
+            clock,
             kill: None,
             vmid_lock: tokio::sync::Mutex::new(()),
         }
@@ -230,9 +233,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         &self.config
     }
 
+    /// The injected clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// The current time from the injected clock.
     pub fn now(&self) -> Timestamp {
-        (self.now)()
+        self.clock.now()
     }
 
     fn checkpoint(&self, step: Step, moment: Moment) -> Result<(), ExecutorError> {
@@ -435,7 +443,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
 
     /// Marks condition `c` as reached now.
     fn mark(&self, status: &mut ClaimStatus, c: Condition) {
-        status.conditions.insert(c, (self.now)());
+        status.conditions.insert(c, self.now());
     }
 
     /// Marks condition `c` as reached now: the step is done, `status` is
@@ -447,7 +455,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
 
     /// How long ago condition `c` was reached.
     fn since(&self, status: &ClaimStatus, c: Condition) -> Duration {
-        status.since(c, (self.now)())
+        status.since(c, self.now())
     }
 
     /// Does `step` for `claim` with the claim's pool and size: the dispatch

@@ -26,7 +26,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     pub(super) async fn allocate_vmid(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
         let mut s = work.status();
         if s.provisioned_at.is_none() {
-            let now = (self.now)();
+            let now = self.now();
             s.provisioned_at = Some(now);
             s.expires_at = work
                 .claim

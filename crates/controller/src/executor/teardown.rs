@@ -130,20 +130,19 @@ fn gone_is_done(result: Result<(), ProviderError>) -> Result<(), ProviderError> 
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
 
     use tidepool_core::Step;
 
     use super::*;
     use crate::executor::Progress;
-    use crate::executor::fixtures::{START, claim, executor, set_intent, settle};
+    use crate::executor::fixtures::{claim, clock, executor, set_intent, settle};
     use crate::testing::Fake;
 
     #[tokio::test]
     async fn a_worker_whose_drain_timed_out_is_kept_until_its_removal_is_forced() {
         let fake = Fake::new();
-        let clock = Arc::new(AtomicI64::new(START));
+        let clock = clock();
         let exec = executor(&fake, &clock);
         fake.put_claim(claim("burst-pdb03", "burst", "small"));
         assert_eq!(settle(&exec, "burst-pdb03").await, Phase::Ready);
@@ -161,7 +160,7 @@ mod tests {
         assert!(waited, "the drain waits for the budget");
 
         // The pool's drain timeout (10 minutes) passes with the budget still blocking.
-        clock.fetch_add(11 * 60, Ordering::SeqCst);
+        clock.advance(Duration::from_secs(11 * 60));
         assert_eq!(
             exec.step("burst-pdb03").await.unwrap(),
             Progress::Advanced(Step::Drain)
@@ -192,7 +191,7 @@ mod tests {
     #[tokio::test]
     async fn a_worker_that_failed_before_it_joined_is_cleaned_up_on_removal() {
         let fake = Fake::new();
-        let clock = Arc::new(AtomicI64::new(START));
+        let clock = clock();
         let exec = executor(&fake, &clock);
         fake.inject(
             "start",

@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests: a lab started in-process with a
-//! controller (reconciler and autoscaler) running against it, and small
-//! helpers to read what the lab's Kubernetes API holds and to wait for it.
+//! controller (reconciler and autoscaler) running against it, the lab's
+//! clock as the controller's, and small helpers to read what the lab's
+//! Kubernetes API holds and to wait for it.
 //!
 //! Each test file uses the part it needs, so unused helpers are expected.
 
@@ -13,14 +14,46 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::Value;
+use tidepool_controller::ports::{Clock, Sleep};
 use tidepool_controller::service::Service;
 use tidepool_core::config::Config;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_lab_sim::SimClock;
 use tidepool_live::connect::{LiveExecutor, LiveOptions, connect};
 use tidepool_runtime::run::{RunOptions, run};
 
 /// The claims' API version.
 pub const CLAIMS: &str = "tidepool.dev/v1alpha1";
+
+/// The lab's simulated clock as the controller's, so both read the same
+/// time and the controller's waits shrink with the lab's scale.
+#[derive(Debug)]
+pub struct LabClock(pub SimClock);
+
+impl Clock for LabClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::try_from(self.0.now()).unwrap()
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        let clock = self.0.clone();
+        Box::pin(async move { clock.sleep(d).await })
+    }
+
+    fn real(&self, d: Duration) -> Duration {
+        self.0.real(d)
+    }
+}
+
+/// How a controller connects to `lab`: its state directory, its
+/// kubeconfig, and its clock.
+pub fn live_options(lab: &RunningLab) -> LiveOptions {
+    LiveOptions {
+        config_dir: lab.files.dir.clone(),
+        kubeconfig: Some(lab.files.kubeconfig.clone()),
+        clock: Arc::new(LabClock(lab.clock.clone())),
+    }
+}
 
 /// How a test's lab and controller are set up.
 pub struct Setup {
@@ -89,20 +122,7 @@ pub async fn start(setup: Setup) -> Live {
         .unwrap_or_else(|e| panic!("the test's tidepool.yaml is invalid: {e}\n{text}"));
     (setup.config)(&mut config);
     let config = Arc::new(config);
-    let clock = lab.clock.clone();
-    let exec = Arc::new(
-        connect(
-            config.clone(),
-            &LiveOptions {
-                config_dir: lab.files.dir.clone(),
-                kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now: Arc::new(move || Timestamp::try_from(clock.now()).unwrap()),
-                time_scale: lab.clock.scale(),
-            },
-        )
-        .await
-        .unwrap(),
-    );
+    let exec = Arc::new(connect(config.clone(), &live_options(&lab)).await.unwrap());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let controller = tokio::spawn(run(
@@ -110,7 +130,6 @@ pub async fn start(setup: Setup) -> Live {
         RunOptions {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             lease: None,
-            time_scale: setup.time_scale,
             autoscale: true,
         },
         stop_rx,

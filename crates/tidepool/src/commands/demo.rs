@@ -2,19 +2,42 @@
 //! starts the lab, runs the controller against it over real sockets, sends
 //! three kinds of work — a burst of CI runners, a GPU job, a spot batch —
 //! shows the workers coming and going, then removes the work and watches
-//! the idle workers go. It ends with a summary.
+//! the idle workers go. It ends with a summary. The controller runs on
+//! the lab's clock ([`LabClock`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
+use tidepool_controller::ports::{Clock, Sleep};
 use tidepool_core::duration::Human;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_lab_sim::SimClock;
 use tidepool_live::connect::{LiveOptions, connect};
 use tidepool_runtime::run::{RunOptions, run as run_controller};
 
 use crate::exit::Exit;
+
+/// The lab's simulated clock as the controller's, so both read the same
+/// time and the controller's waits shrink with the lab's scale.
+#[derive(Debug)]
+struct LabClock(SimClock);
+
+impl Clock for LabClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::try_from(self.0.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    fn sleep(&self, d: Duration) -> Sleep {
+        let clock = self.0.clone();
+        Box::pin(async move { clock.sleep(d).await })
+    }
+
+    fn real(&self, d: Duration) -> Duration {
+        self.0.real(d)
+    }
+}
 
 /// One kind of demo work.
 struct Work {
@@ -299,21 +322,17 @@ type Controller = (
 );
 
 /// Connects to the lab and starts the controller on it.
-async fn start_controller(lab: &RunningLab, time_scale: f64) -> anyhow::Result<Controller> {
+async fn start_controller(lab: &RunningLab) -> anyhow::Result<Controller> {
     let config = Arc::new(tidepool_core::config::load(&std::fs::read_to_string(
         &lab.files.tidepool_yaml,
     )?)?);
-    let clock = lab.clock.clone();
     let exec = Arc::new(
         connect(
             config,
             &LiveOptions {
                 config_dir: lab.files.dir.clone(),
                 kubeconfig: Some(lab.files.kubeconfig.clone()),
-                now: Arc::new(move || {
-                    jiff::Timestamp::try_from(clock.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-                }),
-                time_scale: lab.clock.scale(),
+                clock: Arc::new(LabClock(lab.clock.clone())),
             },
         )
         .await?,
@@ -324,7 +343,6 @@ async fn start_controller(lab: &RunningLab, time_scale: f64) -> anyhow::Result<C
         RunOptions {
             metrics_addr: "127.0.0.1:0".parse()?,
             lease: None,
-            time_scale,
             autoscale: true,
         },
         stop_rx,
@@ -406,7 +424,7 @@ pub fn run(time_scale: f64, budget: Duration) -> anyhow::Result<Exit> {
     runtime.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let lab = start_lab(time_scale).await?;
-        let (stop_tx, controller) = start_controller(&lab, time_scale).await?;
+        let (stop_tx, controller) = start_controller(&lab).await?;
 
         let mut watch = Watch::new(&lab, budget);
         let work = work();

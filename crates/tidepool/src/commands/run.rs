@@ -40,7 +40,6 @@ pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
                 identity: identity(),
                 duration: server.lease_duration,
             }),
-            time_scale: ctx.time_scale,
             autoscale: true,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

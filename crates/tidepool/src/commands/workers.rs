@@ -251,16 +251,12 @@ impl Standing {
 
 /// Runs the executor for `names` with a progress bar each until every one
 /// reaches a resting phase; true when all reached `goal`.
-async fn wait_for(svc: &LiveService, names: &[String], goal: Phase, time_scale: f64) -> bool {
+async fn wait_for(svc: &LiveService, names: &[String], goal: Phase) -> bool {
     let exec = svc.executor().clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut drivers = Vec::new();
     for name in names {
-        let options = ReconcilerOptions {
-            time_scale,
-            ..ReconcilerOptions::default()
-        };
-        let reconciler = Reconciler::new(exec.clone(), options);
+        let reconciler = Reconciler::new(exec.clone(), ReconcilerOptions::default());
         let stop = stop_rx.clone();
         let name = name.clone();
         drivers.push(tokio::spawn(
@@ -335,7 +331,7 @@ pub fn provision(ctx: &Context, args: &ProvisionArgs) -> anyhow::Result<Exit> {
             }
             return Ok(Exit::Ok);
         }
-        let ok = wait_for(&svc, &names, Phase::Ready, ctx.time_scale).await;
+        let ok = wait_for(&svc, &names, Phase::Ready).await;
         let workers: Vec<WorkerInfo> = svc
             .list_workers(&WorkerFilter::default())
             .await
@@ -388,13 +384,13 @@ pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
             Ok(message) => {
                 println!("{message}");
                 match wait {
-                    Some((id, goal)) => Ok(
-                        if wait_for(&svc, std::slice::from_ref(id), goal, ctx.time_scale).await {
+                    Some((id, goal)) => {
+                        Ok(if wait_for(&svc, std::slice::from_ref(id), goal).await {
                             Exit::Ok
                         } else {
                             Exit::Failure
-                        },
-                    ),
+                        })
+                    }
                     None => Ok(Exit::Ok),
                 }
             }
