@@ -65,12 +65,7 @@ pub fn validate_dns_subdomain(s: &str, what: &'static str) -> Result<(), NameErr
         return Err(fail(s, what, "must be 1 to 253 characters"));
     }
     for label in s.split('.') {
-        let lower = label
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        let edges = label.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && label.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if label.is_empty() || !lower || !edges {
+        if !lowercase_label(label) {
             return Err(fail(
                 s,
                 what,
@@ -79,6 +74,13 @@ pub fn validate_dns_subdomain(s: &str, what: &'static str) -> Result<(), NameErr
         }
     }
     Ok(())
+}
+
+/// Whether `s` is lowercase alphanumerics and `-`, starting and ending with
+/// an alphanumeric (so not empty): one part of a DNS-1123 name.
+fn lowercase_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    s.chars().all(|c| alnum(c) || c == '-') && s.starts_with(alnum) && s.ends_with(alnum)
 }
 
 /// Checks a DNS-1123 label (≤ 63 lowercase alphanumerics or `-`, starting
@@ -91,12 +93,7 @@ pub fn validate_dns_label(s: &str, what: &'static str) -> Result<(), NameError> 
     if s.is_empty() || s.len() > 63 {
         return Err(fail(s, what, "must be 1 to 63 characters"));
     }
-    let chars = s
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    let edges = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !chars || !edges {
+    if !lowercase_label(s) {
         return Err(fail(
             s,
             what,

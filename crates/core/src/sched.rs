@@ -490,44 +490,34 @@ pub fn fits_room(pod: &PodSpec, node: &NodeSnapshot) -> Result<(), Misfit> {
     let alloc = &node.allocatable;
     let used = &node.requested;
     let want = &pod.requests;
-    let cpu_free = alloc.cpu_milli.saturating_sub(used.cpu_milli);
-    if want.cpu_milli > cpu_free {
-        return Err(insufficient(
-            "cpu",
-            format_millicores(want.cpu_milli),
-            format_millicores(cpu_free),
-        ));
-    }
-    let mem_free = alloc.memory_bytes.saturating_sub(used.memory_bytes);
-    if want.memory_bytes > mem_free {
-        return Err(insufficient(
-            "memory",
-            format_bytes(want.memory_bytes),
-            format_bytes(mem_free),
-        ));
-    }
-    if want.ephemeral_bytes > 0 {
-        let free = alloc
-            .ephemeral_storage_bytes
-            .saturating_sub(used.ephemeral_bytes);
-        if want.ephemeral_bytes > free {
-            return Err(insufficient(
-                "ephemeral-storage",
-                format_bytes(want.ephemeral_bytes),
-                format_bytes(free),
-            ));
-        }
-    }
+    room_for(
+        "cpu",
+        want.cpu_milli,
+        alloc.cpu_milli,
+        used.cpu_milli,
+        format_millicores,
+    )?;
+    room_for(
+        "memory",
+        want.memory_bytes,
+        alloc.memory_bytes,
+        used.memory_bytes,
+        format_bytes,
+    )?;
+    room_for(
+        "ephemeral-storage",
+        want.ephemeral_bytes,
+        alloc.ephemeral_storage_bytes,
+        used.ephemeral_bytes,
+        format_bytes,
+    )?;
     for (name, n) in &want.extended {
         if *n == 0 {
             continue;
         }
         let have = alloc.extended.get(name).copied().unwrap_or(0);
         let taken = used.extended.get(name).copied().unwrap_or(0);
-        let free = have.saturating_sub(taken);
-        if *n > free {
-            return Err(insufficient(name, n.to_string(), free.to_string()));
-        }
+        room_for(name, *n, have, taken, |x| x.to_string())?;
     }
     if pod.block_volumes > 0
         && node.block_volumes.saturating_add(pod.block_volumes) > MAX_BLOCK_VOLUMES
@@ -552,12 +542,24 @@ pub fn fits_room(pod: &PodSpec, node: &NodeSnapshot) -> Result<(), Misfit> {
     Ok(())
 }
 
-fn insufficient(resource: &str, requested: String, free: String) -> Misfit {
-    Misfit::Insufficient {
-        resource: resource.to_owned(),
-        requested,
-        free,
+/// `Insufficient` when `want` of `resource` is more than `have` leaves
+/// after `taken`; `show` writes the amounts.
+fn room_for(
+    resource: &str,
+    want: u64,
+    have: u64,
+    taken: u64,
+    show: fn(u64) -> String,
+) -> Result<(), Misfit> {
+    let free = have.saturating_sub(taken);
+    if want > free {
+        return Err(Misfit::Insufficient {
+            resource: resource.to_owned(),
+            requested: show(want),
+            free: show(free),
+        });
     }
+    Ok(())
 }
 
 /// Could `pod` run on `node` now? PreferNoSchedule taints are preferences,

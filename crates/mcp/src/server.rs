@@ -232,6 +232,30 @@ where
         }
     }
 
+    /// Runs `op` on the service as `tool` does: in its own task under the
+    /// deadline (see [`Self::run`]), a failure as the tool's error result.
+    async fn call<T, F, Fut>(&self, tool: &'static str, op: F) -> Result<T, CallToolResult>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Service<H, J, N, S>>) -> Fut,
+        Fut: Future<Output = Result<T, ServiceError>> + Send + 'static,
+    {
+        self.run(tool, op(Arc::clone(&self.service)))
+            .await
+            .map_err(ToolFailure::into_result)
+    }
+
+    /// The answer to a change of one worker requested by `action`, with the
+    /// phase the worker is in now.
+    async fn acted(&self, worker_id: String, action: &str, message: String) -> Json<ActionResult> {
+        Json(ActionResult {
+            phase: self.phase_of(&worker_id).await,
+            message,
+            worker_id,
+            action: action.to_owned(),
+        })
+    }
+
     /// The observer, or the `unavailable` tool error for `tool`.
     fn observer(&self, tool: &'static str) -> Result<Arc<dyn Observe>, ToolFailure> {
         self.observer.clone().ok_or_else(|| {
@@ -280,17 +304,15 @@ where
         &self,
         Parameters(args): Parameters<ListWorkersArgs>,
     ) -> Result<Json<WorkerList>, CallToolResult> {
-        let service = Arc::clone(&self.service);
         let filter = WorkerFilter {
             worker_type: args.type_filter.worker_type(),
             pool: args.pool,
         };
         let workers = self
-            .run("list_workers", async move {
+            .call("list_workers", |service| async move {
                 service.list_workers(&filter).await
             })
-            .await
-            .map_err(ToolFailure::into_result)?;
+            .await?;
         Ok(Json(WorkerList::new(workers)))
     }
 
@@ -305,13 +327,11 @@ where
         &self,
         Parameters(args): Parameters<WorkerIdArgs>,
     ) -> Result<Json<WorkerInfo>, CallToolResult> {
-        let service = Arc::clone(&self.service);
         let worker = self
-            .run("get_worker_details", async move {
+            .call("get_worker_details", |service| async move {
                 service.get_worker(&args.worker_id).await
             })
-            .await
-            .map_err(ToolFailure::into_result)?;
+            .await?;
         Ok(Json(worker))
     }
 
@@ -350,13 +370,11 @@ where
                 .filter(|r| !r.trim().is_empty())
                 .unwrap_or_else(|| "requested through MCP".to_owned()),
         };
-        let service = Arc::clone(&self.service);
         let names = self
-            .run("provision_workers", async move {
+            .call("provision_workers", |service| async move {
                 service.provision(&request).await
             })
-            .await
-            .map_err(ToolFailure::into_result)?;
+            .await?;
         let mut workers = Vec::with_capacity(names.len());
         for name in names {
             let phase = self
@@ -398,25 +416,18 @@ where
         Parameters(args): Parameters<WorkerIdArgs>,
     ) -> Result<Json<ActionResult>, CallToolResult> {
         let actor = requester(&peer);
-        let service = Arc::clone(&self.service);
         let id = args.worker_id.clone();
-        self.run(
-            "drain_worker",
-            async move { service.drain(&actor, &id).await },
-        )
-        .await
-        .map_err(ToolFailure::into_result)?;
-        Ok(Json(ActionResult {
-            phase: self.phase_of(&args.worker_id).await,
-            message: format!(
-                "drain of `{}` requested; the controller cordons the node and \
-                 evicts its pods. Destroy it once get_worker_details shows it \
-                 cordoned with 0 workload pods.",
-                args.worker_id
-            ),
-            worker_id: args.worker_id,
-            action: "drain".to_owned(),
-        }))
+        self.call("drain_worker", |service| async move {
+            service.drain(&actor, &id).await
+        })
+        .await?;
+        let message = format!(
+            "drain of `{}` requested; the controller cordons the node and \
+             evicts its pods. Destroy it once get_worker_details shows it \
+             cordoned with 0 workload pods.",
+            args.worker_id
+        );
+        Ok(self.acted(args.worker_id, "drain", message).await)
     }
 
     #[tool(
@@ -441,29 +452,19 @@ where
         Parameters(args): Parameters<DestroyArgs>,
     ) -> Result<Json<ActionResult>, CallToolResult> {
         let actor = requester(&peer);
-        let service = Arc::clone(&self.service);
         let (id, force) = (args.worker_id.clone(), args.force);
-        self.run("destroy_worker", async move {
+        self.call("destroy_worker", |service| async move {
             service.destroy(&actor, &id, force).await
         })
-        .await
-        .map_err(ToolFailure::into_result)?;
-        Ok(Json(ActionResult {
-            phase: self.phase_of(&args.worker_id).await,
-            message: format!(
-                "removal of `{}` requested; the controller deletes the node, \
-                 then stops and deletes the VM. The worker disappears from \
-                 list_workers when done.",
-                args.worker_id
-            ),
-            worker_id: args.worker_id,
-            action: if args.force {
-                "destroy --force"
-            } else {
-                "destroy"
-            }
-            .to_owned(),
-        }))
+        .await?;
+        let message = format!(
+            "removal of `{}` requested; the controller deletes the node, \
+             then stops and deletes the VM. The worker disappears from \
+             list_workers when done.",
+            args.worker_id
+        );
+        let action = if force { "destroy --force" } else { "destroy" };
+        Ok(self.acted(args.worker_id, action, message).await)
     }
 
     #[tool(
@@ -484,14 +485,12 @@ where
         Parameters(args): Parameters<ExtendTtlArgs>,
     ) -> Result<Json<TtlResult>, CallToolResult> {
         let actor = requester(&peer);
-        let service = Arc::clone(&self.service);
         let (id, hours) = (args.worker_id.clone(), args.hours);
         let expiry = self
-            .run("extend_ttl", async move {
+            .call("extend_ttl", |service| async move {
                 service.extend_ttl(&actor, &id, hours).await
             })
-            .await
-            .map_err(ToolFailure::into_result)?;
+            .await?;
         Ok(Json(TtlResult::new(args.worker_id, expiry, self.now())))
     }
 

@@ -106,13 +106,12 @@ pub async fn apply_maintenance(
     pin: Option<Sha256Fingerprint>,
     timeout: Duration,
 ) -> Result<ApplyOutcome, TalosError> {
-    let target = Target {
-        host: ip.to_string(),
-        port,
-    };
-    let endpoint = target.display();
-    let record = Arc::new(Mutex::new(HandshakeRecord::default()));
-    let tls = maintenance_config(pin, record.clone())?;
+    let Session {
+        target,
+        endpoint,
+        record,
+        tls,
+    } = Session::new(ip, port, pin)?;
     let channel = connect(&target, tls, timeout, pin.map(|p| (&record, p))).await?;
     if pin.is_none() {
         let fingerprint = record
@@ -167,6 +166,36 @@ pub async fn apply_maintenance(
     Ok(outcome)
 }
 
+/// What a connection to the maintenance API at one address starts from.
+struct Session {
+    /// Where the API listens.
+    target: Target,
+    /// The address as errors and logs show it.
+    endpoint: String,
+    /// What the handshake saw of the server's certificate.
+    record: Arc<Mutex<HandshakeRecord>>,
+    /// The TLS client configuration, checking `pin` when there is one.
+    tls: rustls::ClientConfig,
+}
+
+impl Session {
+    fn new(ip: IpAddr, port: u16, pin: Option<Sha256Fingerprint>) -> Result<Self, TalosError> {
+        let target = Target {
+            host: ip.to_string(),
+            port,
+        };
+        let endpoint = target.display();
+        let record = Arc::new(Mutex::new(HandshakeRecord::default()));
+        let tls = maintenance_config(pin, record.clone())?;
+        Ok(Self {
+            target,
+            endpoint,
+            record,
+            tls,
+        })
+    }
+}
+
 /// Reads the certificate the maintenance API at `ip:port` presents,
 /// without sending anything — to show or record its fingerprint (trust on
 /// first use), or to pin it for the apply.
@@ -179,14 +208,13 @@ pub async fn probe_maintenance_certificate(
     port: u16,
     timeout: Duration,
 ) -> Result<PresentedCertificate, TalosError> {
-    let target = Target {
-        host: ip.to_string(),
-        port,
-    };
-    let endpoint = target.display();
-    let record = Arc::new(Mutex::new(HandshakeRecord::default()));
-    let config = maintenance_config(None, record.clone())?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let Session {
+        endpoint,
+        record,
+        tls,
+        ..
+    } = Session::new(ip, port, None)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let handshake = async {
         let tcp = tokio::net::TcpStream::connect((ip, port)).await?;
         connector

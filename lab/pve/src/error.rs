@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::config::ErrorBodies;
 
@@ -93,20 +93,26 @@ impl ApiError {
             resp.extensions_mut().insert(reason);
         }
         let headers = resp.headers_mut();
-        if self.status != 401 {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json;charset=UTF-8"),
-            );
-        }
-        headers.insert(
-            header::SERVER,
-            HeaderValue::from_static("pve-api-daemon/3.0"),
-        );
+        daemon_headers(headers, self.status != 401);
         // pve-http-server stops keeping the connection alive after an error.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp
     }
+}
+
+/// The headers pve-api-daemon puts on its answers: the JSON content type
+/// when `json`, then the server's name.
+pub(crate) fn daemon_headers(headers: &mut HeaderMap, json: bool) {
+    if json {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=UTF-8"),
+        );
+    }
+    headers.insert(
+        header::SERVER,
+        HeaderValue::from_static("pve-api-daemon/3.0"),
+    );
 }
 
 /// Errors of the in-process API ([`crate::PveLab`]).

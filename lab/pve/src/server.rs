@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Reply};
-use crate::error::{ApiError, LabError};
+use crate::error::{ApiError, LabError, daemon_headers};
 use crate::lab::{Shared, fingerprint_of};
 use crate::params::{MAX_BODY, Params};
 
@@ -192,14 +192,7 @@ fn success(reply: Reply) -> Response {
     }
     let mut resp = Response::new(Body::from(serde_json::Value::Object(obj).to_string()));
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
-    h.insert(
-        header::SERVER,
-        HeaderValue::from_static("pve-api-daemon/3.0"),
-    );
+    daemon_headers(h, true);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=0"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     resp

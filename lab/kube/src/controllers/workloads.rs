@@ -65,6 +65,23 @@ fn active(pod: &Value) -> bool {
         )
 }
 
+/// Deletes pod `p`, as a controller does: a pod already gone is no error.
+fn delete_pod(store: &Store, p: &Value) {
+    let _ = store.delete(
+        &pods(),
+        meta::namespace(p),
+        meta::name(p),
+        &DeleteOptions::default(),
+    );
+}
+
+/// How many of `pods` are Ready.
+fn ready_count(pods: &[impl AsRef<Value>]) -> usize {
+    pods.iter()
+        .filter(|p| meta::condition_true(p.as_ref(), "Ready"))
+        .count()
+}
+
 /// Objects grouped by the uid of their controller.
 type ByOwner = HashMap<String, Vec<Arc<Value>>>;
 
@@ -153,19 +170,11 @@ pub fn reconcile_replicasets(store: &Store) {
                 )
             });
             for p in doomed.iter().take(mine.len() - want) {
-                let _ = store.delete(
-                    &pods(),
-                    meta::namespace(p),
-                    meta::name(p),
-                    &DeleteOptions::default(),
-                );
+                delete_pod(store, p);
             }
         }
         let selector = LabelSelector::from_object(&rs["spec"]["selector"]).unwrap_or_default();
-        let ready = mine
-            .iter()
-            .filter(|p| meta::condition_true(p, "Ready"))
-            .count();
+        let ready = ready_count(&mine);
         write_status(
             store,
             &key,
@@ -344,19 +353,11 @@ pub fn reconcile_daemonsets(store: &Store) {
         for (node, ps) in &by_node {
             let keep = usize::from(eligible.contains(node));
             for p in ps.iter().skip(keep) {
-                let _ = store.delete(
-                    &pods(),
-                    meta::namespace(p),
-                    meta::name(p),
-                    &DeleteOptions::default(),
-                );
+                delete_pod(store, p);
             }
         }
         let scheduled = by_node.keys().filter(|n| eligible.contains(n)).count();
-        let ready = mine
-            .iter()
-            .filter(|p| meta::condition_true(p, "Ready"))
-            .count();
+        let ready = ready_count(&mine);
         write_status(
             store,
             &key,

@@ -108,8 +108,8 @@ fn pool(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Option
     obj.finish(errs);
 
     let kind = kind?;
-    let ttl = ttl(ttl_field, kind, errs)?;
-    let idle_timeout = idle_timeout(idle_field, kind, errs)?;
+    let ttl = lifetime(ttl_field, kind, &TTL, errs)?;
+    let idle_timeout = lifetime(idle_field, kind, &IDLE_TIMEOUT, errs)?;
     let utilization = pool_utilization(utilization_field, kind, errs)?;
     let limits = limits?;
     let schedule = schedule?;
@@ -289,69 +289,63 @@ fn pool_hosts(
     ok.then(|| hosts.into_iter().map(|h| h.value).collect())
 }
 
-/// The TTL of new workers: between 1h and 168h, none for permanent pools;
-/// 4h when not given for the kinds that have one by default. `None` when
-/// invalid.
-fn ttl(
-    field: Option<(&Node, String)>,
-    kind: PoolKind,
-    errs: &mut Errors,
-) -> Option<Option<Duration>> {
-    lifetime(
-        field,
-        kind,
-        kind.has_ttl_by_default()
-            .then_some(Duration::from_secs(4 * 3600)),
-        "permanent pools have no TTL; remove `ttl` or use kind burst",
-        |d| {
-            (!(MIN_TTL..=MAX_TTL).contains(&d)).then(|| {
-                format!(
-                    "ttl must be between 1h and 168h, got {}",
-                    crate::duration::Human(d)
-                )
-            })
-        },
-        errs,
-    )
+/// The rule of one limit on a worker's life (`ttl`, `idleTimeout`).
+struct LifetimeRule {
+    /// The value when the field is not given, by pool kind.
+    default: fn(PoolKind) -> Option<Duration>,
+    /// The message when a permanent pool gives the field.
+    on_permanent: &'static str,
+    /// What is wrong with a given value, if anything.
+    invalid: fn(Duration) -> Option<String>,
 }
+
+/// The TTL of new workers: between 1h and 168h, none for permanent pools;
+/// 4h when not given for the kinds that have one by default.
+const TTL: LifetimeRule = LifetimeRule {
+    default: |kind| {
+        kind.has_ttl_by_default()
+            .then_some(Duration::from_secs(4 * 3600))
+    },
+    on_permanent: "permanent pools have no TTL; remove `ttl` or use kind burst",
+    invalid: |d| {
+        (!(MIN_TTL..=MAX_TTL).contains(&d)).then(|| {
+            format!(
+                "ttl must be between 1h and 168h, got {}",
+                crate::duration::Human(d)
+            )
+        })
+    },
+};
 
 /// The idle timeout: at least 1m, none for permanent pools; 30m when not
-/// given for burst and gpu pools. `None` when invalid.
-fn idle_timeout(
-    field: Option<(&Node, String)>,
-    kind: PoolKind,
-    errs: &mut Errors,
-) -> Option<Option<Duration>> {
-    lifetime(
-        field,
-        kind,
-        matches!(kind, PoolKind::Burst | PoolKind::Gpu).then_some(Duration::from_secs(30 * 60)),
-        "permanent pools are not removed when idle; remove `idleTimeout`",
-        |d| (d < Duration::from_secs(60)).then(|| "idleTimeout must be at least 1m".to_owned()),
-        errs,
-    )
-}
+/// given for burst and gpu pools.
+const IDLE_TIMEOUT: LifetimeRule = LifetimeRule {
+    default: |kind| {
+        matches!(kind, PoolKind::Burst | PoolKind::Gpu).then_some(Duration::from_secs(30 * 60))
+    },
+    on_permanent: "permanent pools are not removed when idle; remove `idleTimeout`",
+    invalid: |d| {
+        (d < Duration::from_secs(60)).then(|| "idleTimeout must be at least 1m".to_owned())
+    },
+};
 
-/// A limit on a worker's life (`ttl`, `idleTimeout`): `default` when not
-/// given; never for a permanent pool (`on_permanent` says so); `invalid`
-/// says what is wrong with a given value, if anything. `None` when invalid.
+/// A limit on a worker's life checked against its `rule`: the rule's
+/// default when not given; never for a permanent pool. `None` when invalid.
 fn lifetime(
     field: Option<(&Node, String)>,
     kind: PoolKind,
-    default: Option<Duration>,
-    on_permanent: &str,
-    invalid: impl FnOnce(Duration) -> Option<String>,
+    rule: &LifetimeRule,
     errs: &mut Errors,
 ) -> Option<Option<Duration>> {
     let Some((n, p)) = field else {
-        return Some(default);
+        return Some((rule.default)(kind));
     };
     let d = duration(n, &p, errs)?;
     if kind == PoolKind::Permanent {
-        errs.at(&p, d.mark, on_permanent);
+        errs.at(&p, d.mark, rule.on_permanent);
         return None;
     }
-    if let Some(message) = invalid(d.value) {
+    if let Some(message) = (rule.invalid)(d.value) {
         errs.at(&p, d.mark, message);
         return None;
     }

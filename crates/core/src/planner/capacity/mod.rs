@@ -156,10 +156,8 @@ fn pool_capacity(
         .map(|entry| size_fit(ctx, f.ledger, f.vmids, f.usage, entry))
         .collect();
     for entry in &entries {
-        what_if
-            .add
-            .push(add_one(ctx, f.ledger, f.vmids, f.usage, f.cluster, entry));
-        if let Some(remove) = remove_one(input, ctx, f.ledger, f.vmids, f.usage, f.cluster, entry) {
+        what_if.add.push(add_one(ctx, f, entry));
+        if let Some(remove) = remove_one(input, ctx, f, entry) {
             what_if.remove.push(remove);
         }
     }

@@ -2,8 +2,6 @@
 //! planner would put it, or why it would refuse it) and one existing worker
 //! removed (what it gives back and what would stop or hold its removal).
 
-use std::collections::BTreeMap;
-
 use crate::config::{Pool, SizeEntry};
 use crate::lifecycle::Phase;
 use crate::planner::hosts::{Headroom, VmCost};
@@ -14,19 +12,13 @@ use crate::sched::{MAX_BLOCK_VOLUMES, NodeSnapshot};
 
 use super::fit::size_fit;
 use super::types::{AddOne, ClusterCapacity, HostRoom, Refusal, RemoveOne};
-use super::{MIB, PoolCtx, limits_left};
+use super::{Figures, MIB, PoolCtx, limits_left};
 
 /// What adding one worker of `entry` to the pool would change, checked as
 /// the planner checks it: the pool's limits, the VMID range, the hosts.
-pub(super) fn add_one(
-    ctx: &PoolCtx<'_>,
-    ledger: &[Headroom],
-    vmids: &BTreeMap<String, u64>,
-    usage: PoolUsage,
-    cluster: &ClusterCapacity,
-    entry: &SizeEntry,
-) -> AddOne {
+pub(super) fn add_one(ctx: &PoolCtx<'_>, f: &Figures<'_>, entry: &SizeEntry) -> AddOne {
     let (pool, provider) = (ctx.pool, ctx.provider);
+    let (ledger, vmids, usage) = (f.ledger, f.vmids, f.usage);
     let size = &entry.size;
     let left = vmids.get(&provider.name).copied().unwrap_or(0);
     let mut after = ledger.to_vec();
@@ -63,7 +55,7 @@ pub(super) fn add_one(
     let usage_after = usage.with_worker(size);
     let mut vmids_after = vmids.clone();
     vmids_after.insert(provider.name.clone(), left - 1);
-    let mut cluster_after = cluster.clone();
+    let mut cluster_after = f.cluster.clone();
     cluster_after.nodes += 1;
     cluster_after.cpu_milli += size.allocatable.cpu_milli;
     cluster_after.memory_mib += size.allocatable.memory_bytes / MIB;
@@ -91,13 +83,11 @@ fn workload(node: Option<&NodeSnapshot>) -> usize {
 pub(super) fn remove_one(
     input: &PlanInput,
     ctx: &PoolCtx<'_>,
-    ledger: &[Headroom],
-    vmids: &BTreeMap<String, u64>,
-    usage: PoolUsage,
-    cluster: &ClusterCapacity,
+    f: &Figures<'_>,
     entry: &SizeEntry,
 ) -> Option<RemoveOne> {
     let (pool, provider) = (ctx.pool, ctx.provider);
+    let (ledger, vmids, usage) = (f.ledger, f.vmids, f.usage);
     let size = &entry.size;
     let node_of = |name: &str| input.nodes.iter().find(|n| n.name == name);
     let claim = input
@@ -139,7 +129,7 @@ pub(super) fn remove_one(
         host_before,
         host_after,
         limits_after: limits_left(pool, usage_after, ctx.in_flight),
-        cluster_after: cluster_without(cluster, node),
+        cluster_after: cluster_without(f.cluster, node),
         fits_after: size_fit(ctx, &after, &vmids_after, usage_after, entry).fits,
         notes: removal_notes(input, pool, usage, claim, node),
     })

@@ -121,41 +121,63 @@ pub(super) fn templates<'a>(input: &'a PlanInput, pool: &Pool, scale: Scale) -> 
         .collect()
 }
 
-/// First-fit-decreasing of `pods` (already sorted) onto new nodes of one
-/// template; returns the bins and the pods the template cannot hold.
-fn first_fit(
-    input: &PlanInput,
-    pods: &[usize],
-    template: &Template<'_>,
-    holds: &[bool],
+/// One packing pass's work: `pods` (already sorted) onto new nodes of one
+/// template, the pods that fit its empty node marked in `holds`.
+struct Pass<'p> {
+    input: &'p PlanInput,
+    pods: &'p [usize],
+    template: &'p Template<'p>,
+    holds: &'p [bool],
+    /// The template's index, for the bins.
     size: usize,
     keep_pods: bool,
-) -> (Vec<Bin>, Vec<usize>) {
+}
+
+impl Pass<'_> {
+    /// A new worker of the template with nothing on it yet.
+    fn empty_bin(&self) -> Bin {
+        Bin {
+            size: self.size,
+            node: self.template.room.clone(),
+            pods: Vec::new(),
+        }
+    }
+
+    /// Whether pending pod `i` fits the room `bin` has left.
+    fn fits(&self, i: usize, bin: &Bin) -> bool {
+        let pod = &self.input.pending[i].pod;
+        quick_room(pod, &bin.node) && fits_room(pod, &bin.node).is_ok()
+    }
+
+    /// Binds pending pod `i` to `bin`.
+    fn bind(&self, i: usize, bin: &mut Bin) {
+        bin.node.bind(&self.input.pending[i].pod, self.keep_pods);
+        bin.pods.push(i);
+    }
+}
+
+/// First-fit-decreasing of the pass's pods onto new nodes of its template;
+/// returns the bins and the pods the template cannot hold.
+fn first_fit(pass: &Pass<'_>) -> (Vec<Bin>, Vec<usize>) {
     let mut bins: Vec<Bin> = Vec::new();
     let mut tree = RoomTree::new();
     let mut leftover = Vec::new();
-    for &i in pods {
-        let pod = &input.pending[i].pod;
-        if !holds[i] {
+    for &i in pass.pods {
+        if !pass.holds[i] {
             leftover.push(i);
             continue;
         }
-        let slot = tree.first(&RoomTree::want(pod), |j| {
-            quick_room(pod, &bins[j].node) && fits_room(pod, &bins[j].node).is_ok()
+        let slot = tree.first(&RoomTree::want(&pass.input.pending[i].pod), |j| {
+            pass.fits(i, &bins[j])
         });
         let j = match slot {
             Some(j) => j,
             None => {
-                bins.push(Bin {
-                    size,
-                    node: template.room.clone(),
-                    pods: Vec::new(),
-                });
+                bins.push(pass.empty_bin());
                 bins.len() - 1
             }
         };
-        bins[j].node.bind(pod, keep_pods);
-        bins[j].pods.push(i);
+        pass.bind(i, &mut bins[j]);
         tree.set(j, &bins[j].node);
     }
     (bins, leftover)
@@ -179,15 +201,9 @@ const BAND_LOOKS: usize = 16;
 /// CPU-leaning side, and the other way round, falling back to the other
 /// side when nothing fits, so both resources of a worker fill together.
 /// Deterministic: ties go to the earlier pod of `pods`.
-fn balanced(
-    input: &PlanInput,
-    pods: &[usize],
-    template: &Template<'_>,
-    holds: &[bool],
-    size: usize,
-    keep_pods: bool,
-) -> (Vec<Bin>, Vec<usize>) {
-    let alloc = &template.node.allocatable;
+fn balanced(pass: &Pass<'_>) -> (Vec<Bin>, Vec<usize>) {
+    let (input, pods) = (pass.input, pass.pods);
+    let alloc = &pass.template.node.allocatable;
     let (cap_cpu, cap_mem) = (
         u128::from(alloc.cpu_milli.max(1)),
         u128::from(alloc.memory_bytes.max(1)),
@@ -203,7 +219,7 @@ fn balanced(
     // comes first and, among equal ones, the earliest.
     let mut sides: [BTreeSet<(u64, usize)>; 2] = [BTreeSet::new(), BTreeSet::new()];
     for (at, &i) in pods.iter().enumerate() {
-        if !holds[i] {
+        if !pass.holds[i] {
             leftover.push(i);
             continue;
         }
@@ -216,11 +232,7 @@ fn balanced(
     }
     let mut bins: Vec<Bin> = Vec::new();
     while sides.iter().any(|s| !s.is_empty()) {
-        let mut bin = Bin {
-            size,
-            node: template.room.clone(),
-            pods: Vec::new(),
-        };
+        let mut bin = pass.empty_bin();
         while bin.node.pod_count < alloc.pods {
             let free_cpu = alloc.cpu_milli.saturating_sub(bin.node.requested.cpu_milli);
             let free_mem = alloc
@@ -231,10 +243,7 @@ fn balanced(
             } else {
                 [1, 0]
             };
-            let fits_bin = |&(_, at): &(u64, usize)| {
-                let pod = &input.pending[pods[!at]].pod;
-                quick_room(pod, &bin.node) && fits_room(pod, &bin.node).is_ok()
-            };
+            let fits_bin = |&(_, at): &(u64, usize)| pass.fits(pods[!at], &bin);
             let pick = order.into_iter().find_map(|side| {
                 // On the CPU-leaning side every pod with at most `sure`
                 // millicores also fits the free memory (its memory share is
@@ -267,9 +276,7 @@ fn balanced(
                 break;
             };
             sides[side].remove(&key);
-            let i = pods[!key.1];
-            bin.node.bind(&input.pending[i].pod, keep_pods);
-            bin.pods.push(i);
+            pass.bind(pods[!key.1], &mut bin);
         }
         if bin.pods.is_empty() {
             // Every queued pod fits an empty node, so this cannot happen;
@@ -314,10 +321,17 @@ pub(super) fn pack(
     while !left.is_empty() {
         let mut best: Option<(usize, f64, Vec<Bin>, Vec<usize>)> = None;
         for (s, template) in templates.iter().enumerate() {
-            let (mut bins, mut leftover) =
-                first_fit(input, &left, template, &holds[s], s, keep_pods);
+            let pass = Pass {
+                input,
+                pods: &left,
+                template,
+                holds: &holds[s],
+                size: s,
+                keep_pods,
+            };
+            let (mut bins, mut leftover) = first_fit(&pass);
             // Both leave out the same pods (those `holds` refuses).
-            let (alt, alt_leftover) = balanced(input, &left, template, &holds[s], s, keep_pods);
+            let (alt, alt_leftover) = balanced(&pass);
             if alt_leftover.len() <= leftover.len() && alt.len() < bins.len() {
                 (bins, leftover) = (alt, alt_leftover);
             }
@@ -394,6 +408,23 @@ mod tests {
     use super::*;
     use crate::planner::scale_up::fixtures::{GIB, input, medium};
 
+    /// A pass of `order` onto the first template, without keeping pods.
+    fn pass<'p>(
+        input: &'p PlanInput,
+        order: &'p [usize],
+        templates: &'p [Template<'p>],
+        holds: &'p [bool],
+    ) -> Pass<'p> {
+        Pass {
+            input,
+            pods: order,
+            template: &templates[0],
+            holds,
+            size: 0,
+            keep_pods: false,
+        }
+    }
+
     #[test]
     fn the_balanced_pass_pairs_cpu_heavy_and_memory_heavy_pods_that_first_fit_keeps_apart() {
         // Four 3.8-core pods and eight 7-GiB pods. Taken largest first, the
@@ -404,10 +435,10 @@ mod tests {
         pods.extend(vec![(500, 7 * GIB); 8]);
         let input = input(&pods);
         let (templates, order, holds) = medium(&input);
-        let (ffd, left) = first_fit(&input, &order, &templates[0], &holds, 0, false);
+        let (ffd, left) = first_fit(&pass(&input, &order, &templates, &holds));
         assert!(left.is_empty());
         assert_eq!(ffd.len(), 6);
-        let (bal, left) = balanced(&input, &order, &templates[0], &holds, 0, false);
+        let (bal, left) = balanced(&pass(&input, &order, &templates, &holds));
         assert!(left.is_empty());
         assert_eq!(bal.len(), 4);
         for bin in &bal {
@@ -423,7 +454,7 @@ mod tests {
         // the first-fit packing.
         let input = input(&[(3000, GIB); 5]);
         let (templates, order, holds) = medium(&input);
-        let (ffd, _) = first_fit(&input, &order, &templates[0], &holds, 0, false);
+        let (ffd, _) = first_fit(&pass(&input, &order, &templates, &holds));
         let packed = pack(&input, &order, &templates, false);
         let pods = |bins: &[Bin]| bins.iter().map(|b| b.pods.clone()).collect::<Vec<_>>();
         assert_eq!(pods(&packed), pods(&ffd));
@@ -443,7 +474,7 @@ mod tests {
             let pods: Vec<(u64, u64)> = pods.into_iter().map(|(c, m)| (c, m << 20)).collect();
             let input = input(&pods);
             let (templates, order, holds) = medium(&input);
-            let (ffd, _) = first_fit(&input, &order, &templates[0], &holds, 0, false);
+            let (ffd, _) = first_fit(&pass(&input, &order, &templates, &holds));
             let packed = pack(&input, &order, &templates, false);
             prop_assert!(packed.len() <= ffd.len());
             let mut seen = vec![0u32; pods.len()];
