@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::claim::Claim;
 use crate::executor::{Executor, ExecutorError, Progress};
@@ -152,7 +152,22 @@ where
     }
 }
 
+/// Drives one claim until it is idle, inside a `reconcile` span naming the
+/// claim, so every log line of its steps (and of the provider calls they
+/// make) says which claim it was for.
 async fn drive<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
+    exec: &Executor<H, J, N, S>,
+    name: &str,
+    options: ReconcilerOptions,
+    stop: &watch::Receiver<bool>,
+) -> Result<usize, ExecutorError> {
+    let span = tracing::info_span!("reconcile", claim = name);
+    drive_steps(exec, name, options, stop)
+        .instrument(span)
+        .await
+}
+
+async fn drive_steps<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
     exec: &Executor<H, J, N, S>,
     name: &str,
     options: ReconcilerOptions,

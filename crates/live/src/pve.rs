@@ -277,6 +277,15 @@ impl PveHypervisor {
         }))
     }
 
+    /// Waits for a task this adapter started, up to [`TASK_DEADLINE`].
+    async fn finish(&self, upid: &tidepool_proxmox::Upid) -> ProviderResult<()> {
+        self.client
+            .wait_task(upid, deadline())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     /// Starts (`running`) or stops the VM and waits for the task; a VM
     /// already in that state is left alone.
     async fn power(&self, vm: &VmIdentity, running: bool) -> ProviderResult<()> {
@@ -294,11 +303,7 @@ impl PveHypervisor {
             self.client.stop(&vm.node, vm.vmid).await
         }
         .map_err(classify)?;
-        self.client
-            .wait_task(&upid, deadline())
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.finish(&upid).await
     }
 
     /// The template's node and VMID, preferring a copy on `host`.
@@ -501,11 +506,7 @@ impl Hypervisor for PveHypervisor {
             .delete_vm(&vm.node, vm.vmid, &options)
             .await
             .map_err(classify)?;
-        self.client
-            .wait_task(&upid, deadline())
-            .await
-            .map_err(classify)?;
-        Ok(())
+        self.finish(&upid).await
     }
 }
 

@@ -39,6 +39,11 @@
 //! as a block. After editing, each edited document is parsed again and
 //! compared with the intended result; any difference is a
 //! [`RenderError::Verification`] rather than a wrong config.
+//!
+//! The module stays one file (close to 800 lines) because its parts are
+//! one algorithm: locating a key's lines, replacing or inserting them, and
+//! verifying the result share the same line model, and splitting them
+//! would only spread that model over files.
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,269 @@
+//! The autoscaler's unit tests, over the in-memory fakes: a pass asks the
+//! service for workers and tells pods why, failed launches are repaired,
+//! and the loop's deadlines and sleeps.
+
+use std::collections::BTreeSet;
+
+use tidepool_core::config::{self, EXAMPLE};
+use tidepool_core::conventions::TaintEffect;
+use tidepool_core::planner::hosts::HostSnapshot;
+use tidepool_core::planner::{ClaimState, PendingPod};
+use tidepool_core::sched::{NodeSnapshot, PodSpec, Requests, Toleration, TolerationOperator};
+use tidepool_core::{Lifecycle, Step};
+
+use super::*;
+use crate::claim::{Claim, ClaimSpec};
+use crate::clock::ScaledClock;
+use crate::executor::Executor;
+use crate::ports::Clock;
+use crate::testing::{Fake, ManualClock};
+
+/// Sunday 4 January 2026, noon UTC: outside the example's Monday-to-Friday
+/// pre-scaling window.
+fn now() -> Timestamp {
+    Timestamp::from_second(1_767_528_000).unwrap()
+}
+
+fn ago(secs: i64) -> Timestamp {
+    now() - SignedDuration::from_secs(secs)
+}
+
+type FakeScaler = Autoscaler<Fake, Fake, Fake, Fake, Fake, Fake>;
+
+fn autoscaler(fake: &Fake) -> FakeScaler {
+    let exec = Executor::new(
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        Arc::new(config::load(EXAMPLE).unwrap()),
+        Arc::new(ManualClock::at(now())),
+    );
+    let service = Arc::new(Service::new(Arc::new(exec)));
+    Autoscaler::new(service, Arc::new(fake.clone()), fake.clone())
+}
+
+fn host(name: &str) -> HostSnapshot {
+    HostSnapshot {
+        name: name.into(),
+        provider: "pve".into(),
+        online: true,
+        memory_total_mib: 196_608,
+        memory_used_mib: 65_536,
+        cores: 32,
+        vcpus_allocated: 24,
+        storage_free_gib: BTreeMap::from([("local-lvm".into(), 2600)]),
+        gpu_free: BTreeMap::new(),
+        vms: BTreeMap::new(),
+        templates: config::load(EXAMPLE).unwrap().templates(),
+    }
+}
+
+/// A CI job for the burst pool asking for `cpu_milli`, waiting since
+/// `since`.
+fn ci_pod(name: &str, cpu_milli: u64, since: Timestamp) -> PendingPod {
+    PendingPod {
+        pod: PodSpec {
+            namespace: "ci".into(),
+            name: name.into(),
+            requests: Requests {
+                cpu_milli,
+                memory_bytes: 6 << 30,
+                ..Requests::default()
+            },
+            node_selector: Arc::new(BTreeMap::from([("node-pool".into(), "burst".into())])),
+            tolerations: Arc::new(vec![Toleration {
+                key: "workload-type".into(),
+                operator: TolerationOperator::Equal,
+                value: "burst".into(),
+                effect: Some(TaintEffect::NoSchedule),
+            }]),
+            ..PodSpec::default()
+        },
+        unschedulable_since: since,
+    }
+}
+
+/// The example configuration over two roomy hosts with the permanent
+/// pool at its minimum of three Ready workers, and `pending` waiting.
+fn home_lab(pending: Vec<PendingPod>) -> PlanInput {
+    let config = config::load(EXAMPLE).unwrap();
+    let mut nodes = Vec::new();
+    let mut claims = Vec::new();
+    for name in ["permanent-1", "permanent-2", "permanent-3"] {
+        nodes.push(NodeSnapshot::hypothetical(
+            &config,
+            config.pool("permanent").unwrap(),
+            config.size("medium").unwrap(),
+            name,
+            now(),
+        ));
+        claims.push(ClaimState {
+            name: name.into(),
+            pool: "permanent".into(),
+            size: "medium".into(),
+            phase: Phase::Ready,
+            removing: false,
+            host: Some("pve-01".into()),
+            expires_at: None,
+            idle_since: None,
+        });
+    }
+    PlanInput {
+        config,
+        nodes,
+        pending,
+        claims,
+        hosts: vec![host("pve-01"), host("pve-02")],
+        vmids_in_use: BTreeMap::from([("pve".into(), BTreeSet::from([100, 101]))]),
+        pool_state: BTreeMap::new(),
+        now: now(),
+    }
+}
+
+fn events_of(fake: &Fake, reason: &str) -> Vec<String> {
+    fake.world()
+        .pod_events
+        .iter()
+        .filter(|(_, r, _)| r == reason)
+        .map(|(pod, _, _)| pod.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn waiting_pods_get_workers_through_the_service_and_every_pod_is_told_why() {
+    let fake = Fake::new();
+    let mut pending: Vec<PendingPod> = (0..6)
+        .map(|i| ci_pod(&format!("ci-{i}"), 3000, ago(600)))
+        .collect();
+    // No size of the burst pool has 200 CPUs.
+    pending.push(ci_pod("huge", 200_000, ago(600)));
+    fake.world().observed = Some(home_lab(pending));
+    let mut scaler = autoscaler(&fake);
+
+    let (plan, report, _) = scaler.pass().await.unwrap();
+
+    assert!(!report.created.is_empty(), "{plan:?}");
+    assert_eq!(report.pending, 7);
+    assert_eq!(report.unhelpable, 1);
+    for name in &report.created {
+        let claim = fake.world().claims[name].clone();
+        assert_eq!(claim.spec.pool, "burst");
+        assert_eq!(claim.spec.requested_by, "autoscaler");
+        assert!(
+            claim.spec.host.is_some(),
+            "the planner's host goes with the claim"
+        );
+    }
+    let mut told = events_of(&fake, "TriggeredScaleUp");
+    told.sort();
+    assert_eq!(
+        told,
+        (0..6).map(|i| format!("ci/ci-{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(events_of(&fake, "NotTriggerScaleUp"), ["ci/huge"]);
+
+    // Told once: the same answer is not repeated on the next pass.
+    let before = fake.world().pod_events.len();
+    let input = fake.world().observed.clone().unwrap();
+    scaler.explain(&input, &plan, &report).await;
+    assert_eq!(fake.world().pod_events.len(), before);
+}
+
+#[tokio::test]
+async fn a_burst_worker_that_failed_to_launch_is_removed_but_a_permanent_one_is_kept() {
+    let fake = Fake::new();
+    for (name, pool, size) in [
+        ("burst-f4il3", "burst", "small"),
+        ("permanent-f4il", "permanent", "medium"),
+    ] {
+        let mut claim = Claim::new(
+            name,
+            ClaimSpec {
+                pool: pool.into(),
+                size: size.into(),
+                ttl: None,
+                requested_by: "autoscaler".into(),
+                reason: "a test".into(),
+                intent: Intent::Keep,
+                host: None,
+            },
+        );
+        claim.status.lifecycle = Lifecycle::Failed {
+            step: Step::Clone,
+            reason: "clone task failed".into(),
+        };
+        fake.put_claim(claim);
+    }
+    fake.world().observed = Some(home_lab(Vec::new()));
+    let mut scaler = autoscaler(&fake);
+
+    let (_, report, _) = scaler.pass().await.unwrap();
+
+    assert_eq!(report.removed, ["burst-f4il3"]);
+    let w = fake.world();
+    assert_eq!(
+        w.claims["burst-f4il3"].spec.intent,
+        Intent::Remove { force: true }
+    );
+    assert_eq!(w.claims["permanent-f4il"].spec.intent, Intent::Keep);
+}
+
+#[tokio::test]
+async fn a_failed_observation_is_an_error_and_nothing_is_asked() {
+    let fake = Fake::new();
+    let mut scaler = autoscaler(&fake);
+    assert!(scaler.pass().await.is_err());
+    assert!(fake.world().claims.is_empty());
+}
+
+#[test]
+fn the_next_deadline_is_the_soonest_window_or_expiry_still_to_come() {
+    // A pod waiting 30 s: the burst pool's 120 s window ends in 90 s.
+    let mut input = home_lab(vec![ci_pod("ci-0", 3000, ago(30))]);
+    assert_eq!(
+        next_deadline(&input),
+        Some(ago(30) + SignedDuration::from_secs(120))
+    );
+
+    // A worker expiring in 10 s comes first.
+    input.claims[0].expires_at = Some(now() + SignedDuration::from_secs(10));
+    assert_eq!(
+        next_deadline(&input),
+        Some(now() + SignedDuration::from_secs(10))
+    );
+
+    // Moments already past are not deadlines; an idle worker's timeout is.
+    let mut input = home_lab(vec![ci_pod("ci-0", 3000, ago(100_000))]);
+    input.claims.push(ClaimState {
+        name: "burst-idle1".into(),
+        pool: "burst".into(),
+        size: "small".into(),
+        phase: Phase::Ready,
+        removing: false,
+        host: Some("pve-02".into()),
+        expires_at: None,
+        idle_since: Some(ago(60)),
+    });
+    assert_eq!(
+        next_deadline(&input),
+        Some(ago(60) + SignedDuration::from_secs(30 * 60))
+    );
+}
+
+#[test]
+fn the_loop_sleeps_until_just_after_the_deadline_or_its_idle_tick() {
+    let timing = Timing::new(Duration::from_millis(500));
+    let clock = ScaledClock::new(10.0, None);
+    // Idle tick: a minute of controller time, 6 s real at 10x.
+    assert_eq!(
+        clock.real(timing.sleep_until(None, now())),
+        Duration::from_secs(6)
+    );
+    let soon = now() + SignedDuration::from_secs(9);
+    // (9 s + 1.1 s) / 10.
+    assert_eq!(
+        clock.real(timing.sleep_until(Some(soon), now())),
+        Duration::from_millis(1010)
+    );
+}
