@@ -13,6 +13,7 @@ set -euo pipefail
 
 cache="${TIDEPOOL_TOOLS_CACHE:-$HOME/.cache/tidepool/tools}"
 kubectl_module_version=v0.32.4 # the kubectl of Kubernetes 1.32
+kubectl_git_version=v1.32.4   # what `kubectl version` reports
 nextest_version=0.9.151
 
 log() { echo "tools: $*" >&2; }
@@ -54,7 +55,9 @@ func main() {
 	}
 }
 GO
-  (cd "$src" && go mod tidy >&2 && mkdir -p "$(dirname "$out")" && CGO_ENABLED=0 go build -trimpath -o "$out.tmp" . >&2)
+  (cd "$src" && go mod tidy >&2 && mkdir -p "$(dirname "$out")" && CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-X k8s.io/component-base/version.gitVersion=$kubectl_git_version -X k8s.io/client-go/pkg/version.gitVersion=$kubectl_git_version" \
+    -o "$out.tmp" . >&2)
   mv "$out.tmp" "$out"
   rm -rf "$src"
   echo "$out"
