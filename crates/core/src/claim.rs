@@ -541,7 +541,9 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
             (Step::WaitForNode, Condition::NodeReady),
             (Step::Label, Condition::Labelled),
         ]),
-        Phase::Ready if forced => Some(Step::DeleteNode),
+        // Every way out of Ready cordons and evicts first, a forced one
+        // too: force only skips the requirement that the worker was
+        // drained beforehand (spec §8).
         Phase::Ready if intent.is_leaving() => Some(Step::Cordon),
         Phase::Ready | Phase::Terminated => None,
         Phase::Draining => first_missing(&[
@@ -661,5 +663,19 @@ mod tests {
             .collect();
         let usage = crate::planner::usage::pool_usage(&config, &states, "burst");
         assert_eq!(usage.nodes, 2);
+    }
+
+    #[test]
+    fn a_forced_removal_of_a_ready_worker_still_cordons_and_drains_first() {
+        let mut c = Claim::new("burst-f0rce", spec());
+        c.status.lifecycle = Lifecycle::Ready;
+        c.spec.intent = Intent::Remove { force: true };
+        assert_eq!(next_step(&c), Some(Step::Cordon));
+        c.status.lifecycle = Lifecycle::Draining;
+        let t = Timestamp::from_second(1_767_225_600).unwrap();
+        c.status.conditions.insert(Condition::Cordoned, t);
+        assert_eq!(next_step(&c), Some(Step::Drain));
+        c.status.conditions.insert(Condition::Drained, t);
+        assert_eq!(next_step(&c), Some(Step::DeleteNode));
     }
 }

@@ -32,14 +32,27 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         match gone_is_done(self.nodes.drain(work.name(), timeout, force, grace).await) {
             Ok(()) => {}
             Err(e) if e.kind == ProviderErrorKind::Blocked => {
-                if self.since(&s, Condition::Cordoned) > timeout {
+                if self.since(&s, Condition::Cordoned) <= timeout {
+                    return Ok(Outcome::Wait(Duration::from_secs(10), e.message));
+                }
+                if !force {
                     return Ok(Outcome::Fail(format!(
                         "drain blocked for longer than {}: {}",
                         Human(timeout),
                         e.message
                     )));
                 }
-                return Ok(Outcome::Wait(Duration::from_secs(10), e.message));
+                // A forced removal honoured the budgets for the pool's whole
+                // drain timeout; now it goes on, and says so on the node.
+                let message = format!(
+                    "forced removal goes on after the drain was blocked for {}: {}",
+                    Human(timeout),
+                    e.message
+                );
+                warn!(claim = work.name(), %message);
+                self.nodes
+                    .announce(work.name(), "ForcedRemoval", &message)
+                    .await;
             }
             Err(e) => return Err(e),
         }
@@ -203,5 +216,68 @@ mod tests {
         set_intent(&fake, "burst-nomem", Intent::Remove { force: false });
         assert_eq!(settle(&exec, "burst-nomem").await, Phase::Terminated);
         assert!(fake.owned("burst-nomem").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forced_removal_still_cordons_and_evicts_before_the_node_goes() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-f0rce", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-f0rce").await, Phase::Ready);
+        fake.world().nodes.get_mut("burst-f0rce").unwrap().pods = 3;
+        set_intent(&fake, "burst-f0rce", Intent::Remove { force: true });
+        // Step until the node is gone; by then the claim recorded both.
+        for _ in 0..10 {
+            exec.step("burst-f0rce").await.unwrap();
+            let w = fake.world();
+            if !w.nodes.contains_key("burst-f0rce") {
+                let status = &w.claims["burst-f0rce"].status;
+                assert!(status.has(Condition::Cordoned) && status.has(Condition::Drained));
+                break;
+            }
+            assert_eq!(
+                w.nodes["burst-f0rce"].pods > 0,
+                !w.claims["burst-f0rce"].status.has(Condition::Drained)
+            );
+        }
+        assert_eq!(settle(&exec, "burst-f0rce").await, Phase::Terminated);
+        assert!(fake.owned("burst-f0rce").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forced_removal_honours_a_budget_for_the_drain_timeout_then_goes_on() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-pdb04", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-pdb04").await, Phase::Ready);
+        fake.world().drain_blocker =
+            Some("pod apps/ledger-0 is protected by PodDisruptionBudget apps/ledger".into());
+        set_intent(&fake, "burst-pdb04", Intent::Remove { force: true });
+        let mut waited = false;
+        for _ in 0..5 {
+            if let Progress::Waiting { step, .. } = exec.step("burst-pdb04").await.unwrap() {
+                assert_eq!(step, Step::Drain);
+                waited = true;
+                break;
+            }
+        }
+        assert!(waited, "the forced drain waits for the budget too");
+        assert!(fake.world().nodes.contains_key("burst-pdb04"));
+
+        clock.advance(Duration::from_secs(11 * 60));
+        assert_eq!(settle(&exec, "burst-pdb04").await, Phase::Terminated);
+        assert!(fake.owned("burst-pdb04").is_empty());
+        assert!(
+            fake.world()
+                .node_events
+                .iter()
+                .any(|(node, reason, message)| node == "burst-pdb04"
+                    && reason == "ForcedRemoval"
+                    && message.contains("PodDisruptionBudget apps/ledger")),
+            "{:?}",
+            fake.world().node_events
+        );
     }
 }
