@@ -299,6 +299,9 @@ pub trait ClaimStore: Send + Sync {
     ) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Removes the cleanup finalizer (the record may then disappear).
     fn remove_finalizer(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Puts the cleanup finalizer on the claim (idempotent: a claim that has
+    /// it is left as it is). `NotFound` when the claim is gone.
+    fn add_finalizer(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
     /// The claims as a watch last saw them: cheap, for loops that look
     /// often, but possibly a moment behind this process's own writes. A
     /// store without a watch answers with [`ClaimStore::list`].

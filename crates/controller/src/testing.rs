@@ -502,6 +502,17 @@ impl ClaimStore for Fake {
         self.world().audit.push((claim.to_owned(), entry.clone()));
     }
 
+    async fn add_finalizer(&self, name: &str) -> ProviderResult<()> {
+        self.take("add_finalizer")?;
+        self.world()
+            .claims
+            .get_mut(name)
+            .ok_or_else(|| not_found(format!("claim {name}")))?
+            .finalizer = true;
+        self.claims_changed();
+        Ok(())
+    }
+
     async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {
         self.take("remove_finalizer")?;
         let mut w = self.world();

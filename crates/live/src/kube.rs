@@ -317,6 +317,14 @@ impl ClaimStore for KubeCluster {
         }
     }
 
+    async fn add_finalizer(&self, name: &str) -> ProviderResult<()> {
+        self.cluster
+            .add_claim_finalizer(name)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {
         self.cluster
             .remove_claim_finalizer(name)

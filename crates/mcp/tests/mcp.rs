@@ -507,6 +507,10 @@ impl ClaimStore for SlowStore {
         self.inner.remove_finalizer(name).await
     }
 
+    async fn add_finalizer(&self, name: &str) -> tidepool_controller::ports::ProviderResult<()> {
+        self.inner.add_finalizer(name).await
+    }
+
     async fn audit(&self, claim: &str, entry: &tidepool_controller::ports::AuditEntry) {
         self.inner.audit(claim, entry).await;
     }

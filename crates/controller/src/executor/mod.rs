@@ -298,6 +298,15 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         };
         // Every status this step writes says which spec it acted on.
         claim.status.observed_generation = claim.generation;
+        // A claim made without the finalizer (applied with kubectl) gets it
+        // before anything is created for it, so no VM outlives its record.
+        if !claim.finalizer && claim.phase() == Phase::Requested && !claim.intent().is_removal() {
+            self.store
+                .add_finalizer(name)
+                .await
+                .map_err(store_error(name))?;
+            claim.finalizer = true;
+        }
         let Some(step) = next_step(&claim) else {
             return self.idle(&claim).await;
         };

@@ -257,3 +257,32 @@ pub fn owner_from_description(description: &str) -> Option<&str> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use tidepool_core::Step;
+
+    use crate::executor::Progress;
+    use crate::executor::fixtures::{claim, clock, executor};
+    use crate::testing::Fake;
+
+    #[tokio::test]
+    async fn a_claim_made_without_the_finalizer_gets_it_before_anything_is_created() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        let mut bare = claim("burst-kubec", "burst", "small");
+        bare.finalizer = false;
+        fake.put_claim(bare);
+
+        assert_eq!(
+            exec.step("burst-kubec").await.unwrap(),
+            Progress::Advanced(Step::AllocateVmid)
+        );
+        let w = fake.world();
+        assert!(w.claims["burst-kubec"].finalizer, "the finalizer first");
+        assert!(w.clones.is_empty(), "nothing cloned yet");
+    }
+}
