@@ -132,6 +132,15 @@ pub enum ClusterError {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored value could not be read back.
+    #[error("decoding {what}")]
+    Decode {
+        /// What was being decoded, naming the object.
+        what: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The object disappeared between reading and writing it.
     #[error("{operation}: the object was deleted meanwhile")]
     Vanished {
@@ -163,7 +172,7 @@ impl ClusterError {
             Self::Api { source, .. } => ErrorCategory::of_kube(source),
             Self::Kubeconfig { .. } | Self::InCluster(_) => ErrorCategory::Config,
             Self::NotSynced(_) => ErrorCategory::Timeout,
-            Self::Encode { .. } => ErrorCategory::Internal,
+            Self::Encode { .. } | Self::Decode { .. } => ErrorCategory::Internal,
             Self::ConflictRetriesExhausted { .. } => ErrorCategory::Conflict,
             Self::Vanished { .. } => ErrorCategory::NotFound,
         }

@@ -8,6 +8,8 @@
 //! - [`drain`]: draining a node through the Eviction API;
 //! - [`claims`]: reading and writing worker claims;
 //! - [`events`]: the Events that form the audit trail;
+//! - [`pool_records`]: each pool's durable record, a ConfigMap written
+//!   with a resourceVersion precondition;
 //! - [`nodes`]: what the node cache keeps of each node;
 //! - [`error`]: the error type and its stable categories.
 //!
@@ -23,6 +25,7 @@ pub mod error;
 pub mod events;
 pub mod nodes;
 pub mod pods;
+pub mod pool_records;
 
 pub use cache::Cache;
 pub use claim::{FINALIZER, WorkerClaim, WorkerClaimSpec};

@@ -23,6 +23,7 @@ pub mod claim;
 pub mod clock;
 pub mod executor;
 pub mod observe;
+pub mod pools;
 pub mod ports;
 pub mod reconciler;
 pub mod service;

@@ -1,6 +1,6 @@
 //! The ports through which the executor acts: the hypervisor, the
-//! machine-join method, the cluster's nodes, the durable claim store, and
-//! the clock every loop reads and sleeps on.
+//! machine-join method, the cluster's nodes, the durable claim store (with
+//! its per-pool records), and the clock every loop reads and sleeps on.
 //!
 //! # Contracts every implementation keeps
 //! - Calls are idempotent where stated, and report "already done" as
@@ -279,8 +279,46 @@ impl AuditResult {
     }
 }
 
-/// The durable claim records.
-pub trait ClaimStore: Send + Sync {
+/// A pool's durable record as read, with the version a write must name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionedRecord {
+    /// The record; the empty record when the pool has none yet.
+    pub record: tidepool_core::pool_record::PoolRecord,
+    /// Its version (a resourceVersion); `None` when none is stored yet.
+    pub version: Option<String>,
+}
+
+/// The durable per-pool records
+/// ([`PoolRecord`](tidepool_core::pool_record::PoolRecord)): admissions in
+/// flight and the autoscaler's timers, kept beside the claims so every
+/// process and every replica sees the same ones.
+///
+/// # Contract
+/// - Writes are optimistic: [`PoolRecords::write_pool`] succeeds only if
+///   the stored record is still at the version read (or, for `None`, no
+///   record exists yet); otherwise it answers `Conflict` and changes
+///   nothing. Of two writers racing from the same version exactly one
+///   wins; the other reads again and starts over. Neither call retries a
+///   conflict by itself.
+/// - A read is never older than a write this process saw succeed (it asks
+///   the store, not a cache).
+pub trait PoolRecords: Send + Sync {
+    /// The pool's record and its version; a pool without one reads as the
+    /// empty record with no version.
+    fn read_pool(&self, pool: &str)
+    -> impl Future<Output = ProviderResult<VersionedRecord>> + Send;
+    /// Replaces the pool's record if it is still at `version`; `Conflict`
+    /// when another writer got there first.
+    fn write_pool(
+        &self,
+        pool: &str,
+        record: &tidepool_core::pool_record::PoolRecord,
+        version: Option<&str>,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+}
+
+/// The durable claim records, and beside them each pool's record.
+pub trait ClaimStore: PoolRecords + Send + Sync {
     /// Every claim.
     fn list(&self) -> impl Future<Output = ProviderResult<Vec<Claim>>> + Send;
     /// Creates a claim (with its finalizer) with its spec, the chosen host

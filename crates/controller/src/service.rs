@@ -21,8 +21,7 @@ use std::time::Duration;
 use tidepool_core::config::Pool;
 use tidepool_core::conventions::{WORKER_SUFFIX_LEN, worker_name};
 use tidepool_core::jiff::Timestamp;
-use tidepool_core::planner::usage::pool_usage;
-use tidepool_core::pool::{PoolUsage, WorkerType};
+use tidepool_core::pool::WorkerType;
 use tidepool_core::safety::{
     self, DestroyTarget, Refusal, RequestError, check_bounds, check_destroy, did_you_mean,
 };
@@ -33,6 +32,7 @@ use tracing::info;
 
 use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
 use crate::executor::Executor;
+use crate::pools::{PoolRecordError, admit};
 use crate::ports::{
     AuditEntry, AuditResult, ClaimStore, Hypervisor, Joiner, NodeView, Nodes, ProviderError,
     ProviderErrorKind,
@@ -56,6 +56,21 @@ pub enum ServiceError {
     /// A provider or the claim store failed.
     #[error(transparent)]
     Provider(#[from] ProviderError),
+}
+
+impl From<PoolRecordError> for ServiceError {
+    fn from(e: PoolRecordError) -> Self {
+        match e {
+            PoolRecordError::Limit { pool, source, .. } => {
+                Self::Invalid(vec![RequestError::Limit { pool, source }])
+            }
+            PoolRecordError::Contended { .. } => Self::Provider(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                e.to_string(),
+            )),
+            PoolRecordError::Store { source, .. } => Self::Provider(source),
+        }
+    }
 }
 
 impl ServiceError {
@@ -315,24 +330,25 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         {
             errors.push(RequestError::TtlOnPermanent(pool.name.clone()));
         }
-        if let (Some(pool), Some(size)) = (pool, size)
-            && errors.is_empty()
-        {
-            let usage = self.usage(pool).await?;
-            if let Err(source) = pool.limits.check_add(usage, &size.size, req.count) {
-                errors.push(RequestError::Limit {
-                    pool: pool.name.clone(),
-                    source,
-                });
-            }
-        }
         let (Some(pool), Some(size_name), true) = (pool, size_name, errors.is_empty()) else {
             return Err(ServiceError::Invalid(errors));
         };
         let ttl = req.ttl.or(pool.ttl);
-        let mut names = Vec::new();
-        for _ in 0..req.count {
-            let name = worker_name(&pool.name, &self.names.suffix());
+        let names: Vec<String> = (0..req.count)
+            .map(|_| worker_name(&pool.name, &self.names.suffix()))
+            .collect();
+        // The limit check and the reservation of these names are one
+        // atomic step on the pool's record; only then are claims created.
+        admit(
+            self.exec.store(),
+            &cfg,
+            pool,
+            &size_name,
+            &names,
+            self.exec.now(),
+        )
+        .await?;
+        for name in &names {
             let claim = Claim {
                 name: name.clone(),
                 spec: ClaimSpec {
@@ -351,23 +367,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             // The host goes in with the claim itself, so the executor never
             // sees the claim without the planner's choice.
             self.exec.store().create(&claim).await?;
-            names.push(name);
         }
         Ok(names)
-    }
-
-    /// What a pool uses now, counting claims still on their way: the
-    /// planner's rule ([`pool_usage`]) over the claims as recorded.
-    async fn usage(&self, pool: &Pool) -> Result<PoolUsage, ServiceError> {
-        let claims: Vec<_> = self
-            .exec
-            .store()
-            .list()
-            .await?
-            .iter()
-            .map(Claim::planner_state)
-            .collect();
-        Ok(pool_usage(self.exec.config(), &claims, &pool.name))
     }
 
     /// Every worker: managed claims and the cluster's other nodes, with

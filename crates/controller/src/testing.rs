@@ -16,9 +16,10 @@ use crate::claim::{Claim, ClaimStatus, VmIdentity};
 use crate::executor::owner_from_description;
 use crate::observe::{Observation, Observe};
 use crate::ports::{
-    ClaimStore, Clock, CloneSpec, Events, Hypervisor, Joiner, Nodes, ProviderError,
-    ProviderErrorKind, ProviderResult, Sleep, VmFacts, VmShape,
+    ClaimStore, Clock, CloneSpec, Events, Hypervisor, Joiner, Nodes, PoolRecords, ProviderError,
+    ProviderErrorKind, ProviderResult, Sleep, VersionedRecord, VmFacts, VmShape,
 };
+use tidepool_core::pool_record::PoolRecord;
 
 /// One fake VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +78,13 @@ pub struct World {
     pub observed: Option<tidepool_core::planner::PlanInput>,
     /// Bumped on every claim write made through the [`ClaimStore`] port.
     pub claim_changes: tokio::sync::watch::Sender<u64>,
+    /// Each pool's record, with its version ([`PoolRecords`]).
+    pub pool_records: BTreeMap<String, (u64, PoolRecord)>,
+    /// Every successful write of a pool record, by pool, in order.
+    pub pool_writes: Vec<String>,
+    /// While set, claim and pool-record calls let other tasks run first,
+    /// as a call over the network would, so concurrent requests interleave.
+    pub interleave: bool,
     uuid_counter: u64,
 }
 
@@ -439,6 +447,51 @@ impl Fake {
     fn claims_changed(&self) {
         self.world().claim_changes.send_modify(|n| *n += 1);
     }
+
+    /// Lets other tasks run first while [`World::interleave`] is set.
+    async fn pause(&self) {
+        let interleave = self.world().interleave;
+        if interleave {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+impl PoolRecords for Fake {
+    async fn read_pool(&self, pool: &str) -> ProviderResult<VersionedRecord> {
+        self.pause().await;
+        self.take("read_pool")?;
+        Ok(match self.world().pool_records.get(pool) {
+            Some((version, record)) => VersionedRecord {
+                record: record.clone(),
+                version: Some(version.to_string()),
+            },
+            None => VersionedRecord::default(),
+        })
+    }
+
+    async fn write_pool(
+        &self,
+        pool: &str,
+        record: &PoolRecord,
+        version: Option<&str>,
+    ) -> ProviderResult<()> {
+        self.pause().await;
+        self.take("write_pool")?;
+        let mut w = self.world();
+        let stored = w.pool_records.get(pool).map(|(v, _)| v.to_string());
+        if stored.as_deref() != version {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                format!("writing the record of pool {pool}: it changed since it was read"),
+            ));
+        }
+        let next = w.pool_records.get(pool).map_or(1, |(v, _)| v + 1);
+        w.pool_records
+            .insert(pool.to_owned(), (next, record.clone()));
+        w.pool_writes.push(pool.to_owned());
+        Ok(())
+    }
 }
 
 impl ClaimStore for Fake {
@@ -447,11 +500,13 @@ impl ClaimStore for Fake {
     }
 
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
+        self.pause().await;
         self.take("list_claims")?;
         Ok(self.world().claims.values().cloned().collect())
     }
 
     async fn create(&self, claim: &Claim) -> ProviderResult<()> {
+        self.pause().await;
         self.take("create_claim")?;
         let mut w = self.world();
         if w.claims.contains_key(&claim.name) {

@@ -166,6 +166,105 @@ async fn pool_limits_count_workers_on_their_way() {
 }
 
 #[tokio::test]
+async fn racing_provisions_from_separate_services_never_exceed_the_pools_maximum() {
+    let fake = Fake::new();
+    // Every claim call lets the others run first, as over a network.
+    fake.world().interleave = true;
+    // Eight requesters, each its own service as separate processes would
+    // be, ask for three burst workers at the same moment: 24 against a
+    // maxNodes of 10.
+    let start = Arc::new(tokio::sync::Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let svc = service(&fake);
+            let start = start.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                svc.provision(&request("burst", Some("small"), 3, Some(1)))
+                    .await
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    let mut refusals = Vec::new();
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(names) => granted += names.len(),
+            Err(e) => refusals.push(messages(e)),
+        }
+    }
+    let claims = fake.world().claims.len();
+    assert_eq!(claims, granted);
+    assert_eq!(granted, 9, "three requests of three fit under ten");
+    // Every refusal says which limit, and the count it would have reached.
+    assert_eq!(refusals.len(), 5);
+    for errs in refusals {
+        assert_eq!(
+            errs,
+            ["pool `burst`: pool would have 12 workers, above its maxNodes of 10"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_name_admitted_but_never_created_holds_its_room_only_for_a_while() {
+    let fake = Fake::new();
+    let clock = Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap()));
+    let svc = Service::new(Arc::new(Executor::new(
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        Arc::new(config::load(EXAMPLE).unwrap()),
+        clock.clone(),
+    )));
+    // A requester killed between admitting its names and creating them:
+    // the creation of its claims fails.
+    for _ in 0..4 {
+        fake.inject(
+            "create_claim",
+            tidepool_controller::ProviderError::new(
+                tidepool_controller::ProviderErrorKind::Transient,
+                "killed",
+            ),
+        );
+    }
+    for _ in 0..4 {
+        svc.provision(&request("spot", None, 1, Some(1)))
+            .await
+            .unwrap_err();
+    }
+    assert!(fake.world().claims.is_empty());
+    // Its room is held (spot: maxNodes 4) ...
+    let errs = messages(
+        svc.provision(&request("spot", None, 1, Some(1)))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        errs,
+        ["pool `spot`: pool would have 5 workers, above its maxNodes of 4"]
+    );
+    // ... until the admissions expire.
+    clock.advance(tidepool_core::pool_record::ADMISSION_BOUND);
+    let mut names = svc
+        .provision(&request("spot", None, 4, Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(fake.world().claims.len(), 4);
+    // The expired admissions were pruned; only the new names wait to be
+    // pruned by the next admission, now that their claims exist.
+    names.sort();
+    let admitted: Vec<String> = fake.world().pool_records["spot"]
+        .1
+        .admitted
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(admitted, names);
+}
+
+#[tokio::test]
 async fn destroying_permanent_unmanaged_or_protected_workers_is_refused_even_with_force() {
     let fake = Fake::new();
     fake.add_foreign_node("k8s-node2", &[("worker-type", "permanent")]);

@@ -18,6 +18,7 @@ pub mod k8s_names;
 pub mod lifecycle;
 pub mod planner;
 pub mod pool;
+pub mod pool_record;
 pub mod quantity;
 pub mod safety;
 pub mod sched;

@@ -280,7 +280,8 @@ pub async fn connect(
             }
         }
     };
-    let cluster = KubeCluster::new(ClusterClient::new(kube), options.clock.clone());
+    let cluster =
+        KubeCluster::new(ClusterClient::new(kube), options.clock.clone()).with_namespace(namespace);
     Ok(Executor::new(
         PveHypervisor::new(pve, provider),
         joiner,

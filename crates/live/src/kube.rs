@@ -1,4 +1,4 @@
-//! [`Nodes`] and [`ClaimStore`] over the Kubernetes API.
+//! [`Nodes`], [`ClaimStore`] and [`PoolRecords`] over the Kubernetes API.
 //!
 //! A claim's intent lives where Kubernetes users expect it: `spec.intent`
 //! (drain, or remove with `force`), and a deletion timestamp means remove,
@@ -17,9 +17,13 @@ use tidepool_core::NodeMetadata;
 
 use tidepool_controller::claim::{Claim, ClaimStatus, Intent};
 use tidepool_controller::ports::{
-    AuditResult, ClaimStore, Clock, Events, NodeView, Nodes, ProviderError, ProviderErrorKind,
-    ProviderResult,
+    AuditResult, ClaimStore, Clock, Events, NodeView, Nodes, PoolRecords, ProviderError,
+    ProviderErrorKind, ProviderResult, VersionedRecord,
 };
+use tidepool_core::pool_record::PoolRecord;
+
+/// Tidepool's namespace unless told otherwise.
+const DEFAULT_NAMESPACE: &str = "tidepool-system";
 
 /// How long a first read waits for the claim watch to complete its list.
 const CACHE_SYNC: Duration = Duration::from_secs(10);
@@ -45,6 +49,8 @@ pub fn classify(e: ClusterError) -> ProviderError {
 pub struct KubeCluster {
     cluster: ClusterClient,
     clock: Arc<dyn Clock>,
+    /// Where the pool records live (Tidepool's namespace).
+    namespace: String,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -57,7 +63,18 @@ impl KubeCluster {
     /// Adapters over `cluster` for a controller on `clock`: a drain's
     /// real-time waits last what the asked-for durations last on it.
     pub fn new(cluster: ClusterClient, clock: Arc<dyn Clock>) -> Self {
-        Self { cluster, clock }
+        Self {
+            cluster,
+            clock,
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+        }
+    }
+
+    /// The same adapters keeping the pool records in `namespace` (the
+    /// configuration's `server.namespace`) instead of `tidepool-system`.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
     }
 
     /// The client.
@@ -207,6 +224,43 @@ impl Events for KubeCluster {
         if let Err(e) = self.cluster.record_event(&target, &record).await {
             tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "could not record the scaling Event");
         }
+    }
+}
+
+impl PoolRecords for KubeCluster {
+    async fn read_pool(&self, pool: &str) -> ProviderResult<VersionedRecord> {
+        let found = self
+            .cluster
+            .get_pool_record(&self.namespace, pool)
+            .await
+            .map_err(classify)?;
+        Ok(match found {
+            Some((record, version)) => VersionedRecord {
+                record,
+                version: Some(version),
+            },
+            None => VersionedRecord::default(),
+        })
+    }
+
+    async fn write_pool(
+        &self,
+        pool: &str,
+        record: &PoolRecord,
+        version: Option<&str>,
+    ) -> ProviderResult<()> {
+        self.cluster
+            .put_pool_record(&self.namespace, pool, record, version)
+            .await
+            .map_err(|e| {
+                let e = classify(e);
+                // Deleted since it was read: another version, read again.
+                if e.kind == ProviderErrorKind::NotFound && version.is_some() {
+                    ProviderError::new(ProviderErrorKind::Conflict, e.message)
+                } else {
+                    e
+                }
+            })
     }
 }
 

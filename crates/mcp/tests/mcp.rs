@@ -474,6 +474,25 @@ impl SlowStore {
     }
 }
 
+impl tidepool_controller::ports::PoolRecords for SlowStore {
+    async fn read_pool(
+        &self,
+        pool: &str,
+    ) -> tidepool_controller::ports::ProviderResult<tidepool_controller::ports::VersionedRecord>
+    {
+        self.inner.read_pool(pool).await
+    }
+
+    async fn write_pool(
+        &self,
+        pool: &str,
+        record: &tidepool_core::pool_record::PoolRecord,
+        version: Option<&str>,
+    ) -> tidepool_controller::ports::ProviderResult<()> {
+        self.inner.write_pool(pool, record, version).await
+    }
+}
+
 impl ClaimStore for SlowStore {
     async fn list(&self) -> tidepool_controller::ports::ProviderResult<Vec<Claim>> {
         self.pause().await;

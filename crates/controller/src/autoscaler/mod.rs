@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use tidepool_core::Phase;
 use tidepool_core::jiff::{SignedDuration, Timestamp};
-use tidepool_core::planner::triggers::{PressureKind, pressure_above};
-use tidepool_core::planner::{Action, Plan, PlanInput, PoolState, plan};
+use tidepool_core::planner::{Action, Plan, PlanInput, plan};
 use tidepool_core::pool::PoolKind;
 use tidepool_core::safety::MAX_REQUEST_COUNT;
 use tokio::sync::watch;
@@ -39,16 +38,18 @@ pub struct PassReport {
 
 /// The autoscaler over its ports: the service it acts through, what it
 /// observes, and where it tells pods why. Its memory between passes keeps
-/// Events from repeating and holds each pool's pressure and scale-down
-/// times; losing it (a restart, a new leader) only restarts those windows.
+/// Events from repeating; each pool's pressure, scale-down and idle times
+/// are kept in the pool's durable record ([`timers`]), so a restart or a
+/// new leader goes on from them.
 pub struct Autoscaler<H, J, N, S, O: ?Sized, E> {
     service: Arc<Service<H, J, N, S>>,
     observe: Arc<O>,
     events: E,
     told: BTreeMap<String, String>,
     /// Per pool: when pressure began, when the last scale-down started
-    /// (the gradual-removal interval counts from it).
-    pools: BTreeMap<String, PoolState>,
+    /// (the gradual-removal interval counts from it), since when each
+    /// worker is idle.
+    timers: timers::Timers,
 }
 
 impl<H, J, N, S, O, E> Autoscaler<H, J, N, S, O, E>
@@ -68,7 +69,7 @@ where
             observe,
             events,
             told: BTreeMap::new(),
-            pools: BTreeMap::new(),
+            timers: timers::Timers::default(),
         }
     }
 
@@ -90,7 +91,11 @@ where
     /// Observation or claim-store failures (the next pass retries).
     pub async fn pass(&mut self) -> Result<(Plan, PassReport, Option<Timestamp>), ProviderError> {
         let mut input = self.observe.plan_input().await?;
-        self.track_pressure(&mut input);
+        let service = self.service.clone();
+        let store = service.executor().store();
+        self.timers.load(store, &input).await?;
+        self.track(&mut input);
+        self.timers.save(store).await;
         let planned = plan(&input);
         let deadline = next_deadline(&input);
         let mut report = PassReport::default();
@@ -108,13 +113,13 @@ where
                     reason,
                 } => {
                     if self.scale_down(worker, *drain, reason).await {
-                        self.pools.entry(pool.clone()).or_default().last_scale_down =
-                            Some(input.now);
+                        self.timers.scaled_down(pool, input.now);
                         report.removed.push(worker.clone());
                     }
                 }
             }
         }
+        self.timers.save(store).await;
         report
             .removed
             .extend(clear_failed_launches(&self.service).await?);
@@ -124,25 +129,12 @@ where
         Ok((planned, report, deadline))
     }
 
-    /// The planner keeps no memory: when each pool's CPU and memory
-    /// pressure began is kept here, between passes, and handed to it; what
-    /// was told to pods no longer waiting is forgotten, so that memory stays
-    /// as small as the set of pending pods.
-    fn track_pressure(&mut self, input: &mut PlanInput) {
-        for pool in &input.config.pools {
-            let state = self.pools.entry(pool.name.clone()).or_default();
-            for (kind, since) in [
-                (PressureKind::Cpu, &mut state.cpu_pressure_since),
-                (PressureKind::Memory, &mut state.memory_pressure_since),
-            ] {
-                if pressure_above(input, pool, kind) {
-                    since.get_or_insert(input.now);
-                } else {
-                    *since = None;
-                }
-            }
-        }
-        input.pool_state = self.pools.clone();
+    /// The planner keeps no memory: each pool's timers are kept by the
+    /// autoscaler (durably) and handed to it; what was told to pods no
+    /// longer waiting is forgotten, so that memory stays as small as the
+    /// set of pending pods.
+    fn track(&mut self, input: &mut PlanInput) {
+        self.timers.track(input);
         self.told.retain(|pod, _| {
             input
                 .pending
@@ -555,6 +547,8 @@ async fn any_change(feeds: &mut [watch::Receiver<u64>]) {
     })
     .await;
 }
+
+mod timers;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -267,3 +267,199 @@ fn the_loop_sleeps_until_just_after_the_deadline_or_its_idle_tick() {
         Duration::from_millis(1010)
     );
 }
+
+/// A Ready burst worker of size small on `pve-02`, Ready since
+/// `ready_since`; `cpu_milli` is what a workload pod on it requests (none
+/// when 0). The observer's answer to "idle since" is as the live one's:
+/// since the node became Ready, when it runs no workload pod now.
+fn burst_worker(input: &mut PlanInput, name: &str, ready_since: Timestamp, cpu_milli: u64) {
+    let cfg = input.config.clone();
+    let mut node = NodeSnapshot::hypothetical(
+        &cfg,
+        cfg.pool("burst").unwrap(),
+        cfg.size("small").unwrap(),
+        name,
+        ready_since,
+    );
+    if cpu_milli > 0 {
+        node.requested.cpu_milli = cpu_milli;
+        node.pod_count = 1;
+        node.pods.push(Arc::new(PodSpec {
+            namespace: "ci".into(),
+            name: format!("{name}-job").into(),
+            requests: Requests {
+                cpu_milli,
+                ..Requests::default()
+            },
+            ..PodSpec::default()
+        }));
+    }
+    input.nodes.push(node);
+    input.claims.push(ClaimState {
+        name: name.into(),
+        pool: "burst".into(),
+        size: "small".into(),
+        phase: Phase::Ready,
+        removing: false,
+        host: Some("pve-02".into()),
+        expires_at: None,
+        idle_since: (cpu_milli == 0).then_some(ready_since),
+    });
+}
+
+/// Runs one pass at each of `minutes` (after [`now`]) over the world
+/// `at(minute)` shows, on one autoscaler or — `restart` — on a new one for
+/// every pass, as after a restart or a failover; returns, for each pass,
+/// the workers it asked to go and how many it created. Workers asked to go
+/// are gone by the next pass.
+async fn replay(
+    at: fn(i64) -> PlanInput,
+    minutes: &[i64],
+    restart: bool,
+) -> Vec<(i64, Vec<String>, usize)> {
+    let fake = Fake::new();
+    for c in at(0).claims.iter().filter(|c| c.pool == "burst") {
+        let mut claim = Claim::new(
+            &c.name,
+            ClaimSpec {
+                pool: c.pool.clone(),
+                size: c.size.clone(),
+                ttl: None,
+                requested_by: "autoscaler".into(),
+                reason: "a test".into(),
+                intent: Intent::Keep,
+                host: c.host.clone(),
+            },
+        );
+        claim.status.lifecycle = Lifecycle::Ready;
+        fake.put_claim(claim);
+    }
+    let mut scaler = autoscaler(&fake);
+    let mut out = Vec::new();
+    for &m in minutes {
+        let mut input = at(m);
+        input.now = now() + SignedDuration::from_mins(m);
+        let gone = |name: &str| {
+            fake.world()
+                .claims
+                .get(name)
+                .is_some_and(|s| s.spec.intent.is_removal())
+        };
+        input.claims.retain(|c| !gone(&c.name));
+        input.nodes.retain(|n| !gone(&n.name));
+        fake.world().observed = Some(input);
+        if restart {
+            scaler = autoscaler(&fake);
+        }
+        let (_, report, _) = scaler.pass().await.unwrap();
+        out.push((m, report.removed, report.created.len()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_worker_busy_until_a_moment_ago_is_idle_from_then_across_restarts() {
+    // Ready an hour before; running a job until minute 10.
+    fn at(m: i64) -> PlanInput {
+        let mut input = home_lab(Vec::new());
+        burst_worker(
+            &mut input,
+            "burst-b1zzy",
+            ago(3600),
+            if m < 10 { 1000 } else { 0 },
+        );
+        input
+    }
+    let minutes = [0, 10, 20, 39, 41];
+    let kept = replay(at, &minutes, false).await;
+    let restarted = replay(at, &minutes, true).await;
+
+    // Idle since minute 10, not since it became Ready: its 30 minutes of
+    // idleness end at minute 40.
+    let removed_at: Vec<i64> = kept
+        .iter()
+        .filter(|(_, removed, _)| !removed.is_empty())
+        .map(|(m, _, _)| *m)
+        .collect();
+    assert_eq!(removed_at, [41], "{kept:?}");
+    assert_eq!(
+        restarted, kept,
+        "a restart before every pass changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_gradual_scale_down_interval_survives_a_restart() {
+    // Two workers idle for two hours: one goes per batch (maxFraction 0.2),
+    // batches 30 minutes apart.
+    fn at(_: i64) -> PlanInput {
+        let mut input = home_lab(Vec::new());
+        burst_worker(&mut input, "burst-1d1e1", ago(7200), 0);
+        burst_worker(&mut input, "burst-1d1e2", ago(7200), 0);
+        input
+    }
+    let minutes = [0, 10, 29, 31];
+    let kept = replay(at, &minutes, false).await;
+    let restarted = replay(at, &minutes, true).await;
+
+    let removals: Vec<(i64, usize)> = kept.iter().map(|(m, r, _)| (*m, r.len())).collect();
+    assert_eq!(removals, [(0, 1), (10, 0), (29, 0), (31, 1)]);
+    assert_eq!(
+        restarted, kept,
+        "a restart before every pass changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_pressure_window_survives_a_restart() {
+    // The burst pool's one worker runs at 95 % of its CPU from minute 0;
+    // the pool's window is 5 minutes.
+    fn at(_: i64) -> PlanInput {
+        let mut input = home_lab(Vec::new());
+        let cfg = input.config.clone();
+        let allocatable = NodeSnapshot::hypothetical(
+            &cfg,
+            cfg.pool("burst").unwrap(),
+            cfg.size("small").unwrap(),
+            "x",
+            now(),
+        )
+        .allocatable
+        .cpu_milli;
+        burst_worker(&mut input, "burst-pr3ss", ago(3600), allocatable * 95 / 100);
+        input
+    }
+    let minutes = [0, 3, 5];
+    let kept = replay(at, &minutes, false).await;
+    let restarted = replay(at, &minutes, true).await;
+
+    let created: Vec<(i64, usize)> = kept.iter().map(|(m, _, c)| (*m, *c)).collect();
+    assert_eq!(created, [(0, 0), (3, 0), (5, 1)]);
+    assert_eq!(
+        restarted, kept,
+        "a restart before every pass changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn timers_are_written_only_when_they_change() {
+    fn at(_: i64) -> PlanInput {
+        let mut input = home_lab(Vec::new());
+        burst_worker(&mut input, "burst-b1zzy", ago(3600), 1000);
+        input
+    }
+    let fake = Fake::new();
+    fake.world().observed = Some(at(0));
+    let mut scaler = autoscaler(&fake);
+    scaler.pass().await.unwrap();
+    let first = fake.world().pool_writes.len();
+    assert!(first > 0, "the worker's first look is recorded");
+    for _ in 0..5 {
+        scaler.pass().await.unwrap();
+    }
+    assert_eq!(
+        fake.world().pool_writes.len(),
+        first,
+        "nothing changed, nothing written"
+    );
+}
