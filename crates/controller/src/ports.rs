@@ -288,6 +288,19 @@ pub struct VersionedRecord {
     pub version: Option<String>,
 }
 
+impl From<Option<(tidepool_core::pool_record::PoolRecord, String)>> for VersionedRecord {
+    /// A record found with its version, or the empty one for a pool without.
+    fn from(found: Option<(tidepool_core::pool_record::PoolRecord, String)>) -> Self {
+        match found {
+            Some((record, version)) => Self {
+                record,
+                version: Some(version),
+            },
+            None => Self::default(),
+        }
+    }
+}
+
 /// The durable per-pool records
 /// ([`PoolRecord`](tidepool_core::pool_record::PoolRecord)): admissions in
 /// flight and the autoscaler's timers, kept beside the claims so every

@@ -461,13 +461,10 @@ impl PoolRecords for Fake {
     async fn read_pool(&self, pool: &str) -> ProviderResult<VersionedRecord> {
         self.pause().await;
         self.take("read_pool")?;
-        Ok(match self.world().pool_records.get(pool) {
-            Some((version, record)) => VersionedRecord {
-                record: record.clone(),
-                version: Some(version.to_string()),
-            },
-            None => VersionedRecord::default(),
-        })
+        let found = self.world().pool_records.get(pool).cloned();
+        Ok(VersionedRecord::from(
+            found.map(|(version, record)| (record, version.to_string())),
+        ))
     }
 
     async fn write_pool(

@@ -21,15 +21,21 @@ type Svc = Service<Fake, Fake, Fake, Fake>;
 const NOW: i64 = 1_767_225_600;
 
 fn service(fake: &Fake) -> Svc {
+    service_on(
+        fake,
+        Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap())),
+    )
+}
+
+fn service_on(fake: &Fake, clock: Arc<ManualClock>) -> Svc {
     let config = Arc::new(config::load(EXAMPLE).unwrap());
-    let now = Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap()));
     Service::new(Arc::new(Executor::new(
         fake.clone(),
         fake.clone(),
         fake.clone(),
         fake.clone(),
         config,
-        now,
+        clock,
     )))
 }
 
@@ -210,14 +216,7 @@ async fn racing_provisions_from_separate_services_never_exceed_the_pools_maximum
 async fn a_name_admitted_but_never_created_holds_its_room_only_for_a_while() {
     let fake = Fake::new();
     let clock = Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap()));
-    let svc = Service::new(Arc::new(Executor::new(
-        fake.clone(),
-        fake.clone(),
-        fake.clone(),
-        fake.clone(),
-        Arc::new(config::load(EXAMPLE).unwrap()),
-        clock.clone(),
-    )));
+    let svc = service_on(&fake, clock.clone());
     // A requester killed between admitting its names and creating them:
     // the creation of its claims fails.
     for _ in 0..4 {

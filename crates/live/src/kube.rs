@@ -234,13 +234,7 @@ impl PoolRecords for KubeCluster {
             .get_pool_record(&self.namespace, pool)
             .await
             .map_err(classify)?;
-        Ok(match found {
-            Some((record, version)) => VersionedRecord {
-                record,
-                version: Some(version),
-            },
-            None => VersionedRecord::default(),
-        })
+        Ok(VersionedRecord::from(found))
     }
 
     async fn write_pool(

@@ -308,10 +308,25 @@ fn burst_worker(input: &mut PlanInput, name: &str, ready_since: Timestamp, cpu_m
 }
 
 /// Runs one pass at each of `minutes` (after [`now`]) over the world
-/// `at(minute)` shows, on one autoscaler or — `restart` — on a new one for
-/// every pass, as after a restart or a failover; returns, for each pass,
-/// the workers it asked to go and how many it created. Workers asked to go
-/// are gone by the next pass.
+/// `at(minute)` shows, once on one autoscaler and once on a new one for
+/// every pass (as after a restart or a failover); asserts both runs do the
+/// same and returns, for each pass, the workers it asked to go and how
+/// many it created.
+async fn replay_with_restarts(
+    at: fn(i64) -> PlanInput,
+    minutes: &[i64],
+) -> Vec<(i64, Vec<String>, usize)> {
+    let kept = replay(at, minutes, false).await;
+    let restarted = replay(at, minutes, true).await;
+    assert_eq!(
+        restarted, kept,
+        "a restart before every pass changes nothing"
+    );
+    kept
+}
+
+/// One run of [`replay_with_restarts`]. Workers asked to go are gone by the
+/// next pass.
 async fn replay(
     at: fn(i64) -> PlanInput,
     minutes: &[i64],
@@ -371,8 +386,7 @@ async fn a_worker_busy_until_a_moment_ago_is_idle_from_then_across_restarts() {
         input
     }
     let minutes = [0, 10, 20, 39, 41];
-    let kept = replay(at, &minutes, false).await;
-    let restarted = replay(at, &minutes, true).await;
+    let kept = replay_with_restarts(at, &minutes).await;
 
     // Idle since minute 10, not since it became Ready: its 30 minutes of
     // idleness end at minute 40.
@@ -382,10 +396,6 @@ async fn a_worker_busy_until_a_moment_ago_is_idle_from_then_across_restarts() {
         .map(|(m, _, _)| *m)
         .collect();
     assert_eq!(removed_at, [41], "{kept:?}");
-    assert_eq!(
-        restarted, kept,
-        "a restart before every pass changes nothing"
-    );
 }
 
 #[tokio::test]
@@ -399,15 +409,10 @@ async fn the_gradual_scale_down_interval_survives_a_restart() {
         input
     }
     let minutes = [0, 10, 29, 31];
-    let kept = replay(at, &minutes, false).await;
-    let restarted = replay(at, &minutes, true).await;
+    let kept = replay_with_restarts(at, &minutes).await;
 
     let removals: Vec<(i64, usize)> = kept.iter().map(|(m, r, _)| (*m, r.len())).collect();
     assert_eq!(removals, [(0, 1), (10, 0), (29, 0), (31, 1)]);
-    assert_eq!(
-        restarted, kept,
-        "a restart before every pass changes nothing"
-    );
 }
 
 #[tokio::test]
@@ -430,15 +435,10 @@ async fn a_pressure_window_survives_a_restart() {
         input
     }
     let minutes = [0, 3, 5];
-    let kept = replay(at, &minutes, false).await;
-    let restarted = replay(at, &minutes, true).await;
+    let kept = replay_with_restarts(at, &minutes).await;
 
     let created: Vec<(i64, usize)> = kept.iter().map(|(m, _, c)| (*m, *c)).collect();
     assert_eq!(created, [(0, 0), (3, 0), (5, 1)]);
-    assert_eq!(
-        restarted, kept,
-        "a restart before every pass changes nothing"
-    );
 }
 
 #[tokio::test]
