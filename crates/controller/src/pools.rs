@@ -178,3 +178,24 @@ pub async fn admit<S: ClaimStore + ?Sized>(
     )
     .await
 }
+
+/// Gives back the room of admitted `names` whose claims will not be created
+/// (their creation failed). Best effort: on failure the admissions simply
+/// expire. Safe even when a creation reported as failed did happen: a claim
+/// that exists counts itself.
+pub async fn release<S: ClaimStore + ?Sized>(store: &S, pool: &str, names: &[String]) {
+    let released = modify(
+        store,
+        pool,
+        || std::future::ready(Ok(())),
+        |record, ()| {
+            let before = record.admitted.len();
+            record.admitted.retain(|name, _| !names.contains(name));
+            Ok(((), record.admitted.len() != before))
+        },
+    )
+    .await;
+    if let Err(e) = released {
+        tracing::warn!(%pool, error = %e, "admissions not given back; they expire on their own");
+    }
+}

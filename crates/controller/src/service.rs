@@ -32,7 +32,7 @@ use tracing::info;
 
 use crate::claim::{Claim, ClaimSpec, ClaimStatus, Intent};
 use crate::executor::Executor;
-use crate::pools::{PoolRecordError, admit};
+use crate::pools::{PoolRecordError, admit, release};
 use crate::ports::{
     AuditEntry, AuditResult, ClaimStore, Hypervisor, Joiner, NodeView, Nodes, ProviderError,
     ProviderErrorKind,
@@ -348,7 +348,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             self.exec.now(),
         )
         .await?;
-        for name in &names {
+        for (i, name) in names.iter().enumerate() {
             let claim = Claim {
                 name: name.clone(),
                 spec: ClaimSpec {
@@ -366,7 +366,10 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             };
             // The host goes in with the claim itself, so the executor never
             // sees the claim without the planner's choice.
-            self.exec.store().create(&claim).await?;
+            if let Err(e) = self.exec.store().create(&claim).await {
+                release(self.exec.store(), &pool.name, &names[i..]).await;
+                return Err(e.into());
+            }
         }
         Ok(names)
     }

@@ -6,11 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tidepool_controller::Executor;
+use tidepool_controller::pools::admit;
+use tidepool_controller::ports::Clock;
 use tidepool_controller::service::{
     ErrorCategory, ProvisionRequest, Service, ServiceError, WorkerFilter,
 };
 use tidepool_controller::testing::{Fake, ManualClock};
+use tidepool_controller::{Executor, ProviderError, ProviderErrorKind};
 use tidepool_core::Phase;
 use tidepool_core::config::{self, EXAMPLE};
 use tidepool_core::jiff::Timestamp;
@@ -217,24 +219,21 @@ async fn a_name_admitted_but_never_created_holds_its_room_only_for_a_while() {
     let fake = Fake::new();
     let clock = Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap()));
     let svc = service_on(&fake, clock.clone());
-    // A requester killed between admitting its names and creating them:
-    // the creation of its claims fails.
-    for _ in 0..4 {
-        fake.inject(
-            "create_claim",
-            tidepool_controller::ProviderError::new(
-                tidepool_controller::ProviderErrorKind::Transient,
-                "killed",
-            ),
-        );
-    }
-    for _ in 0..4 {
-        svc.provision(&request("spot", None, 1, Some(1)))
-            .await
-            .unwrap_err();
-    }
-    assert!(fake.world().claims.is_empty());
-    // Its room is held (spot: maxNodes 4) ...
+    let cfg = config::load(EXAMPLE).unwrap();
+    // A requester killed between admitting four names to the spot pool
+    // (maxNodes 4) and creating their claims.
+    let lost: Vec<String> = (0..4).map(|i| format!("spot-l0st{i}")).collect();
+    admit(
+        &fake,
+        &cfg,
+        cfg.pool("spot").unwrap(),
+        "small",
+        &lost,
+        clock.now(),
+    )
+    .await
+    .unwrap();
+    // Its room is held ...
     let errs = messages(
         svc.provision(&request("spot", None, 1, Some(1)))
             .await
@@ -261,6 +260,23 @@ async fn a_name_admitted_but_never_created_holds_its_room_only_for_a_while() {
         .cloned()
         .collect();
     assert_eq!(admitted, names);
+}
+
+#[tokio::test]
+async fn a_failed_creation_gives_its_room_back_at_once() {
+    let fake = Fake::new();
+    let svc = service(&fake);
+    fake.inject(
+        "create_claim",
+        ProviderError::new(ProviderErrorKind::Transient, "the API server is restarting"),
+    );
+    svc.provision(&request("spot", None, 4, Some(1)))
+        .await
+        .unwrap_err();
+    assert!(fake.world().pool_records["spot"].1.admitted.is_empty());
+    svc.provision(&request("spot", None, 4, Some(1)))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

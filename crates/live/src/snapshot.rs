@@ -69,8 +69,9 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
             let node = node_snaps.iter().find(|n| n.name == c.name);
             let idle = node.is_some_and(|n| !n.has_workload());
             ClaimState {
-                // Without a record of the last workload pod, an idle worker
-                // counts as idle since it became Ready.
+                // The observer alone knows no earlier moment than the node
+                // becoming Ready; the autoscaler replaces this with when it
+                // saw the worker's last workload pod go (its durable timers).
                 idle_since: idle
                     .then(|| {
                         c.status

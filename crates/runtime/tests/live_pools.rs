@@ -114,7 +114,10 @@ async fn a_pool_record_written_from_a_stale_version_is_refused() {
 
     // Both find no record; both create it; only the first succeeds.
     assert_eq!(one.store().read_pool("burst").await.unwrap().version, None);
-    one.store().write_pool("burst", &record, None).await.unwrap();
+    one.store()
+        .write_pool("burst", &record, None)
+        .await
+        .unwrap();
     let lost = two.store().write_pool("burst", &record, None).await;
     assert_eq!(lost.unwrap_err().kind, ProviderErrorKind::Conflict);
 
