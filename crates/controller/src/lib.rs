@@ -7,7 +7,10 @@
 //! - the [`service`] layer every front-end calls (CLI, MCP), where the
 //!   validation and safety rules of spec §8 live once;
 //! - the [`reconciler`], which drives every claim while this replica leads;
-//! - the [`autoscaler`]: observe, plan (the pure planner of `core`), act.
+//! - the [`autoscaler`]: observe, plan (the pure planner of `core`), act;
+//! - [`pools`]: each pool's durable record, through which new claims are
+//!   admitted within the pool's limits atomically and where the
+//!   autoscaler's timers survive a restart.
 //!
 //! Nothing here does I/O of its own: the production adapters are in
 //! `tidepool-live`, the process around them in `tidepool-runtime`, and the
