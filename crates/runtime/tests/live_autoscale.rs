@@ -170,6 +170,19 @@ async fn a_burst_is_handled_and_scaled_back_down() {
                 .all(|m| m.contains("pool ") && m.contains(" after it was requested")),
         "each added node says it joined: {joined:?}"
     );
+    // The scale-down interval counts from a moment kept in the cluster, in
+    // the pool's record, so a restarted controller keeps it.
+    let record = live
+        .lab
+        .kube
+        .get("v1", "ConfigMap", "tidepool-system", "tidepool-pool-burst")
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(record["data"]["record"].as_str().unwrap()).unwrap();
+    assert!(
+        record["timers"]["lastScaleDown"].is_string(),
+        "the last scale-down is recorded: {record}"
+    );
     eprintln!("scaled back down after {:?} real", started.elapsed());
     live.stop().await;
 }
