@@ -215,6 +215,58 @@ async fn racing_provisions_from_separate_services_never_exceed_the_pools_maximum
 }
 
 #[tokio::test]
+async fn racing_requests_of_mixed_sizes_keep_every_limit_of_the_pool() {
+    let fake = Fake::new();
+    fake.world().interleave = true;
+    let cfg = config::load(EXAMPLE).unwrap();
+    let pool = cfg.pool("burst").unwrap().clone();
+    // Twelve requesters of every size and count: the burst pool's cores
+    // (64) and memory bind before its ten nodes do.
+    let start = Arc::new(tokio::sync::Barrier::new(12));
+    let racers: Vec<_> = (0..12_u32)
+        .map(|i| {
+            let svc = service(&fake);
+            let start = start.clone();
+            let size = ["small", "medium", "large"][i as usize % 3];
+            tokio::spawn(async move {
+                start.wait().await;
+                svc.provision(&request("burst", Some(size), 1 + i % 4, Some(1)))
+                    .await
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(names) => granted += names.len(),
+            Err(e) => {
+                for message in messages(e) {
+                    assert!(
+                        message.starts_with("pool `burst`: pool would "),
+                        "{message}"
+                    );
+                }
+            }
+        }
+    }
+    let claims: Vec<_> = fake
+        .world()
+        .claims
+        .values()
+        .map(|c| c.planner_state())
+        .collect();
+    assert_eq!(claims.len(), granted);
+    assert!(granted > 0);
+    let usage = tidepool_core::planner::usage::pool_usage(&cfg, &claims, "burst");
+    let any = &cfg.size("small").unwrap().size;
+    assert!(
+        pool.limits.check_add(usage, any, 0).is_ok(),
+        "{usage:?} within {:?}",
+        pool.limits
+    );
+}
+
+#[tokio::test]
 async fn a_name_admitted_but_never_created_holds_its_room_only_for_a_while() {
     let fake = Fake::new();
     let clock = Arc::new(ManualClock::at(Timestamp::from_second(NOW).unwrap()));
