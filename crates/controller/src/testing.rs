@@ -77,6 +77,8 @@ pub struct World {
     pub observed: Option<tidepool_core::planner::PlanInput>,
     /// Bumped on every claim write made through the [`ClaimStore`] port.
     pub claim_changes: tokio::sync::watch::Sender<u64>,
+    /// Calls made, by operation name (as injected errors name them).
+    pub calls: BTreeMap<&'static str, usize>,
     uuid_counter: u64,
 }
 
@@ -104,6 +106,7 @@ impl Fake {
 
     fn take(&self, op: &'static str) -> ProviderResult<()> {
         let mut w = self.world();
+        *w.calls.entry(op).or_default() += 1;
         match w
             .inject
             .get_mut(op)
@@ -149,6 +152,16 @@ impl Fake {
                     .collect(),
             },
         );
+    }
+
+    /// How many calls of `op` were made.
+    pub fn calls(&self, op: &str) -> usize {
+        self.world().calls.get(op).copied().unwrap_or_default()
+    }
+
+    /// How many claim writes were made through the [`ClaimStore`] port.
+    pub fn claim_writes(&self) -> u64 {
+        *self.world().claim_changes.borrow()
     }
 
     /// Stores a claim.
