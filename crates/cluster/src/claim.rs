@@ -121,6 +121,7 @@ impl WorkerClaim {
                 .as_ref()
                 .is_some_and(|f| f.iter().any(|x| x == FINALIZER)),
             generation: meta.generation,
+            deleting: meta.deletion_timestamp.is_some(),
         }
     }
 }

@@ -232,6 +232,9 @@ pub enum Condition {
     VmStopped,
     /// The VM was deleted.
     VmDeleted,
+    /// A safety rule (spec §8) refused the removal asked for: the worker,
+    /// its VM and its node are kept; `lastError` says which rule.
+    Refused,
 }
 
 /// One completed step as the resource records it, in the shape of every
@@ -446,6 +449,9 @@ pub struct Claim {
     /// The record's generation (bumped by every spec change), if the store
     /// keeps one.
     pub generation: Option<i64>,
+    /// Whether the record itself is being deleted (`kubectl delete`): a
+    /// removal nobody asked for through Tidepool's front-ends.
+    pub deleting: bool,
 }
 
 impl Claim {
@@ -457,6 +463,7 @@ impl Claim {
             status: ClaimStatus::default(),
             finalizer: true,
             generation: None,
+            deleting: false,
         }
     }
 
@@ -495,7 +502,8 @@ impl Claim {
             pool: self.spec.pool.clone(),
             size: self.spec.size.clone(),
             phase: self.phase(),
-            removing: self.intent().is_removal(),
+            // A refused removal will not happen: the worker still counts.
+            removing: self.intent().is_removal() && !self.status.has(Condition::Refused),
             host: self.host(),
             expires_at: self.status.expires_at,
             idle_since: None,

@@ -7,7 +7,7 @@
 //! dispatch of a [`Step`] to the module of its phase: [`provision`] (from
 //! the VMID to the guest's address), [`join`] (from the machine
 //! configuration to the labelled node) and [`teardown`] (from the cordon to
-//! the deleted VM).
+//! the deleted VM), after the safety rules of [`refusal`].
 //!
 //! # Guarantees
 //! - **Recorded intent first.** The VMID is recorded before the clone, the
@@ -24,6 +24,7 @@
 
 mod join;
 mod provision;
+mod refusal;
 mod teardown;
 
 #[cfg(test)]
@@ -309,9 +310,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 .map_err(store_error(name))?;
             claim.finalizer = true;
         }
+        self.clear_refusal(&mut claim).await?;
         let Some(mut step) = next_step(&claim) else {
             return self.idle(&claim).await;
         };
+        // The safety rules hold whoever asked (spec §8).
+        if let Some(refusal) = self.refusal(&claim, step) {
+            return self.refuse(&claim, refusal).await;
+        }
         // A removal that failed on its way out is tried again as it stands,
         // without writing the way back into Terminating: a step that keeps
         // failing rewrites nothing until its reason changes.
