@@ -60,6 +60,13 @@ impl Intent {
 /// means keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schemars",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!has(self.force) || !self.force || self.action == 'Remove'",
+        "message": "force applies only to the Remove action"
+    }]))
+)]
 #[serde(rename_all = "camelCase")]
 struct IntentRecord {
     /// `Keep` (the default), `Drain` (cordon and evict the pods, keep the
@@ -131,11 +138,20 @@ impl schemars::JsonSchema for Intent {
 /// claim is created; only the intent and the TTL change afterwards.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schemars",
+    schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.pool == oldSelf.pool", "message": "pool cannot be changed"},
+        {"rule": "self.size == oldSelf.size", "message": "size cannot be changed"}
+    ]))
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimSpec {
     /// Name of the pool (from Tidepool's configuration) the worker belongs to.
+    #[cfg_attr(feature = "schemars", schemars(length(min = 1, max = 63)))]
     pub pool: String,
     /// Name of the size (cores, memory, disk) the VM is cloned with.
+    #[cfg_attr(feature = "schemars", schemars(length(min = 1, max = 63)))]
     pub size: String,
     /// Lifetime of the worker in seconds, counted from its request. When it
     /// runs out the worker is drained and removed. Absent: the worker never
