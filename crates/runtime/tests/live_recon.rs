@@ -1,6 +1,7 @@
 //! Reconciling against the lab when the world does not go as planned:
 //! a step Proxmox keeps refusing backs off instead of looping (issue 11
-//! hole 7).
+//! hole 7); a claim deleted with `kubectl delete` still meets the safety
+//! rules (hole 3).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -54,10 +55,14 @@ impl Pve {
 }
 
 async fn ready_burst_worker(live: &Live) -> (String, String, u64) {
+    ready_worker(live, "burst").await
+}
+
+async fn ready_worker(live: &Live, pool: &str) -> (String, String, u64) {
     let name = live
         .service()
         .provision(&ProvisionRequest {
-            pool: "burst".into(),
+            pool: pool.into(),
             size: Some("small".into()),
             count: 1,
             ttl: None,
@@ -176,5 +181,69 @@ async fn a_vm_delete_refused_by_protection_backs_off_and_writes_its_claim_once()
         live.dump_claims()
     );
     assert!(live.lab.pve.vm(u32::try_from(vmid).unwrap()).is_none());
+    live.stop().await;
+}
+
+/// The lab's configuration with a permanent pool `fixed` added.
+fn with_permanent_pool(yaml: String) -> String {
+    yaml.replacen(
+        "pools:\n",
+        "pools:\n  - name: fixed\n    kind: permanent\n    sizes: [small]\n    template: talos-worker-{size}-v1.8.0\n    limits: {maxNodes: 2}\n",
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_delete_of_a_permanent_workers_claim_is_refused_and_keeps_it() {
+    let live = start(Setup {
+        yaml: with_permanent_pool,
+        ..Setup::new("recon-permanent")
+    })
+    .await;
+    let (name, _node, vmid) = ready_worker(&live, "fixed").await;
+    live.lab
+        .kube
+        .delete(common::CLAIMS, "WorkerClaim", "", &name)
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || live.claim(&name).is_some_and(
+            |c| {
+                c["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k["type"] == "Refused")
+            }
+        ))
+        .await,
+        "{}",
+        live.dump_claims()
+    );
+    let claim = live.claim(&name).unwrap();
+    assert!(claim["metadata"]["deletionTimestamp"].is_string());
+    assert!(
+        claim["status"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("permanent worker"),
+        "{claim}"
+    );
+    assert_eq!(claim["status"]["phase"], "Ready");
+    // A stretch of lab time later the worker is still whole: VM running,
+    // node schedulable, record kept by its finalizer, one Event.
+    let lab_start = live.lab.clock.now();
+    while live.lab.clock.now() < lab_start + Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let vm = live.lab.pve.vm(u32::try_from(vmid).unwrap()).unwrap();
+    assert!(vm.running);
+    let node = live.lab.kube.get("v1", "Node", "", &name).unwrap();
+    assert_ne!(node["spec"]["unschedulable"], true, "{node}");
+    let kept = live.claim(&name).unwrap();
+    assert_eq!(
+        kept["metadata"]["resourceVersion"],
+        claim["metadata"]["resourceVersion"]
+    );
+    assert_eq!(claim_warnings(&live, &name, "permanent worker").len(), 1);
     live.stop().await;
 }
