@@ -121,6 +121,7 @@ impl WorkerClaim {
                 .as_ref()
                 .is_some_and(|f| f.iter().any(|x| x == FINALIZER)),
             generation: meta.generation,
+            deleting: meta.deletion_timestamp.is_some(),
         }
     }
 }
@@ -275,6 +276,32 @@ mod tests {
         assert_eq!(
             columns,
             ["Pool", "Size", "Phase", "Node", "VMID", "Expires", "Age"]
+        );
+    }
+
+    #[test]
+    fn the_crd_validates_pool_size_and_force_on_the_server() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(WorkerClaim::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        for field in ["pool", "size"] {
+            assert_eq!(spec["properties"][field]["minLength"], 1, "{field}");
+        }
+        let rules = |v: &serde_json::Value| -> Vec<String> {
+            v["x-kubernetes-validations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| r["rule"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            rules(spec),
+            ["self.pool == oldSelf.pool", "self.size == oldSelf.size"]
+        );
+        assert_eq!(
+            rules(&spec["properties"]["intent"]),
+            ["!has(self.force) || !self.force || self.action == 'Remove'"]
         );
     }
 }

@@ -8,9 +8,13 @@
 //! Waits the executor suggests, and the resync, are the clock's time (the
 //! executor's clock); the floors and the error backoff are real time, so
 //! a fast clock never turns them into a busy loop against the APIs.
+//!
+//! A step that keeps failing backs off exponentially per claim, up to
+//! `max_backoff`; every failed try is counted by step and category, and
+//! the number of claims backing off is reported, through [`StepMetrics`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
@@ -20,6 +24,44 @@ use tracing::{Instrument, debug, warn};
 use crate::claim::Claim;
 use crate::executor::{Executor, ExecutorError, Progress};
 use crate::ports::{ClaimStore, Clock, Hypervisor, Joiner, Nodes};
+use tidepool_core::Step;
+
+/// Where the reconciler reports failing steps, for metrics. Label values
+/// are bounded: step names and error categories.
+pub trait StepMetrics: Send + Sync {
+    /// One failed try of `step`, by error category.
+    fn step_failed(&self, step: Step, category: &str);
+    /// How many claims are backing off after a failed step right now.
+    fn backing_off(&self, claims: usize);
+}
+
+/// No metrics.
+impl StepMetrics for () {
+    fn step_failed(&self, _: Step, _: &str) {}
+    fn backing_off(&self, _: usize) {}
+}
+
+/// The claims backing off right now, with where their count goes.
+#[derive(Clone)]
+struct Backoffs {
+    claims: Arc<Mutex<BTreeSet<String>>>,
+    metrics: Arc<dyn StepMetrics>,
+}
+
+impl Backoffs {
+    /// Marks `claim` as backing off (`on`) or not, and reports the count.
+    fn set(&self, claim: &str, on: bool) {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = if on {
+            claims.insert(claim.to_owned())
+        } else {
+            claims.remove(claim)
+        };
+        if changed {
+            self.metrics.backing_off(claims.len());
+        }
+    }
+}
 
 /// Timing of the reconciler.
 #[derive(Clone, Copy, Debug)]
@@ -49,6 +91,7 @@ impl Default for ReconcilerOptions {
 pub struct Reconciler<H, J, N, S> {
     exec: Arc<Executor<H, J, N, S>>,
     options: ReconcilerOptions,
+    backoffs: Backoffs,
 }
 
 impl<H, J, N, S> Reconciler<H, J, N, S>
@@ -60,7 +103,20 @@ where
 {
     /// A reconciler over `exec`.
     pub fn new(exec: Arc<Executor<H, J, N, S>>, options: ReconcilerOptions) -> Self {
-        Self { exec, options }
+        Self {
+            exec,
+            options,
+            backoffs: Backoffs {
+                claims: Arc::default(),
+                metrics: Arc::new(()),
+            },
+        }
+    }
+
+    /// Reports failing steps and the claims backing off to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<dyn StepMetrics>) -> Self {
+        self.backoffs.metrics = metrics;
+        self
     }
 
     /// Drives one claim until it is idle; returns the number of steps taken.
@@ -72,7 +128,7 @@ where
         name: &str,
         stop: &watch::Receiver<bool>,
     ) -> Result<usize, ExecutorError> {
-        drive(&self.exec, name, self.options, stop).await
+        drive(&self.exec, name, self.options, &self.backoffs, stop).await
     }
 
     /// Reconciles every claim until `stop` turns true.
@@ -110,11 +166,12 @@ where
                             let stop = stop.clone();
                             let name = claim.name.clone();
                             let finished = finished.clone();
+                            let backoffs = self.backoffs.clone();
                             started.insert(claim.name.clone(), claim);
                             running.insert(
                                 name.clone(),
                                 tokio::spawn(async move {
-                                    if let Err(e) = drive(&exec, &name, options, &stop).await {
+                                    if let Err(e) = drive(&exec, &name, options, &backoffs, &stop).await {
                                         warn!(claim = %name, error = %e, category = e.category(), "claim not reconciled");
                                     }
                                     finished.notify_one();
@@ -159,18 +216,22 @@ async fn drive<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
     exec: &Executor<H, J, N, S>,
     name: &str,
     options: ReconcilerOptions,
+    backoffs: &Backoffs,
     stop: &watch::Receiver<bool>,
 ) -> Result<usize, ExecutorError> {
     let span = tracing::info_span!("reconcile", claim = name);
-    drive_steps(exec, name, options, stop)
+    let result = drive_steps(exec, name, options, backoffs, stop)
         .instrument(span)
-        .await
+        .await;
+    backoffs.set(name, false);
+    result
 }
 
 async fn drive_steps<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
     exec: &Executor<H, J, N, S>,
     name: &str,
     options: ReconcilerOptions,
+    backoffs: &Backoffs,
     stop: &watch::Receiver<bool>,
 ) -> Result<usize, ExecutorError> {
     let mut steps = 0;
@@ -180,7 +241,9 @@ async fn drive_steps<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
             return Ok(steps);
         }
         // How long to wait: on the clock, then at least this long in real time.
-        let (clock_wait, real_wait) = match exec.step(name).await {
+        let result = exec.step(name).await;
+        backoffs.set(name, matches!(result, Err(ExecutorError::Retry { .. })));
+        let (clock_wait, real_wait) = match result {
             Ok(Progress::Advanced(step)) => {
                 steps += 1;
                 backoff = options.min_wait;
@@ -190,6 +253,7 @@ async fn drive_steps<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
             Ok(Progress::Idle(_)) => return Ok(steps),
             Ok(Progress::Waiting { retry_after, .. }) => (retry_after, options.min_wait),
             Err(ExecutorError::Retry { step, source }) => {
+                backoffs.metrics.step_failed(step, source.kind.as_str());
                 debug!(claim = name, %step, error = %source, "retrying");
                 backoff = (backoff * 2).min(options.max_backoff);
                 (Duration::ZERO, backoff.max(options.min_wait))

@@ -363,6 +363,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                 status: ClaimStatus::default(),
                 finalizer: true,
                 generation: None,
+                deleting: false,
             };
             // The host goes in with the claim itself, so the executor never
             // sees the claim without the planner's choice.

@@ -85,6 +85,8 @@ pub struct World {
     /// While set, claim and pool-record calls let other tasks run first,
     /// as a call over the network would, so concurrent requests interleave.
     pub interleave: bool,
+    /// Calls made, by operation name (as injected errors name them).
+    pub calls: BTreeMap<&'static str, usize>,
     uuid_counter: u64,
 }
 
@@ -112,6 +114,7 @@ impl Fake {
 
     fn take(&self, op: &'static str) -> ProviderResult<()> {
         let mut w = self.world();
+        *w.calls.entry(op).or_default() += 1;
         match w
             .inject
             .get_mut(op)
@@ -157,6 +160,16 @@ impl Fake {
                     .collect(),
             },
         );
+    }
+
+    /// How many calls of `op` were made.
+    pub fn calls(&self, op: &str) -> usize {
+        self.world().calls.get(op).copied().unwrap_or_default()
+    }
+
+    /// How many claim writes were made through the [`ClaimStore`] port.
+    pub fn claim_writes(&self) -> u64 {
+        *self.world().claim_changes.borrow()
     }
 
     /// Stores a claim.

@@ -50,6 +50,7 @@ fn claim(name: &str) -> Claim {
         status: ClaimStatus::default(),
         finalizer: true,
         generation: None,
+        deleting: false,
     }
 }
 

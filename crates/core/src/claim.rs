@@ -60,6 +60,13 @@ impl Intent {
 /// means keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schemars",
+    schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!has(self.force) || !self.force || self.action == 'Remove'",
+        "message": "force applies only to the Remove action"
+    }]))
+)]
 #[serde(rename_all = "camelCase")]
 struct IntentRecord {
     /// `Keep` (the default), `Drain` (cordon and evict the pods, keep the
@@ -131,11 +138,20 @@ impl schemars::JsonSchema for Intent {
 /// claim is created; only the intent and the TTL change afterwards.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schemars",
+    schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.pool == oldSelf.pool", "message": "pool cannot be changed"},
+        {"rule": "self.size == oldSelf.size", "message": "size cannot be changed"}
+    ]))
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimSpec {
     /// Name of the pool (from Tidepool's configuration) the worker belongs to.
+    #[cfg_attr(feature = "schemars", schemars(length(min = 1, max = 63)))]
     pub pool: String,
     /// Name of the size (cores, memory, disk) the VM is cloned with.
+    #[cfg_attr(feature = "schemars", schemars(length(min = 1, max = 63)))]
     pub size: String,
     /// Lifetime of the worker in seconds, counted from its request. When it
     /// runs out the worker is drained and removed. Absent: the worker never
@@ -232,6 +248,9 @@ pub enum Condition {
     VmStopped,
     /// The VM was deleted.
     VmDeleted,
+    /// A safety rule (spec §8) refused the removal asked for: the worker,
+    /// its VM and its node are kept; `lastError` says which rule.
+    Refused,
 }
 
 /// One completed step as the resource records it, in the shape of every
@@ -446,6 +465,9 @@ pub struct Claim {
     /// The record's generation (bumped by every spec change), if the store
     /// keeps one.
     pub generation: Option<i64>,
+    /// Whether the record itself is being deleted (`kubectl delete`): a
+    /// removal nobody asked for through Tidepool's front-ends.
+    pub deleting: bool,
 }
 
 impl Claim {
@@ -457,6 +479,7 @@ impl Claim {
             status: ClaimStatus::default(),
             finalizer: true,
             generation: None,
+            deleting: false,
         }
     }
 
@@ -495,7 +518,8 @@ impl Claim {
             pool: self.spec.pool.clone(),
             size: self.spec.size.clone(),
             phase: self.phase(),
-            removing: self.intent().is_removal(),
+            // A refused removal will not happen: the worker still counts.
+            removing: self.intent().is_removal() && !self.status.has(Condition::Refused),
             host: self.host(),
             expires_at: self.status.expires_at,
             idle_since: None,

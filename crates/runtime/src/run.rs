@@ -25,7 +25,7 @@ use crate::leader::{self, LeaseConfig};
 use tidepool_controller::autoscaler::{Autoscaler, Timing};
 use tidepool_controller::ports::ClaimStore;
 use tidepool_controller::ports::ScalingMetrics;
-use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
+use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions, StepMetrics};
 use tidepool_live::{LiveExecutor, LiveObserver, LiveService};
 
 /// Labels of the workers gauge: bounded by the configured pools and the
@@ -45,6 +45,13 @@ struct ReasonLabel {
 /// An error-category label (a fixed set of categories).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CategoryLabel {
+    category: String,
+}
+
+/// A failed step with its error category (both fixed sets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: String,
     category: String,
 }
 
@@ -86,6 +93,8 @@ pub struct Metrics {
     worker_labels: std::sync::Mutex<BTreeSet<WorkerLabels>>,
     oldest_provisioning: Family<PoolLabel, Gauge<i64, AtomicI64>>,
     oldest_labels: std::sync::Mutex<BTreeSet<PoolLabel>>,
+    step_failures: Family<StepLabels, Counter>,
+    in_backoff: Gauge<i64, AtomicI64>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -168,6 +177,8 @@ impl Metrics {
             worker_labels: std::sync::Mutex::new(BTreeSet::new()),
             oldest_provisioning: Family::default(),
             oldest_labels: std::sync::Mutex::new(BTreeSet::new()),
+            step_failures: Family::default(),
+            in_backoff: Gauge::default(),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -198,6 +209,16 @@ impl Metrics {
                 m.decisions.clone(),
             );
             r.register("tidepool_errors", "Errors by category", m.errors.clone());
+            r.register(
+                "tidepool_step_failures",
+                "Failed tries of a lifecycle step, by step and error category",
+                m.step_failures.clone(),
+            );
+            r.register(
+                "tidepool_claims_in_backoff",
+                "Claims waiting to try a failed step again",
+                m.in_backoff.clone(),
+            );
             r.register(
                 "tidepool_provisioning_duration_seconds",
                 "Time from a worker's request to its node being Ready",
@@ -236,6 +257,22 @@ impl ScalingMetrics for Metrics {
                 category: category.to_owned(),
             })
             .inc();
+    }
+}
+
+impl StepMetrics for Metrics {
+    fn step_failed(&self, step: tidepool_core::Step, category: &str) {
+        self.step_failures
+            .get_or_create(&StepLabels {
+                step: step.to_string(),
+                category: category.to_owned(),
+            })
+            .inc();
+    }
+
+    fn backing_off(&self, claims: usize) {
+        self.in_backoff
+            .set(i64::try_from(claims).unwrap_or(i64::MAX));
     }
 }
 
@@ -362,7 +399,9 @@ pub async fn run(
                     min_wait: defaults.min_wait.min(Duration::from_millis(20)),
                     ..defaults
                 };
-                let reconciler = Reconciler::new(exec.clone(), opts).spawn(rx.clone());
+                let reconciler = Reconciler::new(exec.clone(), opts)
+                    .with_metrics(metrics.clone())
+                    .spawn(rx.clone());
                 let autoscaler = options.autoscale.then(|| {
                     // The batching window: half a second of controller time,
                     // so the first clone follows an unschedulable pod within
@@ -394,6 +433,7 @@ pub async fn run(
                     let _ = tx.send(true);
                     let _ = task.await;
                 }
+                metrics.backing_off(0);
             }
             _ => {}
         }

@@ -51,6 +51,7 @@ pub(super) fn claim(name: &str, pool: &str, size: &str) -> Claim {
         status: ClaimStatus::default(),
         finalizer: true,
         generation: None,
+        deleting: false,
     }
 }
 

@@ -7,7 +7,7 @@
 //! dispatch of a [`Step`] to the module of its phase: [`provision`] (from
 //! the VMID to the guest's address), [`join`] (from the machine
 //! configuration to the labelled node) and [`teardown`] (from the cordon to
-//! the deleted VM).
+//! the deleted VM), after the safety rules of [`refusal`].
 //!
 //! # Guarantees
 //! - **Recorded intent first.** The VMID is recorded before the clone, the
@@ -24,6 +24,7 @@
 
 mod join;
 mod provision;
+mod refusal;
 mod teardown;
 
 #[cfg(test)]
@@ -35,13 +36,15 @@ use std::time::Duration;
 use tidepool_core::config::{Config, Pool, SizeEntry};
 use tidepool_core::conventions::{NodeMetadata, WorkerFacts, node_metadata};
 use tidepool_core::jiff::Timestamp;
-use tidepool_core::{Phase, Step};
+use tidepool_core::{Lifecycle, Phase, Step};
 use tracing::{info, warn};
 
 use crate::claim::{Claim, ClaimStatus, Condition, VmIdentity, next_step, phase_change};
 use crate::ports::{
-    ClaimStore, Clock, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind,
+    AuditEntry, AuditResult, ClaimStore, Clock, Hypervisor, Joiner, Nodes, ProviderError,
+    ProviderErrorKind,
 };
+use crate::service::ErrorCategory;
 
 pub use provision::{owner_from_description, ownership_description};
 
@@ -307,9 +310,22 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 .map_err(store_error(name))?;
             claim.finalizer = true;
         }
-        let Some(step) = next_step(&claim) else {
+        self.clear_refusal(&mut claim).await?;
+        let Some(mut step) = next_step(&claim) else {
             return self.idle(&claim).await;
         };
+        // The safety rules hold whoever asked (spec §8).
+        if let Some(refusal) = self.refusal(&claim, step) {
+            return self.refuse(&claim, refusal).await;
+        }
+        // A removal that failed on its way out is tried again as it stands,
+        // without writing the way back into Terminating: a step that keeps
+        // failing rewrites nothing until its reason changes.
+        let before = claim.status.lifecycle.clone();
+        if let Some(again) = retried_teardown(&claim) {
+            claim.status.lifecycle = Lifecycle::Terminating;
+            step = again;
+        }
         // Phase changes that need no provider call.
         if let Some(to) = phase_change(&claim, step) {
             return self.change_phase(&claim, step, to).await;
@@ -325,6 +341,16 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             Err(e) => Outcome::Fail(e.message),
         };
         self.checkpoint(step, Moment::AfterEffect)?;
+        if let Outcome::Fail(reason) = &outcome
+            && claim.status.lifecycle.fail(step, reason.clone()).ok() == Some(before.clone())
+        {
+            // The same failure as recorded: nothing to write, and the caller
+            // backs off before the next try.
+            return Err(ExecutorError::Retry {
+                step,
+                source: ProviderError::new(ProviderErrorKind::Permanent, reason.clone()),
+            });
+        }
         let progress = self.record(&claim, step, outcome).await?;
         self.checkpoint(step, Moment::AfterRecord)?;
         Ok(progress)
@@ -366,12 +392,34 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// to return (the store's, if that record failed too).
     async fn record_retry(&self, claim: &Claim, step: Step, e: ProviderError) -> ExecutorError {
         let name = claim.name.as_str();
+        let last_error = Some(format!("{step}: {e}"));
+        if claim.status.last_error == last_error {
+            // Recorded already: a step that keeps failing the same way
+            // writes once, not on every try.
+            return ExecutorError::Retry { step, source: e };
+        }
         let mut status = claim.status.clone();
-        status.last_error = Some(format!("{step}: {e}"));
+        status.last_error = last_error;
         match self.store.save_status(name, &status).await {
-            Ok(()) => ExecutorError::Retry { step, source: e },
+            Ok(()) => {
+                self.report_failure(name, step, e.kind.as_str(), &e.message)
+                    .await;
+                ExecutorError::Retry { step, source: e }
+            }
             Err(source) => store_error(name)(source),
         }
+    }
+
+    /// Tells the claim's Event stream that `step` failed (once per change
+    /// of reason: callers report only what they newly record).
+    async fn report_failure(&self, name: &str, step: Step, category: &str, reason: &str) {
+        let entry = AuditEntry {
+            actor: "controller".into(),
+            operation: format!("step {step}"),
+            result: AuditResult::Error(ErrorCategory::Failed),
+            message: format!("{reason} ({category})"),
+        };
+        self.store.audit(name, &entry).await;
     }
 
     /// Records what the step did: its status when done, the failure when
@@ -410,6 +458,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                     .save_status(name, &status)
                     .await
                     .map_err(store_error(name))?;
+                self.report_failure(name, step, "failed", &reason).await;
                 Ok(Progress::Advanced(step))
             }
         }
@@ -499,6 +548,21 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             Step::DeleteVm => self.delete_vm(&work).await,
         }
     }
+}
+
+/// The step to try again when `claim` failed on its way out (a removal
+/// step such as the VM's delete) and its removal is still wanted: the
+/// first removal step not yet done, as if it were still Terminating.
+fn retried_teardown(claim: &Claim) -> Option<Step> {
+    let Lifecycle::Failed { step, .. } = &claim.status.lifecycle else {
+        return None;
+    };
+    if step.phase() != Phase::Terminating || !claim.intent().is_removal() {
+        return None;
+    }
+    let mut terminating = claim.clone();
+    terminating.status.lifecycle = Lifecycle::Terminating;
+    next_step(&terminating)
 }
 
 /// The error of a failed claim-store call for claim `name`.
