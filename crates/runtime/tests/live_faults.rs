@@ -58,7 +58,12 @@ fn owned(lab: &RunningLab, claim: &str) -> usize {
     lab.pve
         .vms()
         .iter()
-        .filter(|v| v.description.as_deref().and_then(owner_from_description) == Some(claim))
+        .filter(|v| {
+            v.description
+                .as_deref()
+                .and_then(|d| owner_from_description(d, v.vmid))
+                == Some(claim)
+        })
         .count()
 }
 

@@ -22,6 +22,7 @@
 //!   no VM carrying the claim's marker remains.
 //! - **Never a node left cordoned:** cordon happens only on the way out.
 
+mod identity;
 mod join;
 mod provision;
 mod teardown;
@@ -43,7 +44,7 @@ use crate::ports::{
     ClaimStore, Clock, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind,
 };
 
-pub use provision::{owner_from_description, ownership_description};
+pub use identity::{node_runs_on, owner_from_description, ownership_description, unbound_owner};
 
 /// How long a started guest may take to report an address.
 pub const ADDRESS_TIMEOUT: Duration = Duration::from_secs(300);
