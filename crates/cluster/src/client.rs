@@ -502,7 +502,10 @@ mod tests {
         let status = node.status.clone().unwrap();
         let info = status.node_info.unwrap();
         assert!(!info.system_uuid.is_empty(), "the system UUID is kept");
-        assert!(info.kernel_version.is_empty(), "the rest of nodeInfo is not");
+        assert!(
+            info.kernel_version.is_empty(),
+            "the rest of nodeInfo is not"
+        );
         assert!(status.allocatable.unwrap().contains_key("cpu"));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -13,35 +13,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::live_options;
 use tidepool_controller::executor::{ExecutorError, KillHook, Moment, owner_from_description};
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_core::{Phase, Step};
-use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_lab::RunningLab;
 use tidepool_lab_sim::{FaultRule, Service as Emulator};
-use tidepool_live::connect::{LiveExecutor, connect};
+use tidepool_live::connect::LiveExecutor;
 
 const SCALE: f64 = 500.0;
 
 async fn lab(name: &str) -> RunningLab {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir()
-            .join(format!("tidepool-faults-{name}-{}", std::process::id())),
-        time_scale: SCALE,
-        seed: 11,
-    })
-    .await
-    .unwrap()
+    common::bare_lab(&format!("faults-{name}"), SCALE, 11).await
 }
 
 async fn executor(lab: &RunningLab) -> LiveExecutor {
-    let config = Arc::new(
-        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
-            .unwrap(),
-    );
-    connect(config, &live_options(lab)).await.unwrap()
+    common::lab_executor(lab).await
 }
 
 fn kill_at(step: Step, moment: Moment) -> KillHook {

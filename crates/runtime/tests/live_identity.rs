@@ -12,37 +12,24 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{CLAIMS, live_options};
+use common::CLAIMS;
 use serde_json::{Value, json};
 use tidepool_controller::claim::VmIdentity;
 use tidepool_controller::executor::ExecutorError;
 use tidepool_controller::ports::{ClaimStore, CloneSpec, Hypervisor, ProviderErrorKind};
 use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_core::Phase;
-use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_lab::RunningLab;
 use tidepool_lab_sim::{FaultRule, Service as Emulator};
-use tidepool_live::connect::{LiveExecutor, connect};
+use tidepool_live::connect::LiveExecutor;
 use tidepool_proxmox::types::CloneRequest;
 
 async fn lab(name: &str, time_scale: f64) -> RunningLab {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir()
-            .join(format!("tidepool-identity-{name}-{}", std::process::id())),
-        time_scale,
-        seed: 17,
-    })
-    .await
-    .unwrap()
+    common::bare_lab(&format!("identity-{name}"), time_scale, 17).await
 }
 
 async fn executor(lab: &RunningLab) -> LiveExecutor {
-    let config = Arc::new(
-        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
-            .unwrap(),
-    );
-    connect(config, &live_options(lab)).await.unwrap()
+    common::lab_executor(lab).await
 }
 
 async fn settle(exec: &LiveExecutor, name: &str) -> Result<Phase, ExecutorError> {

@@ -10,16 +10,18 @@
 //! the deleted VM).
 //!
 //! # Guarantees
-//! - **Recorded intent first.** The VMID is recorded before the clone, the
-//!   clone marks the VM as the claim's (description at clone time, tags
-//!   after), so a process killed mid-clone finds its VM again instead of
-//!   cloning a second one.
+//! - **Recorded intent first.** The VMID, then the clone request
+//!   (`CloneRequested`), are recorded before the clone; the clone marks the
+//!   VM as the claim's (a description bound to its VMID), so a process
+//!   killed mid-clone waits for its VM instead of cloning a second one.
 //! - **Idempotent steps.** Every step first looks at the world; a step whose
 //!   effect is already there is recorded, not repeated.
 //! - **Destroy interlock.** A VM is stopped or deleted only when its VMID,
-//!   SMBIOS UUID and ownership marker all match the claim. A VMID now held
-//!   by a foreign VM is left alone; "already gone" counts as done only when
-//!   no VM carrying the claim's marker remains.
+//!   SMBIOS UUID and ownership marker all match the claim (see `identity`). A
+//!   VMID now held by a foreign VM is left alone; "already gone" counts as
+//!   done only when no VM carrying the claim's marker remains. A node is
+//!   labelled, cordoned, drained or deleted only when it runs on the
+//!   claim's VM.
 //! - **Never a node left cordoned:** cordon happens only on the way out.
 
 mod identity;
@@ -45,6 +47,7 @@ use crate::ports::{
 };
 
 pub use identity::{node_runs_on, owner_from_description, ownership_description, unbound_owner};
+pub use provision::CLONE_TIMEOUT;
 
 /// How long a started guest may take to report an address.
 pub const ADDRESS_TIMEOUT: Duration = Duration::from_secs(300);

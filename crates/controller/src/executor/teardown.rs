@@ -1,6 +1,6 @@
 //! The teardown steps: from a worker on its way out to its deleted VM
 //! (Cordon, Drain, DeleteNode, ShutdownOs/StopVm, DeleteVm). Only the
-//! claim's own node and VMs are touched ([`super::identity`]): a node of
+//! claim's own node and VMs are touched (see `identity`): a node of
 //! another machine named like the claim is skipped, not cordoned, drained
 //! or deleted. A target already gone counts as done, except that a VM is
 //! gone only when no VM carrying the claim's marker remains.

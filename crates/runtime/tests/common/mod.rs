@@ -85,6 +85,30 @@ impl Setup {
     }
 }
 
+/// The default home lab at `time_scale` with `seed`, and no controller:
+/// for tests that drive executors themselves.
+pub async fn bare_lab(name: &str, time_scale: f64, seed: u64) -> RunningLab {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: std::env::temp_dir().join(format!("tidepool-{name}-{}", std::process::id())),
+        time_scale,
+        seed,
+    })
+    .await
+    .unwrap()
+}
+
+/// An executor over `lab` with the lab's configuration, as a freshly
+/// started process builds one.
+pub async fn lab_executor(lab: &RunningLab) -> LiveExecutor {
+    let config = Arc::new(
+        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
+            .unwrap(),
+    );
+    connect(config, &live_options(lab)).await.unwrap()
+}
+
 /// A running lab with a leading controller that autoscales.
 pub struct Live {
     /// The lab.
