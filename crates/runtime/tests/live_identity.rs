@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tidepool_controller::claim::VmIdentity;
 use tidepool_controller::executor::ExecutorError;
 use tidepool_controller::ports::{ClaimStore, CloneSpec, Hypervisor, ProviderErrorKind};
-use tidepool_controller::service::{ProvisionRequest, Service};
+use tidepool_controller::service::Service;
 use tidepool_core::Phase;
 use tidepool_lab::RunningLab;
 use tidepool_lab_sim::{FaultRule, Service as Emulator};
@@ -53,35 +53,28 @@ fn naming(lab: &RunningLab, claim: &str) -> Vec<u32> {
         .collect()
 }
 
-async fn provision(
-    svc: &Service<
-        impl Hypervisor,
-        impl tidepool_controller::Joiner,
-        impl tidepool_controller::Nodes,
-        impl ClaimStore,
-    >,
-) -> String {
-    svc.provision(&ProvisionRequest {
-        pool: "burst".into(),
-        size: Some("small".into()),
-        count: 1,
-        ttl: None,
-        requested_by: "identity-test".into(),
-        reason: "identity".into(),
-    })
-    .await
-    .unwrap()
-    .remove(0)
-}
-
-/// A template on `host`.
-fn template_on(lab: &RunningLab, host: &str) -> u32 {
-    lab.pve
+/// Clones a template of `pve-01` into `vmid` named `name` behind
+/// Tidepool's back, as an operator would; returns the template's VMID.
+async fn clone_by_hand(lab: &RunningLab, exec: &LiveExecutor, vmid: u32, name: &str) -> u32 {
+    let template = lab
+        .pve
         .vms()
         .into_iter()
-        .find(|v| v.template && v.node == host)
-        .expect("a template on the host")
-        .vmid
+        .find(|v| v.template && v.node == "pve-01")
+        .expect("a template on pve-01")
+        .vmid;
+    let req = CloneRequest {
+        newid: vmid,
+        name: Some(name.into()),
+        full: Some(true),
+        ..CloneRequest::default()
+    };
+    exec.hypervisor()
+        .client()
+        .clone_and_wait("pve-01", template, &req, deadline())
+        .await
+        .unwrap();
+    template
 }
 
 fn deadline() -> tokio::time::Instant {
@@ -102,7 +95,7 @@ async fn a_process_killed_while_proxmox_clones_leaves_exactly_one_vm_for_its_cla
         latency_ms: 300_000,
         times: None,
     });
-    let name = provision(&svc).await;
+    let name = common::provision_one(&svc, "identity-test").await;
     let dying = Arc::new(executor(&lab).await);
     let task = {
         let (dying, name) = (dying.clone(), name.clone());
@@ -198,7 +191,7 @@ async fn an_operators_full_clone_of_a_worker_survives_the_workers_removal() {
     let lab = lab("copy", 500.0).await;
     let exec = Arc::new(executor(&lab).await);
     let svc = Service::new(exec.clone());
-    let name = provision(&svc).await;
+    let name = common::provision_one(&svc, "identity-test").await;
     assert_eq!(settle(&exec, &name).await.unwrap(), Phase::Ready);
     let worker = svc.get_worker(&name).await.unwrap();
     let (vmid, host) = (worker.vmid.unwrap(), worker.host.unwrap());
@@ -232,18 +225,8 @@ async fn an_operators_full_clone_of_a_worker_survives_the_workers_removal() {
 async fn a_vm_found_at_the_vmid_after_a_lost_clone_answer_is_neither_adopted_nor_marked() {
     let lab = lab("lost", 500.0).await;
     let exec = executor(&lab).await;
-    let template = template_on(&lab, "pve-01");
-    let pve = exec.hypervisor().client();
     // During the transient error, someone else's clone took the VMID.
-    let theirs = CloneRequest {
-        newid: 1299,
-        name: Some("someone-elses-vm".into()),
-        full: Some(true),
-        ..CloneRequest::default()
-    };
-    pve.clone_and_wait("pve-01", template, &theirs, deadline())
-        .await
-        .unwrap();
+    let template = clone_by_hand(&lab, &exec, 1299, "someone-elses-vm").await;
     lab.faults.add_rule(FaultRule {
         service: Emulator::Proxmox,
         op: format!("POST /nodes/*/qemu/{template}/clone"),
@@ -280,17 +263,8 @@ async fn a_vm_found_at_the_vmid_after_a_lost_clone_answer_is_neither_adopted_nor
 async fn a_start_that_finds_another_start_in_flight_succeeds() {
     let lab = lab("start", 50.0).await;
     let exec = executor(&lab).await;
-    let template = template_on(&lab, "pve-01");
+    clone_by_hand(&lab, &exec, 1298, "burst-st4rt").await;
     let pve = exec.hypervisor().client();
-    let req = CloneRequest {
-        newid: 1298,
-        name: Some("burst-st4rt".into()),
-        full: Some(true),
-        ..CloneRequest::default()
-    };
-    pve.clone_and_wait("pve-01", template, &req, deadline())
-        .await
-        .unwrap();
     let facts = exec.hypervisor().vm(1298).await.unwrap().unwrap();
     let vm: VmIdentity = facts.identity;
     // A start still in flight from a process that died: slow, but within

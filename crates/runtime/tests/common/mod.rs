@@ -109,6 +109,30 @@ pub async fn lab_executor(lab: &RunningLab) -> LiveExecutor {
     connect(config, &live_options(lab)).await.unwrap()
 }
 
+/// Asks `svc` for one small burst worker on behalf of `who`; its claim's
+/// name.
+pub async fn provision_one(
+    svc: &Service<
+        impl tidepool_controller::Hypervisor,
+        impl tidepool_controller::Joiner,
+        impl tidepool_controller::Nodes,
+        impl tidepool_controller::ClaimStore,
+    >,
+    who: &str,
+) -> String {
+    svc.provision(&tidepool_controller::service::ProvisionRequest {
+        pool: "burst".into(),
+        size: Some("small".into()),
+        count: 1,
+        ttl: None,
+        requested_by: who.into(),
+        reason: "a test of crash safety and identity".into(),
+    })
+    .await
+    .unwrap()
+    .remove(0)
+}
+
 /// A running lab with a leading controller that autoscales.
 pub struct Live {
     /// The lab.
