@@ -67,6 +67,10 @@ pub struct World {
     pub deletions: Vec<u32>,
     /// Errors to return, by operation name, consumed one per call.
     pub inject: BTreeMap<&'static str, Vec<ProviderError>>,
+    /// While set, the next clone finds a stranger's VM at its VMID (the
+    /// request's answer was lost while someone else cloned there) and is
+    /// refused with `Conflict`, as the hypervisor port promises.
+    pub stranger_on_next_clone: bool,
     /// A drain blocker message (e.g. a PDB), while set.
     pub drain_blocker: Option<String>,
     /// Lowest VMID handed out.
@@ -242,6 +246,13 @@ impl Hypervisor for Fake {
 
     async fn clone_vm(&self, spec: &CloneSpec) -> ProviderResult<VmIdentity> {
         self.take("clone")?;
+        if std::mem::take(&mut self.world().stranger_on_next_clone) {
+            self.add_foreign_vm(spec.vmid, &spec.host);
+            return Err(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                format!("VM {} does not carry the claim's marker", spec.vmid),
+            ));
+        }
         let mut w = self.world();
         if w.vms.contains_key(&spec.vmid) {
             return Err(ProviderError::new(

@@ -426,6 +426,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stranger_cloned_into_the_vmid_during_a_failed_clone_is_neither_adopted_nor_deleted()
+    {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-sq4t1", "burst", "small"));
+        fake.world().stranger_on_next_clone = true;
+        assert_eq!(settle(&exec, "burst-sq4t1").await, Phase::Ready);
+        assert_eq!(fake.world().clones.len(), 1, "one clone of ours");
+        let (vmid, theirs) = {
+            let w = fake.world();
+            let ours = w.claims["burst-sq4t1"].status.vm.clone().unwrap();
+            let theirs = w
+                .vms
+                .values()
+                .find(|v| v.identity.vmid != ours.vmid)
+                .cloned();
+            (ours.vmid, theirs.unwrap())
+        };
+        assert_eq!(theirs.description, "someone else's", "no marker on it");
+        crate::executor::fixtures::set_intent(
+            &fake,
+            "burst-sq4t1",
+            crate::claim::Intent::Remove { force: true },
+        );
+        assert_eq!(settle(&exec, "burst-sq4t1").await, Phase::Terminated);
+        let w = fake.world();
+        assert_eq!(w.deletions, [vmid], "only our own VM was deleted");
+        assert_eq!(w.vms.get(&theirs.identity.vmid), Some(&theirs));
+    }
+
+    #[tokio::test]
     async fn an_unlocked_vm_whose_marker_names_another_vmid_is_not_adopted() {
         let fake = Fake::new();
         let clock = clock();
