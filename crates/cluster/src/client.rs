@@ -500,7 +500,12 @@ mod tests {
 
         let node = cluster.nodes().get(None, "worker-1").unwrap();
         let status = node.status.clone().unwrap();
-        assert!(status.node_info.is_none());
+        let info = status.node_info.unwrap();
+        assert!(!info.system_uuid.is_empty(), "the system UUID is kept");
+        assert!(
+            info.kernel_version.is_empty(),
+            "the rest of nodeInfo is not"
+        );
         assert!(status.allocatable.unwrap().contains_key("cpu"));
         let _ = std::fs::remove_dir_all(&dir);
     }

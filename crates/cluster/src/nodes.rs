@@ -15,7 +15,8 @@
 //! timestamps, labels, owner references, and the annotations except
 //! `kubectl.kubernetes.io/last-applied-configuration`; spec `taints`,
 //! `unschedulable` and `providerID`; status `capacity`, `allocatable`,
-//! `addresses`, and each condition's `type`, `status`, `reason` and
+//! `addresses`, `nodeInfo.systemUUID` (the identity check of a claim's
+//! node), and each condition's `type`, `status`, `reason` and
 //! `lastTransitionTime`.
 //!
 //! Everything else is absent from cached nodes. Code that starts reading
@@ -24,7 +25,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Taint};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::Deserialize;
@@ -98,6 +101,14 @@ struct WireStatus {
     allocatable: Option<BTreeMap<String, Quantity>>,
     addresses: Option<Vec<NodeAddress>>,
     conditions: Option<Vec<WireCondition>>,
+    node_info: Option<WireNodeInfo>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireNodeInfo {
+    #[serde(rename = "systemUUID")]
+    system_uuid: Option<String>,
 }
 
 /// `Some` non-empty vector, or `None`.
@@ -130,6 +141,12 @@ impl From<Wire> for WireNode {
                 capacity: s.capacity,
                 allocatable: s.allocatable,
                 addresses: non_empty(s.addresses),
+                node_info: s.node_info.and_then(|i| i.system_uuid).map(|system_uuid| {
+                    NodeSystemInfo {
+                        system_uuid,
+                        ..NodeSystemInfo::default()
+                    }
+                }),
                 conditions: non_empty(s.conditions.map(|cs| {
                     cs.into_iter()
                         .map(|c| NodeCondition {
@@ -145,6 +162,19 @@ impl From<Wire> for WireNode {
             }),
         })
     }
+}
+
+/// The machine the node says it runs on: its `status.nodeInfo.systemUUID`
+/// (absent when empty or not reported) and its `spec.providerID`.
+pub fn machine_of(node: &Node) -> (Option<String>, Option<String>) {
+    let system_uuid = node
+        .status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.system_uuid.clone())
+        .filter(|u| !u.is_empty());
+    let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.clone());
+    (system_uuid, provider_id)
 }
 
 /// Whether the node's Ready condition is True.
@@ -305,7 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_node_loses_images_and_system_info() {
+    fn a_cached_node_loses_images_and_system_info_but_its_system_uuid() {
         let t = cached();
         assert!(t.metadata.managed_fields.is_none());
         assert!(
@@ -318,7 +348,9 @@ mod tests {
         assert!(spec.pod_cidr.is_none() && spec.pod_cidrs.is_none());
         let status = t.status.unwrap();
         assert!(status.images.is_none());
-        assert!(status.node_info.is_none());
+        let info = status.node_info.unwrap();
+        assert_eq!(info.system_uuid, "s");
+        assert!(info.machine_id.is_empty() && info.boot_id.is_empty());
         assert!(status.daemon_endpoints.is_none());
         assert!(status.volumes_in_use.is_none());
         for c in status.conditions.unwrap() {

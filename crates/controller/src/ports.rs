@@ -80,8 +80,15 @@ pub type ProviderResult<T> = Result<T, ProviderError>;
 pub struct VmFacts {
     /// VMID, node and SMBIOS UUID.
     pub identity: VmIdentity,
-    /// The claim named by its ownership markers (tags or description), if any.
+    /// The claim named by its ownership marker, if the marker is valid for
+    /// this VM (its VMID line names this VMID; see
+    /// [`crate::executor::owner_from_description`]). Names and tags prove
+    /// nothing: Proxmox copies them to a clone.
     pub owner: Option<String>,
+    /// The claim named by a marker without a VMID line (written by an older
+    /// Tidepool): proof of ownership only for a claim's recorded VM whose
+    /// VMID and SMBIOS UUID match the record.
+    pub unbound_owner: Option<String>,
     /// Whether it runs.
     pub running: bool,
     /// Whether an operation holds its lock (e.g. a clone still copying).
@@ -125,7 +132,7 @@ pub struct VmShape {
 pub trait Hypervisor: Send + Sync {
     /// The VM with this VMID, whoever owns it; `None` if there is none.
     fn vm(&self, vmid: u32) -> impl Future<Output = ProviderResult<Option<VmFacts>>> + Send;
-    /// Every VM whose ownership markers name `claim`.
+    /// Every VM whose valid ownership marker names `claim`.
     fn owned_by(&self, claim: &str) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
     /// The host for a new VM costing `cost` in `pool`, chosen by the
     /// planner's rule ([`tidepool_core::planner::hosts::place`]: the VM's
@@ -151,8 +158,11 @@ pub trait Hypervisor: Send + Sync {
         &self,
         reserved: &std::collections::BTreeSet<u32>,
     ) -> impl Future<Output = ProviderResult<u32>> + Send;
-    /// Clones and waits for the clone to finish. `Conflict` if the VMID is
-    /// taken.
+    /// Clones and waits for the clone to finish, writing the claim's
+    /// ownership marker (bound to the VMID) into the description at clone
+    /// time. `Conflict` if the VMID is taken, also when the request's answer
+    /// was lost and the VM found at the VMID does not carry the marker (a
+    /// foreign VM is never reported as the clone).
     fn clone_vm(&self, spec: &CloneSpec)
     -> impl Future<Output = ProviderResult<VmIdentity>> + Send;
     /// Sets the VM's shape and markers (idempotent).
@@ -209,8 +219,25 @@ pub struct NodeView {
     pub workload_pods: usize,
 }
 
+/// How a registered node names the machine it runs on, for the check
+/// that a node called like a claim is the claim's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// `status.nodeInfo.systemUUID`: the machine's SMBIOS UUID as the
+    /// kubelet read it, if reported.
+    pub system_uuid: Option<String>,
+    /// `spec.providerID`, if set.
+    pub provider_id: Option<String>,
+}
+
 /// The cluster's nodes.
 pub trait Nodes: Send + Sync {
+    /// How the node `name` identifies its machine; `None` when no node of
+    /// that name is registered.
+    fn node_identity(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = ProviderResult<Option<NodeIdentity>>> + Send;
     /// Every node.
     fn list(&self) -> impl Future<Output = ProviderResult<Vec<NodeView>>> + Send;
     /// Marks the node schedulable again (idempotent).

@@ -13,11 +13,11 @@ use tidepool_core::NodeMetadata;
 use tidepool_core::jiff::{SignedDuration, Timestamp};
 
 use crate::claim::{Claim, ClaimStatus, VmIdentity};
-use crate::executor::owner_from_description;
+use crate::executor::{owner_from_description, unbound_owner};
 use crate::observe::{Observation, Observe};
 use crate::ports::{
-    ClaimStore, Clock, CloneSpec, Events, Hypervisor, Joiner, Nodes, PoolRecords, ProviderError,
-    ProviderErrorKind, ProviderResult, Sleep, VersionedRecord, VmFacts, VmShape,
+    ClaimStore, Clock, CloneSpec, Events, Hypervisor, Joiner, NodeIdentity, Nodes, PoolRecords,
+    ProviderError, ProviderErrorKind, ProviderResult, Sleep, VersionedRecord, VmFacts, VmShape,
 };
 use tidepool_core::pool_record::PoolRecord;
 
@@ -34,6 +34,8 @@ pub struct FakeVm {
     pub running: bool,
     /// Shape as configured.
     pub cores: u32,
+    /// Whether a clone still holds its lock.
+    pub locked: bool,
 }
 
 /// One fake node.
@@ -47,6 +49,8 @@ pub struct FakeNode {
     pub pods: usize,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The system UUID its kubelet reports (the SMBIOS UUID of its machine).
+    pub system_uuid: Option<String>,
 }
 
 /// The shared fake world.
@@ -64,6 +68,10 @@ pub struct World {
     pub deletions: Vec<u32>,
     /// Errors to return, by operation name, consumed one per call.
     pub inject: BTreeMap<&'static str, Vec<ProviderError>>,
+    /// While set, the next clone finds a stranger's VM at its VMID (the
+    /// request's answer was lost while someone else cloned there) and is
+    /// refused with `Conflict`, as the hypervisor port promises.
+    pub stranger_on_next_clone: bool,
     /// A drain blocker message (e.g. a PDB), while set.
     pub drain_blocker: Option<String>,
     /// Lowest VMID handed out.
@@ -142,6 +150,7 @@ impl Fake {
                 tags: vec![],
                 running: true,
                 cores: 2,
+                locked: false,
             },
         );
     }
@@ -158,6 +167,7 @@ impl Fake {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
+                system_uuid: Some(format!("machine-of-{name}")),
             },
         );
     }
@@ -177,23 +187,38 @@ impl Fake {
         self.world().claims.insert(claim.name.clone(), claim);
     }
 
-    /// VMs whose marker names `claim`.
+    /// VMs whose valid marker names `claim`.
     pub fn owned(&self, claim: &str) -> Vec<FakeVm> {
         self.world()
             .vms
             .values()
-            .filter(|v| owner_from_description(&v.description) == Some(claim))
+            .filter(|v| owner_from_description(&v.description, v.identity.vmid) == Some(claim))
             .cloned()
             .collect()
+    }
+
+    /// An operator's full clone of VM `source` at `vmid`: description and
+    /// tags copied, a new SMBIOS UUID, stopped.
+    pub fn copy_vm(&self, source: u32, vmid: u32) {
+        let mut w = self.world();
+        w.uuid_counter += 1;
+        let uuid = format!("copy-{:04}", w.uuid_counter);
+        if let Some(mut vm) = w.vms.get(&source).cloned() {
+            vm.identity.vmid = vmid;
+            vm.identity.uuid = uuid;
+            vm.running = false;
+            w.vms.insert(vmid, vm);
+        }
     }
 }
 
 fn facts(vm: &FakeVm) -> VmFacts {
     VmFacts {
         identity: vm.identity.clone(),
-        owner: owner_from_description(&vm.description).map(str::to_owned),
+        owner: owner_from_description(&vm.description, vm.identity.vmid).map(str::to_owned),
+        unbound_owner: unbound_owner(&vm.description).map(str::to_owned),
         running: vm.running,
-        locked: false,
+        locked: vm.locked,
     }
 }
 
@@ -242,6 +267,13 @@ impl Hypervisor for Fake {
 
     async fn clone_vm(&self, spec: &CloneSpec) -> ProviderResult<VmIdentity> {
         self.take("clone")?;
+        if std::mem::take(&mut self.world().stranger_on_next_clone) {
+            self.add_foreign_vm(spec.vmid, &spec.host);
+            return Err(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                format!("VM {} does not carry the claim's marker", spec.vmid),
+            ));
+        }
         let mut w = self.world();
         if w.vms.contains_key(&spec.vmid) {
             return Err(ProviderError::new(
@@ -259,10 +291,11 @@ impl Hypervisor for Fake {
             spec.vmid,
             FakeVm {
                 identity: identity.clone(),
-                description: crate::executor::ownership_description(&spec.claim),
+                description: crate::executor::ownership_description(&spec.claim, spec.vmid),
                 tags: vec![],
                 running: false,
                 cores: 0,
+                locked: false,
             },
         );
         w.clones.push(spec.vmid);
@@ -336,9 +369,15 @@ impl Joiner for Fake {
 
     async fn deliver(&self, claim: &Claim, _ip: IpAddr, meta: &NodeMetadata) -> ProviderResult<()> {
         self.take("deliver")?;
-        // The machine joins at once in this fake.
+        // The machine joins at once in this fake, reporting its VM's SMBIOS
+        // UUID; a name another machine's node holds is not taken over.
+        let uuid = claim.status.vm.as_ref().map(|v| v.uuid.clone());
         let mut w = self.world();
         let node = w.nodes.entry(claim.name.clone()).or_default();
+        if node.system_uuid.is_some() && node.system_uuid != uuid {
+            return Ok(());
+        }
+        node.system_uuid = uuid;
         node.ready = true;
         node.labels.extend(meta.labels.clone());
         Ok(())
@@ -360,6 +399,14 @@ impl Nodes for Fake {
                 workload_pods: n.pods,
             })
             .collect())
+    }
+
+    async fn node_identity(&self, name: &str) -> ProviderResult<Option<NodeIdentity>> {
+        self.take("node_identity")?;
+        Ok(self.world().nodes.get(name).map(|n| NodeIdentity {
+            system_uuid: n.system_uuid.clone(),
+            provider_id: None,
+        }))
     }
 
     async fn uncordon(&self, name: &str) -> ProviderResult<()> {

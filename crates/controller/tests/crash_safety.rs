@@ -250,6 +250,11 @@ async fn transient_errors_are_retried_and_recorded_until_they_pass() {
         exec.step("burst-flaky").await.unwrap(),
         tidepool_controller::Progress::Advanced(Step::AllocateVmid)
     );
+    // The clone request is recorded before it is made.
+    assert_eq!(
+        exec.step("burst-flaky").await.unwrap(),
+        tidepool_controller::Progress::Advanced(Step::Clone)
+    );
     let err = exec.step("burst-flaky").await.unwrap_err();
     assert_eq!(err.category(), "transient");
     assert_eq!(

@@ -224,6 +224,10 @@ pub struct VmIdentity {
 pub enum Condition {
     /// A VMID was reserved for the worker (recorded before cloning).
     VmidAllocated,
+    /// The clone of the VM into the reserved VMID was asked of the
+    /// hypervisor (recorded before the request, so a process restarted
+    /// while the clone copies recognises the locked VM there as its own).
+    CloneRequested,
     /// The VM was cloned from its template.
     VmCloned,
     /// The VM's cores, memory, tags and description were set.

@@ -11,14 +11,14 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tidepool_cluster::claim::legacy_annotations_cleared;
-use tidepool_cluster::nodes::is_ready;
+use tidepool_cluster::nodes::{is_ready, machine_of};
 use tidepool_cluster::{ClusterClient, ClusterError, DrainError, DrainOptions, WorkerClaim};
 use tidepool_core::NodeMetadata;
 
 use tidepool_controller::claim::{Claim, ClaimStatus, Intent};
 use tidepool_controller::ports::{
-    AuditResult, ClaimStore, Clock, Events, NodeView, Nodes, PoolRecords, ProviderError,
-    ProviderErrorKind, ProviderResult, VersionedRecord,
+    AuditResult, ClaimStore, Clock, Events, NodeIdentity, NodeView, Nodes, PoolRecords,
+    ProviderError, ProviderErrorKind, ProviderResult, VersionedRecord,
 };
 use tidepool_core::pool_record::PoolRecord;
 
@@ -130,6 +130,22 @@ impl Nodes for KubeCluster {
         }
         let node = self.cluster.get_node(name).await.map_err(classify)?;
         Ok(node.as_ref().map(is_ready))
+    }
+
+    async fn node_identity(&self, name: &str) -> ProviderResult<Option<NodeIdentity>> {
+        let identity = |n: &k8s_openapi::api::core::v1::Node| {
+            let (system_uuid, provider_id) = machine_of(n);
+            NodeIdentity {
+                system_uuid,
+                provider_id,
+            }
+        };
+        let cache = self.cluster.nodes();
+        if cache.is_synced() {
+            return Ok(cache.get(None, name).as_deref().map(identity));
+        }
+        let node = self.cluster.get_node(name).await.map_err(classify)?;
+        Ok(node.as_ref().map(identity))
     }
 
     async fn ensure_metadata(&self, name: &str, meta: &NodeMetadata) -> ProviderResult<()> {

@@ -1,7 +1,8 @@
 //! [`Hypervisor`] over the Proxmox VE client.
 //!
-//! Ownership of a VM is read from the marker line its description gets at
-//! clone time (`tidepool-claim: <name>`); the SMBIOS UUID comes from its
+//! Ownership of a VM is read from the marker its description gets in the
+//! clone request (`tidepool-claim: <name>` and `tidepool-vmid: <vmid>`),
+//! valid only on the VM whose VMID it names; the SMBIOS UUID comes from its
 //! `smbios1`, which every clone regenerates. Together with the VMID they
 //! are the identity the destroy interlock checks.
 
@@ -17,7 +18,7 @@ use tidepool_proxmox::{ErrorKind, HostPci, ProxmoxClient, ProxmoxError, Smbios1}
 use tokio::time::Instant;
 
 use tidepool_controller::claim::VmIdentity;
-use tidepool_controller::executor::owner_from_description;
+use tidepool_controller::executor::{owner_from_description, ownership_description, unbound_owner};
 use tidepool_controller::ports::{
     CloneSpec, Hypervisor, ProviderError, ProviderErrorKind, ProviderResult, VmFacts, VmShape,
 };
@@ -260,11 +261,8 @@ impl PveHypervisor {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(classify(e)),
         };
-        let owner = config
-            .description
-            .as_deref()
-            .and_then(owner_from_description)
-            .map(str::to_owned);
+        let description = config.description.as_deref().unwrap_or_default();
+        let owner = owner_from_description(description, vmid).map(str::to_owned);
         Ok(Some(VmFacts {
             identity: VmIdentity {
                 vmid,
@@ -272,6 +270,7 @@ impl PveHypervisor {
                 uuid: config.smbios_uuid().unwrap_or_default().to_owned(),
             },
             owner,
+            unbound_owner: unbound_owner(description).map(str::to_owned),
             running,
             locked: config.lock.is_some(),
         }))
@@ -303,7 +302,15 @@ impl PveHypervisor {
             self.client.stop(&vm.node, vm.vmid).await
         }
         .map_err(classify)?;
-        self.finish(&upid).await
+        match self.finish(&upid).await {
+            Ok(()) => Ok(()),
+            // Another start or stop got there first (one still in flight
+            // from a process that died, say): "VM already running" is done.
+            Err(e) => match self.client.vm_status(&vm.node, vm.vmid).await {
+                Ok(now) if now.is_running() == running => Ok(()),
+                _ => Err(e),
+            },
+        }
     }
 
     /// The template's node and VMID, preferring a copy on `host`.
@@ -415,9 +422,7 @@ impl Hypervisor for PveHypervisor {
                 .full_clone
                 .then(|| self.provider.storage.clone()),
             pool: self.provider.resource_pool.clone(),
-            description: Some(tidepool_controller::executor::ownership_description(
-                &spec.claim,
-            )),
+            description: Some(ownership_description(&spec.claim, spec.vmid)),
         };
         let node = self
             .client
@@ -429,6 +434,19 @@ impl Hypervisor for PveHypervisor {
             .vm_config(&node, spec.vmid)
             .await
             .map_err(classify)?;
+        // When the request's answer was lost, the client took the VM found
+        // at the VMID for the clone; only the marker this request wrote
+        // proves it is.
+        let description = config.description.as_deref().unwrap_or_default();
+        if owner_from_description(description, spec.vmid) != Some(spec.claim.as_str()) {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                format!(
+                    "cloning into VM {}: the VM found there does not carry claim {}'s marker; another VM took the VMID",
+                    spec.vmid, spec.claim
+                ),
+            ));
+        }
         Ok(VmIdentity {
             vmid: spec.vmid,
             node,

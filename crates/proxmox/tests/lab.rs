@@ -495,6 +495,23 @@ async fn a_get_that_keeps_failing_gives_up_after_the_configured_attempts() {
     assert!(env.client().version().await.is_ok());
 }
 
+#[tokio::test]
+async fn a_delete_that_fails_with_503_is_not_retried_so_the_caller_checks_identity_again() {
+    let env = start().await;
+    let c = env.client();
+    c.clone_and_wait("pve-01", TEMPLATE, &linked(190), soon())
+        .await
+        .unwrap();
+    env.fault("DELETE /nodes/pve-01/qemu/190", Some(503), None, Some(1));
+    let options = DeleteOptions {
+        purge: true,
+        destroy_unreferenced_disks: true,
+    };
+    let err = c.delete_vm("pve-01", 190, &options).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(env.lab.vm(190).is_some(), "not sent a second time");
+}
+
 fn vm_count(env: &Env) -> usize {
     env.lab.vms().len()
 }

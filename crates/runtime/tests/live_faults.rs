@@ -13,35 +13,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::live_options;
 use tidepool_controller::executor::{ExecutorError, KillHook, Moment, owner_from_description};
-use tidepool_controller::service::{ProvisionRequest, Service};
+use tidepool_controller::service::Service;
 use tidepool_core::{Phase, Step};
-use tidepool_lab::{LabOptions, RunningLab, Scenario};
+use tidepool_lab::RunningLab;
 use tidepool_lab_sim::{FaultRule, Service as Emulator};
-use tidepool_live::connect::{LiveExecutor, connect};
+use tidepool_live::connect::LiveExecutor;
 
 const SCALE: f64 = 500.0;
 
 async fn lab(name: &str) -> RunningLab {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir()
-            .join(format!("tidepool-faults-{name}-{}", std::process::id())),
-        time_scale: SCALE,
-        seed: 11,
-    })
-    .await
-    .unwrap()
+    common::bare_lab(&format!("faults-{name}"), SCALE, 11).await
 }
 
 async fn executor(lab: &RunningLab) -> LiveExecutor {
-    let config = Arc::new(
-        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
-            .unwrap(),
-    );
-    connect(config, &live_options(lab)).await.unwrap()
+    common::lab_executor(lab).await
 }
 
 fn kill_at(step: Step, moment: Moment) -> KillHook {
@@ -58,29 +44,13 @@ fn owned(lab: &RunningLab, claim: &str) -> usize {
     lab.pve
         .vms()
         .iter()
-        .filter(|v| v.description.as_deref().and_then(owner_from_description) == Some(claim))
+        .filter(|v| {
+            v.description
+                .as_deref()
+                .and_then(|d| owner_from_description(d, v.vmid))
+                == Some(claim)
+        })
         .count()
-}
-
-async fn provision(
-    svc: &Service<
-        impl tidepool_controller::Hypervisor,
-        impl tidepool_controller::Joiner,
-        impl tidepool_controller::Nodes,
-        impl tidepool_controller::ClaimStore,
-    >,
-) -> String {
-    svc.provision(&ProvisionRequest {
-        pool: "burst".into(),
-        size: Some("small".into()),
-        count: 1,
-        ttl: None,
-        requested_by: "fault-test".into(),
-        reason: "crash safety".into(),
-    })
-    .await
-    .unwrap()
-    .remove(0)
 }
 
 const PROVISION: [Step; 8] = [
@@ -101,7 +71,7 @@ async fn a_kill_after_any_step_converges_on_exactly_one_vm_or_none() {
     for step in PROVISION {
         for moment in [Moment::AfterEffect, Moment::AfterRecord] {
             let svc = Service::new(Arc::new(executor(&lab).await));
-            let name = provision(&svc).await;
+            let name = common::provision_one(&svc, "fault-test").await;
             let dying = executor(&lab).await.with_kill_hook(kill_at(step, moment));
             let died = settle(&dying, &name).await;
             assert!(
@@ -134,7 +104,7 @@ async fn a_kill_after_any_step_converges_on_exactly_one_vm_or_none() {
     {
         let exec = executor(&lab).await;
         let svc = Service::new(Arc::new(executor(&lab).await));
-        let name = provision(&svc).await;
+        let name = common::provision_one(&svc, "fault-test").await;
         assert_eq!(settle(&exec, &name).await.unwrap(), Phase::Ready);
         let dying = executor(&lab).await.with_kill_hook(kill_at(step, moment));
         if matches!(step, Step::Cordon | Step::Drain) {
@@ -211,7 +181,7 @@ async fn proxmox_and_talos_faults_are_retried_or_fail_with_the_reason_without_le
         error_rate: 0.0,
         ..rule(Emulator::Proxmox, "task:qmclone:*", None, "slow", 1)
     });
-    let name = provision(&svc).await;
+    let name = common::provision_one(&svc, "fault-test").await;
     assert_eq!(settle(&exec, &name).await.unwrap(), Phase::Ready);
     assert_eq!(owned(&lab, &name), 1);
     lab.faults.set_rules(Vec::new());
@@ -225,7 +195,7 @@ async fn proxmox_and_talos_faults_are_retried_or_fail_with_the_reason_without_le
         "clone failed: out of space on local-lvm",
         1,
     ));
-    let doomed = provision(&svc).await;
+    let doomed = common::provision_one(&svc, "fault-test").await;
     assert_eq!(settle(&exec, &doomed).await.unwrap(), Phase::Failed);
     let w = svc.get_worker(&doomed).await.unwrap();
     let failure = w.failure.unwrap();
@@ -247,7 +217,7 @@ async fn proxmox_and_talos_faults_are_retried_or_fail_with_the_reason_without_le
             100,
         )
     });
-    let rejected = provision(&svc).await;
+    let rejected = common::provision_one(&svc, "fault-test").await;
     assert_eq!(settle(&exec, &rejected).await.unwrap(), Phase::Failed);
     let failure = svc.get_worker(&rejected).await.unwrap().failure.unwrap();
     assert!(failure.starts_with("deliverConfig:"), "{failure}");
@@ -268,7 +238,7 @@ async fn a_stale_destroy_leaves_a_foreign_vm_that_reused_the_vmid_alone() {
     let lab = lab("reuse").await;
     let exec = Arc::new(executor(&lab).await);
     let svc = Service::new(exec.clone());
-    let name = provision(&svc).await;
+    let name = common::provision_one(&svc, "fault-test").await;
     assert_eq!(settle(&exec, &name).await.unwrap(), Phase::Ready);
     let worker = svc.get_worker(&name).await.unwrap();
     let (vmid, host) = (worker.vmid.unwrap(), worker.host.unwrap());

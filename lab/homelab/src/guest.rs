@@ -370,8 +370,17 @@ impl Guests {
             .inner
             .faults
             .check(Service::Kubernetes, &format!("kubelet:ready:{name}"));
-        let existing = self.inner.kube.get("v1", "Node", "", &name).is_ok();
-        let outcome = if existing {
+        let existing = self.inner.kube.get("v1", "Node", "", &name).ok();
+        // A node of this name that another machine registered is not this
+        // machine's to report on (its kubelet cannot take the name over).
+        if let Some(node) = &existing {
+            let theirs = node["status"]["nodeInfo"]["systemUUID"].as_str();
+            if theirs.is_some_and(|u| Some(u) != reg.system_uuid.as_deref()) {
+                warn!(node = %name, vmid, "node name taken by another machine; not registering");
+                return;
+            }
+        }
+        let outcome = if existing.is_some() {
             self.inner.kube.set_node_ready(&name, true)
         } else {
             self.inner.kube.register_node(&reg).map(|_| ())
@@ -565,6 +574,8 @@ fn capacity(vm: &VmSnapshot, ip: IpAddr) -> NodeRegistration {
         taints: Vec::new(),
         provider_id: Some(format!("proxmox://{}/{}", vm.node, vm.vmid)),
         address: Some(ip.to_string()),
+        // The kubelet reads the VM's SMBIOS UUID, in lower case.
+        system_uuid: vm.smbios_uuid.as_deref().map(str::to_ascii_lowercase),
     }
 }
 

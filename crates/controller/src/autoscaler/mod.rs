@@ -228,10 +228,11 @@ where
     }
 }
 
-/// Repair: a burst, spot or GPU worker that failed before it ever
-/// served (while being provisioned or joining) is removed — its VM is
-/// deleted — so it neither lingers nor keeps its host's room, and the
-/// pods that wanted it get a new one from the next plan. A worker that
+/// Repair: a burst, spot or GPU worker the autoscaler asked for that
+/// failed before it ever served (while being provisioned or joining) is
+/// removed — its VM is deleted — so it neither lingers nor keeps its
+/// host's room, and the pods that wanted it get a new one from the next
+/// plan. A worker an operator asked for is never cleared silently. A worker that
 /// failed while draining is left for a person: pods that forbid
 /// disruption or a budget may still be on it. Permanent pools are left
 /// to their operators. Returns the workers asked to go.
@@ -258,7 +259,10 @@ where
             .config()
             .pool(&claim.spec.pool)
             .is_some_and(|p| p.kind != PoolKind::Permanent);
-        if !launching || !replaceable || claim.spec.intent != Intent::Keep {
+        // Only the autoscaler's own workers: one an operator asked for stays
+        // Failed, with its reason, for the operator to see and decide.
+        let ours = claim.spec.requested_by == ACTOR;
+        if !launching || !replaceable || !ours || claim.spec.intent != Intent::Keep {
             continue;
         }
         match service

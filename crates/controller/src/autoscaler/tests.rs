@@ -173,9 +173,11 @@ async fn waiting_pods_get_workers_through_the_service_and_every_pod_is_told_why(
 #[tokio::test]
 async fn a_burst_worker_that_failed_to_launch_is_removed_but_a_permanent_one_is_kept() {
     let fake = Fake::new();
-    for (name, pool, size) in [
-        ("burst-f4il3", "burst", "small"),
-        ("permanent-f4il", "permanent", "medium"),
+    for (name, pool, size, by) in [
+        ("burst-f4il3", "burst", "small", "autoscaler"),
+        ("permanent-f4il", "permanent", "medium", "autoscaler"),
+        // An operator's request is never cleared silently.
+        ("burst-asked1", "burst", "small", "cli:alice"),
     ] {
         let mut claim = Claim::new(
             name,
@@ -183,7 +185,7 @@ async fn a_burst_worker_that_failed_to_launch_is_removed_but_a_permanent_one_is_
                 pool: pool.into(),
                 size: size.into(),
                 ttl: None,
-                requested_by: "autoscaler".into(),
+                requested_by: by.into(),
                 reason: "a test".into(),
                 intent: Intent::Keep,
                 host: None,
@@ -207,6 +209,7 @@ async fn a_burst_worker_that_failed_to_launch_is_removed_but_a_permanent_one_is_
         Intent::Remove { force: true }
     );
     assert_eq!(w.claims["permanent-f4il"].spec.intent, Intent::Keep);
+    assert_eq!(w.claims["burst-asked1"].spec.intent, Intent::Keep);
 }
 
 #[tokio::test]

@@ -1,10 +1,13 @@
 //! The joining steps: from a guest with an address to a Ready, labelled
-//! node (DeliverConfig, WaitForNode, Label).
+//! node (DeliverConfig, WaitForNode, Label). A node is waited for and
+//! labelled only once it shows it runs on the claim's VM: a node of
+//! another machine named like the claim fails the claim, untouched.
 
 use std::net::IpAddr;
 
 use tidepool_core::{Phase, duration::Human};
 
+use super::identity::NodeCheck;
 use super::{Executor, Outcome, POLL, Work, permanent};
 use crate::claim::Condition;
 use crate::ports::{ClaimStore, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind};
@@ -29,12 +32,28 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     }
 
     /// WaitForNode: waits for the node to register and turn Ready; fails
-    /// after the configured registration timeout.
+    /// after the configured registration timeout, or at once when the node
+    /// of the claim's name runs on another machine.
     pub(super) async fn wait_for_node(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
         let mut s = work.status();
         let name = work.name();
         let timeout = self.config.join.registration_timeout;
-        match self.nodes.node_ready(name).await? {
+        let ready = self.nodes.node_ready(name).await?;
+        if ready.is_some() {
+            match self.check_node(work.claim).await? {
+                NodeCheck::NotOurs(why) => return Ok(Outcome::Fail(why)),
+                NodeCheck::Unreported(what)
+                    if self.since(&s, Condition::ConfigDelivered) <= timeout =>
+                {
+                    return Ok(Outcome::Wait(POLL, what));
+                }
+                NodeCheck::Unreported(what) => {
+                    return Ok(Outcome::Fail(format!("{what} within {}", Human(timeout))));
+                }
+                NodeCheck::Ours | NodeCheck::Absent => {}
+            }
+        }
+        match ready {
             Some(true) => {
                 s.node_name = Some(name.to_owned());
                 Ok(self.reached(s, Condition::NodeReady))
@@ -47,13 +66,22 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         }
     }
 
-    /// Label: applies the node's labels and taints, moves the worker on to
-    /// Ready and announces it.
+    /// Label: applies the node's labels and taints (once more checking the
+    /// node is the claim's), moves the worker on to Ready and announces it.
     pub(super) async fn label(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
         let mut s = work.status();
         let name = work.name();
         let claim = work.claim;
         let meta = self.metadata(claim).map_err(|e| permanent(e.to_string()))?;
+        match self.check_node(claim).await? {
+            NodeCheck::Ours => {}
+            NodeCheck::NotOurs(why) | NodeCheck::Unreported(why) => {
+                return Ok(Outcome::Fail(why));
+            }
+            NodeCheck::Absent => {
+                return Ok(Outcome::Fail(format!("node {name} is gone")));
+            }
+        }
         self.nodes.ensure_metadata(name, &meta).await?;
         self.mark(&mut s, Condition::Labelled);
         s.lifecycle = s.lifecycle.advance(Phase::Ready).map_err(permanent)?;

@@ -10,18 +10,21 @@
 //! the deleted VM), after the safety rules of [`refusal`].
 //!
 //! # Guarantees
-//! - **Recorded intent first.** The VMID is recorded before the clone, the
-//!   clone marks the VM as the claim's (description at clone time, tags
-//!   after), so a process killed mid-clone finds its VM again instead of
-//!   cloning a second one.
+//! - **Recorded intent first.** The VMID, then the clone request
+//!   (`CloneRequested`), are recorded before the clone; the clone marks the
+//!   VM as the claim's (a description bound to its VMID), so a process
+//!   killed mid-clone waits for its VM instead of cloning a second one.
 //! - **Idempotent steps.** Every step first looks at the world; a step whose
 //!   effect is already there is recorded, not repeated.
 //! - **Destroy interlock.** A VM is stopped or deleted only when its VMID,
-//!   SMBIOS UUID and ownership marker all match the claim. A VMID now held
-//!   by a foreign VM is left alone; "already gone" counts as done only when
-//!   no VM carrying the claim's marker remains.
+//!   SMBIOS UUID and ownership marker all match the claim (see `identity`). A
+//!   VMID now held by a foreign VM is left alone; "already gone" counts as
+//!   done only when no VM carrying the claim's marker remains. A node is
+//!   labelled, cordoned, drained or deleted only when it runs on the
+//!   claim's VM.
 //! - **Never a node left cordoned:** cordon happens only on the way out.
 
+mod identity;
 mod join;
 mod provision;
 mod refusal;
@@ -46,7 +49,8 @@ use crate::ports::{
 };
 use crate::service::ErrorCategory;
 
-pub use provision::{owner_from_description, ownership_description};
+pub use identity::{node_runs_on, owner_from_description, ownership_description, unbound_owner};
+pub use provision::CLONE_TIMEOUT;
 
 /// How long a started guest may take to report an address.
 pub const ADDRESS_TIMEOUT: Duration = Duration::from_secs(300);

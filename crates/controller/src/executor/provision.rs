@@ -1,7 +1,6 @@
 //! The provisioning steps: from a recorded host and VMID to a started
 //! guest reporting its address (AllocateVmid, Clone, Configure, Start,
-//! WaitForAddress), with the VMID reservation they share and the
-//! description line that marks a VM as a claim's.
+//! WaitForAddress), with the VMID reservation they share.
 
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -13,11 +12,20 @@ use tidepool_core::planner::usage::vms_on_their_way;
 use tidepool_core::{Phase, duration::Human};
 use tracing::warn;
 
+use super::identity::ownership_description;
 use super::{ADDRESS_TIMEOUT, Executor, Outcome, POLL, Work, owned_vm, permanent};
 use crate::claim::{Claim, ClaimStatus, Condition};
 use crate::ports::{
     ClaimStore, CloneSpec, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind, VmShape,
 };
+
+/// How long a clone may take, counted from its recorded request: a VM
+/// still locked without a marker at the reserved VMID after this long is
+/// taken for a stranger's. As long as the hypervisor waits for a task.
+pub const CLONE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How often a VM being cloned is looked at again.
+const CLONE_POLL: Duration = Duration::from_secs(2);
 
 impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// AllocateVmid: starts the worker's clock, chooses its host and
@@ -117,36 +125,82 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         self.hv.free_vmid(&reserved_vmids(&others)).await
     }
 
-    /// Clone: adopts the claim's VM if the reserved VMID already holds it
-    /// (waiting while the clone is still copying), reserves another VMID if
-    /// a foreign VM took it, and clones the template otherwise.
+    /// Clone: records the request, then clones the template into the
+    /// reserved VMID; adopts the claim's VM if the VMID already holds it,
+    /// waits while a clone this claim requested is still copying, and
+    /// reserves another VMID if a foreign VM took it.
+    ///
+    /// # Guarantees
+    /// One VM per claim through a restart mid-clone: the request is
+    /// recorded ([`Condition::CloneRequested`]) before it is made, so a
+    /// locked VM without a marker at the reserved VMID is taken for this
+    /// claim's clone in progress (for up to [`CLONE_TIMEOUT`]) rather than
+    /// a stranger; without the record it is a stranger. An unlocked VM is
+    /// adopted only when its marker is valid for this claim and VMID.
     pub(super) async fn clone_vm(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
         let mut s = work.status();
         let name = work.name();
         let vmid = s.vmid.ok_or_else(|| permanent("no VMID recorded"))?;
+        let requested = s.has(Condition::CloneRequested);
         match self.hv.vm(vmid).await? {
-            Some(vm) if vm.owner.as_deref() == Some(name) => {
-                if vm.locked {
-                    return Ok(Outcome::Wait(
-                        Duration::from_secs(5),
-                        format!("VM {vmid} is still being cloned"),
-                    ));
-                }
+            None if !requested => return Ok(self.reached(s, Condition::CloneRequested)),
+            None => match self.hv.clone_vm(&clone_spec(work, &s, vmid)).await {
+                Ok(identity) => s.vm = Some(identity),
+                Err(e) => return self.clone_refused(work, vmid, e).await,
+            },
+            Some(vm) if vm.owner.as_deref() == Some(name) && !vm.locked => {
                 s.vm = Some(vm.identity);
             }
-            Some(_) => return self.reserve_again(name, vmid, s).await,
-            None => {
-                let spec = CloneSpec {
-                    claim: name.to_owned(),
-                    pool: work.pool.name.clone(),
-                    template: work.pool.template_for(&work.claim.spec.size),
-                    host: s.host.clone().unwrap_or_default(),
-                    vmid,
-                };
-                s.vm = Some(self.hv.clone_vm(&spec).await?);
+            Some(vm) if vm.locked && self.clone_in_progress(&s, vm.owner.as_deref(), name) => {
+                return Ok(Outcome::Wait(
+                    CLONE_POLL,
+                    format!("VM {vmid} is still being cloned"),
+                ));
             }
+            Some(_) => return self.reserve_again(name, vmid, s).await,
         }
         Ok(self.reached(s, Condition::VmCloned))
+    }
+
+    /// Whether a locked VM whose marker names `owner` is this claim's clone
+    /// still copying: it carries our marker, or no marker yet while the
+    /// claim's recorded request is younger than [`CLONE_TIMEOUT`].
+    fn clone_in_progress(&self, s: &ClaimStatus, owner: Option<&str>, name: &str) -> bool {
+        match owner {
+            Some(o) => o == name,
+            None => {
+                s.has(Condition::CloneRequested)
+                    && self.since(s, Condition::CloneRequested) <= CLONE_TIMEOUT
+            }
+        }
+    }
+
+    /// A clone request that failed: when the VMID now holds this claim's
+    /// clone (an earlier request of ours landed late, so this one was
+    /// refused), the step waits for it; otherwise the error stands.
+    async fn clone_refused(
+        &self,
+        work: &Work<'_>,
+        vmid: u32,
+        e: ProviderError,
+    ) -> Result<Outcome, ProviderError> {
+        if e.kind == ProviderErrorKind::Transient {
+            return Err(e);
+        }
+        let ours = match self.hv.vm(vmid).await {
+            Ok(Some(vm)) => {
+                vm.owner.as_deref() == Some(work.name()) || (vm.locked && vm.owner.is_none())
+            }
+            _ => false,
+        };
+        if ours {
+            warn!(claim = work.name(), vmid, error = %e, "a repeated clone request was refused; waiting for the earlier one");
+            return Ok(Outcome::Wait(
+                CLONE_POLL,
+                format!("an earlier clone into VM {vmid} to finish"),
+            ));
+        }
+        Err(e)
     }
 
     /// Someone else took the VMID after we reserved it: reserves and
@@ -163,6 +217,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         );
         let _guard = self.vmid_lock.lock().await;
         s.vmid = Some(self.reserve_vmid(name).await?);
+        // The request recorded was for the old VMID.
+        s.conditions.remove(&Condition::CloneRequested);
         self.store.save_status(name, &s).await?;
         Ok(Outcome::done(s))
     }
@@ -186,7 +242,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 work.pool.name.clone(),
                 name.to_owned(),
             ],
-            description: ownership_description(name),
+            description: ownership_description(name, vm.vmid),
             smbios_serial: serial,
             gpu_mapping: size.gpu.as_ref().map(|g| g.mapping.clone()),
         };
@@ -244,29 +300,188 @@ fn reserved_vmids(claims: &[Claim]) -> BTreeSet<u32> {
         .collect()
 }
 
-/// The description line that marks a VM as a claim's.
-pub fn ownership_description(claim: &str) -> String {
-    format!("tidepool-claim: {claim}")
-}
-
-/// The claim named by a VM description, if it carries the marker.
-pub fn owner_from_description(description: &str) -> Option<&str> {
-    description
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("tidepool-claim:"))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+/// What to clone for the claim into `vmid`.
+fn clone_spec(work: &Work<'_>, s: &ClaimStatus, vmid: u32) -> CloneSpec {
+    CloneSpec {
+        claim: work.name().to_owned(),
+        pool: work.pool.name.clone(),
+        template: work.pool.template_for(&work.claim.spec.size),
+        host: s.host.clone().unwrap_or_default(),
+        vmid,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use tidepool_core::Step;
+    use std::time::Duration;
 
-    use crate::executor::Progress;
-    use crate::executor::fixtures::{claim, clock, executor};
-    use crate::testing::Fake;
+    use tidepool_core::{Phase, Step};
+
+    use super::CLONE_TIMEOUT;
+    use crate::claim::{Condition, VmIdentity};
+    use crate::executor::fixtures::{claim, clock, executor, settle};
+    use crate::executor::{Progress, ownership_description};
+    use crate::testing::{Fake, FakeVm};
+
+    /// What Proxmox shows at `vmid` while a clone copies: a locked VM
+    /// without a description.
+    fn clone_placeholder(fake: &Fake, vmid: u32) {
+        fake.world().vms.insert(
+            vmid,
+            FakeVm {
+                identity: VmIdentity {
+                    vmid,
+                    node: "pve-01".into(),
+                    uuid: format!("in-progress-{vmid}"),
+                },
+                description: String::new(),
+                tags: vec![],
+                running: false,
+                cores: 0,
+                locked: true,
+            },
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restart_mid_clone_waits_for_the_recorded_clone_instead_of_cloning_again() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-mid01", "burst", "small"));
+        for step in [Step::AllocateVmid, Step::Clone] {
+            assert_eq!(
+                exec.step("burst-mid01").await.unwrap(),
+                Progress::Advanced(step)
+            );
+        }
+        let status = fake.world().claims["burst-mid01"].status.clone();
+        assert!(
+            status.has(Condition::CloneRequested),
+            "recorded before the request"
+        );
+        let vmid = status.vmid.unwrap();
+        // The request landed, then the process died; a new one finds the
+        // clone still copying.
+        clone_placeholder(&fake, vmid);
+        let restarted = executor(&fake, &clock);
+        assert!(matches!(
+            restarted.step("burst-mid01").await.unwrap(),
+            Progress::Waiting {
+                step: Step::Clone,
+                ..
+            }
+        ));
+        {
+            let mut w = fake.world();
+            let vm = w.vms.get_mut(&vmid).unwrap();
+            vm.locked = false;
+            vm.description = ownership_description("burst-mid01", vmid);
+        }
+        assert_eq!(settle(&restarted, "burst-mid01").await, Phase::Ready);
+        assert_eq!(fake.owned("burst-mid01").len(), 1, "one VM for the claim");
+        assert!(fake.world().clones.is_empty(), "never cloned a second time");
+    }
+
+    #[tokio::test]
+    async fn a_locked_vm_at_the_reserved_vmid_is_a_strangers_without_a_recorded_request() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-str01", "burst", "small"));
+        assert_eq!(
+            exec.step("burst-str01").await.unwrap(),
+            Progress::Advanced(Step::AllocateVmid)
+        );
+        let vmid = fake.world().claims["burst-str01"].status.vmid.unwrap();
+        clone_placeholder(&fake, vmid);
+        assert_eq!(settle(&exec, "burst-str01").await, Phase::Ready);
+        let owned = fake.owned("burst-str01");
+        assert_eq!(owned.len(), 1);
+        assert_ne!(owned[0].identity.vmid, vmid, "another VMID was reserved");
+        assert!(
+            fake.world().vms[&vmid].locked,
+            "the stranger's clone is untouched"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_clone_locked_past_its_deadline_without_a_marker_is_taken_for_a_strangers() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-old01", "burst", "small"));
+        for _ in 0..2 {
+            exec.step("burst-old01").await.unwrap();
+        }
+        let vmid = fake.world().claims["burst-old01"].status.vmid.unwrap();
+        clone_placeholder(&fake, vmid);
+        clock.advance(CLONE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(settle(&exec, "burst-old01").await, Phase::Ready);
+        let status = fake.world().claims["burst-old01"].status.clone();
+        assert_ne!(status.vm.unwrap().vmid, vmid);
+        assert_eq!(fake.world().clones.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stranger_cloned_into_the_vmid_during_a_failed_clone_is_neither_adopted_nor_deleted()
+    {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-sq4t1", "burst", "small"));
+        fake.world().stranger_on_next_clone = true;
+        assert_eq!(settle(&exec, "burst-sq4t1").await, Phase::Ready);
+        assert_eq!(fake.world().clones.len(), 1, "one clone of ours");
+        let (vmid, theirs) = {
+            let w = fake.world();
+            let ours = w.claims["burst-sq4t1"].status.vm.clone().unwrap();
+            let theirs = w
+                .vms
+                .values()
+                .find(|v| v.identity.vmid != ours.vmid)
+                .cloned();
+            (ours.vmid, theirs.unwrap())
+        };
+        assert_eq!(theirs.description, "someone else's", "no marker on it");
+        crate::executor::fixtures::set_intent(
+            &fake,
+            "burst-sq4t1",
+            crate::claim::Intent::Remove { force: true },
+        );
+        assert_eq!(settle(&exec, "burst-sq4t1").await, Phase::Terminated);
+        let w = fake.world();
+        assert_eq!(w.deletions, [vmid], "only our own VM was deleted");
+        assert_eq!(w.vms.get(&theirs.identity.vmid), Some(&theirs));
+    }
+
+    #[tokio::test]
+    async fn an_unlocked_vm_whose_marker_names_another_vmid_is_not_adopted() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-cpy01", "burst", "small"));
+        exec.step("burst-cpy01").await.unwrap();
+        let vmid = fake.world().claims["burst-cpy01"].status.vmid.unwrap();
+        // A copy of some VM of this claim's name, description and all.
+        clone_placeholder(&fake, vmid);
+        {
+            let mut w = fake.world();
+            let vm = w.vms.get_mut(&vmid).unwrap();
+            vm.locked = false;
+            vm.description = ownership_description("burst-cpy01", 4242);
+        }
+        assert_eq!(settle(&exec, "burst-cpy01").await, Phase::Ready);
+        let status = fake.world().claims["burst-cpy01"].status.clone();
+        assert_ne!(status.vm.unwrap().vmid, vmid);
+        assert_eq!(
+            fake.world().vms[&vmid].description,
+            ownership_description("burst-cpy01", 4242),
+            "no marker written onto the stranger"
+        );
+    }
 
     #[tokio::test]
     async fn a_claim_made_without_the_finalizer_gets_it_before_anything_is_created() {

@@ -1,22 +1,52 @@
 //! The teardown steps: from a worker on its way out to its deleted VM
-//! (Cordon, Drain, DeleteNode, ShutdownOs/StopVm, DeleteVm), with the
-//! identity check that decides which VMs are the claim's to stop or delete.
-//! A target already gone counts as done, except that a VM is gone only when
-//! no VM carrying the claim's marker remains.
+//! (Cordon, Drain, DeleteNode, ShutdownOs/StopVm, DeleteVm). Only the
+//! claim's own node and VMs are touched (see `identity`): a node of
+//! another machine named like the claim is skipped, not cordoned, drained
+//! or deleted. A target already gone counts as done, except that a VM is
+//! gone only when no VM carrying the claim's marker remains.
 
 use std::time::Duration;
 
-use tidepool_core::{Phase, duration::Human};
+use tidepool_core::{Phase, Step, duration::Human};
 use tracing::warn;
 
+use super::identity::NodeCheck;
 use super::{Executor, Outcome, Work, permanent};
-use crate::claim::{Claim, Condition, Intent, VmIdentity};
-use crate::ports::{ClaimStore, Hypervisor, Joiner, Nodes, ProviderError, ProviderErrorKind};
+use crate::claim::{Condition, Intent};
+use crate::ports::{
+    AuditEntry, AuditResult, ClaimStore, Hypervisor, Joiner, Nodes, ProviderError,
+    ProviderErrorKind,
+};
+use crate::service::ErrorCategory;
 
 impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
-    /// Cordon: marks the node unschedulable.
+    /// Whether the node named like the claim is there and the claim's to
+    /// act on with `step`. A node of another machine is left untouched: the
+    /// skip is logged and recorded on the claim's audit trail, and the
+    /// teardown goes on without it.
+    async fn our_node(&self, work: &Work<'_>, step: Step) -> Result<bool, ProviderError> {
+        match self.check_node(work.claim).await? {
+            NodeCheck::Ours => Ok(true),
+            NodeCheck::Absent => Ok(false),
+            NodeCheck::NotOurs(why) | NodeCheck::Unreported(why) => {
+                warn!(claim = work.name(), %step, %why, "node left untouched");
+                let entry = AuditEntry {
+                    actor: "executor".into(),
+                    operation: step.to_string(),
+                    result: AuditResult::Error(ErrorCategory::Refused),
+                    message: format!("skipped, node left untouched: {why}"),
+                };
+                self.store.audit(work.name(), &entry).await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Cordon: marks the claim's node unschedulable.
     pub(super) async fn cordon(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        gone_is_done(self.nodes.cordon(work.name()).await)?;
+        if self.our_node(work, Step::Cordon).await? {
+            gone_is_done(self.nodes.cordon(work.name()).await)?;
+        }
         Ok(self.reached(work.status(), Condition::Cordoned))
     }
 
@@ -29,6 +59,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         let timeout = scale_down.drain_timeout;
         let force = matches!(work.claim.spec.intent, Intent::Remove { force: true });
         let grace = Some(scale_down.grace_period);
+        if !self.our_node(work, Step::Drain).await? {
+            return Ok(self.reached(s, Condition::Drained));
+        }
         match gone_is_done(self.nodes.drain(work.name(), timeout, force, grace).await) {
             Ok(()) => {}
             Err(e) if e.kind == ProviderErrorKind::Blocked => {
@@ -61,7 +94,9 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
 
     /// DeleteNode: deletes the Kubernetes node.
     pub(super) async fn delete_node(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
-        gone_is_done(self.nodes.delete_node(work.name()).await)?;
+        if self.our_node(work, Step::DeleteNode).await? {
+            gone_is_done(self.nodes.delete_node(work.name()).await)?;
+        }
         Ok(self.reached(work.status(), Condition::NodeDeleted))
     }
 
@@ -89,45 +124,6 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         self.mark(&mut s, Condition::VmDeleted);
         s.lifecycle = s.lifecycle.advance(Phase::Terminated).map_err(permanent)?;
         Ok(Outcome::done(s))
-    }
-
-    /// The VMs that provably belong to the claim: the recorded VM if its
-    /// VMID, UUID and ownership marker all still match, plus any VM carrying
-    /// the claim's marker (a clone whose identity was never recorded).
-    async fn ours(&self, claim: &Claim) -> Result<Vec<VmIdentity>, ProviderError> {
-        let mut out: Vec<VmIdentity> = Vec::new();
-        if let Some(recorded) = &claim.status.vm {
-            match self.hv.vm(recorded.vmid).await? {
-                Some(vm)
-                    if vm.identity.uuid == recorded.uuid
-                        && vm.owner.as_deref() == Some(claim.name.as_str()) =>
-                {
-                    out.push(vm.identity);
-                }
-                Some(vm) => warn!(
-                    claim = %claim.name,
-                    vmid = recorded.vmid,
-                    owner = ?vm.owner,
-                    "VMID now belongs to another VM; leaving it alone"
-                ),
-                None => {}
-            }
-        }
-        for vm in self.hv.owned_by(&claim.name).await? {
-            if !out.iter().any(|o| o.vmid == vm.identity.vmid) {
-                // Marked as ours but never recorded: only a clone of ours can
-                // carry the marker, so it is ours to remove.
-                if claim
-                    .status
-                    .vm
-                    .as_ref()
-                    .is_none_or(|r| r.vmid != vm.identity.vmid)
-                {
-                    out.push(vm.identity);
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -199,6 +195,59 @@ mod tests {
         set_intent(&fake, "burst-pdb03", Intent::Remove { force: true });
         assert_eq!(settle(&exec, "burst-pdb03").await, Phase::Terminated);
         assert!(fake.owned("burst-pdb03").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_operators_full_clone_of_a_worker_survives_the_workers_removal() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-c0py1", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-c0py1").await, Phase::Ready);
+        let vmid = fake.owned("burst-c0py1")[0].identity.vmid;
+        // Proxmox copies description and tags to a clone.
+        fake.copy_vm(vmid, 4000);
+        set_intent(&fake, "burst-c0py1", Intent::Remove { force: true });
+        assert_eq!(settle(&exec, "burst-c0py1").await, Phase::Terminated);
+        let w = fake.world();
+        assert!(!w.vms.contains_key(&vmid), "the worker's VM is gone");
+        assert!(w.vms.contains_key(&4000), "the operator's copy stays");
+        assert_eq!(w.deletions, [vmid]);
+    }
+
+    #[tokio::test]
+    async fn a_claim_named_like_a_permanent_node_never_labels_cordons_or_deletes_it() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.add_foreign_node("k8s-node3", &[("role", "storage")]);
+        let before = fake.world().nodes["k8s-node3"].clone();
+        fake.put_claim(claim("k8s-node3", "burst", "small"));
+        assert_eq!(settle(&exec, "k8s-node3").await, Phase::Failed);
+        let status = fake.world().claims["k8s-node3"].status.clone();
+        assert!(
+            matches!(&status.lifecycle, tidepool_core::Lifecycle::Failed { step: Step::WaitForNode, reason } if reason.contains("node k8s-node3 is not this worker's")),
+            "{:?}",
+            status.lifecycle
+        );
+        assert_eq!(fake.world().nodes["k8s-node3"], before, "untouched");
+
+        set_intent(&fake, "k8s-node3", Intent::Remove { force: true });
+        assert_eq!(settle(&exec, "k8s-node3").await, Phase::Terminated);
+        let w = fake.world();
+        assert_eq!(
+            w.nodes.get("k8s-node3"),
+            Some(&before),
+            "never cordoned or deleted"
+        );
+        assert!(w.vms.is_empty(), "the claim's own VM is gone");
+        assert!(
+            w.audit
+                .iter()
+                .any(|(c, e)| c == "k8s-node3" && e.message.contains("node left untouched")),
+            "{:?}",
+            w.audit
+        );
     }
 
     #[tokio::test]

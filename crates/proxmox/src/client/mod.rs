@@ -13,7 +13,7 @@
 //! | every `GET` | yes | reads have no effect |
 //! | `PUT …/config`, `POST …/config` | yes | the update sets absolute values; applying it twice gives the same config (`delete=` of a gone key is accepted) |
 //! | `PUT /pools` membership | yes | adding or removing the same members again changes nothing |
-//! | `DELETE …/qemu/{vmid}` | yes | a repeat after a lost answer reports [`ProxmoxError::NotFound`]; the caller's destroy interlock decides whether that VM was ours |
+//! | `DELETE …/qemu/{vmid}` | **no** | by the time of a repeat the VMID may hold another VM: the caller checks identity again (VMID, SMBIOS UUID, marker) before it sends the delete again |
 //! | `status/start`, `shutdown`, `stop`, `reboot` | yes | a repeated power action starts a second task that ends OK (stop, shutdown) or fails "already running" (start); callers confirm with `status/current` |
 //! | `POST …/clone` | **not blindly** | see [`ProxmoxClient::clone_vm`] |
 //!

@@ -267,13 +267,14 @@ impl ProxmoxClient {
         self.power(op, node, vmid, "reboot", Vec::new()).await
     }
 
-    /// `DELETE /nodes/{node}/qemu/{vmid}` → the `qmdestroy` task. This call
-    /// does not check identity; callers run their destroy interlock (VMID,
-    /// SMBIOS UUID, ownership tag) first.
+    /// `DELETE /nodes/{node}/qemu/{vmid}` → the `qmdestroy` task, sent once
+    /// (never retried by the client). This call does not check identity;
+    /// callers run their destroy interlock (VMID, SMBIOS UUID, ownership
+    /// marker) before each attempt.
     ///
     /// # Errors
     /// `VM <id> is running - destroy failed` is `Permanent`; a gone VM is
-    /// `NotFound`.
+    /// `NotFound`; a transient failure is returned, not retried.
     pub async fn delete_vm(
         &self,
         node: &str,
@@ -282,7 +283,9 @@ impl ProxmoxClient {
     ) -> Result<Upid, ProxmoxError> {
         let op = format!("deleting VM {vmid} on {node}");
         let id = vmid.to_string();
-        let mut call = Call::new(Method::DELETE, &["nodes", node, "qemu", &id]);
+        // Never retried here: a repeat must follow a fresh identity check
+        // by the caller (the VMID may hold another VM by then).
+        let mut call = Call::new(Method::DELETE, &["nodes", node, "qemu", &id]).once();
         if options.purge {
             call = call.query("purge", "1");
         }

@@ -85,6 +85,54 @@ impl Setup {
     }
 }
 
+/// The default home lab at `time_scale` with `seed`, and no controller:
+/// for tests that drive executors themselves.
+pub async fn bare_lab(name: &str, time_scale: f64, seed: u64) -> RunningLab {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: std::env::temp_dir().join(format!("tidepool-{name}-{}", std::process::id())),
+        time_scale,
+        seed,
+    })
+    .await
+    .unwrap()
+}
+
+/// An executor over `lab` with the lab's configuration, as a freshly
+/// started process builds one.
+pub async fn lab_executor(lab: &RunningLab) -> LiveExecutor {
+    let config = Arc::new(
+        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
+            .unwrap(),
+    );
+    connect(config, &live_options(lab)).await.unwrap()
+}
+
+/// Asks `svc` for one small burst worker on behalf of `who`; its claim's
+/// name.
+pub async fn provision_one(
+    svc: &Service<
+        impl tidepool_controller::Hypervisor,
+        impl tidepool_controller::Joiner,
+        impl tidepool_controller::Nodes,
+        impl tidepool_controller::ClaimStore,
+    >,
+    who: &str,
+) -> String {
+    svc.provision(&tidepool_controller::service::ProvisionRequest {
+        pool: "burst".into(),
+        size: Some("small".into()),
+        count: 1,
+        ttl: None,
+        requested_by: who.into(),
+        reason: "a test of crash safety and identity".into(),
+    })
+    .await
+    .unwrap()
+    .remove(0)
+}
+
 /// A running lab with a leading controller that autoscales.
 pub struct Live {
     /// The lab.

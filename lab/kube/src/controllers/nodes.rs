@@ -53,6 +53,9 @@ pub struct NodeRegistration {
     pub provider_id: Option<String>,
     /// The node's InternalIP, if known.
     pub address: Option<String>,
+    /// `status.nodeInfo.systemUUID`: the SMBIOS UUID of the machine, as a
+    /// kubelet reads it (lower case); a random one when `None`.
+    pub system_uuid: Option<String>,
 }
 
 fn standard_conditions(now: &str) -> Value {
@@ -122,7 +125,7 @@ pub fn node_object(reg: &NodeRegistration, now: &str) -> Value {
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {
                 "machineID": meta::new_uid().replace('-', ""),
-                "systemUUID": meta::new_uid(),
+                "systemUUID": reg.system_uuid.clone().unwrap_or_else(meta::new_uid),
                 "bootID": meta::new_uid(),
                 "kernelVersion": "6.12.25-talos",
                 "osImage": "Talos (v1.10.0)",
