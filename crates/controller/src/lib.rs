@@ -7,7 +7,9 @@
 //! - the [`service`] layer every front-end calls (CLI, MCP), where the
 //!   validation and safety rules of spec §8 live once;
 //! - the [`reconciler`], which drives every claim while this replica leads;
-//! - the [`autoscaler`]: observe, plan (the pure planner of `core`), act.
+//! - the [`autoscaler`]: observe, plan (the pure planner of `core`), act;
+//! - the [`sweep`], which reconciles VMs and claims both ways (orphans,
+//!   vanished and drifted VMs).
 //!
 //! Nothing here does I/O of its own: the production adapters are in
 //! `tidepool-live`, the process around them in `tidepool-runtime`, and the
@@ -26,6 +28,7 @@ pub mod observe;
 pub mod ports;
 pub mod reconciler;
 pub mod service;
+pub mod sweep;
 pub mod testing;
 pub mod wake;
 

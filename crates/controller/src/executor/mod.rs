@@ -304,11 +304,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         // A claim made without the finalizer (applied with kubectl) gets it
         // before anything is created for it, so no VM outlives its record.
         if !claim.finalizer && claim.phase() == Phase::Requested && !claim.intent().is_removal() {
-            self.store
-                .add_finalizer(name)
-                .await
-                .map_err(store_error(name))?;
-            claim.finalizer = true;
+            match self.store.add_finalizer(name).await {
+                Ok(()) => claim.finalizer = true,
+                // Deleted before it had its finalizer: nothing was made for it.
+                Err(e) if e.kind == ProviderErrorKind::NotFound => {
+                    return Ok(Progress::Idle(Phase::Terminated));
+                }
+                Err(e) => return Err(store_error(name)(e)),
+            }
         }
         self.clear_refusal(&mut claim).await?;
         let Some(mut step) = next_step(&claim) else {
@@ -545,7 +548,12 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             Step::Drain => self.drain(&work).await,
             Step::DeleteNode => self.delete_node(&work).await,
             Step::ShutdownOs | Step::StopVm => self.stop_vm(&work).await,
-            Step::DeleteVm => self.delete_vm(&work).await,
+            // A VM at the recorded VMID with the claim's marker but another
+            // UUID is kept, and the claim with it (nothing leaks).
+            Step::DeleteVm => match crate::sweep::drift(&self.hv, claim).await? {
+                Some(why) => Ok(Outcome::Fail(why)),
+                None => self.delete_vm(&work).await,
+            },
         }
     }
 }
