@@ -405,8 +405,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         status.last_error = last_error;
         match self.store.save_status(name, &status).await {
             Ok(()) => {
-                self.report_failure(name, step, e.kind.as_str(), &e.message)
-                    .await;
+                let message = format!("{} ({}; retrying)", e.message, e.kind.as_str());
+                self.report_failure(name, step, message).await;
                 ExecutorError::Retry { step, source: e }
             }
             Err(source) => store_error(name)(source),
@@ -415,12 +415,12 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
 
     /// Tells the claim's Event stream that `step` failed (once per change
     /// of reason: callers report only what they newly record).
-    async fn report_failure(&self, name: &str, step: Step, category: &str, reason: &str) {
+    async fn report_failure(&self, name: &str, step: Step, message: String) {
         let entry = AuditEntry {
             actor: "controller".into(),
             operation: format!("step {step}"),
             result: AuditResult::Error(ErrorCategory::Failed),
-            message: format!("{reason} ({category})"),
+            message,
         };
         self.store.audit(name, &entry).await;
     }
@@ -461,7 +461,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                     .save_status(name, &status)
                     .await
                     .map_err(store_error(name))?;
-                self.report_failure(name, step, "failed", &reason).await;
+                self.report_failure(name, step, reason).await;
                 Ok(Progress::Advanced(step))
             }
         }
