@@ -11,6 +11,8 @@
 //! - [`pools`]: each pool's durable record, through which new claims are
 //!   admitted within the pool's limits atomically and where the
 //!   autoscaler's timers survive a restart.
+//! - the [`sweep`], which reconciles VMs and claims both ways (orphans,
+//!   vanished and drifted VMs).
 //!
 //! Nothing here does I/O of its own: the production adapters are in
 //! `tidepool-live`, the process around them in `tidepool-runtime`, and the
@@ -30,6 +32,7 @@ pub mod pools;
 pub mod ports;
 pub mod reconciler;
 pub mod service;
+pub mod sweep;
 pub mod testing;
 pub mod wake;
 

@@ -134,6 +134,10 @@ pub trait Hypervisor: Send + Sync {
     fn vm(&self, vmid: u32) -> impl Future<Output = ProviderResult<Option<VmFacts>>> + Send;
     /// Every VM whose valid ownership marker names `claim`.
     fn owned_by(&self, claim: &str) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
+    /// Every VM (templates aside) in the provider's VMID range, whoever
+    /// owns it, with its facts: what reconciling VMs against claims looks
+    /// at. A VM that disappears while being listed is left out.
+    fn vms_in_range(&self) -> impl Future<Output = ProviderResult<Vec<VmFacts>>> + Send;
     /// The host for a new VM costing `cost` in `pool`, chosen by the
     /// planner's rule ([`tidepool_core::planner::hosts::place`]: the VM's
     /// template clonable there, room in memory above the reserve, vCPUs

@@ -237,6 +237,15 @@ impl Hypervisor for Fake {
         Ok(self.owned(claim).iter().map(facts).collect())
     }
 
+    async fn vms_in_range(&self) -> ProviderResult<Vec<VmFacts>> {
+        self.take("vms_in_range")?;
+        let w = self.world();
+        Ok(w.vms
+            .range(w.vmid_lower..)
+            .map(|(_, vm)| facts(vm))
+            .collect())
+    }
+
     async fn choose_host(
         &self,
         pool: &tidepool_core::config::Pool,

@@ -6,8 +6,10 @@
 //! ```
 //! Any phase before `Terminated` may be abandoned to `Terminating` (a
 //! cancelled request, a forced destroy); a drain may be called off back to
-//! `Ready`; a `Failed` worker is cleaned up through `Terminating`. Every
-//! other move is an error, never silently accepted.
+//! `Ready`; a `Failed` worker is cleaned up through `Terminating`; a
+//! `Ready` worker whose VM vanished is `Failed` through
+//! [`Lifecycle::lost_vm`]. Every other move is an error, never silently
+//! accepted.
 
 use std::fmt;
 
@@ -311,6 +313,28 @@ impl Lifecycle {
     }
 }
 
+impl Lifecycle {
+    /// The worker's VM vanished while it was Ready (deleted out of band):
+    /// `Failed` at [`Step::Start`], the step whose effect, a running VM,
+    /// was lost. The one way into `Failed` from `Ready`: no step of the
+    /// worker failed, the world took the VM away.
+    ///
+    /// # Errors
+    /// [`TransitionError::Illegal`] unless the worker is Ready.
+    pub fn lost_vm(&self, reason: impl Into<String>) -> Result<Lifecycle, TransitionError> {
+        match self.phase() {
+            Phase::Ready => Ok(Self::Failed {
+                step: Step::Start,
+                reason: reason.into(),
+            }),
+            from => Err(TransitionError::Illegal {
+                from,
+                to: Phase::Failed,
+            }),
+        }
+    }
+}
+
 impl fmt::Display for Lifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -447,5 +471,19 @@ mod tests {
             r#"{"phase":"Failed","step":"clone","reason":"task failed"}"#
         );
         assert_eq!(serde_json::from_str::<Lifecycle>(&json).unwrap(), failed);
+    }
+
+    #[test]
+    fn only_a_ready_worker_can_lose_its_vm() {
+        assert_eq!(
+            Lifecycle::Ready.lost_vm("VmGone").unwrap(),
+            Lifecycle::Failed {
+                step: Step::Start,
+                reason: "VmGone".into()
+            }
+        );
+        for phase in Phase::ALL.into_iter().filter(|p| *p != Ready) {
+            assert!(state(phase).lost_vm("VmGone").is_err(), "{phase}");
+        }
     }
 }

@@ -360,6 +360,24 @@ impl Hypervisor for PveHypervisor {
         Ok(out)
     }
 
+    async fn vms_in_range(&self) -> ProviderResult<Vec<VmFacts>> {
+        let range = self.provider.vmid_lower..=self.provider.vmid_upper;
+        let vms = self.client.cluster_vms().await.map_err(classify)?;
+        let mut out = Vec::new();
+        for vm in vms
+            .iter()
+            .filter(|v| v.kind == "qemu" && !v.template && range.contains(&v.vmid))
+        {
+            if let Some(f) = self
+                .facts(&vm.node, vm.vmid, vm.status.is_running())
+                .await?
+            {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
     async fn choose_host(
         &self,
         pool: &Pool,

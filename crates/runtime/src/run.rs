@@ -1,6 +1,7 @@
 //! `tidepool run`: the controller process. It competes for leadership with
-//! a Lease, drives every WorkerClaim through its lifecycle while it leads,
-//! and serves `/healthz`, `/readyz` and `/metrics`.
+//! a Lease, drives every WorkerClaim through its lifecycle while it leads
+//! (and reconciles VMs against claims both ways), and serves `/healthz`,
+//! `/readyz` and `/metrics`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use tidepool_controller::autoscaler::{Autoscaler, Timing};
 use tidepool_controller::ports::ClaimStore;
 use tidepool_controller::ports::ScalingMetrics;
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions, StepMetrics};
+use tidepool_controller::sweep::{self, SweepMetrics, Sweeper};
 use tidepool_live::{LiveExecutor, LiveObserver, LiveService};
 
 /// Labels of the workers gauge: bounded by the configured pools and the
@@ -95,6 +97,7 @@ pub struct Metrics {
     oldest_labels: std::sync::Mutex<BTreeSet<PoolLabel>>,
     step_failures: Family<StepLabels, Counter>,
     in_backoff: Gauge<i64, AtomicI64>,
+    orphan_vms: Gauge<i64, AtomicI64>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -179,6 +182,7 @@ impl Metrics {
             oldest_labels: std::sync::Mutex::new(BTreeSet::new()),
             step_failures: Family::default(),
             in_backoff: Gauge::default(),
+            orphan_vms: Gauge::default(),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -213,6 +217,11 @@ impl Metrics {
                 "tidepool_step_failures",
                 "Failed tries of a lifecycle step, by step and error category",
                 m.step_failures.clone(),
+            );
+            r.register(
+                "tidepool_orphan_vms",
+                "VMs carrying Tidepool's marker whose claim does not exist (removed after the grace period)",
+                m.orphan_vms.clone(),
             );
             r.register(
                 "tidepool_claims_in_backoff",
@@ -273,6 +282,16 @@ impl StepMetrics for Metrics {
     fn backing_off(&self, claims: usize) {
         self.in_backoff
             .set(i64::try_from(claims).unwrap_or(i64::MAX));
+    }
+}
+
+impl SweepMetrics for Metrics {
+    fn orphans(&self, vms: usize) {
+        self.orphan_vms.set(i64::try_from(vms).unwrap_or(i64::MAX));
+    }
+
+    fn sweep_failed(&self, category: &str) {
+        ScalingMetrics::error(self, &format!("sweep-{category}"));
     }
 }
 
@@ -343,6 +362,10 @@ pub async fn serve_health(
     Ok((bound, task))
 }
 
+/// The least real time between two passes reconciling VMs against claims
+/// (a fast clock shortens the polling interval, never below this).
+pub const SWEEP_FLOOR: Duration = Duration::from_secs(1);
+
 /// How long the autoscaler lets changes settle before it plans.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(500);
 
@@ -402,6 +425,15 @@ pub async fn run(
                 let reconciler = Reconciler::new(exec.clone(), opts)
                     .with_metrics(metrics.clone())
                     .spawn(rx.clone());
+                // VMs against claims, both ways, once per polling interval.
+                let config = exec.config();
+                let sweeper = tokio::spawn(sweep::run(
+                    Sweeper::new(exec.clone(), config.server.orphan_grace_period),
+                    config.polling_interval,
+                    SWEEP_FLOOR,
+                    rx.clone(),
+                    metrics.clone(),
+                ));
                 let autoscaler = options.autoscale.then(|| {
                     // The batching window: half a second of controller time,
                     // so the first clone follows an unschedulable pod within
@@ -421,6 +453,7 @@ pub async fn run(
                 });
                 let task = tokio::spawn(async move {
                     let _ = reconciler.await;
+                    let _ = sweeper.await;
                     if let Some(a) = autoscaler {
                         let _ = a.await;
                     }
@@ -434,6 +467,7 @@ pub async fn run(
                     let _ = task.await;
                 }
                 metrics.backing_off(0);
+                metrics.orphans(0);
             }
             _ => {}
         }

@@ -1,7 +1,9 @@
 //! Reconciling against the lab when the world does not go as planned:
 //! a step Proxmox keeps refusing backs off instead of looping (issue 11
 //! hole 7); a claim deleted with `kubectl delete` still meets the safety
-//! rules (hole 3).
+//! rules (hole 3); VMs and claims are reconciled both ways: an orphan VM
+//! is removed after its grace period, a worker whose VM vanished fails
+//! with `VmGone` and goes (hole 9).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -40,17 +42,44 @@ impl Pve {
         }
     }
 
+    async fn call(&self, method: reqwest::Method, path: &str, form: &[(&str, &str)]) -> Value {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", &self.auth);
+        if !form.is_empty() {
+            request = request.form(form);
+        }
+        let resp = request.send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
     /// Sets VM options, as `qm set` does.
     async fn set(&self, node: &str, vmid: u64, form: &[(&str, &str)]) {
-        let resp = self
-            .http
-            .put(format!("{}/nodes/{node}/qemu/{vmid}/config", self.base))
-            .header("Authorization", &self.auth)
-            .form(form)
-            .send()
+        let path = format!("/nodes/{node}/qemu/{vmid}/config");
+        self.call(reqwest::Method::PUT, &path, form).await;
+    }
+
+    /// Stops and deletes a VM behind Tidepool's back, as `qm stop` and
+    /// `qm destroy` do, waiting for each task.
+    async fn destroy(&self, live: &Live, node: &str, vmid: u64) {
+        let stop = format!("/nodes/{node}/qemu/{vmid}/status/stop");
+        self.call(reqwest::Method::POST, &stop, &[]).await;
+        let id = u32::try_from(vmid).unwrap();
+        assert!(
+            eventually(Duration::from_secs(30), || live
+                .lab
+                .pve
+                .vm(id)
+                .is_some_and(|v| !v.running && v.lock.is_none()))
             .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.status());
+        );
+        let path = format!("/nodes/{node}/qemu/{vmid}?purge=1");
+        self.call(reqwest::Method::DELETE, &path, &[]).await;
+        assert!(eventually(Duration::from_secs(30), || live.lab.pve.vm(id).is_none()).await);
     }
 }
 
@@ -245,5 +274,99 @@ async fn kubectl_delete_of_a_permanent_workers_claim_is_refused_and_keeps_it() {
         claim["metadata"]["resourceVersion"]
     );
     assert_eq!(claim_warnings(&live, &name, "permanent worker").len(), 1);
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_left_by_a_claim_deleted_without_its_finalizer_is_removed_as_an_orphan() {
+    let live = start(Setup::new("recon-orphan")).await;
+    let (name, _node, vmid) = ready_burst_worker(&live).await;
+    let id = u32::try_from(vmid).unwrap();
+    // The finalizer taken off by hand, then the claim deleted: the record
+    // is gone at once, its VM still runs.
+    live.lab
+        .kube
+        .merge_patch(
+            common::CLAIMS,
+            "WorkerClaim",
+            "",
+            &name,
+            &serde_json::json!({"metadata": {"finalizers": null}}),
+        )
+        .unwrap();
+    live.lab
+        .kube
+        .delete(common::CLAIMS, "WorkerClaim", "", &name)
+        .unwrap();
+    assert!(live.claim(&name).is_none());
+    assert!(live.lab.pve.vm(id).is_some_and(|v| v.running));
+
+    // Reported (Event and metric) while its grace period runs...
+    let mut reported = false;
+    for _ in 0..1500 {
+        if metric(&live.metrics().await, "tidepool_orphan_vms") >= 1.0 {
+            reported = true;
+            break;
+        }
+        if live.lab.pve.vm(id).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(reported, "the orphan was never counted");
+    // ... then stopped and deleted.
+    assert!(
+        eventually(Duration::from_secs(60), || live.lab.pve.vm(id).is_none()).await,
+        "the orphan VM was not removed"
+    );
+    assert_eq!(claim_warnings(&live, &name, "an orphan").len(), 1);
+    let mut cleared = false;
+    for _ in 0..500 {
+        if metric(&live.metrics().await, "tidepool_orphan_vms") == 0.0 {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(cleared, "the orphan gauge went back to 0");
+    live.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_vm_was_deleted_out_of_band_fails_with_vm_gone_and_goes() {
+    let live = start(Setup::new("recon-gone")).await;
+    let (name, node, vmid) = ready_burst_worker(&live).await;
+    let pve = Pve::of(&live);
+    pve.destroy(&live, &node, vmid).await;
+
+    let mut failed = None;
+    for _ in 0..3000 {
+        match live.claim(&name) {
+            Some(c) if c["status"]["phase"] == "Failed" => {
+                failed = Some(c);
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(c) = &failed {
+        assert!(
+            c["status"]["failureReason"]
+                .as_str()
+                .unwrap()
+                .starts_with("VmGone: VM "),
+            "{c}"
+        );
+    }
+    // A burst worker is replaced: its dead node and its record go.
+    assert!(
+        eventually(Duration::from_secs(60), || live.claim(&name).is_none()).await,
+        "{}",
+        live.dump_claims()
+    );
+    assert!(!live.nodes().contains(&name));
+    assert_eq!(claim_warnings(&live, &name, "VmGone").len(), 1);
     live.stop().await;
 }

@@ -122,6 +122,10 @@ pub enum Command {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// List the VMs that carry Tidepool's marker but whose WorkerClaim no
+    /// longer exists (the controller removes them after
+    /// `server.orphanGracePeriod`).
+    Orphans,
     /// The whole product in one command, no hardware: a lab, the
     /// controller, a burst of work scaled up and back down, and a summary.
     #[cfg(feature = "lab")]
@@ -261,6 +265,7 @@ pub fn run() -> ExitCode {
         Command::Mcp => workers::mcp(&ctx),
         Command::Run => commands::run::run(&ctx),
         Command::Plan => commands::plan::run(&ctx),
+        Command::Orphans => commands::orphans::run(&ctx),
         Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
         Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
     };

@@ -308,11 +308,14 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         // A claim made without the finalizer (applied with kubectl) gets it
         // before anything is created for it, so no VM outlives its record.
         if !claim.finalizer && claim.phase() == Phase::Requested && !claim.intent().is_removal() {
-            self.store
-                .add_finalizer(name)
-                .await
-                .map_err(store_error(name))?;
-            claim.finalizer = true;
+            match self.store.add_finalizer(name).await {
+                Ok(()) => claim.finalizer = true,
+                // Deleted before it had its finalizer: nothing was made for it.
+                Err(e) if e.kind == ProviderErrorKind::NotFound => {
+                    return Ok(Progress::Idle(Phase::Terminated));
+                }
+                Err(e) => return Err(store_error(name)(e)),
+            }
         }
         self.clear_refusal(&mut claim).await?;
         let Some(mut step) = next_step(&claim) else {
@@ -406,8 +409,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         status.last_error = last_error;
         match self.store.save_status(name, &status).await {
             Ok(()) => {
-                self.report_failure(name, step, e.kind.as_str(), &e.message)
-                    .await;
+                let message = format!("{} ({}; retrying)", e.message, e.kind.as_str());
+                self.report_failure(name, step, message).await;
                 ExecutorError::Retry { step, source: e }
             }
             Err(source) => store_error(name)(source),
@@ -416,12 +419,12 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
 
     /// Tells the claim's Event stream that `step` failed (once per change
     /// of reason: callers report only what they newly record).
-    async fn report_failure(&self, name: &str, step: Step, category: &str, reason: &str) {
+    async fn report_failure(&self, name: &str, step: Step, message: String) {
         let entry = AuditEntry {
             actor: "controller".into(),
             operation: format!("step {step}"),
             result: AuditResult::Error(ErrorCategory::Failed),
-            message: format!("{reason} ({category})"),
+            message,
         };
         self.store.audit(name, &entry).await;
     }
@@ -462,7 +465,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                     .save_status(name, &status)
                     .await
                     .map_err(store_error(name))?;
-                self.report_failure(name, step, "failed", &reason).await;
+                self.report_failure(name, step, reason).await;
                 Ok(Progress::Advanced(step))
             }
         }
@@ -549,7 +552,12 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             Step::Drain => self.drain(&work).await,
             Step::DeleteNode => self.delete_node(&work).await,
             Step::ShutdownOs | Step::StopVm => self.stop_vm(&work).await,
-            Step::DeleteVm => self.delete_vm(&work).await,
+            // A VM at the recorded VMID with the claim's marker but another
+            // UUID is kept, and the claim with it (nothing leaks).
+            Step::DeleteVm => match crate::sweep::drift(&self.hv, claim).await? {
+                Some(why) => Ok(Outcome::Fail(why)),
+                None => self.delete_vm(&work).await,
+            },
         }
     }
 }

@@ -349,6 +349,11 @@ pub struct Server {
     pub lease_duration: Duration,
     /// Streamable-HTTP MCP listen address, if enabled.
     pub mcp_addr: Option<String>,
+    /// How long a VM carrying Tidepool's marker must have been without its
+    /// claim before it is removed as an orphan (it protects clones in
+    /// flight).
+    #[serde(with = "secs")]
+    pub orphan_grace_period: Duration,
 }
 
 /// A validated, fully built configuration.

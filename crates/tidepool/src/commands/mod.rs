@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod orphans;
 pub mod plan;
 pub mod run;
 pub mod scale_up;

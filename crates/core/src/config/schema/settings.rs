@@ -98,6 +98,7 @@ pub(super) fn server(section: Option<(&Node, String)>, errs: &mut Errors) -> Opt
         lease_name: "tidepool-controller".into(),
         lease_duration: Duration::from_secs(15),
         mcp_addr: None,
+        orphan_grace_period: Duration::from_secs(600),
     };
     let Some((node, path)) = section else {
         return Some(out);
@@ -116,6 +117,11 @@ pub(super) fn server(section: Option<(&Node, String)>, errs: &mut Errors) -> Opt
         le.set("leaseDuration", &mut out.lease_duration, positive_duration);
         f.ok &= le.finish();
     }
+    f.set(
+        "orphanGracePeriod",
+        &mut out.orphan_grace_period,
+        positive_duration,
+    );
     if let Some((n, p)) = f.obj.get("mcp") {
         let mut mcp = Fields::new(Obj::new(n, &p, f.errs)?, f.errs);
         mcp.set("listen", &mut out.mcp_addr, |n, p, e| {
