@@ -75,7 +75,9 @@ where
         drive(&self.exec, name, self.options, stop).await
     }
 
-    /// Reconciles every claim until `stop` turns true.
+    /// Reconciles every claim until `stop` turns true. Aborting the
+    /// returned task aborts every claim's drive with it (fencing: a replica
+    /// that stops leading drops the work in flight at once).
     ///
     /// Watch-driven: the loop sleeps until the store reports a claim change
     /// (or a drive finishes), then looks at the claims as last observed and
@@ -84,7 +86,7 @@ where
     /// the only trigger for a store that cannot report changes).
     pub fn spawn(self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut running: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+            let mut running: BTreeMap<String, AbortOnDrop> = BTreeMap::new();
             // Each claim as it was when its last drive started: an idle
             // claim is driven again only once it differs.
             let mut started: BTreeMap<String, Claim> = BTreeMap::new();
@@ -95,7 +97,7 @@ where
                 if *stop.borrow() {
                     break;
                 }
-                running.retain(|_, task| !task.is_finished());
+                running.retain(|_, task| !task.0.is_finished());
                 match self.exec.store().observed().await {
                     Ok(claims) => {
                         started.retain(|name, _| claims.iter().any(|c| &c.name == name));
@@ -113,12 +115,12 @@ where
                             started.insert(claim.name.clone(), claim);
                             running.insert(
                                 name.clone(),
-                                tokio::spawn(async move {
+                                AbortOnDrop(tokio::spawn(async move {
                                     if let Err(e) = drive(&exec, &name, options, &stop).await {
                                         warn!(claim = %name, error = %e, category = e.category(), "claim not reconciled");
                                     }
                                     finished.notify_one();
-                                }),
+                                })),
                             );
                         }
                     }
@@ -145,10 +147,17 @@ where
                     () = crate::wake::changed(&mut stop_wait) => {}
                 }
             }
-            for (_, task) in running {
-                task.abort();
-            }
+            drop(running);
         })
+    }
+}
+
+/// A claim's drive, aborted when dropped: with the reconciler's own task.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -3,6 +3,11 @@
 //! A claim's intent lives where Kubernetes users expect it: `spec.intent`
 //! (drain, or remove with `force`), and a deletion timestamp means remove,
 //! so `kubectl delete workerclaim X` works.
+//!
+//! Status writes are conditional: the store remembers the resourceVersion
+//! it last saw of each claim (from its reads and its own writes) and sends
+//! it with every status patch, so a deposed leader's write fails with a
+//! conflict instead of overwriting what the new leader recorded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +50,8 @@ pub fn classify(e: ClusterError) -> ProviderError {
 pub struct KubeCluster {
     cluster: ClusterClient,
     clock: Arc<dyn Clock>,
+    /// The resourceVersion last seen of each claim, by name.
+    versions: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -57,7 +64,29 @@ impl KubeCluster {
     /// Adapters over `cluster` for a controller on `clock`: a drain's
     /// real-time waits last what the asked-for durations last on it.
     pub fn new(cluster: ClusterClient, clock: Arc<dyn Clock>) -> Self {
-        Self { cluster, clock }
+        Self {
+            cluster,
+            clock,
+            versions: Arc::default(),
+        }
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Remembers the version of a claim this store read or wrote.
+    fn saw(&self, claim: &WorkerClaim) {
+        if let (Some(name), Some(rv)) = (&claim.metadata.name, &claim.metadata.resource_version) {
+            self.versions().insert(name.clone(), rv.clone());
+        }
+    }
+
+    /// The resourceVersion this store last saw of `name`, if any.
+    pub fn seen_version(&self, name: &str) -> Option<String> {
+        self.versions().get(name).cloned()
     }
 
     /// The client.
@@ -212,24 +241,19 @@ impl Events for KubeCluster {
 
 impl ClaimStore for KubeCluster {
     async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
-        Ok(self
-            .cluster
-            .get_claim(name)
-            .await
-            .map_err(classify)?
-            .as_ref()
-            .map(WorkerClaim::to_claim))
+        let claim = self.cluster.get_claim(name).await.map_err(classify)?;
+        if let Some(c) = &claim {
+            self.saw(c);
+        }
+        Ok(claim.as_ref().map(WorkerClaim::to_claim))
     }
 
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
-        Ok(self
-            .cluster
-            .list_claims(None)
-            .await
-            .map_err(classify)?
-            .iter()
-            .map(WorkerClaim::to_claim)
-            .collect())
+        let claims = self.cluster.list_claims(None).await.map_err(classify)?;
+        for c in &claims {
+            self.saw(c);
+        }
+        Ok(claims.iter().map(WorkerClaim::to_claim).collect())
     }
 
     async fn observed(&self) -> ProviderResult<Vec<Claim>> {
@@ -238,7 +262,18 @@ impl ClaimStore for KubeCluster {
             // The watch is not answering: read the API server directly.
             return ClaimStore::list(self).await;
         }
-        Ok(cache.state().iter().map(|c| c.to_claim()).collect())
+        let claims = cache.state();
+        {
+            // A watch may lag behind what this store read or wrote itself:
+            // it only fills in claims the store has not seen yet.
+            let mut versions = self.versions();
+            for c in &claims {
+                if let (Some(name), Some(rv)) = (&c.metadata.name, &c.metadata.resource_version) {
+                    versions.entry(name.clone()).or_insert_with(|| rv.clone());
+                }
+            }
+        }
+        Ok(claims.iter().map(|c| c.to_claim()).collect())
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -246,7 +281,8 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn create(&self, claim: &Claim) -> ProviderResult<()> {
-        self.cluster.create_claim(claim).await.map_err(classify)?;
+        let created = self.cluster.create_claim(claim).await.map_err(classify)?;
+        self.saw(&created);
         Ok(())
     }
 
@@ -261,7 +297,8 @@ impl ClaimStore for KubeCluster {
                 "ttlSeconds": claim.spec.ttl.map(|t| t.as_secs()),
             },
         });
-        self.cluster
+        let updated = self
+            .cluster
             .claims()
             .patch(&claim.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -271,6 +308,7 @@ impl ClaimStore for KubeCluster {
                     e,
                 ))
             })?;
+        self.saw(&updated);
         if claim.spec.intent.is_removal() {
             self.cluster
                 .delete_claim(&claim.name)
@@ -281,10 +319,13 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn save_status(&self, name: &str, status: &ClaimStatus) -> ProviderResult<()> {
-        self.cluster
-            .patch_claim_status(name, status)
+        let seen = self.seen_version(name);
+        let written = self
+            .cluster
+            .patch_claim_status_at(name, status, seen.as_deref())
             .await
             .map_err(classify)?;
+        self.saw(&written);
         Ok(())
     }
 
@@ -318,18 +359,27 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn add_finalizer(&self, name: &str) -> ProviderResult<()> {
-        self.cluster
+        let changed = self
+            .cluster
             .add_claim_finalizer(name)
             .await
             .map_err(classify)?;
+        self.saw(&changed);
         Ok(())
     }
 
     async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {
-        self.cluster
+        match self
+            .cluster
             .remove_claim_finalizer(name)
             .await
-            .map_err(classify)?;
+            .map_err(classify)?
+        {
+            Some(left) => self.saw(&left),
+            None => {
+                self.versions().remove(name);
+            }
+        }
         Ok(())
     }
 }

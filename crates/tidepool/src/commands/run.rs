@@ -43,14 +43,29 @@ pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
             autoscale: true,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let controller = tokio::spawn(run_controller(Arc::clone(&exec), options, stop_rx, None));
+        let mut controller =
+            tokio::spawn(run_controller(Arc::clone(&exec), options, stop_rx, None));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let early = tokio::select! {
+            _ = tokio::signal::ctrl_c() => None,
+            _ = term.recv() => None,
+            // It ends on its own only when it cannot run (the health port
+            // taken): it never competed for the Lease.
+            ended = &mut controller => Some(ended),
+        };
+        let ended = match early {
+            Some(ended) => ended,
+            None => {
+                let _ = stop_tx.send(true);
+                controller.await
+            }
+        };
+        match ended? {
+            Ok(()) => Ok(Exit::Ok),
+            Err(e) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                Ok(Exit::Failure)
+            }
         }
-        let _ = stop_tx.send(true);
-        controller.await??;
-        Ok(Exit::Ok)
     })
 }
