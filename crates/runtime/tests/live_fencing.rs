@@ -268,3 +268,40 @@ async fn readyz_fails_while_the_proxmox_api_does_not_answer() {
     c.task.await.unwrap().unwrap();
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_host_status_shows_in_the_controllers_metrics() {
+    let lab = lab("host-status").await;
+    lab.faults.add_rule(FaultRule {
+        service: Emulator::Proxmox,
+        op: "GET /nodes/pve-02/status".into(),
+        error_rate: 1.0,
+        status: Some(200),
+        message: Some("not a status".into()),
+        latency_ms: 0,
+        times: None,
+    });
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let options = RunOptions {
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        lease: None,
+        autoscale: true,
+    };
+    let task = tokio::spawn(run(executor(&lab).await, options, stop_rx, Some(bound_tx)));
+    let addr = bound_rx.await.unwrap();
+    let unreadable = "tidepool_host_status_unreadable{host=\"pve-02\"} 1";
+    assert!(until(|| async { get(addr, "/metrics").await.1.contains(unreadable) }).await);
+    assert!(
+        !get(addr, "/metrics")
+            .await
+            .1
+            .contains("tidepool_host_status_unreadable{host=\"pve-01\"}")
+    );
+    // Once the host answers properly, the gauge goes.
+    lab.faults.set_rules(Vec::new());
+    assert!(until(|| async { !get(addr, "/metrics").await.1.contains(unreadable) }).await);
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    lab.shutdown().await;
+}

@@ -474,3 +474,40 @@ async fn scale_up_requests_workers_for_waiting_pods_at_once_within_limits() {
     }
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_host_status_fails_capacity_and_plan_naming_the_host() {
+    let lab = lab("bad-host-status").await;
+    // pve-02 answers its status request with a body that is no status.
+    lab.faults.add_rule(tidepool_lab_sim::FaultRule {
+        service: tidepool_lab_sim::Service::Proxmox,
+        op: "GET /nodes/pve-02/status".into(),
+        error_rate: 1.0,
+        status: Some(200),
+        message: Some("not a status".into()),
+        latency_ms: 0,
+        times: None,
+    });
+    for command in ["capacity", "plan"] {
+        let out = run(&lab, &["-o", "json", command]).await;
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("host pve-02"), "{command}: {err}");
+        assert!(err.contains("cannot decode"), "{command}: {err}");
+    }
+    // A host that does not answer at all is only offline.
+    lab.faults.set_rules(vec![tidepool_lab_sim::FaultRule {
+        service: tidepool_lab_sim::Service::Proxmox,
+        op: "GET /nodes/pve-02/status".into(),
+        error_rate: 1.0,
+        status: Some(595),
+        message: Some("no route to host".into()),
+        latency_ms: 0,
+        times: None,
+    }]);
+    let out = run(&lab, &["-o", "json", "capacity"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["hosts"][1]["name"], "pve-02");
+    assert_eq!(report["hosts"][1]["online"], false, "{report}");
+}
