@@ -203,6 +203,15 @@ async fn drive_steps<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
                 backoff = (backoff * 2).min(options.max_backoff);
                 (Duration::ZERO, backoff.max(options.min_wait))
             }
+            // Someone wrote the claim since the step read it (its status
+            // write was conditional): the next step reads it again.
+            Err(ExecutorError::Store { source, .. })
+                if source.kind == crate::ports::ProviderErrorKind::Conflict =>
+            {
+                debug!(claim = name, error = %source, "claim changed meanwhile: reading it again");
+                backoff = (backoff * 2).min(options.max_backoff);
+                (Duration::ZERO, backoff.max(options.min_wait))
+            }
             Err(e) => return Err(e),
         };
         let mut stop_wait = stop.clone();

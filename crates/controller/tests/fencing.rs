@@ -109,3 +109,45 @@ async fn a_step_whose_claim_another_process_wrote_meanwhile_records_nothing() {
         Some("the new leader's record")
     );
 }
+
+#[tokio::test]
+async fn a_drive_reads_a_claim_written_meanwhile_again_and_carries_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
+
+    let fake = Fake::new();
+    fake.put_claim(claim("burst-c"));
+    let other = fake.another_process();
+    let config = Arc::new(config::load(EXAMPLE).unwrap());
+    let clock = Arc::new(ManualClock::at(
+        Timestamp::from_second(1_767_225_600).unwrap(),
+    ));
+    let once = Arc::new(AtomicBool::new(false));
+    let exec = Executor::new(
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        fake.clone(),
+        config,
+        clock,
+    )
+    .with_kill_hook(Arc::new(move |_, moment| {
+        if moment == Moment::AfterEffect && !once.swap(true, Ordering::SeqCst) {
+            let theirs = other.world().claims["burst-c"].clone();
+            other.put_claim(theirs);
+        }
+        true
+    }));
+    let options = ReconcilerOptions {
+        min_wait: Duration::from_millis(1),
+        ..ReconcilerOptions::default()
+    };
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    Reconciler::new(Arc::new(exec), options)
+        .drive("burst-c", &stop_rx)
+        .await
+        .unwrap();
+    let world = fake.world();
+    assert_eq!(world.claims["burst-c"].phase(), tidepool_core::Phase::Ready);
+    assert_eq!(world.clones.len(), 1, "{:?}", world.clones);
+}

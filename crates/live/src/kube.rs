@@ -50,8 +50,36 @@ pub fn classify(e: ClusterError) -> ProviderError {
 pub struct KubeCluster {
     cluster: ClusterClient,
     clock: Arc<dyn Clock>,
-    /// The resourceVersion last seen of each claim, by name.
-    versions: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    /// The resourceVersion last seen of each claim.
+    versions: Arc<std::sync::Mutex<Versions>>,
+}
+
+/// The resourceVersion this store last saw of each claim, with the ticket
+/// of the call that saw it. Calls take increasing tickets when they start;
+/// an answer replaces what a call started later saw never, so a read that
+/// overlapped this store's own write cannot put an older version back.
+#[derive(Debug, Default)]
+struct Versions {
+    next: u64,
+    seen: BTreeMap<String, (String, u64)>,
+}
+
+impl Versions {
+    fn ticket(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn saw(&mut self, claim: &WorkerClaim, ticket: u64) {
+        if let (Some(name), Some(rv)) = (&claim.metadata.name, &claim.metadata.resource_version) {
+            match self.seen.get(name) {
+                Some((_, later)) if *later > ticket => {}
+                _ => {
+                    self.seen.insert(name.clone(), (rv.clone(), ticket));
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -71,22 +99,26 @@ impl KubeCluster {
         }
     }
 
-    fn versions(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
         self.versions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers the version of a claim this store read or wrote.
-    fn saw(&self, claim: &WorkerClaim) {
-        if let (Some(name), Some(rv)) = (&claim.metadata.name, &claim.metadata.resource_version) {
-            self.versions().insert(name.clone(), rv.clone());
-        }
+    /// A ticket for a call about to start.
+    fn ticket(&self) -> u64 {
+        self.versions().ticket()
+    }
+
+    /// Remembers the version of a claim that the call holding `ticket`
+    /// read or wrote.
+    fn saw(&self, claim: &WorkerClaim, ticket: u64) {
+        self.versions().saw(claim, ticket);
     }
 
     /// The resourceVersion this store last saw of `name`, if any.
     pub fn seen_version(&self, name: &str) -> Option<String> {
-        self.versions().get(name).cloned()
+        self.versions().seen.get(name).map(|(rv, _)| rv.clone())
     }
 
     /// The client.
@@ -241,17 +273,19 @@ impl Events for KubeCluster {
 
 impl ClaimStore for KubeCluster {
     async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
+        let ticket = self.ticket();
         let claim = self.cluster.get_claim(name).await.map_err(classify)?;
         if let Some(c) = &claim {
-            self.saw(c);
+            self.saw(c, ticket);
         }
         Ok(claim.as_ref().map(WorkerClaim::to_claim))
     }
 
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
+        let ticket = self.ticket();
         let claims = self.cluster.list_claims(None).await.map_err(classify)?;
         for c in &claims {
-            self.saw(c);
+            self.saw(c, ticket);
         }
         Ok(claims.iter().map(WorkerClaim::to_claim).collect())
     }
@@ -268,8 +302,12 @@ impl ClaimStore for KubeCluster {
             // it only fills in claims the store has not seen yet.
             let mut versions = self.versions();
             for c in &claims {
-                if let (Some(name), Some(rv)) = (&c.metadata.name, &c.metadata.resource_version) {
-                    versions.entry(name.clone()).or_insert_with(|| rv.clone());
+                if c.metadata
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| !versions.seen.contains_key(n))
+                {
+                    versions.saw(c, 0);
                 }
             }
         }
@@ -281,8 +319,9 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn create(&self, claim: &Claim) -> ProviderResult<()> {
+        let ticket = self.ticket();
         let created = self.cluster.create_claim(claim).await.map_err(classify)?;
-        self.saw(&created);
+        self.saw(&created, ticket);
         Ok(())
     }
 
@@ -297,6 +336,7 @@ impl ClaimStore for KubeCluster {
                 "ttlSeconds": claim.spec.ttl.map(|t| t.as_secs()),
             },
         });
+        let ticket = self.ticket();
         let updated = self
             .cluster
             .claims()
@@ -308,7 +348,7 @@ impl ClaimStore for KubeCluster {
                     e,
                 ))
             })?;
-        self.saw(&updated);
+        self.saw(&updated, ticket);
         if claim.spec.intent.is_removal() {
             self.cluster
                 .delete_claim(&claim.name)
@@ -319,13 +359,14 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn save_status(&self, name: &str, status: &ClaimStatus) -> ProviderResult<()> {
+        let ticket = self.ticket();
         let seen = self.seen_version(name);
         let written = self
             .cluster
             .patch_claim_status_at(name, status, seen.as_deref())
             .await
             .map_err(classify)?;
-        self.saw(&written);
+        self.saw(&written, ticket);
         Ok(())
     }
 
@@ -359,25 +400,27 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn add_finalizer(&self, name: &str) -> ProviderResult<()> {
+        let ticket = self.ticket();
         let changed = self
             .cluster
             .add_claim_finalizer(name)
             .await
             .map_err(classify)?;
-        self.saw(&changed);
+        self.saw(&changed, ticket);
         Ok(())
     }
 
     async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {
+        let ticket = self.ticket();
         match self
             .cluster
             .remove_claim_finalizer(name)
             .await
             .map_err(classify)?
         {
-            Some(left) => self.saw(&left),
+            Some(left) => self.saw(&left, ticket),
             None => {
-                self.versions().remove(name);
+                self.versions().seen.remove(name);
             }
         }
         Ok(())

@@ -276,6 +276,23 @@ impl Elector {
         }
     }
 
+    /// Who holds the Lease now, as recorded (`None` when nobody does or
+    /// there is no Lease); for people, not for deciding who leads.
+    ///
+    /// # Errors
+    /// API failures.
+    pub async fn holder(&self) -> Result<Option<String>, LeaderError> {
+        let lease = self
+            .api
+            .get_opt(&self.cfg.name)
+            .await
+            .map_err(self.api_error("reading"))?;
+        Ok(lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty()))
+    }
+
     /// One bounded attempt: `Ok(true)` when this replica holds the Lease.
     async fn attempt(
         &mut self,

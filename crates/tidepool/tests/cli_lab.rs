@@ -511,3 +511,124 @@ async fn an_unparsable_host_status_fails_capacity_and_plan_naming_the_host() {
     assert_eq!(report["hosts"][1]["name"], "pve-02");
     assert_eq!(report["hosts"][1]["online"], false, "{report}");
 }
+
+/// The lab's clock as an in-process controller's.
+#[derive(Debug)]
+struct LabClock(tidepool_lab_sim::SimClock);
+
+impl tidepool_controller::ports::Clock for LabClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::try_from(self.0.now()).unwrap()
+    }
+
+    fn sleep(&self, d: std::time::Duration) -> tidepool_controller::ports::Sleep {
+        let clock = self.0.clone();
+        Box::pin(async move { clock.sleep(d).await })
+    }
+
+    fn real(&self, d: std::time::Duration) -> std::time::Duration {
+        self.0.real(d)
+    }
+}
+
+fn lease(lab: &RunningLab) -> Option<Value> {
+    lab.kube
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "tidepool-system",
+            "tidepool-controller",
+        )
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_wait_beside_a_running_controller_leaves_the_driving_to_it() {
+    let lab = lab("wait-beside").await;
+    let config = std::sync::Arc::new(
+        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
+            .unwrap(),
+    );
+    let options = tidepool_live::LiveOptions {
+        config_dir: lab.files.dir.clone(),
+        kubeconfig: Some(lab.files.kubeconfig.clone()),
+        clock: std::sync::Arc::new(LabClock(lab.clock.clone())),
+    };
+    let exec = std::sync::Arc::new(
+        tidepool_live::connect(config.clone(), &options)
+            .await
+            .unwrap(),
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let server = &config.server;
+    let controller = tokio::spawn(tidepool_runtime::run(
+        exec,
+        tidepool_runtime::RunOptions {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            lease: Some(tidepool_runtime::leader::LeaseConfig {
+                namespace: server.namespace.clone(),
+                name: server.lease_name.clone(),
+                identity: "controller".into(),
+                duration: server.lease_duration,
+            }),
+            autoscale: false,
+        },
+        stop_rx,
+        None,
+    ));
+    for _ in 0..400 {
+        if lease(&lab).is_some_and(|l| l["spec"]["holderIdentity"] == "controller") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
+    let out = run(
+        &lab,
+        &[
+            "-o",
+            "json",
+            "provision",
+            "--pool",
+            "burst",
+            "--count",
+            "2",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("controller holds the controller's Lease: waiting for it"),
+        "{}",
+        stderr(&out)
+    );
+    let workers: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<String> = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{workers}");
+    let vms = lab.pve.vms();
+    for name in &names {
+        let owned = vms
+            .iter()
+            .filter(|v| {
+                v.description
+                    .as_deref()
+                    .and_then(tidepool_controller::executor::owner_from_description)
+                    == Some(name.as_str())
+            })
+            .count();
+        assert_eq!(owned, 1, "{name}: one VM, cloned by one executor");
+    }
+    // The controller kept the Lease throughout: the command never drove.
+    let held = lease(&lab).unwrap();
+    assert_eq!(held["spec"]["holderIdentity"], "controller", "{held}");
+    assert_eq!(held["spec"]["leaseTransitions"], 0, "{held}");
+    stop.send(true).unwrap();
+    controller.await.unwrap().unwrap();
+    lab.shutdown().await;
+}

@@ -10,4 +10,5 @@ pub mod lab;
 pub mod plan;
 pub mod run;
 pub mod scale_up;
+pub mod wait;
 pub mod workers;
