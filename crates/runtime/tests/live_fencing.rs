@@ -203,6 +203,15 @@ async fn a_controller_that_cannot_bind_its_health_port_never_takes_the_lease() {
     assert!(matches!(err, RunError::Bind { .. }), "{err:?}");
     assert!(err.to_string().contains("listening for /healthz"), "{err}");
     assert_eq!(holder(&lab), None);
+    // Nothing of it competes for the Lease: another replica takes it at once.
+    let b = controller(
+        executor(&lab).await,
+        Some(lease("controller-b", Duration::from_secs(3))),
+    )
+    .await;
+    assert!(until(|| async { holder(&lab).as_deref() == Some("controller-b") }).await);
+    b.stop.send(true).unwrap();
+    b.task.await.unwrap().unwrap();
     lab.shutdown().await;
 }
 

@@ -632,3 +632,63 @@ async fn provision_wait_beside_a_running_controller_leaves_the_driving_to_it() {
     controller.await.unwrap().unwrap();
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_with_an_error_when_its_health_port_is_taken_and_never_takes_the_lease() {
+    let lab = lab("port-taken").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let yaml = std::fs::read_to_string(&lab.files.tidepool_yaml)
+        .unwrap()
+        .replace(
+            "metricsAddr: 127.0.0.1:9464",
+            &format!("metricsAddr: 127.0.0.1:{port}"),
+        );
+    let config = lab.files.dir.join("tidepool-port-taken.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let kubeconfig = lab.files.kubeconfig.clone();
+    let origin = lab.clock.origin_unix_ms();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--time-scale", SCALE])
+        .args(["--time-origin", &origin.to_string()])
+        .arg("run")
+        .env("TIDEPOOL_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It ends on its own (a bound, not a measurement: a controller that
+    // cannot serve its health endpoints must not linger).
+    let mut status = None;
+    for _ in 0..400 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!("`tidepool run` kept running with its health port taken");
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "listening for /healthz, /readyz and /metrics on 127.0.0.1:{port}"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        lease(&lab).is_none_or(|l| l["spec"]["holderIdentity"].is_null()),
+        "{:?}",
+        lease(&lab)
+    );
+    drop(taken);
+    lab.shutdown().await;
+}
