@@ -151,3 +151,78 @@ async fn a_drive_reads_a_claim_written_meanwhile_again_and_carries_on() {
     assert_eq!(world.claims["burst-c"].phase(), tidepool_core::Phase::Ready);
     assert_eq!(world.clones.len(), 1, "{:?}", world.clones);
 }
+
+/// A join method whose `prepare` never returns, and that says when a call
+/// entered it and when that call was dropped (cancelled).
+struct Stuck {
+    entered: Arc<tokio::sync::Notify>,
+    dropped: Arc<tokio::sync::Notify>,
+}
+
+struct Dropped(Arc<tokio::sync::Notify>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+impl tidepool_controller::Joiner for Stuck {
+    async fn prepare(
+        &self,
+        _claim: &Claim,
+        _meta: &tidepool_core::NodeMetadata,
+    ) -> tidepool_controller::ports::ProviderResult<Option<String>> {
+        let _guard = Dropped(self.dropped.clone());
+        self.entered.notify_one();
+        std::future::pending().await
+    }
+
+    async fn deliver(
+        &self,
+        _claim: &Claim,
+        _ip: std::net::IpAddr,
+        _meta: &tidepool_core::NodeMetadata,
+    ) -> tidepool_controller::ports::ProviderResult<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn aborting_the_reconciler_cancels_the_claim_steps_in_flight() {
+    use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
+
+    let fake = Fake::new();
+    fake.put_claim(claim("burst-d"));
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let exec = Executor::new(
+        fake.clone(),
+        Stuck {
+            entered: entered.clone(),
+            dropped: dropped.clone(),
+        },
+        fake.clone(),
+        fake.clone(),
+        Arc::new(config::load(EXAMPLE).unwrap()),
+        Arc::new(ManualClock::at(
+            Timestamp::from_second(1_767_225_600).unwrap(),
+        )),
+    );
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let options = ReconcilerOptions {
+        min_wait: Duration::from_millis(1),
+        ..ReconcilerOptions::default()
+    };
+    let reconciler = Reconciler::new(Arc::new(exec), options).spawn(stop_rx);
+    // A step of the claim is in flight (preparing the machine config).
+    tokio::time::timeout(Duration::from_secs(10), entered.notified())
+        .await
+        .expect("the claim's drive reached prepare");
+    // Leadership is lost: the reconciler is aborted, and with it the step.
+    reconciler.abort();
+    let _ = reconciler.await;
+    tokio::time::timeout(Duration::from_secs(10), dropped.notified())
+        .await
+        .expect("the step in flight was cancelled with the reconciler");
+}
