@@ -198,12 +198,7 @@ impl Elector {
         now: jiff::Timestamp,
     ) -> Result<bool, LeaderError> {
         let now = MicroTime(now);
-        let Some(mut lease) = self
-            .api
-            .get_opt(&self.cfg.name)
-            .await
-            .map_err(self.api_error("reading"))?
-        else {
+        let Some(mut lease) = self.read().await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.cfg.name.clone()),
@@ -229,17 +224,32 @@ impl Elector {
             return Ok(false);
         };
         lease.spec = Some(new_spec);
+        let won = self.write(&lease, "renewing").await?;
+        if won {
+            self.seen = None;
+        }
+        Ok(won)
+    }
+
+    /// The Lease as stored, if there is one.
+    async fn read(&self) -> Result<Option<Lease>, LeaderError> {
+        self.api
+            .get_opt(&self.cfg.name)
+            .await
+            .map_err(self.api_error("reading"))
+    }
+
+    /// Replaces the Lease, guarded by the resourceVersion it was read at;
+    /// `Ok(false)` when someone wrote it in between.
+    async fn write(&self, lease: &Lease, operation: &'static str) -> Result<bool, LeaderError> {
         match self
             .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .replace(&self.cfg.name, &PostParams::default(), lease)
             .await
         {
-            Ok(_) => {
-                self.seen = None;
-                Ok(true)
-            }
+            Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(self.api_error("renewing")(e)),
+            Err(e) => Err(self.api_error(operation)(e)),
         }
     }
 
@@ -249,12 +259,7 @@ impl Elector {
     /// # Errors
     /// API failures other than a lost race.
     pub async fn release(&mut self) -> Result<(), LeaderError> {
-        let Some(mut lease) = self
-            .api
-            .get_opt(&self.cfg.name)
-            .await
-            .map_err(self.api_error("reading"))?
-        else {
+        let Some(mut lease) = self.read().await? else {
             return Ok(());
         };
         let mut spec = lease.spec.clone().unwrap_or_default();
@@ -265,15 +270,8 @@ impl Elector {
         spec.acquire_time = None;
         spec.renew_time = None;
         lease.spec = Some(spec);
-        match self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(self.api_error("releasing")(e)),
-        }
+        // Lost to a race: someone else wrote it, so it is not ours anyway.
+        self.write(&lease, "releasing").await.map(|_| ())
     }
 
     /// Who holds the Lease now, as recorded (`None` when nobody does or
@@ -282,12 +280,9 @@ impl Elector {
     /// # Errors
     /// API failures.
     pub async fn holder(&self) -> Result<Option<String>, LeaderError> {
-        let lease = self
-            .api
-            .get_opt(&self.cfg.name)
-            .await
-            .map_err(self.api_error("reading"))?;
-        Ok(lease
+        Ok(self
+            .read()
+            .await?
             .and_then(|l| l.spec)
             .and_then(|s| s.holder_identity)
             .filter(|h| !h.is_empty()))
