@@ -70,6 +70,17 @@ impl Versions {
         self.next
     }
 
+    /// Forgets the claims a list started at `ticket` no longer shows,
+    /// unless a later call saw them.
+    fn forget_missing(&mut self, listed: &[WorkerClaim], ticket: u64) {
+        self.seen.retain(|name, (_, at)| {
+            *at > ticket
+                || listed
+                    .iter()
+                    .any(|c| c.metadata.name.as_ref() == Some(name))
+        });
+    }
+
     fn saw(&mut self, claim: &WorkerClaim, ticket: u64) {
         if let (Some(name), Some(rv)) = (&claim.metadata.name, &claim.metadata.resource_version) {
             match self.seen.get(name) {
@@ -284,9 +295,12 @@ impl ClaimStore for KubeCluster {
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
         let ticket = self.ticket();
         let claims = self.cluster.list_claims(None).await.map_err(classify)?;
+        let mut versions = self.versions();
+        versions.forget_missing(&claims, ticket);
         for c in &claims {
-            self.saw(c, ticket);
+            versions.saw(c, ticket);
         }
+        drop(versions);
         Ok(claims.iter().map(WorkerClaim::to_claim).collect())
     }
 
@@ -424,5 +438,53 @@ impl ClaimStore for KubeCluster {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim_at(name: &str, rv: &str) -> WorkerClaim {
+        let spec = tidepool_controller::claim::ClaimSpec {
+            pool: "burst".into(),
+            size: "small".into(),
+            ttl: None,
+            requested_by: "test".into(),
+            reason: "versions".into(),
+            intent: Intent::Keep,
+            host: None,
+        };
+        let mut c = WorkerClaim::for_claim(&Claim::new(name, spec));
+        c.metadata.resource_version = Some(rv.to_owned());
+        c
+    }
+
+    #[test]
+    fn a_read_that_overlapped_the_stores_own_write_does_not_put_an_older_version_back() {
+        let mut v = Versions::default();
+        let read = v.ticket();
+        let write = v.ticket();
+        v.saw(&claim_at("burst-a", "7"), write);
+        // The read started before the write and answers after it.
+        v.saw(&claim_at("burst-a", "6"), read);
+        assert_eq!(v.seen["burst-a"].0, "7");
+        // A read started later wins.
+        let later = v.ticket();
+        v.saw(&claim_at("burst-a", "9"), later);
+        assert_eq!(v.seen["burst-a"].0, "9");
+    }
+
+    #[test]
+    fn a_list_forgets_the_claims_it_no_longer_shows_unless_seen_since() {
+        let mut v = Versions::default();
+        let first = v.ticket();
+        v.saw(&claim_at("gone", "3"), first);
+        let list = v.ticket();
+        let created = v.ticket();
+        v.saw(&claim_at("new", "5"), created);
+        v.forget_missing(&[], list);
+        assert!(!v.seen.contains_key("gone"));
+        assert!(v.seen.contains_key("new"));
     }
 }
