@@ -87,8 +87,9 @@ impl PveHypervisor {
         Ok(())
     }
 
-    /// The hosts whose status could not be used at the last look, with
-    /// the problem: for metrics and Events.
+    /// The hosts whose status answer could not be used (unparsable,
+    /// refused) at the last [`PveHypervisor::host_snapshots`], with the
+    /// problem: the CLI fails on them, the controller reports them.
     pub fn host_problems(&self) -> BTreeMap<String, String> {
         self.host_problems
             .lock()
@@ -127,13 +128,13 @@ impl PveHypervisor {
     /// VMs (running or not), logical CPUs and vCPUs allocated, free storage,
     /// free GPU mapping devices and the VMs placed on each; plus every VMID
     /// in use in the cluster. A host that does not answer (or that the
-    /// cluster does not know) is offline.
+    /// cluster does not know) is offline. A host whose status answer cannot
+    /// be used (unparsable, refused) is offline too, but never silently:
+    /// it is logged and listed in [`PveHypervisor::host_problems`] until it
+    /// answers properly.
     ///
     /// # Errors
-    /// The cluster-wide reads (VMs, storage, PCI mappings) failing; a host
-    /// whose status answer cannot be used (unparsable, refused) is an error
-    /// naming the host and the problem, `Transient` so that the executor
-    /// retries rather than failing claims, never a silently offline host.
+    /// The cluster-wide reads (VMs, storage, PCI mappings) failing.
     pub async fn host_snapshots(&self) -> ProviderResult<(Vec<HostSnapshot>, BTreeSet<u32>)> {
         let pve = &self.client;
         let vms = pve.cluster_vms().await.map_err(classify)?;
@@ -169,17 +170,16 @@ impl PveHypervisor {
         for host in &self.provider.hosts {
             let status = match pve.node_status(host).await {
                 Ok(status) => status,
-                Err(e) if e.kind() == ErrorKind::NotFound || is_unanswered(&e) => {
+                Err(e) => {
+                    if e.kind() != ErrorKind::NotFound && !is_unanswered(&e) {
+                        problems.insert(host.clone(), chain(&e));
+                    }
                     out.push(HostSnapshot {
                         name: host.clone(),
                         provider: self.provider.name.clone(),
                         online: false,
                         ..HostSnapshot::default()
                     });
-                    continue;
-                }
-                Err(e) => {
-                    problems.insert(host.clone(), chain(&e));
                     continue;
                 }
             };
@@ -247,21 +247,21 @@ impl PveHypervisor {
                     .collect(),
             });
         }
-        let report = problems
-            .iter()
-            .map(|(host, problem)| format!("host {host}: {problem}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        *self
+        let mut known = self
             .host_problems
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = problems;
-        if !report.is_empty() {
-            return Err(ProviderError::new(
-                ProviderErrorKind::Transient,
-                format!("reading the Proxmox hosts' status: {report}"),
-            ));
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (host, problem) in &problems {
+            if known.get(host) != Some(problem) {
+                tracing::warn!(
+                    host,
+                    problem,
+                    "a Proxmox host's status cannot be used: taken as offline"
+                );
+            }
         }
+        *known = problems;
+        drop(known);
         Ok((out, vms.iter().map(|v| v.vmid).collect()))
     }
 }

@@ -297,7 +297,8 @@ async fn an_unparsable_host_status_shows_in_the_controllers_metrics() {
         lease: None,
         autoscale: true,
     };
-    let task = tokio::spawn(run(executor(&lab).await, options, stop_rx, Some(bound_tx)));
+    let exec = executor(&lab).await;
+    let task = tokio::spawn(run(exec.clone(), options, stop_rx, Some(bound_tx)));
     let addr = bound_rx.await.unwrap();
     let unreadable = "tidepool_host_status_unreadable{host=\"pve-02\"} 1";
     assert!(until(|| async { get(addr, "/metrics").await.1.contains(unreadable) }).await);
@@ -306,6 +307,31 @@ async fn an_unparsable_host_status_shows_in_the_controllers_metrics() {
             .await
             .1
             .contains("tidepool_host_status_unreadable{host=\"pve-01\"}")
+    );
+    // The host is taken as offline, loudly; the other host still takes
+    // new workers.
+    let svc = Service::new(exec.clone());
+    let name = svc
+        .provision(&ProvisionRequest {
+            pool: "burst".into(),
+            size: Some("small".into()),
+            count: 1,
+            ttl: None,
+            requested_by: "fencing-test".into(),
+            reason: "one host unreadable".into(),
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        until(|| async {
+            svc.get_worker(&name).await.unwrap().phase == tidepool_core::Phase::Ready
+        })
+        .await
+    );
+    assert_eq!(
+        svc.get_worker(&name).await.unwrap().host.as_deref(),
+        Some("pve-01")
     );
     // Once the host answers properly, the gauge goes.
     lab.faults.set_rules(Vec::new());
