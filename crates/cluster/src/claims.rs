@@ -106,7 +106,26 @@ impl ClusterClient {
         name: &str,
         status: &ClaimStatus,
     ) -> Result<WorkerClaim, ClusterError> {
-        let patch = json!({ "status": status_patch(status)? });
+        self.patch_claim_status_at(name, status, None).await
+    }
+
+    /// As [`ClusterClient::patch_claim_status`], but only if the claim is
+    /// still at `resource_version` (when given): a claim written by anyone
+    /// since is left alone and the answer is a conflict.
+    ///
+    /// # Errors
+    /// Conflict when the claim changed since `resource_version`; NotFound
+    /// when it does not exist; Invalid when the server rejects a value.
+    pub async fn patch_claim_status_at(
+        &self,
+        name: &str,
+        status: &ClaimStatus,
+        resource_version: Option<&str>,
+    ) -> Result<WorkerClaim, ClusterError> {
+        let mut patch = json!({ "status": status_patch(status)? });
+        if let Some(rv) = resource_version {
+            patch["metadata"] = json!({ "resourceVersion": rv });
+        }
         self.claims()
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await

@@ -373,7 +373,17 @@ pub trait ClaimStore: PoolRecords + Send + Sync {
     fn update(&self, claim: &Claim) -> impl Future<Output = ProviderResult<()>> + Send;
     /// The claim, if it exists.
     fn get(&self, name: &str) -> impl Future<Output = ProviderResult<Option<Claim>>> + Send;
-    /// Replaces the claim's status.
+    /// Replaces the claim's status, conditionally: it succeeds only if
+    /// nobody else wrote the claim since this store last read it (through
+    /// [`ClaimStore::get`], [`ClaimStore::list`], or
+    /// [`ClaimStore::observed`] for a claim it had not read otherwise) or
+    /// wrote it itself. The store remembers the version it last saw per
+    /// claim; a claim it never saw is written unconditionally.
+    ///
+    /// # Errors
+    /// `Conflict` when someone else wrote the claim in between (a deposed
+    /// leader's write fails this way; read the claim again and retry);
+    /// `NotFound` when it is gone.
     fn save_status(
         &self,
         name: &str,

@@ -131,7 +131,9 @@ where
         drive(&self.exec, name, self.options, &self.backoffs, stop).await
     }
 
-    /// Reconciles every claim until `stop` turns true.
+    /// Reconciles every claim until `stop` turns true. Aborting the
+    /// returned task aborts every claim's drive with it (fencing: a replica
+    /// that stops leading drops the work in flight at once).
     ///
     /// Watch-driven: the loop sleeps until the store reports a claim change
     /// (or a drive finishes), then looks at the claims as last observed and
@@ -140,7 +142,7 @@ where
     /// the only trigger for a store that cannot report changes).
     pub fn spawn(self, stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut running: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+            let mut running: BTreeMap<String, AbortOnDrop> = BTreeMap::new();
             // Each claim as it was when its last drive started: an idle
             // claim is driven again only once it differs.
             let mut started: BTreeMap<String, Claim> = BTreeMap::new();
@@ -151,7 +153,7 @@ where
                 if *stop.borrow() {
                     break;
                 }
-                running.retain(|_, task| !task.is_finished());
+                running.retain(|_, task| !task.0.is_finished());
                 match self.exec.store().observed().await {
                     Ok(claims) => {
                         started.retain(|name, _| claims.iter().any(|c| &c.name == name));
@@ -170,12 +172,12 @@ where
                             started.insert(claim.name.clone(), claim);
                             running.insert(
                                 name.clone(),
-                                tokio::spawn(async move {
+                                AbortOnDrop(tokio::spawn(async move {
                                     if let Err(e) = drive(&exec, &name, options, &backoffs, &stop).await {
                                         warn!(claim = %name, error = %e, category = e.category(), "claim not reconciled");
                                     }
                                     finished.notify_one();
-                                }),
+                                })),
                             );
                         }
                     }
@@ -202,10 +204,17 @@ where
                     () = crate::wake::changed(&mut stop_wait) => {}
                 }
             }
-            for (_, task) in running {
-                task.abort();
-            }
+            drop(running);
         })
+    }
+}
+
+/// A claim's drive, aborted when dropped: with the reconciler's own task.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -255,6 +264,15 @@ async fn drive_steps<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore>(
             Err(ExecutorError::Retry { step, source }) => {
                 backoffs.metrics.step_failed(step, source.kind.as_str());
                 debug!(claim = name, %step, error = %source, "retrying");
+                backoff = (backoff * 2).min(options.max_backoff);
+                (Duration::ZERO, backoff.max(options.min_wait))
+            }
+            // Someone wrote the claim since the step read it (its status
+            // write was conditional): the next step reads it again.
+            Err(ExecutorError::Store { source, .. })
+                if source.kind == crate::ports::ProviderErrorKind::Conflict =>
+            {
+                debug!(claim = name, error = %source, "claim changed meanwhile: reading it again");
                 backoff = (backoff * 2).min(options.max_backoff);
                 (Duration::ZERO, backoff.max(options.min_wait))
             }

@@ -95,12 +95,21 @@ pub struct World {
     pub interleave: bool,
     /// Calls made, by operation name (as injected errors name them).
     pub calls: BTreeMap<&'static str, usize>,
+    /// Each claim's version (its resourceVersion), bumped on every write
+    /// through the [`ClaimStore`] port and by [`Fake::put_claim`].
+    pub claim_versions: BTreeMap<String, u64>,
     uuid_counter: u64,
 }
 
-/// A handle on the shared world; clones share it.
+/// A handle on the shared world; clones share it, and share the claim
+/// versions the handle saw (one process). [`Fake::another_process`] is a
+/// second process's handle: the same world, its own versions seen.
 #[derive(Clone, Debug, Default)]
-pub struct Fake(pub Arc<Mutex<World>>);
+pub struct Fake(pub Arc<Mutex<World>>, SeenVersions);
+
+/// The claim versions one [`Fake`] store last read or wrote, by claim.
+#[derive(Clone, Debug, Default)]
+pub struct SeenVersions(Arc<Mutex<BTreeMap<String, u64>>>);
 
 impl Fake {
     /// A new empty world whose VMIDs start at 1250.
@@ -113,6 +122,24 @@ impl Fake {
     /// Locks the world.
     pub fn world(&self) -> MutexGuard<'_, World> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle on the same world for another process: it remembers its
+    /// own claim versions, so its conditional status writes fail once this
+    /// one (or anyone) wrote the claim after it read it.
+    pub fn another_process(&self) -> Self {
+        Self(self.0.clone(), SeenVersions::default())
+    }
+
+    fn seen(&self) -> MutexGuard<'_, BTreeMap<String, u64>> {
+        self.1.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remembers the version of `name` this handle read or wrote.
+    fn saw(&self, name: &str, version: Option<u64>) {
+        if let Some(v) = version {
+            self.seen().insert(name.to_owned(), v);
+        }
     }
 
     /// Queues an error for the next call of `op`.
@@ -184,7 +211,9 @@ impl Fake {
 
     /// Stores a claim.
     pub fn put_claim(&self, claim: Claim) {
-        self.world().claims.insert(claim.name.clone(), claim);
+        let mut w = self.world();
+        bump(&mut w, &claim.name);
+        w.claims.insert(claim.name.clone(), claim);
     }
 
     /// VMs whose valid marker names `claim`.
@@ -220,6 +249,13 @@ fn facts(vm: &FakeVm) -> VmFacts {
         running: vm.running,
         locked: vm.locked,
     }
+}
+
+/// A new version of claim `name`, recorded in the world.
+fn bump(w: &mut World, name: &str) -> u64 {
+    let v = w.claim_versions.get(name).copied().unwrap_or(0) + 1;
+    w.claim_versions.insert(name.to_owned(), v);
+    v
 }
 
 fn not_found(what: String) -> ProviderError {
@@ -568,7 +604,11 @@ impl ClaimStore for Fake {
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
         self.pause().await;
         self.take("list_claims")?;
-        Ok(self.world().claims.values().cloned().collect())
+        let w = self.world();
+        for name in w.claims.keys() {
+            self.saw(name, w.claim_versions.get(name).copied());
+        }
+        Ok(w.claims.values().cloned().collect())
     }
 
     async fn create(&self, claim: &Claim) -> ProviderResult<()> {
@@ -582,7 +622,9 @@ impl ClaimStore for Fake {
             ));
         }
         w.claims.insert(claim.name.clone(), claim.clone());
+        let v = bump(&mut w, &claim.name);
         drop(w);
+        self.saw(&claim.name, Some(v));
         self.claims_changed();
         Ok(())
     }
@@ -596,25 +638,42 @@ impl ClaimStore for Fake {
             .ok_or_else(|| not_found(format!("claim {}", claim.name)))?;
         stored.spec = claim.spec.clone();
         stored.spec.intent = claim.spec.intent;
+        let v = bump(&mut w, &claim.name);
         drop(w);
+        self.saw(&claim.name, Some(v));
         self.claims_changed();
         Ok(())
     }
 
     async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
         self.take("get_claim")?;
-        Ok(self.world().claims.get(name).cloned())
+        let w = self.world();
+        let claim = w.claims.get(name).cloned();
+        if claim.is_some() {
+            self.saw(name, w.claim_versions.get(name).copied());
+        }
+        Ok(claim)
     }
 
     async fn save_status(&self, name: &str, status: &ClaimStatus) -> ProviderResult<()> {
         self.take("save_status")?;
         let mut w = self.world();
+        let current = w.claim_versions.get(name).copied();
         let claim = w
             .claims
             .get_mut(name)
             .ok_or_else(|| not_found(format!("claim {name}")))?;
+        let seen = self.seen().get(name).copied();
+        if seen.is_some() && seen != current {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Conflict,
+                format!("claim {name} was written since this store read it"),
+            ));
+        }
         claim.status = status.clone();
+        let v = bump(&mut w, name);
         drop(w);
+        self.saw(name, Some(v));
         self.claims_changed();
         Ok(())
     }
@@ -625,11 +684,19 @@ impl ClaimStore for Fake {
 
     async fn add_finalizer(&self, name: &str) -> ProviderResult<()> {
         self.take("add_finalizer")?;
-        self.world()
+        let mut w = self.world();
+        let claim = w
             .claims
             .get_mut(name)
-            .ok_or_else(|| not_found(format!("claim {name}")))?
-            .finalizer = true;
+            .ok_or_else(|| not_found(format!("claim {name}")))?;
+        if claim.finalizer {
+            // Already there: nothing is written.
+            return Ok(());
+        }
+        claim.finalizer = true;
+        let v = bump(&mut w, name);
+        drop(w);
+        self.saw(name, Some(v));
         self.claims_changed();
         Ok(())
     }
@@ -639,7 +706,9 @@ impl ClaimStore for Fake {
         let mut w = self.world();
         // With the finalizer gone and removal requested, the record disappears.
         w.claims.remove(name);
+        w.claim_versions.remove(name);
         drop(w);
+        self.seen().remove(name);
         self.claims_changed();
         Ok(())
     }

@@ -3,6 +3,11 @@
 //! A claim's intent lives where Kubernetes users expect it: `spec.intent`
 //! (drain, or remove with `force`), and a deletion timestamp means remove,
 //! so `kubectl delete workerclaim X` works.
+//!
+//! Status writes are conditional: the store remembers the resourceVersion
+//! it last saw of each claim (from its reads and its own writes) and sends
+//! it with every status patch, so a deposed leader's write fails with a
+//! conflict instead of overwriting what the new leader recorded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +56,47 @@ pub struct KubeCluster {
     clock: Arc<dyn Clock>,
     /// Where the pool records live (Tidepool's namespace).
     namespace: String,
+    /// The resourceVersion last seen of each claim.
+    versions: Arc<std::sync::Mutex<Versions>>,
+}
+
+/// The resourceVersion this store last saw of each claim, with the ticket
+/// of the call that saw it. Calls take increasing tickets when they start;
+/// an answer replaces what a call started later saw never, so a read that
+/// overlapped this store's own write cannot put an older version back.
+#[derive(Debug, Default)]
+struct Versions {
+    next: u64,
+    seen: BTreeMap<String, (String, u64)>,
+}
+
+impl Versions {
+    fn ticket(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Forgets the claims a list started at `ticket` no longer shows,
+    /// unless a later call saw them.
+    fn forget_missing(&mut self, listed: &[WorkerClaim], ticket: u64) {
+        self.seen.retain(|name, (_, at)| {
+            *at > ticket
+                || listed
+                    .iter()
+                    .any(|c| c.metadata.name.as_ref() == Some(name))
+        });
+    }
+
+    fn saw(&mut self, claim: &WorkerClaim, ticket: u64) {
+        if let (Some(name), Some(rv)) = (&claim.metadata.name, &claim.metadata.resource_version) {
+            match self.seen.get(name) {
+                Some((_, later)) if *later > ticket => {}
+                _ => {
+                    self.seen.insert(name.clone(), (rv.clone(), ticket));
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for KubeCluster {
@@ -67,6 +113,7 @@ impl KubeCluster {
             cluster,
             clock,
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            versions: Arc::default(),
         }
     }
 
@@ -75,6 +122,28 @@ impl KubeCluster {
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
         self
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
+        self.versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A ticket for a call about to start.
+    fn ticket(&self) -> u64 {
+        self.versions().ticket()
+    }
+
+    /// Remembers the version of a claim that the call holding `ticket`
+    /// read or wrote.
+    fn saw(&self, claim: &WorkerClaim, ticket: u64) {
+        self.versions().saw(claim, ticket);
+    }
+
+    /// The resourceVersion this store last saw of `name`, if any.
+    pub fn seen_version(&self, name: &str) -> Option<String> {
+        self.versions().seen.get(name).map(|(rv, _)| rv.clone())
     }
 
     /// The client.
@@ -276,24 +345,24 @@ impl PoolRecords for KubeCluster {
 
 impl ClaimStore for KubeCluster {
     async fn get(&self, name: &str) -> ProviderResult<Option<Claim>> {
-        Ok(self
-            .cluster
-            .get_claim(name)
-            .await
-            .map_err(classify)?
-            .as_ref()
-            .map(WorkerClaim::to_claim))
+        let ticket = self.ticket();
+        let claim = self.cluster.get_claim(name).await.map_err(classify)?;
+        if let Some(c) = &claim {
+            self.saw(c, ticket);
+        }
+        Ok(claim.as_ref().map(WorkerClaim::to_claim))
     }
 
     async fn list(&self) -> ProviderResult<Vec<Claim>> {
-        Ok(self
-            .cluster
-            .list_claims(None)
-            .await
-            .map_err(classify)?
-            .iter()
-            .map(WorkerClaim::to_claim)
-            .collect())
+        let ticket = self.ticket();
+        let claims = self.cluster.list_claims(None).await.map_err(classify)?;
+        let mut versions = self.versions();
+        versions.forget_missing(&claims, ticket);
+        for c in &claims {
+            versions.saw(c, ticket);
+        }
+        drop(versions);
+        Ok(claims.iter().map(WorkerClaim::to_claim).collect())
     }
 
     async fn observed(&self) -> ProviderResult<Vec<Claim>> {
@@ -302,7 +371,22 @@ impl ClaimStore for KubeCluster {
             // The watch is not answering: read the API server directly.
             return ClaimStore::list(self).await;
         }
-        Ok(cache.state().iter().map(|c| c.to_claim()).collect())
+        let claims = cache.state();
+        {
+            // A watch may lag behind what this store read or wrote itself:
+            // it only fills in claims the store has not seen yet.
+            let mut versions = self.versions();
+            for c in &claims {
+                if c.metadata
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| !versions.seen.contains_key(n))
+                {
+                    versions.saw(c, 0);
+                }
+            }
+        }
+        Ok(claims.iter().map(|c| c.to_claim()).collect())
     }
 
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -310,7 +394,9 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn create(&self, claim: &Claim) -> ProviderResult<()> {
-        self.cluster.create_claim(claim).await.map_err(classify)?;
+        let ticket = self.ticket();
+        let created = self.cluster.create_claim(claim).await.map_err(classify)?;
+        self.saw(&created, ticket);
         Ok(())
     }
 
@@ -325,7 +411,9 @@ impl ClaimStore for KubeCluster {
                 "ttlSeconds": claim.spec.ttl.map(|t| t.as_secs()),
             },
         });
-        self.cluster
+        let ticket = self.ticket();
+        let updated = self
+            .cluster
             .claims()
             .patch(&claim.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -335,6 +423,7 @@ impl ClaimStore for KubeCluster {
                     e,
                 ))
             })?;
+        self.saw(&updated, ticket);
         if claim.spec.intent.is_removal() {
             self.cluster
                 .delete_claim(&claim.name)
@@ -345,10 +434,14 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn save_status(&self, name: &str, status: &ClaimStatus) -> ProviderResult<()> {
-        self.cluster
-            .patch_claim_status(name, status)
+        let ticket = self.ticket();
+        let seen = self.seen_version(name);
+        let written = self
+            .cluster
+            .patch_claim_status_at(name, status, seen.as_deref())
             .await
             .map_err(classify)?;
+        self.saw(&written, ticket);
         Ok(())
     }
 
@@ -382,18 +475,77 @@ impl ClaimStore for KubeCluster {
     }
 
     async fn add_finalizer(&self, name: &str) -> ProviderResult<()> {
-        self.cluster
+        let ticket = self.ticket();
+        let changed = self
+            .cluster
             .add_claim_finalizer(name)
             .await
             .map_err(classify)?;
+        self.saw(&changed, ticket);
         Ok(())
     }
 
     async fn remove_finalizer(&self, name: &str) -> ProviderResult<()> {
-        self.cluster
+        let ticket = self.ticket();
+        match self
+            .cluster
             .remove_claim_finalizer(name)
             .await
-            .map_err(classify)?;
+            .map_err(classify)?
+        {
+            Some(left) => self.saw(&left, ticket),
+            None => {
+                self.versions().seen.remove(name);
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim_at(name: &str, rv: &str) -> WorkerClaim {
+        let spec = tidepool_controller::claim::ClaimSpec {
+            pool: "burst".into(),
+            size: "small".into(),
+            ttl: None,
+            requested_by: "test".into(),
+            reason: "versions".into(),
+            intent: Intent::Keep,
+            host: None,
+        };
+        let mut c = WorkerClaim::for_claim(&Claim::new(name, spec));
+        c.metadata.resource_version = Some(rv.to_owned());
+        c
+    }
+
+    #[test]
+    fn a_read_that_overlapped_the_stores_own_write_does_not_put_an_older_version_back() {
+        let mut v = Versions::default();
+        let read = v.ticket();
+        let write = v.ticket();
+        v.saw(&claim_at("burst-a", "7"), write);
+        // The read started before the write and answers after it.
+        v.saw(&claim_at("burst-a", "6"), read);
+        assert_eq!(v.seen["burst-a"].0, "7");
+        // A read started later wins.
+        let later = v.ticket();
+        v.saw(&claim_at("burst-a", "9"), later);
+        assert_eq!(v.seen["burst-a"].0, "9");
+    }
+
+    #[test]
+    fn a_list_forgets_the_claims_it_no_longer_shows_unless_seen_since() {
+        let mut v = Versions::default();
+        let first = v.ticket();
+        v.saw(&claim_at("gone", "3"), first);
+        let list = v.ticket();
+        let created = v.ticket();
+        v.saw(&claim_at("new", "5"), created);
+        v.forget_missing(&[], list);
+        assert!(!v.seen.contains_key("gone"));
+        assert!(v.seen.contains_key("new"));
     }
 }

@@ -35,6 +35,11 @@ pub struct PveHypervisor {
     /// they were read: templates change rarely, and reading every
     /// template's config on every planning pass would load Proxmox.
     template_disks: std::sync::Mutex<TemplateDisks>,
+    /// When Proxmox last answered a read (readiness looks at it).
+    answered: std::sync::Mutex<Option<Instant>>,
+    /// Hosts whose status answer could not be used, with the problem, as
+    /// of the last [`PveHypervisor::host_snapshots`].
+    host_problems: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// Per (node, VMID): when the disks were read, and their storages.
@@ -50,7 +55,47 @@ impl PveHypervisor {
             client,
             provider,
             template_disks: std::sync::Mutex::default(),
+            answered: std::sync::Mutex::default(),
+            host_problems: std::sync::Mutex::default(),
         }
+    }
+
+    /// Notes that Proxmox answered just now.
+    fn note_answer(&self) {
+        *self
+            .answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// When Proxmox last answered a read (`None` before the first answer),
+    /// on the monotonic clock.
+    pub fn last_answer(&self) -> Option<Instant> {
+        *self
+            .answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks Proxmox for its version, so that an idle controller still
+    /// knows whether the API answers.
+    ///
+    /// # Errors
+    /// The request failing.
+    pub async fn probe(&self) -> ProviderResult<()> {
+        self.client.version().await.map_err(classify)?;
+        self.note_answer();
+        Ok(())
+    }
+
+    /// The hosts whose status answer could not be used (unparsable,
+    /// refused) at the last [`PveHypervisor::host_snapshots`], with the
+    /// problem: the CLI fails on them, the controller reports them.
+    pub fn host_problems(&self) -> BTreeMap<String, String> {
+        self.host_problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The storages `template`'s disks are on (cached for
@@ -83,13 +128,18 @@ impl PveHypervisor {
     /// What the planner needs of this provider's hosts: memory committed to
     /// VMs (running or not), logical CPUs and vCPUs allocated, free storage,
     /// free GPU mapping devices and the VMs placed on each; plus every VMID
-    /// in use in the cluster. A host that does not answer is offline.
+    /// in use in the cluster. A host that does not answer (or that the
+    /// cluster does not know) is offline. A host whose status answer cannot
+    /// be used (unparsable, refused) is offline too, but never silently:
+    /// it is logged and listed in [`PveHypervisor::host_problems`] until it
+    /// answers properly.
     ///
     /// # Errors
     /// The cluster-wide reads (VMs, storage, PCI mappings) failing.
     pub async fn host_snapshots(&self) -> ProviderResult<(Vec<HostSnapshot>, BTreeSet<u32>)> {
         let pve = &self.client;
         let vms = pve.cluster_vms().await.map_err(classify)?;
+        self.note_answer();
         let storages = pve.cluster_storage().await.map_err(classify)?;
         let mappings = pve.pci_mappings(None).await.map_err(classify)?;
         let shared: BTreeSet<&str> = storages
@@ -117,15 +167,22 @@ impl PveHypervisor {
             }
         }
         let mut out = Vec::new();
+        let mut problems = BTreeMap::new();
         for host in &self.provider.hosts {
-            let Ok(status) = pve.node_status(host).await else {
-                out.push(HostSnapshot {
-                    name: host.clone(),
-                    provider: self.provider.name.clone(),
-                    online: false,
-                    ..HostSnapshot::default()
-                });
-                continue;
+            let status = match pve.node_status(host).await {
+                Ok(status) => status,
+                Err(e) => {
+                    if e.kind() != ErrorKind::NotFound && !is_unanswered(&e) {
+                        problems.insert(host.clone(), chain(&e));
+                    }
+                    out.push(HostSnapshot {
+                        name: host.clone(),
+                        provider: self.provider.name.clone(),
+                        online: false,
+                        ..HostSnapshot::default()
+                    });
+                    continue;
+                }
             };
             let on_host: Vec<_> = vms
                 .iter()
@@ -191,8 +248,29 @@ impl PveHypervisor {
                     .collect(),
             });
         }
+        let mut known = self
+            .host_problems
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (host, problem) in &problems {
+            if known.get(host) != Some(problem) {
+                tracing::warn!(
+                    host,
+                    problem,
+                    "a Proxmox host's status cannot be used: taken as offline"
+                );
+            }
+        }
+        *known = problems;
+        drop(known);
         Ok((out, vms.iter().map(|v| v.vmid).collect()))
     }
+}
+
+/// Whether a failed call means the host did not answer (down, unreachable,
+/// too slow), as opposed to answering something that cannot be used.
+fn is_unanswered(e: &ProxmoxError) -> bool {
+    matches!(e.kind(), ErrorKind::Transient | ErrorKind::Timeout)
 }
 
 /// An error with its whole chain of causes, for messages that must say

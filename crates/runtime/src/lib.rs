@@ -1,9 +1,11 @@
 //! The `tidepool run` process: it competes for leadership with a Lease
 //! ([`leader`]), and while it leads drives every WorkerClaim through its
 //! lifecycle and autoscales, over the live adapters; it serves `/healthz`,
-//! `/readyz` and `/metrics` ([`run`]).
+//! `/readyz` and `/metrics` ([`run`]), `/readyz` telling the truth about
+//! the caches and the Proxmox API ([`health`]).
 
+pub mod health;
 pub mod leader;
 pub mod run;
 
-pub use run::{Metrics, RunOptions, run};
+pub use run::{Metrics, RunError, RunOptions, run};

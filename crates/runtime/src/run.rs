@@ -1,7 +1,12 @@
 //! `tidepool run`: the controller process. It competes for leadership with
 //! a Lease, drives every WorkerClaim through its lifecycle while it leads
-//! (and reconciles VMs against claims both ways), and serves `/healthz`,
-//! `/readyz` and `/metrics`.
+//! (and reconciles VMs against claims both ways), and serves `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Fencing: the moment leadership drops, the reconciler (with every claim
+//! drive in flight) and the autoscaler are aborted, not merely told to
+//! start nothing new. The health address is bound before the Lease is
+//! competed for, and on the way out the work stops before the Lease is
+//! released.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -22,6 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::health::{Readiness, probe_proxmox};
 use crate::leader::{self, LeaseConfig};
 use tidepool_controller::autoscaler::{Autoscaler, Timing};
 use tidepool_controller::ports::ClaimStore;
@@ -98,6 +104,8 @@ pub struct Metrics {
     step_failures: Family<StepLabels, Counter>,
     in_backoff: Gauge<i64, AtomicI64>,
     orphan_vms: Gauge<i64, AtomicI64>,
+    host_status_errors: Family<HostLabel, Gauge<i64, AtomicI64>>,
+    host_labels: std::sync::Mutex<BTreeSet<HostLabel>>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -162,6 +170,16 @@ impl Metrics {
         seen.retain(|n| claims.iter().any(|c| &c.name == n));
     }
 
+    /// Sets the unreadable-host-status gauge: 1 for each host whose status
+    /// answer could not be used at the last look.
+    pub fn observe_host_problems(&self, problems: &BTreeMap<String, String>) {
+        let values = problems
+            .keys()
+            .map(|host| (HostLabel { host: host.clone() }, 1))
+            .collect();
+        replace_gauges(&self.host_status_errors, &self.host_labels, values);
+    }
+
     /// Registers every metric.
     pub fn new() -> Arc<Self> {
         let m = Self {
@@ -183,6 +201,8 @@ impl Metrics {
             step_failures: Family::default(),
             in_backoff: Gauge::default(),
             orphan_vms: Gauge::default(),
+            host_status_errors: Family::default(),
+            host_labels: std::sync::Mutex::new(BTreeSet::new()),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -232,6 +252,11 @@ impl Metrics {
                 "tidepool_provisioning_duration_seconds",
                 "Time from a worker's request to its node being Ready",
                 m.provisioning.clone(),
+            );
+            r.register(
+                "tidepool_host_status_unreadable",
+                "1 for each Proxmox host whose status answer could not be used",
+                m.host_status_errors.clone(),
             );
         }
         Arc::new(m)
@@ -295,6 +320,26 @@ impl SweepMetrics for Metrics {
     }
 }
 
+/// A host label (the configured Proxmox hosts).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct HostLabel {
+    host: String,
+}
+
+/// Why the controller could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The health and metrics address could not be bound; the Lease was
+    /// not competed for.
+    #[error("listening for /healthz, /readyz and /metrics on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
 /// How the controller runs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -310,6 +355,7 @@ pub struct RunOptions {
 struct Health {
     metrics: Arc<Metrics>,
     leading: watch::Receiver<bool>,
+    ready: Arc<Readiness>,
 }
 
 async fn healthz() -> &'static str {
@@ -322,7 +368,15 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
     } else {
         "standby"
     };
-    (StatusCode::OK, format!("ready ({role})"))
+    let failures = h.ready.failures();
+    if failures.is_empty() {
+        (StatusCode::OK, format!("ready ({role})"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready ({role}): {}", failures.join("; ")),
+        )
+    }
 }
 
 async fn metrics_text(
@@ -338,28 +392,110 @@ async fn metrics_text(
     )
 }
 
-/// Serves the health and metrics endpoints; returns the bound address.
-///
-/// # Errors
-/// When the address cannot be bound.
-pub async fn serve_health(
-    addr: SocketAddr,
+/// Serves the health and metrics endpoints on `listener`.
+fn serve_health(
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     leading: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    ready: Arc<Readiness>,
+) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Health { metrics, leading });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
+        .with_state(Health {
+            metrics,
+            leading,
+            ready,
+        });
+    tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "health endpoint stopped");
         }
-    });
-    Ok((bound, task))
+    })
+}
+
+/// Binds the health address.
+async fn bind_health(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
+    let bind_error = |source| RunError::Bind { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// The work a leader does: the reconciler and the autoscaler.
+struct Work {
+    stop: watch::Sender<bool>,
+    reconciler: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
+    autoscaler: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Work {
+    /// Starts the reconciler, the sweep of VMs against claims, and the
+    /// autoscaler if `autoscale`.
+    fn start(exec: &Arc<LiveExecutor>, autoscale: bool, metrics: &Arc<Metrics>) -> Self {
+        let clock = exec.clock().clone();
+        let (tx, rx) = watch::channel(false);
+        let defaults = ReconcilerOptions::default();
+        // Claims are driven on change; the safety-net resync runs on
+        // the controller's clock, never more often than `min_wait`.
+        let opts = ReconcilerOptions {
+            min_wait: defaults.min_wait.min(Duration::from_millis(20)),
+            ..defaults
+        };
+        let reconciler = Reconciler::new(exec.clone(), opts)
+            .with_metrics(metrics.clone())
+            .spawn(rx.clone());
+        // VMs against claims, both ways, once per polling interval.
+        let config = exec.config();
+        let sweeper = tokio::spawn(sweep::run(
+            Sweeper::new(exec.clone(), config.server.orphan_grace_period),
+            config.polling_interval,
+            SWEEP_FLOOR,
+            rx.clone(),
+            metrics.clone(),
+        ));
+        let autoscaler = autoscale.then(|| {
+            // The batching window: half a second of controller time,
+            // so the first clone follows an unschedulable pod within
+            // a second.
+            let window = clock.real(BATCH_WINDOW).max(Duration::from_millis(20));
+            let autoscaler = Autoscaler::new(
+                Arc::new(LiveService::new(exec.clone())),
+                Arc::new(LiveObserver(exec.clone())),
+                exec.nodes().clone(),
+            );
+            tokio::spawn(tidepool_controller::autoscaler::run(
+                autoscaler,
+                Timing::new(window),
+                rx,
+                metrics.clone(),
+            ))
+        });
+        Self {
+            stop: tx,
+            reconciler,
+            sweeper,
+            autoscaler,
+        }
+    }
+
+    /// Stops the work at once: every claim drive and the autoscaler pass in
+    /// flight are aborted, then awaited.
+    async fn abort(self) {
+        let _ = self.stop.send(true);
+        self.reconciler.abort();
+        let _ = self.reconciler.await;
+        self.sweeper.abort();
+        let _ = self.sweeper.await;
+        if let Some(a) = self.autoscaler {
+            a.abort();
+            let _ = a.await;
+        }
+    }
 }
 
 /// The least real time between two passes reconciling VMs against claims
@@ -370,30 +506,40 @@ pub const SWEEP_FLOOR: Duration = Duration::from_secs(1);
 pub const BATCH_WINDOW: Duration = Duration::from_millis(500);
 
 /// Runs the controller until `stop` turns true; returns the health address
-/// once serving (through `bound`) and finishes when stopped. Leader
-/// election, the reconciler and the autoscaler all run on the executor's
-/// clock.
+/// once serving (through `bound`) and finishes when stopped. The reconciler
+/// and the autoscaler run on the executor's clock; leader election on real
+/// time ([`leader`]).
 ///
 /// # Errors
-/// When the health endpoint cannot listen.
+/// [`RunError::Bind`] when the health endpoint cannot listen; the Lease is
+/// then never competed for.
 pub async fn run(
     exec: Arc<LiveExecutor>,
     options: RunOptions,
     stop: watch::Receiver<bool>,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
-) -> std::io::Result<()> {
+) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let clock = exec.clock().clone();
+    let (listener, addr) = bind_health(options.metrics_addr).await?;
+    // The elector stops only once the work has: it then releases the Lease.
+    let (elector_stop, elector_stop_rx) = watch::channel(false);
     let (leading, election) = match &options.lease {
         Some(cfg) => {
             let client = exec.nodes().cluster().client().clone();
-            let (rx, task) = leader::spawn(client, cfg.clone(), clock.clone(), stop.clone());
+            let (rx, task) = leader::spawn(client, cfg.clone(), clock.clone(), elector_stop_rx);
             (rx, Some(task))
         }
         None => (watch::channel(true).1, None),
     };
-    let (addr, health) =
-        serve_health(options.metrics_addr, metrics.clone(), leading.clone()).await?;
+    // Proxmox counts as answering for a few resyncs; an idle replica asks
+    // it once a resync (real time, at least a second).
+    let resync = clock
+        .real(ReconcilerOptions::default().resync)
+        .max(Duration::from_secs(1));
+    let ready = Arc::new(Readiness::new(exec.clone(), resync * 3));
+    let prober = tokio::spawn(probe_proxmox(exec.clone(), resync, stop.clone()));
+    let health = serve_health(listener, metrics.clone(), leading.clone(), ready);
     info!(%addr, "serving /healthz, /readyz and /metrics");
     if let Some(tx) = bound {
         let _ = tx.send(addr);
@@ -404,8 +550,11 @@ pub async fn run(
     let (_no_changes, never) = watch::channel(0_u64);
     let mut claim_changes = exec.store().changes().unwrap_or(never);
     let mut stop_rx = stop.clone();
-    let mut active: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)> = None;
+    let mut active: Option<Work> = None;
     loop {
+        if *stop_rx.borrow() {
+            break;
+        }
         let lead = *leading_rx.borrow();
         metrics.leader.set(i64::from(lead));
         match (lead, active.is_some()) {
@@ -414,69 +563,29 @@ pub async fn run(
                     autoscale = options.autoscale,
                     "leading: reconciling worker claims"
                 );
-                let (tx, rx) = watch::channel(false);
-                let defaults = ReconcilerOptions::default();
-                // Claims are driven on change; the safety-net resync runs on
-                // the controller's clock, never more often than `min_wait`.
-                let opts = ReconcilerOptions {
-                    min_wait: defaults.min_wait.min(Duration::from_millis(20)),
-                    ..defaults
-                };
-                let reconciler = Reconciler::new(exec.clone(), opts)
-                    .with_metrics(metrics.clone())
-                    .spawn(rx.clone());
-                // VMs against claims, both ways, once per polling interval.
-                let config = exec.config();
-                let sweeper = tokio::spawn(sweep::run(
-                    Sweeper::new(exec.clone(), config.server.orphan_grace_period),
-                    config.polling_interval,
-                    SWEEP_FLOOR,
-                    rx.clone(),
-                    metrics.clone(),
-                ));
-                let autoscaler = options.autoscale.then(|| {
-                    // The batching window: half a second of controller time,
-                    // so the first clone follows an unschedulable pod within
-                    // a second.
-                    let window = clock.real(BATCH_WINDOW).max(Duration::from_millis(20));
-                    let autoscaler = Autoscaler::new(
-                        Arc::new(LiveService::new(exec.clone())),
-                        Arc::new(LiveObserver(exec.clone())),
-                        exec.nodes().clone(),
-                    );
-                    tokio::spawn(tidepool_controller::autoscaler::run(
-                        autoscaler,
-                        Timing::new(window),
-                        rx,
-                        metrics.clone(),
-                    ))
-                });
-                let task = tokio::spawn(async move {
-                    let _ = reconciler.await;
-                    let _ = sweeper.await;
-                    if let Some(a) = autoscaler {
-                        let _ = a.await;
-                    }
-                });
-                active = Some((tx, task));
+                active = Some(Work::start(&exec, options.autoscale, &metrics));
             }
             (false, true) => {
-                info!("no longer leading: stopping the reconciler");
-                if let Some((tx, task)) = active.take() {
-                    let _ = tx.send(true);
-                    let _ = task.await;
+                info!("no longer leading: aborting the work in flight");
+                if let Some(work) = active.take() {
+                    work.abort().await;
                 }
                 metrics.backing_off(0);
                 metrics.orphans(0);
             }
             _ => {}
         }
-        if let Ok(claims) = exec.store().observed().await {
+        // A hanging read never delays fencing: a change of leadership (or
+        // a stop) goes straight back to the top.
+        let observed = tokio::select! {
+            r = exec.store().observed() => r,
+            () = tidepool_controller::wake::changed(&mut leading_rx) => continue,
+            () = tidepool_controller::wake::changed(&mut stop_rx) => continue,
+        };
+        if let Ok(claims) = observed {
             metrics.observe_claims(&claims, exec.now());
         }
-        if *stop_rx.borrow() {
-            break;
-        }
+        metrics.observe_host_problems(&exec.hypervisor().host_problems());
         // The gauges follow the claims as they change; the timer only ages
         // the oldest-provisioning gauge.
         tokio::select! {
@@ -486,13 +595,14 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
-    if let Some((tx, task)) = active.take() {
-        let _ = tx.send(true);
-        let _ = task.await;
+    if let Some(work) = active.take() {
+        work.abort().await;
     }
+    let _ = elector_stop.send(true);
     if let Some(task) = election {
         let _ = task.await;
     }
+    prober.abort();
     health.abort();
     Ok(())
 }

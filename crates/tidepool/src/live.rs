@@ -94,13 +94,28 @@ pub async fn service(
 /// planner looks at (for `tidepool plan` and `tidepool capacity`).
 ///
 /// # Errors
-/// [`Unavailable`]: exit 1 for observation failures.
+/// [`Unavailable`]: exit 1 for observation failures, and for a Proxmox host
+/// whose status answer cannot be used (naming the host and the problem).
 pub async fn observe(exec: &Arc<LiveExecutor>) -> Result<PlanInput, Unavailable> {
-    tidepool_live::LiveObserver(exec.clone())
+    let input = tidepool_live::LiveObserver(exec.clone())
         .plan_input()
         .await
         .map_err(|e| Unavailable {
             exit: Exit::Failure,
             message: format!("error: observing the cluster: {e}"),
-        })
+        })?;
+    // A host whose status cannot be used would look merely offline: a
+    // report or a plan built on that would mislead.
+    let problems = exec.hypervisor().host_problems();
+    if !problems.is_empty() {
+        return Err(Unavailable {
+            exit: Exit::Failure,
+            message: problems
+                .iter()
+                .map(|(host, problem)| format!("error: Proxmox host {host}: {problem}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        });
+    }
+    Ok(input)
 }

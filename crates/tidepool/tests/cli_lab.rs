@@ -474,3 +474,220 @@ async fn scale_up_requests_workers_for_waiting_pods_at_once_within_limits() {
     }
     lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_host_status_fails_capacity_and_plan_naming_the_host() {
+    let lab = lab("bad-host-status").await;
+    // pve-02 answers its status request with a body that is no status.
+    lab.faults.add_rule(tidepool_lab_sim::FaultRule {
+        service: tidepool_lab_sim::Service::Proxmox,
+        op: "GET /nodes/pve-02/status".into(),
+        error_rate: 1.0,
+        status: Some(200),
+        message: Some("not a status".into()),
+        latency_ms: 0,
+        times: None,
+    });
+    for command in ["capacity", "plan"] {
+        let out = run(&lab, &["-o", "json", command]).await;
+        assert_eq!(out.status.code(), Some(1), "{command}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("host pve-02"), "{command}: {err}");
+        assert!(err.contains("cannot decode"), "{command}: {err}");
+    }
+    // A host that does not answer at all is only offline.
+    lab.faults.set_rules(vec![tidepool_lab_sim::FaultRule {
+        service: tidepool_lab_sim::Service::Proxmox,
+        op: "GET /nodes/pve-02/status".into(),
+        error_rate: 1.0,
+        status: Some(595),
+        message: Some("no route to host".into()),
+        latency_ms: 0,
+        times: None,
+    }]);
+    let out = run(&lab, &["-o", "json", "capacity"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["hosts"][1]["name"], "pve-02");
+    assert_eq!(report["hosts"][1]["online"], false, "{report}");
+}
+
+/// The lab's clock as an in-process controller's.
+#[derive(Debug)]
+struct LabClock(tidepool_lab_sim::SimClock);
+
+impl tidepool_controller::ports::Clock for LabClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::try_from(self.0.now()).unwrap()
+    }
+
+    fn sleep(&self, d: std::time::Duration) -> tidepool_controller::ports::Sleep {
+        let clock = self.0.clone();
+        Box::pin(async move { clock.sleep(d).await })
+    }
+
+    fn real(&self, d: std::time::Duration) -> std::time::Duration {
+        self.0.real(d)
+    }
+}
+
+fn lease(lab: &RunningLab) -> Option<Value> {
+    lab.kube
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "tidepool-system",
+            "tidepool-controller",
+        )
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_wait_beside_a_running_controller_leaves_the_driving_to_it() {
+    let lab = lab("wait-beside").await;
+    let config = std::sync::Arc::new(
+        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
+            .unwrap(),
+    );
+    let options = tidepool_live::LiveOptions {
+        config_dir: lab.files.dir.clone(),
+        kubeconfig: Some(lab.files.kubeconfig.clone()),
+        clock: std::sync::Arc::new(LabClock(lab.clock.clone())),
+    };
+    let exec = std::sync::Arc::new(
+        tidepool_live::connect(config.clone(), &options)
+            .await
+            .unwrap(),
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let server = &config.server;
+    let controller = tokio::spawn(tidepool_runtime::run(
+        exec,
+        tidepool_runtime::RunOptions {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            lease: Some(tidepool_runtime::leader::LeaseConfig {
+                namespace: server.namespace.clone(),
+                name: server.lease_name.clone(),
+                identity: "controller".into(),
+                duration: server.lease_duration,
+            }),
+            autoscale: false,
+        },
+        stop_rx,
+        None,
+    ));
+    for _ in 0..400 {
+        if lease(&lab).is_some_and(|l| l["spec"]["holderIdentity"] == "controller") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
+    let out = run(
+        &lab,
+        &[
+            "-o",
+            "json",
+            "provision",
+            "--pool",
+            "burst",
+            "--count",
+            "2",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("controller holds the controller's Lease: waiting for it"),
+        "{}",
+        stderr(&out)
+    );
+    let workers: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<String> = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{workers}");
+    let vms = lab.pve.vms();
+    for name in &names {
+        let owned =
+            vms.iter()
+                .filter(|v| {
+                    v.description.as_deref().and_then(|d| {
+                        tidepool_controller::executor::owner_from_description(d, v.vmid)
+                    }) == Some(name.as_str())
+                })
+                .count();
+        assert_eq!(owned, 1, "{name}: one VM, cloned by one executor");
+    }
+    // The controller kept the Lease throughout: the command never drove.
+    let held = lease(&lab).unwrap();
+    assert_eq!(held["spec"]["holderIdentity"], "controller", "{held}");
+    assert_eq!(held["spec"]["leaseTransitions"], 0, "{held}");
+    stop.send(true).unwrap();
+    controller.await.unwrap().unwrap();
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exits_with_an_error_when_its_health_port_is_taken_and_never_takes_the_lease() {
+    let lab = lab("port-taken").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let yaml = std::fs::read_to_string(&lab.files.tidepool_yaml)
+        .unwrap()
+        .replace(
+            "metricsAddr: 127.0.0.1:9464",
+            &format!("metricsAddr: 127.0.0.1:{port}"),
+        );
+    let config = lab.files.dir.join("tidepool-port-taken.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let kubeconfig = lab.files.kubeconfig.clone();
+    let origin = lab.clock.origin_unix_ms();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--time-scale", SCALE])
+        .args(["--time-origin", &origin.to_string()])
+        .arg("run")
+        .env("TIDEPOOL_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It ends on its own (a bound, not a measurement: a controller that
+    // cannot serve its health endpoints must not linger).
+    let mut status = None;
+    for _ in 0..400 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!("`tidepool run` kept running with its health port taken");
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "listening for /healthz, /readyz and /metrics on 127.0.0.1:{port}"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        lease(&lab).is_none_or(|l| l["spec"]["holderIdentity"].is_null()),
+        "{:?}",
+        lease(&lab)
+    );
+    drop(taken);
+    lab.shutdown().await;
+}

@@ -144,7 +144,7 @@ pub struct Live {
     /// The configuration the controller runs with.
     pub config: Arc<Config>,
     stop: tokio::sync::watch::Sender<bool>,
-    controller: tokio::task::JoinHandle<std::io::Result<()>>,
+    controller: tokio::task::JoinHandle<Result<(), tidepool_runtime::RunError>>,
     started: std::time::Instant,
 }
 

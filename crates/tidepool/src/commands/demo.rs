@@ -318,7 +318,7 @@ async fn start_lab(time_scale: f64) -> anyhow::Result<RunningLab> {
 /// told to stop.
 type Controller = (
     tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
+    tokio::task::JoinHandle<Result<(), tidepool_runtime::RunError>>,
 );
 
 /// Connects to the lab and starts the controller on it.

@@ -11,4 +11,5 @@ pub mod orphans;
 pub mod plan;
 pub mod run;
 pub mod scale_up;
+pub mod wait;
 pub mod workers;

@@ -2,24 +2,22 @@
 //! `destroy`, `extend-ttl`, `cordon`, `uncordon`.
 //!
 //! Mutations change the durable WorkerClaim; with `--wait` the command also
-//! carries them out itself (running the lifecycle executor for just those
-//! workers, with a progress bar each), which is how an operator works
-//! without a running controller.
+//! sees them carried out, with a progress bar each ([`super::wait`]): by
+//! the running controller, or by the command itself (which is how an
+//! operator works without one).
 
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions};
 use tidepool_controller::service::{ErrorCategory, ProvisionRequest, ServiceError, WorkerFilter};
 use tidepool_core::Phase;
 use tidepool_core::duration::parse_duration;
 use tidepool_core::pool::WorkerType;
-use tidepool_core::view::{WorkerInfo, WorkerPhase};
+use tidepool_core::view::WorkerInfo;
 
+use super::wait::wait_for;
 use crate::context::Context;
 use crate::exit::Exit;
-use crate::live::LiveService;
 use crate::output::{self, Format};
 
 /// `tidepool workers …`.
@@ -204,106 +202,6 @@ pub fn workers(ctx: &Context, cmd: &WorkersCommand) -> anyhow::Result<Exit> {
             },
         }
     })
-}
-
-/// Where a worker being waited for stands.
-enum Standing {
-    /// The service reports it in this phase, with its failure if it failed.
-    At(WorkerPhase, Option<String>),
-    /// It is gone.
-    Gone,
-    /// It could not be read.
-    Unknown(ServiceError),
-}
-
-impl Standing {
-    async fn of(svc: &LiveService, name: &str) -> Self {
-        match svc.get_worker(name).await {
-            Ok(w) => Self::At(w.phase, w.failure),
-            Err(ServiceError::NotFound(_)) => Self::Gone,
-            Err(e) => Self::Unknown(e),
-        }
-    }
-
-    /// Whether the worker has stopped moving: at `goal`, failed or gone.
-    fn resting(&self, goal: Phase) -> bool {
-        match self {
-            Self::At(phase, failure) => {
-                failure.is_some()
-                    || *phase == goal
-                    || matches!(phase.lifecycle(), Some(Phase::Failed | Phase::Terminated))
-            }
-            Self::Gone => true,
-            Self::Unknown(_) => false,
-        }
-    }
-
-    /// The progress bar's message.
-    fn describe(&self) -> String {
-        match self {
-            Self::At(_, Some(failure)) => format!("Failed: {failure}"),
-            Self::At(phase, None) => phase.to_string(),
-            Self::Gone => Phase::Terminated.to_string(),
-            Self::Unknown(e) => format!("(unknown: {e})"),
-        }
-    }
-}
-
-/// Runs the executor for `names` with a progress bar each until every one
-/// reaches a resting phase; true when all reached `goal`.
-async fn wait_for(svc: &LiveService, names: &[String], goal: Phase) -> bool {
-    let exec = svc.executor().clone();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut drivers = Vec::new();
-    for name in names {
-        let reconciler = Reconciler::new(exec.clone(), ReconcilerOptions::default());
-        let stop = stop_rx.clone();
-        let name = name.clone();
-        drivers.push(tokio::spawn(
-            async move { reconciler.drive(&name, &stop).await },
-        ));
-    }
-    let bars = MultiProgress::new();
-    let style = ProgressStyle::with_template("{spinner} {prefix:<14} {wide_msg} {elapsed}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let progress: Vec<ProgressBar> = names
-        .iter()
-        .map(|n| {
-            let b = bars.add(ProgressBar::new_spinner());
-            b.set_style(style.clone());
-            b.set_prefix(n.clone());
-            b.enable_steady_tick(Duration::from_millis(120));
-            b
-        })
-        .collect();
-    loop {
-        let mut all_done = true;
-        for (name, bar) in names.iter().zip(&progress) {
-            let standing = Standing::of(svc, name).await;
-            if standing.resting(goal) {
-                bar.finish_with_message(standing.describe());
-            } else {
-                all_done = false;
-                bar.set_message(standing.describe());
-            }
-        }
-        if all_done || drivers.iter().all(tokio::task::JoinHandle::is_finished) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let _ = stop_tx.send(true);
-    for d in drivers {
-        let _ = d.await;
-    }
-    let mut ok = true;
-    for name in names {
-        ok &= match svc.get_worker(name).await {
-            Ok(w) => w.phase == goal,
-            Err(_) => goal == Phase::Terminated,
-        };
-    }
-    ok
 }
 
 /// `tidepool provision`.
