@@ -103,6 +103,15 @@ impl Phase {
             Self::Requested | Self::Provisioning | Self::Joining | Self::Ready
         )
     }
+
+    /// Whether the worker takes room under its pool's limits: everything
+    /// but a worker on its way out. A failed worker keeps its VM (and its
+    /// cores and memory) until it is removed, so it counts: otherwise a
+    /// template that never joins would let failed workers pile up without
+    /// bound, each one admitted afresh.
+    pub fn holds_pool_room(self) -> bool {
+        !matches!(self, Self::Terminating | Self::Terminated)
+    }
 }
 
 impl fmt::Display for Phase {

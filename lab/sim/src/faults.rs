@@ -83,6 +83,8 @@ pub struct Faults {
     seed: u64,
     rules: RwLock<Vec<RuleState>>,
     calls: Mutex<HashMap<(Service, String), u64>>,
+    /// Errors injected since the table was made, whatever rules did it.
+    injected: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -99,6 +101,7 @@ impl Faults {
             seed,
             rules: RwLock::new(Vec::new()),
             calls: Mutex::new(HashMap::new()),
+            injected: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -132,6 +135,12 @@ impl Faults {
     pub fn rules(&self) -> Vec<FaultRule> {
         let guard = self.rules.read().unwrap_or_else(|e| e.into_inner());
         guard.iter().map(|r| r.rule.clone()).collect()
+    }
+
+    /// How many errors the table has injected since it was made, across
+    /// every rule it has held (replacing the rules keeps the count).
+    pub fn injected_total(&self) -> u64 {
+        self.injected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Decides the fault, if any, for one call of `op` on `service`.
@@ -169,6 +178,8 @@ impl Faults {
             let roll = unit_interval(mix(self.seed, state.id, service, op, n));
             if roll < state.rule.error_rate {
                 state.fired += 1;
+                self.injected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 out.error = Some(InjectedError {
                     status: state.rule.status,
                     message: state
@@ -281,6 +292,18 @@ mod tests {
         }
         assert_eq!(a_x, b_x);
         assert!(a_x.iter().any(|f| *f) && a_x.iter().any(|f| !*f));
+    }
+
+    #[test]
+    fn the_injected_total_counts_every_error_across_rule_changes() {
+        let f = Faults::new(5);
+        f.set_rules(vec![rule("x*", 0.5)]);
+        let first = pattern(&f, "x1", 40).iter().filter(|e| **e).count() as u64;
+        assert_eq!(f.injected_total(), first);
+        f.set_rules(vec![rule("y", 1.0)]);
+        f.check(Service::Proxmox, "y");
+        f.check(Service::Proxmox, "x1");
+        assert_eq!(f.injected_total(), first + 1);
     }
 
     #[test]

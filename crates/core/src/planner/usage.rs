@@ -13,12 +13,13 @@ use crate::pool::{LimitError, PoolUsage, Size};
 use super::hosts::{Headroom, Shortfall, VmCost, place};
 use super::{ClaimState, PlanInput, Reason, ReasonCode};
 
-/// What a pool uses, counting every claim that counts toward it.
+/// What a pool uses against its limits: every claim of the pool that is not
+/// on its way out, failed ones included (they keep their VMs).
 pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage {
     let mut usage = PoolUsage::default();
     for claim in claims
         .iter()
-        .filter(|c| c.pool == pool && c.phase.counts_toward_pool() && !c.removing)
+        .filter(|c| c.pool == pool && c.phase.holds_pool_room() && !c.removing)
     {
         usage.nodes += 1;
         if let Some(size) = cfg.size(&claim.size) {
@@ -220,5 +221,34 @@ mod tests {
                 ("burst-d", "pve-02", small),
             ]
         );
+    }
+
+    #[test]
+    fn a_failed_worker_keeps_its_room_in_the_pool_until_it_is_removed() {
+        let config = config::load(EXAMPLE).unwrap();
+        let claim = |name: &str, phase: Phase, removing: bool| ClaimState {
+            name: name.into(),
+            pool: "burst".into(),
+            size: "small".into(),
+            phase,
+            removing,
+            host: None,
+            expires_at: None,
+            idle_since: None,
+        };
+        let claims = [
+            claim("burst-ready", Phase::Ready, false),
+            // Failed, and still holding its VM.
+            claim("burst-failed", Phase::Failed, false),
+            claim("burst-kept-drained", Phase::Draining, false),
+            // On their way out: their room is being given back.
+            claim("burst-failed-going", Phase::Failed, true),
+            claim("burst-going", Phase::Terminating, true),
+            claim("burst-gone", Phase::Terminated, false),
+        ];
+        let usage = pool_usage(&config, &claims, "burst");
+        assert_eq!(usage.nodes, 3, "{usage:?}");
+        let small = config.size("small").unwrap().size.vcpu;
+        assert_eq!(usage.cpu_cores, 3 * u64::from(small));
     }
 }
