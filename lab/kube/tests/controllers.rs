@@ -97,8 +97,11 @@ async fn a_gpu_pod_lands_on_the_tainted_gpu_node_it_tolerates_until_the_gpu_is_t
                         .map(str::to_owned)
                 })
                 .collect();
+            // The plain pod, created last, is bound in the same passes.
             bound == vec!["gpu-1".to_owned()]
                 && scheduled_condition(&c, "train-2")["status"] == "False"
+                && !c.lab.get("v1", "Pod", "default", "plain").unwrap()["spec"]["nodeName"]
+                    .is_null()
         },
     )
     .await;
