@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Options: `--kills N` (200), `--replicas N` (2), `--seed N` (1),
-//! `--scale X` (100), `--no-faults`, `--no-cli`. Exits non-zero when an
+//! `--scale X` (100), `--every-min-ms`/`--every-max-ms` (real time between
+//! disruptions; 500-2500 with two replicas, 3500-8000 with one),
+//! `--no-faults`, `--no-cli`. Exits non-zero when an
 //! invariant broke or the lab did not converge.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -42,12 +44,24 @@ async fn main() {
         .map(|dir| dir.join("tidepool"))
         .filter(|b| b.exists())
         .unwrap_or_else(|| panic!("build the binary first: cargo build -p tidepool"));
+    let replicas = arg(&args, "--replicas", 2);
+    // With one replica a restarted controller waits out its predecessor's
+    // Lease (3 s in the harness) before it acts: disrupt it less often, or
+    // it never gets to do anything between kills.
+    let (lo, hi) = if replicas > 1 {
+        (500, 2500)
+    } else {
+        (3500, 8000)
+    };
     let options = ChaosOptions {
         binary,
         seed: arg(&args, "--seed", 1),
-        replicas: arg(&args, "--replicas", 2),
+        replicas,
         kills: arg(&args, "--kills", 200),
-        kill_every: (Duration::from_millis(300), Duration::from_millis(1500)),
+        kill_every: (
+            Duration::from_millis(arg(&args, "--every-min-ms", lo)),
+            Duration::from_millis(arg(&args, "--every-max-ms", hi)),
+        ),
         faults: !args.iter().any(|a| a == "--no-faults"),
         cli: !args.iter().any(|a| a == "--no-cli"),
         time_scale: arg(&args, "--scale", 100.0),

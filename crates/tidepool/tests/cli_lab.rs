@@ -1,8 +1,9 @@
 //! The worker commands and the MCP server, run as a user would run them,
 //! against a lab started in-process: provision with `--wait`, list as JSON,
 //! the safety refusals with their exit codes, drain and destroy; the dry-run
-//! plan and the capacity report; and an MCP session over the binary's
-//! stdin/stdout.
+//! plan and the capacity report; an MCP session over the binary's
+//! stdin/stdout; and `tidepool orphans` listing the VM of a claim deleted
+//! without its finalizer.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -689,5 +690,65 @@ async fn run_exits_with_an_error_when_its_health_port_is_taken_and_never_takes_t
         lease(&lab)
     );
     drop(taken);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_lists_the_vm_of_a_claim_deleted_without_its_finalizer() {
+    let lab = lab("orphans").await;
+    let out = run(&lab, &["orphans"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "No orphan VMs.\n");
+
+    let out = run(
+        &lab,
+        &[
+            "provision",
+            "--pool",
+            "burst",
+            "--size",
+            "small",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let claims = lab
+        .kube
+        .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    let name = claims[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    let vmid = claims[0]["status"]["vm"]["vmid"].as_u64().unwrap();
+    lab.kube
+        .merge_patch(
+            "tidepool.dev/v1alpha1",
+            "WorkerClaim",
+            "",
+            &name,
+            &json!({"metadata": {"finalizers": null}}),
+        )
+        .unwrap();
+    lab.kube
+        .delete("tidepool.dev/v1alpha1", "WorkerClaim", "", &name)
+        .unwrap();
+
+    let out = run(&lab, &["orphans", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["claim"], name.as_str());
+    assert_eq!(rows[0]["vmid"], vmid);
+    assert_eq!(rows[0]["running"], true);
+
+    let out = run(&lab, &["orphans"]).await;
+    let table = stdout(&out);
+    assert!(table.starts_with("VMID"), "{table}");
+    assert!(table.contains(&name), "{table}");
+    // The permanent workers and templates in the lab carry no marker.
+    assert_eq!(table.lines().count(), 2, "{table}");
     lab.shutdown().await;
 }

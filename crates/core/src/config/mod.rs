@@ -344,7 +344,10 @@ pub struct Server {
     pub leader_election: bool,
     /// Name of the Lease.
     pub lease_name: String,
-    /// Lease duration.
+    /// Lease duration, in real time (never scaled by `--time-scale`): a
+    /// leader that has not renewed within two thirds of it stops acting,
+    /// and a standby takes over once it has seen the Lease unchanged for
+    /// all of it.
     #[serde(with = "secs")]
     pub lease_duration: Duration,
     /// Streamable-HTTP MCP listen address, if enabled.
