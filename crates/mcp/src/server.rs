@@ -552,9 +552,16 @@ where
         let observer = self
             .observer("plan_scaling")
             .map_err(ToolFailure::into_result)?;
+        let service = Arc::clone(&self.service);
         let result = self
             .run("plan_scaling", async move {
-                let input = observer.plan_input().await?;
+                let mut input = observer.plan_input().await?;
+                // The windows and idle times the controller keeps.
+                tidepool_controller::autoscaler::with_stored_timers(
+                    service.executor().store(),
+                    &mut input,
+                )
+                .await?;
                 Ok::<_, ServiceError>(PlanResult::new(&input, &plan(&input)))
             })
             .await

@@ -97,13 +97,18 @@ pub async fn service(
 /// [`Unavailable`]: exit 1 for observation failures, and for a Proxmox host
 /// whose status answer cannot be used (naming the host and the problem).
 pub async fn observe(exec: &Arc<LiveExecutor>) -> Result<PlanInput, Unavailable> {
-    let input = tidepool_live::LiveObserver(exec.clone())
+    let failed = |e: tidepool_controller::ports::ProviderError| Unavailable {
+        exit: Exit::Failure,
+        message: format!("error: observing the cluster: {e}"),
+    };
+    let mut input = tidepool_live::LiveObserver(exec.clone())
         .plan_input()
         .await
-        .map_err(|e| Unavailable {
-            exit: Exit::Failure,
-            message: format!("error: observing the cluster: {e}"),
-        })?;
+        .map_err(failed)?;
+    // The windows and idle times the controller keeps, not fresh ones.
+    tidepool_controller::autoscaler::with_stored_timers(exec.store(), &mut input)
+        .await
+        .map_err(failed)?;
     // A host whose status cannot be used would look merely offline: a
     // report or a plan built on that would mislead.
     let problems = exec.hypervisor().host_problems();

@@ -24,7 +24,7 @@ async fn killed_frozen_and_faulted_controllers_never_break_the_safety_rules() {
         faults: true,
         cli: true,
         time_scale: 100.0,
-        converge_within: Duration::from_secs(120),
+        converge_within: Duration::from_secs(240),
         dir: std::env::temp_dir().join(format!("tidepool-chaos-{}", std::process::id())),
     })
     .await;

@@ -554,6 +554,8 @@ async fn any_change(feeds: &mut [watch::Receiver<u64>]) {
 
 mod timers;
 
+pub use timers::with_stored_timers;
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;

@@ -466,3 +466,46 @@ async fn timers_are_written_only_when_they_change() {
         "nothing changed, nothing written"
     );
 }
+
+#[tokio::test]
+async fn a_dry_run_plan_sees_the_idle_time_the_controller_recorded() {
+    // The controller saw the worker busy until minute 10: at minute 35 it
+    // has been idle 25 minutes, not the 95 since its node became Ready.
+    fn at(m: i64) -> PlanInput {
+        let mut input = home_lab(Vec::new());
+        burst_worker(
+            &mut input,
+            "burst-b1zzy",
+            ago(3600),
+            if m < 10 { 1000 } else { 0 },
+        );
+        input.now = now() + SignedDuration::from_mins(m);
+        input
+    }
+    let fake = Fake::new();
+    for m in [0, 10] {
+        fake.world().observed = Some(at(m));
+        autoscaler(&fake).pass().await.unwrap();
+    }
+    let writes = fake.world().pool_writes.len();
+
+    let mut input = at(35);
+    assert!(
+        !plan(&input).actions.is_empty(),
+        "afresh, it looks idle for long"
+    );
+    with_stored_timers(&fake, &mut input).await.unwrap();
+    let worker = input.claims.iter().find(|c| c.name == "burst-b1zzy");
+    let idle = worker.and_then(|c| c.idle_since);
+    assert_eq!(idle, Some(now() + SignedDuration::from_mins(10)));
+    assert!(
+        plan(&input).actions.is_empty(),
+        "{:?}",
+        plan(&input).actions
+    );
+    assert_eq!(
+        fake.world().pool_writes.len(),
+        writes,
+        "a dry run writes nothing"
+    );
+}

@@ -18,6 +18,25 @@ use tracing::warn;
 use crate::pools::modify;
 use crate::ports::{PoolRecords, ProviderError};
 
+/// Hands the planner the timers the controller keeps, as the running
+/// autoscaler would now: each pool's pressure windows and last scale-down
+/// from its record, and each worker's idle time. Read-only: nothing is
+/// written. For the dry-run plans (`tidepool plan`, the MCP
+/// `plan_scaling` tool), so that they show the windows and idle times the
+/// controller acts on rather than ones started afresh.
+///
+/// # Errors
+/// The store's, when a pool's record cannot be read.
+pub async fn with_stored_timers<P: PoolRecords + ?Sized>(
+    store: &P,
+    input: &mut PlanInput,
+) -> Result<(), ProviderError> {
+    let mut timers = Timers::default();
+    timers.load(store, input).await?;
+    timers.track(input);
+    Ok(())
+}
+
 /// Each pool's timers: as they are now, and as the record holds them.
 #[derive(Debug, Default)]
 pub(super) struct Timers {
