@@ -12,10 +12,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::live_options;
+use common::{live_options, provision_one};
 use serde_json::json;
 use tidepool_controller::ports::{ClaimStore, ProviderErrorKind};
-use tidepool_controller::service::{ProvisionRequest, Service};
+use tidepool_controller::service::Service;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
 use tidepool_lab_sim::{FaultRule, Service as Emulator};
 use tidepool_live::connect::{LiveExecutor, connect};
@@ -221,18 +221,7 @@ async fn a_deposed_stores_status_write_conflicts_with_the_new_leaders() {
     let deposed = executor(&lab).await;
     let leader = executor(&lab).await;
     let svc = Service::new(leader.clone());
-    let name = svc
-        .provision(&ProvisionRequest {
-            pool: "burst".into(),
-            size: Some("small".into()),
-            count: 1,
-            ttl: None,
-            requested_by: "fencing-test".into(),
-            reason: "fencing".into(),
-        })
-        .await
-        .unwrap()
-        .remove(0);
+    let name = provision_one(&svc, "fencing-test").await;
     let stale = deposed.store().get(&name).await.unwrap().unwrap();
     let mut current = leader.store().get(&name).await.unwrap().unwrap();
     current.status.vmid = Some(1290);
@@ -311,18 +300,7 @@ async fn an_unparsable_host_status_shows_in_the_controllers_metrics() {
     // The host is taken as offline, loudly; the other host still takes
     // new workers.
     let svc = Service::new(exec.clone());
-    let name = svc
-        .provision(&ProvisionRequest {
-            pool: "burst".into(),
-            size: Some("small".into()),
-            count: 1,
-            ttl: None,
-            requested_by: "fencing-test".into(),
-            reason: "one host unreadable".into(),
-        })
-        .await
-        .unwrap()
-        .remove(0);
+    let name = provision_one(&svc, "fencing-test").await;
     assert!(
         until(|| async {
             svc.get_worker(&name).await.unwrap().phase == tidepool_core::Phase::Ready

@@ -10,8 +10,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::live_options;
-use tidepool_controller::service::{ProvisionRequest, Service};
+use common::{live_options, provision_one};
+use tidepool_controller::service::Service;
 use tidepool_core::Phase;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
 use tidepool_live::connect::connect;
@@ -47,18 +47,7 @@ async fn provision_with_join(lab: &RunningLab, join: &str) -> serde_json::Value 
     let config = Arc::new(tidepool_core::config::load(&config).unwrap_or_else(|e| panic!("{e}")));
     let exec = Arc::new(connect(config, &live_options(lab)).await.unwrap());
     let svc = Service::new(exec.clone());
-    let name = svc
-        .provision(&ProvisionRequest {
-            pool: "burst".into(),
-            size: Some("small".into()),
-            count: 1,
-            ttl: None,
-            requested_by: "nocloud-test".into(),
-            reason: "nocloud".into(),
-        })
-        .await
-        .unwrap()
-        .remove(0);
+    let name = provision_one(&svc, "nocloud-test").await;
     let phase = exec
         .run_until_idle(&name, Duration::from_secs(30), Duration::from_millis(20))
         .await

@@ -11,44 +11,20 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{CLAIMS, live_options};
+use common::{CLAIMS, bare_lab, lab_executor};
 use tidepool_controller::ports::{PoolRecords, ProviderErrorKind};
 use tidepool_controller::service::{ProvisionRequest, Service, ServiceError};
 use tidepool_core::jiff::Timestamp;
 use tidepool_core::pool_record::{Admission, PoolRecord};
-use tidepool_lab::{LabOptions, RunningLab, Scenario};
-use tidepool_live::connect::{LiveExecutor, connect};
-
-async fn lab(name: &str) -> RunningLab {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir()
-            .join(format!("tidepool-pools-{name}-{}", std::process::id())),
-        time_scale: 100.0,
-        seed: 5,
-    })
-    .await
-    .unwrap()
-}
-
-/// A controller process's executor: its own client and connections.
-async fn executor(lab: &RunningLab) -> LiveExecutor {
-    let config = Arc::new(
-        tidepool_core::config::load(&std::fs::read_to_string(&lab.files.tidepool_yaml).unwrap())
-            .unwrap(),
-    );
-    connect(config, &live_options(lab)).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_requesters_over_the_api_never_exceed_the_pools_maximum() {
-    let lab = lab("race").await;
+    let lab = bare_lab("pools-race", 100.0, 5).await;
     // Eight requesters ask for three burst workers each at the same moment:
     // 24 against the pool's maxNodes of 10.
     let mut services = Vec::new();
     for _ in 0..8 {
-        services.push(Service::new(Arc::new(executor(&lab).await)));
+        services.push(Service::new(Arc::new(lab_executor(&lab).await)));
     }
     let start = Arc::new(tokio::sync::Barrier::new(services.len()));
     let racers: Vec<_> = services
@@ -101,8 +77,8 @@ async fn racing_requesters_over_the_api_never_exceed_the_pools_maximum() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_record_written_from_a_stale_version_is_refused() {
-    let lab = lab("stale").await;
-    let (one, two) = (executor(&lab).await, executor(&lab).await);
+    let lab = bare_lab("pools-stale", 100.0, 5).await;
+    let (one, two) = (lab_executor(&lab).await, lab_executor(&lab).await);
     let mut record = PoolRecord::default();
     record.admitted.insert(
         "burst-aaaaa".into(),

@@ -126,7 +126,7 @@ pub async fn provision_one(
         count: 1,
         ttl: None,
         requested_by: who.into(),
-        reason: "a test of crash safety and identity".into(),
+        reason: "a lab test".into(),
     })
     .await
     .unwrap()
