@@ -44,6 +44,8 @@ pub struct LazyMcp {
     config_path: PathBuf,
     kubeconfig: Option<PathBuf>,
     clock: Arc<dyn Clock>,
+    /// The tools `tools/list` shows, known before connecting.
+    tools: Vec<Tool>,
     /// The connected server; `None` until a connection succeeds. Held
     /// across a connection attempt so concurrent calls do not connect twice.
     connected: Mutex<Option<LiveMcp>>,
@@ -64,6 +66,7 @@ impl LazyMcp {
             config_path,
             kubeconfig,
             clock,
+            tools: LiveMcp::tools(),
             connected: Mutex::new(None),
         }
     }
@@ -166,11 +169,11 @@ impl ServerHandler for LazyMcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(LiveMcp::tools()))
+        Ok(ListToolsResult::with_all_items(self.tools.clone()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        LiveMcp::tools().into_iter().find(|t| t.name == name)
+        self.tools.iter().find(|t| t.name == name).cloned()
     }
 
     async fn call_tool(
