@@ -10,7 +10,9 @@
 //! references but never a secret's value; or the API, Kubernetes or
 //! Proxmox, that does not answer a first read); each call tries again, so the
 //! server recovers without a restart once the kubeconfig appears or the
-//! APIs answer. Once connected, the connection is kept for the session.
+//! APIs answer. The clients are built once, on the first call that finds a
+//! kubeconfig, and kept for the session; until both APIs have answered a
+//! first read, each call asks them again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,10 +27,10 @@ use tidepool_controller::observe::Observe;
 use tidepool_controller::ports::Clock;
 use tidepool_controller::{ClaimStore, Hypervisor};
 use tidepool_core::config::Config;
-use tidepool_live::LiveObserver;
 use tidepool_live::join::LiveJoiner;
 use tidepool_live::kube::KubeCluster;
 use tidepool_live::pve::PveHypervisor;
+use tidepool_live::{LiveExecutor, LiveObserver};
 use tidepool_mcp::{DEFAULT_TIMEOUT, TidepoolMcp, ToolFailure};
 use tokio::sync::Mutex;
 
@@ -46,9 +48,9 @@ pub struct LazyMcp {
     clock: Arc<dyn Clock>,
     /// The tools `tools/list` shows, known before connecting.
     tools: Vec<Tool>,
-    /// The connected server; `None` until a connection succeeds. Held
-    /// across a connection attempt so concurrent calls do not connect twice.
-    connected: Mutex<Option<LiveMcp>>,
+    /// The clients once built; `None` until they are. Held across a
+    /// connection attempt so concurrent calls do not connect twice.
+    connected: Mutex<Option<Connection>>,
 }
 
 impl LazyMcp {
@@ -78,24 +80,39 @@ impl LazyMcp {
     /// is missing or unreachable and holds no secret.
     async fn server(&self) -> Result<LiveMcp, String> {
         let mut slot = self.connected.lock().await;
-        if let Some(server) = slot.as_ref() {
+        if let Some(Connection {
+            server,
+            answered: true,
+            ..
+        }) = slot.as_ref()
+        {
             return Ok(server.clone());
         }
-        let server = tokio::time::timeout(DEFAULT_TIMEOUT, self.connect())
+        let timed_out = |_| {
+            format!(
+                "not connected: Kubernetes and Proxmox did not answer within {}s; \
+                 the next call tries again",
+                DEFAULT_TIMEOUT.as_secs()
+            )
+        };
+        let connection = match slot.take() {
+            Some(built) => built,
+            None => tokio::time::timeout(DEFAULT_TIMEOUT, self.build())
+                .await
+                .map_err(timed_out)??,
+        };
+        // Kept whether or not the APIs answer: the clients are built once
+        // (the nocloud join server, say, holds its address from then on).
+        let connection = slot.insert(connection);
+        tokio::time::timeout(DEFAULT_TIMEOUT, probe(&connection.exec))
             .await
-            .map_err(|_| {
-                format!(
-                    "not connected: Kubernetes and Proxmox did not answer within {}s; \
-                     the next call tries again",
-                    DEFAULT_TIMEOUT.as_secs()
-                )
-            })??;
-        *slot = Some(server.clone());
-        Ok(server)
+            .map_err(timed_out)??;
+        connection.answered = true;
+        Ok(connection.server.clone())
     }
 
-    /// One attempt to connect to everything the configuration names.
-    async fn connect(&self) -> Result<LiveMcp, String> {
+    /// Builds the live clients and the server over them; asks neither API.
+    async fn build(&self) -> Result<Connection, String> {
         missing_kubeconfig(self.kubeconfig.as_ref())?;
         let (exec, service) = live::connect_loaded(
             self.config.clone(),
@@ -110,21 +127,36 @@ impl LazyMcp {
                 anyhow::Error::from(e)
             )
         })?;
-        // Building the clients asks neither API: ask each once, so a call
-        // fails here, naming the one that does not answer, until both do.
-        exec.store()
-            .list()
-            .await
-            .map_err(|e| format!("not connected to Kubernetes: {e}; the next call tries again"))?;
-        exec.hypervisor()
-            .vms_in_range()
-            .await
-            .map_err(|e| format!("not connected to Proxmox: {e}; the next call tries again"))?;
         // The live executor observes the cluster for capacity_report and
         // plan_scaling.
-        let observer: Arc<dyn Observe> = Arc::new(LiveObserver(exec));
-        Ok(TidepoolMcp::new(Arc::new(service)).with_observer(observer))
+        let observer: Arc<dyn Observe> = Arc::new(LiveObserver(exec.clone()));
+        Ok(Connection {
+            exec,
+            server: TidepoolMcp::new(Arc::new(service)).with_observer(observer),
+            answered: false,
+        })
     }
+}
+
+/// The live clients and the server over them, once built.
+struct Connection {
+    exec: Arc<LiveExecutor>,
+    server: LiveMcp,
+    /// Whether both APIs have answered a first read.
+    answered: bool,
+}
+
+/// Asks each API once, naming the one that does not answer.
+async fn probe(exec: &LiveExecutor) -> Result<(), String> {
+    exec.store()
+        .list()
+        .await
+        .map_err(|e| format!("not connected to Kubernetes: {e}; the next call tries again"))?;
+    exec.hypervisor()
+        .vms_in_range()
+        .await
+        .map_err(|e| format!("not connected to Proxmox: {e}; the next call tries again"))?;
+    Ok(())
 }
 
 /// Why no kubeconfig can be used, naming every place looked at; `Ok` when
