@@ -18,7 +18,7 @@ use rmcp::transport::IntoTransport;
 use rmcp::{ServerHandler, ServiceExt};
 use tracing::info;
 
-pub use server::{DEFAULT_TIMEOUT, INSTRUCTIONS, TidepoolMcp, ToolFailure};
+pub use server::{DEFAULT_TIMEOUT, INSTRUCTIONS, TidepoolMcp, ToolFailure, server_info};
 
 /// Why the MCP server stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ServerCapabilities, ServerConfig,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -114,6 +114,13 @@ impl ToolFailure {
         }
     }
 
+    /// The `unavailable` error of a call to `tool` that cannot run yet, for
+    /// a front-end that has no service to call (say, no cluster reached):
+    /// `message` says what is missing and must hold no secret.
+    pub fn unavailable(tool: &str, message: String) -> Self {
+        Self::new(tool_name(tool), "unavailable", message, Vec::new())
+    }
+
     fn from_service(tool: &'static str, e: &ServiceError) -> Self {
         let problems = match e {
             ServiceError::Invalid(errs) => errs.iter().map(ToString::to_string).collect(),
@@ -170,6 +177,12 @@ where
             timeout: DEFAULT_TIMEOUT,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// The tools this server offers, as `tools/list` shows them; known
+    /// without a service, so a front-end can list them before it connects.
+    pub fn tools() -> Vec<Tool> {
+        Self::tool_router().list_all()
     }
 
     /// Lets `capacity_report` and `plan_scaling` observe the world through
@@ -579,17 +592,7 @@ where
     S: ClaimStore + 'static,
 {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("tidepool", env!("CARGO_PKG_VERSION"))
-                    .with_title("Tidepool")
-                    .with_description(
-                        "Elastic Kubernetes worker pools on Proxmox VE: list, \
-                         provision, drain, destroy and extend workers; report \
-                         capacity and plan scaling.",
-                    ),
-            )
-            .with_instructions(INSTRUCTIONS)
+        server_info()
     }
 
     async fn call_tool(
@@ -622,6 +625,23 @@ where
             other => other,
         })
     }
+}
+
+/// What the server says about itself at `initialize`: its name, version,
+/// capabilities (tools) and [`INSTRUCTIONS`]; the same whether or not a
+/// service is connected yet.
+pub fn server_info() -> ServerConfig {
+    ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        .with_server_info(
+            Implementation::new("tidepool", env!("CARGO_PKG_VERSION"))
+                .with_title("Tidepool")
+                .with_description(
+                    "Elastic Kubernetes worker pools on Proxmox VE: list, \
+                     provision, drain, destroy and extend workers; report \
+                     capacity and plan scaling.",
+                ),
+        )
+        .with_instructions(INSTRUCTIONS)
 }
 
 /// The static name of one of our tools (error texts use it).

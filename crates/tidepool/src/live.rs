@@ -9,7 +9,7 @@ use tidepool_controller::ports::Clock;
 use tidepool_core::config::{self, Config};
 use tidepool_core::planner::PlanInput;
 pub use tidepool_live::connect::LiveService;
-use tidepool_live::connect::{LiveExecutor, LiveOptions, connect};
+use tidepool_live::connect::{ConnectError, LiveExecutor, LiveOptions, connect};
 
 use crate::exit::Exit;
 
@@ -71,8 +71,29 @@ pub async fn service(
     kubeconfig_flag: Option<&PathBuf>,
     clock: Arc<dyn Clock>,
 ) -> Result<(Arc<LiveExecutor>, LiveService), Unavailable> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Arc::new(load_config(config_path)?);
+    connect_loaded(config, config_path, kubeconfig_flag, clock)
+        .await
+        .map_err(|e| Unavailable {
+            exit: Exit::Failure,
+            // The whole chain: the cause is in the error's sources.
+            message: format!("error: {:#}", anyhow::Error::from(e)),
+        })
+}
+
+/// Connects to everything the already loaded `config` (read from
+/// `config_path`, whose directory relative paths start from) names, with
+/// the controller on `clock`.
+///
+/// # Errors
+/// [`ConnectError`] naming what could not be reached or resolved.
+pub async fn connect_loaded(
+    config: Arc<Config>,
+    config_path: &Path,
+    kubeconfig_flag: Option<&PathBuf>,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<LiveExecutor>, LiveService), ConnectError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config_dir = config_path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -82,11 +103,7 @@ pub async fn service(
         kubeconfig: kubeconfig(kubeconfig_flag),
         clock,
     };
-    let exec = Arc::new(connect(config, &options).await.map_err(|e| Unavailable {
-        exit: Exit::Failure,
-        // The whole chain: the cause is in the error's sources.
-        message: format!("error: {:#}", anyhow::Error::from(e)),
-    })?);
+    let exec = Arc::new(connect(config, &options).await?);
     Ok((exec.clone(), LiveService::new(exec)))
 }
 

@@ -101,6 +101,16 @@ fn the_config_flag_and_environment_choose_the_file() {
 }
 
 #[test]
+fn mcp_with_an_invalid_configuration_exits_2_before_serving() {
+    let dir = tempdir();
+    let bad = write(&dir, "tidepool.yaml", "pools: [\n");
+    let out = tidepool(&["--config", &bad, "mcp"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "no MCP answer");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid YAML"));
+}
+
+#[test]
 fn a_missing_file_is_a_configuration_error() {
     let out = tidepool(&["config", "check", "/nonexistent/tidepool.yaml"]);
     assert_eq!(out.status.code(), Some(2));

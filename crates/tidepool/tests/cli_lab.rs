@@ -253,6 +253,157 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
     lab.shutdown().await;
 }
 
+/// An MCP session with `tidepool mcp` started in a minimal environment (no
+/// `KUBECONFIG`, `HOME` an empty directory), with `args` before `mcp`: it
+/// must answer `initialize` and `tools/list`, refuse a tool call with an
+/// `unavailable` error naming `kubeconfig_at`, and, once the lab's
+/// kubeconfig is copied there, serve the next call without a restart.
+/// With `proxmox_down`, Proxmox refuses every request when the kubeconfig
+/// appears, and the call in between must fail naming it. Returns the
+/// answers to the calls: first the refusal, last the one served.
+async fn mcp_without_a_kubeconfig(
+    lab: &RunningLab,
+    home: &std::path::Path,
+    args: &[&str],
+    kubeconfig_at: std::path::PathBuf,
+    proxmox_down: bool,
+) -> Vec<Value> {
+    std::fs::create_dir_all(home).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .arg("--config")
+        .arg(&lab.files.tidepool_yaml)
+        .args(args)
+        .arg("mcp")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home)
+        .env("TIDEPOOL_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let source = lab.files.kubeconfig.clone();
+    let faults = lab.faults.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut ask = |msg: Value| {
+            writeln!(stdin, "{msg}").unwrap();
+            stdin.flush().unwrap();
+            if msg.get("id").is_none() {
+                return Value::Null;
+            }
+            serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap()
+        };
+        let list = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "list_workers", "arguments": {}}});
+        let mut answers = vec![
+            ask(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "cli-test", "version": "1"}}}),
+            ),
+            ask(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+            ask(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})),
+            ask(list.clone()),
+        ];
+        std::fs::create_dir_all(kubeconfig_at.parent().unwrap()).unwrap();
+        std::fs::copy(&source, &kubeconfig_at).unwrap();
+        if proxmox_down {
+            faults.add_rule(tidepool_lab_sim::FaultRule {
+                service: tidepool_lab_sim::Service::Proxmox,
+                op: "*".into(),
+                error_rate: 1.0,
+                status: Some(401),
+                message: Some("authentication failure".into()),
+                latency_ms: 0,
+                times: None,
+            });
+            answers.push(ask(list.clone()));
+            faults.set_rules(Vec::new());
+        }
+        answers.push(ask(list));
+        drop(stdin);
+        answers
+    })
+    .await
+    .unwrap();
+    let _ = child.wait();
+    assert_eq!(answers[0]["result"]["serverInfo"]["name"], "tidepool");
+    assert_eq!(
+        answers[2]["result"]["tools"].as_array().unwrap().len(),
+        8,
+        "{}",
+        answers[2]
+    );
+    let token = std::fs::read_to_string(lab.files.dir.join("proxmox-token")).unwrap();
+    let secret = token.trim().rsplit('=').next().unwrap();
+    let calls = answers[3..].to_vec();
+    for refused in &calls[..calls.len() - 1] {
+        let refused = &refused["result"];
+        assert_eq!(refused["isError"], true, "{refused}");
+        assert_eq!(
+            refused["structuredContent"]["error"]["category"],
+            "unavailable"
+        );
+        let text = refused["content"][0]["text"].as_str().unwrap();
+        assert!(!text.contains(secret), "a secret in {text}");
+    }
+    calls
+}
+
+/// The text of a tool call's answer.
+fn text_of(answer: &Value) -> &str {
+    answer["result"]["content"][0]["text"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_starts_without_a_kubeconfig_and_connects_once_one_appears() {
+    let lab = lab("mcp-later").await;
+    let scratch = lab.files.dir.join("mcp-later");
+
+    // A kubeconfig named by the flag that does not exist yet, and Proxmox
+    // refusing every request when it appears.
+    let later = scratch.join("later").join("kubeconfig");
+    let flag = later.to_str().unwrap().to_owned();
+    let calls = mcp_without_a_kubeconfig(
+        &lab,
+        &scratch.join("home-flag"),
+        &["--kubeconfig", &flag],
+        later.clone(),
+        true,
+    )
+    .await;
+    let text = text_of(&calls[0]);
+    assert!(
+        text.starts_with("list_workers failed (unavailable): no kubeconfig found:"),
+        "{text}"
+    );
+    assert!(text.contains(&flag), "{text}");
+    let text = text_of(&calls[1]);
+    assert!(
+        text.contains("not connected to Proxmox: listing cluster VMs")
+            && text.contains("authentication failure"),
+        "{text}"
+    );
+    let served = &calls[2];
+    assert_eq!(served["result"]["isError"], false, "{served}");
+    let count = served["result"]["structuredContent"]["count"].as_u64();
+    assert!(count.unwrap() >= 4, "{served}");
+
+    // No flag, no KUBECONFIG: the default place, in an empty HOME.
+    let home = scratch.join("home-default");
+    let calls =
+        mcp_without_a_kubeconfig(&lab, &home, &[], home.join(".kube").join("config"), false).await;
+    let text = text_of(&calls[0]);
+    assert!(text.contains("KUBECONFIG are not set"), "{text}");
+    assert!(text.contains(".kube/config does not exist"), "{text}");
+    assert!(text.contains("KUBERNETES_SERVICE_HOST"), "{text}");
+    assert_eq!(calls[1]["result"]["isError"], false, "{}", calls[1]);
+    lab.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_shows_the_scale_up_the_pending_pods_need_with_reasons() {
     let lab = lab("plan").await;
