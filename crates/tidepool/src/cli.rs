@@ -168,19 +168,41 @@ pub enum ConfigCommand {
     Example,
 }
 
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
+/// Sets up logging: to stderr at the level `-v` asks for (or
+/// `TIDEPOOL_LOG`), with colours only on a terminal; or, when `file` is
+/// given (the demo without `-v`), at info level into that file, so the
+/// narrative on the terminal stays clean.
+fn init_logging(verbose: u8, file: Option<&std::path::Path>) {
+    use std::io::IsTerminal;
+    let level = match (verbose, file) {
+        (0, Some(_)) => "info",
+        (0, None) => "warn",
+        (1, _) => "info",
+        (2, _) => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let to_file = file.and_then(|path| {
+        std::fs::create_dir_all(path.parent()?).ok()?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+    });
+    let _ = match to_file {
+        Some(f) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(Arc::new(f))
+            .try_init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }
 
 /// The controller's clock, the one place the time flags are read for it:
@@ -201,7 +223,14 @@ fn clock(cli: &Cli) -> Arc<dyn Clock> {
 /// an exit code. Usage errors exit 2 (clap's convention, and ours).
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The demo tells a story on the terminal: its logs go to a file in its
+    // state directory unless `-v` asks for them.
+    #[cfg(feature = "lab")]
+    let log_file = (matches!(cli.command, Command::Demo { .. }) && cli.verbose == 0)
+        .then(commands::demo::log_path);
+    #[cfg(not(feature = "lab"))]
+    let log_file: Option<PathBuf> = None;
+    init_logging(cli.verbose, log_file.as_deref());
     let ctx = Context {
         config: cli.config.clone(),
         kubeconfig: cli.kubeconfig.clone(),

@@ -294,9 +294,19 @@ impl<'a> Watch<'a> {
     }
 }
 
+/// The demo's state directory (the lab's files and the log).
+fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tidepool-demo-{}", std::process::id()))
+}
+
+/// Where the demo's logs go unless `-v` sends them to stderr.
+pub fn log_path() -> std::path::PathBuf {
+    state_dir().join("tidepool.log")
+}
+
 /// Starts the lab and says what it is.
 async fn start_lab(time_scale: f64) -> anyhow::Result<RunningLab> {
-    let dir = std::env::temp_dir().join(format!("tidepool-demo-{}", std::process::id()));
+    let dir = state_dir();
     let lab = tidepool_lab::start(LabOptions {
         scenario: Scenario::default_home_lab()?,
         state_dir: dir,
@@ -308,8 +318,9 @@ async fn start_lab(time_scale: f64) -> anyhow::Result<RunningLab> {
         "Tidepool demo: a two-host Proxmox home lab with Talos workers, simulated {time_scale}x faster than real time."
     );
     println!(
-        "  lab state in {} (kubeconfig, tidepool.yaml, ...)",
-        lab.files.dir.display()
+        "  lab state in {} (kubeconfig, tidepool.yaml, ...); logs in {} (-v shows them here)",
+        lab.files.dir.display(),
+        log_path().display()
     );
     Ok(lab)
 }
