@@ -137,6 +137,18 @@ pub enum Command {
     /// Run the controller: leader election, the worker lifecycle for every
     /// WorkerClaim, and /healthz, /readyz, /metrics.
     Run,
+    /// Print the version, the commit it was built from, the target and
+    /// whether the lab is built in.
+    Version,
+    /// Print a shell completion script (e.g. `tidepool completions bash >
+    /// /etc/bash_completion.d/tidepool`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, tidepool(1), in roff (`tidepool man | man -l -`).
+    Man,
 }
 
 fn parse_scale(s: &str) -> Result<f64, String> {
@@ -293,6 +305,9 @@ pub fn run() -> ExitCode {
         ),
         Command::Mcp => workers::mcp(&ctx),
         Command::Run => commands::run::run(&ctx),
+        Command::Version => commands::about::version(),
+        Command::Completions { shell } => commands::about::completions(*shell),
+        Command::Man => commands::about::man(),
         Command::Plan => commands::plan::run(&ctx),
         Command::Orphans => commands::orphans::run(&ctx),
         Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),

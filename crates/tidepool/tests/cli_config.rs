@@ -162,3 +162,54 @@ fn help_documents_the_exit_codes() {
     assert!(text.contains("3  refused by a safety rule"));
     assert!(text.contains("4  no such worker"));
 }
+
+#[test]
+fn version_names_the_build() {
+    let out = tidepool(&["version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("tidepool {}", env!("CARGO_PKG_VERSION")));
+    for key in ["commit:", "target:", "profile:", "lab:"] {
+        let line = lines.iter().find(|l| l.starts_with(key)).unwrap();
+        assert!(line.len() > key.len() + 2, "{line}");
+    }
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_grammar() {
+    for (shell, marker) in [
+        ("bash", "_tidepool()"),
+        ("zsh", "#compdef tidepool"),
+        ("fish", "complete -c tidepool"),
+    ] {
+        let out = tidepool(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: {script}");
+        // Every command and a flag of one of them (`--pool`; fish writes
+        // `-l pool`) can be completed.
+        for word in ["provision", "destroy", "orphans", "pool"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    assert_ne!(tidepool(&["completions", "tcsh"]).status.code(), Some(0));
+
+    let out = tidepool(&["man"]);
+    assert_eq!(out.status.code(), Some(0));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.contains(".TH tidepool 1"), "{page}");
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH \"TIDEPOOL PROVISION\"",
+        ".SH \"TIDEPOOL DESTROY\"",
+        ".SH \"TIDEPOOL RUN\"",
+    ] {
+        assert!(page.contains(section), "missing {section}");
+    }
+    assert!(
+        page.contains(r"\-\-pool"),
+        "the provision options are listed"
+    );
+}

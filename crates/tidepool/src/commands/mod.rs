@@ -1,6 +1,7 @@
 //! One module per command group; each returns the [`crate::exit::Exit`]
 //! it ends with, or an error for unexpected failures.
 
+pub mod about;
 pub mod capacity;
 pub mod config;
 #[cfg(feature = "lab")]
