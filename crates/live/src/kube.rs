@@ -87,14 +87,25 @@ impl Versions {
         });
     }
 
+    /// Keeps the newer of what is remembered and what the call holding
+    /// `ticket` saw. Newer is the larger resourceVersion when both are
+    /// numbers (as etcd revisions, and the lab's, are): a read that started
+    /// after this store's write but was answered from before it must not
+    /// win either. Otherwise, the call that started later.
     fn saw(&mut self, claim: &WorkerClaim, ticket: u64) {
-        if let (Some(name), Some(rv)) = (&claim.metadata.name, &claim.metadata.resource_version) {
-            match self.seen.get(name) {
-                Some((_, later)) if *later > ticket => {}
-                _ => {
-                    self.seen.insert(name.clone(), (rv.clone(), ticket));
-                }
-            }
+        let (Some(name), Some(rv)) = (&claim.metadata.name, &claim.metadata.resource_version)
+        else {
+            return;
+        };
+        let newer = match self.seen.get(name) {
+            None => true,
+            Some((known, at)) => match (known.parse::<u64>(), rv.parse::<u64>()) {
+                (Ok(known), Ok(seen)) => seen >= known,
+                _ => ticket >= *at,
+            },
+        };
+        if newer {
+            self.seen.insert(name.clone(), (rv.clone(), ticket));
         }
     }
 }
@@ -534,6 +545,17 @@ mod tests {
         let later = v.ticket();
         v.saw(&claim_at("burst-a", "9"), later);
         assert_eq!(v.seen["burst-a"].0, "9");
+    }
+
+    #[test]
+    fn a_read_answered_from_before_the_stores_own_write_does_not_win_by_starting_later() {
+        let mut v = Versions::default();
+        let write = v.ticket();
+        let read = v.ticket();
+        // The read started after the write but was served before it landed.
+        v.saw(&claim_at("burst-a", "6"), read);
+        v.saw(&claim_at("burst-a", "7"), write);
+        assert_eq!(v.seen["burst-a"].0, "7");
     }
 
     #[test]

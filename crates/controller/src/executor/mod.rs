@@ -475,7 +475,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// `budget` of real time in total (tests and CLI `--wait`).
     ///
     /// # Errors
-    /// As [`Executor::step`]; transient errors are retried within the budget.
+    /// As [`Executor::step`]; transient errors, and status writes that lost
+    /// to another writer, are retried within the budget.
     pub async fn run_until_idle(
         &self,
         name: &str,
@@ -489,6 +490,13 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
                 Ok(Progress::Idle(phase)) => return Ok(phase),
                 Ok(Progress::Waiting { .. }) | Err(ExecutorError::Retry { .. })
                     if start.elapsed() < budget =>
+                {
+                    tokio::time::sleep(poll).await;
+                }
+                // Someone wrote the claim since the step read it (status
+                // writes are conditional): the next step reads it again.
+                Err(ExecutorError::Store { source, .. })
+                    if source.kind == ProviderErrorKind::Conflict && start.elapsed() < budget =>
                 {
                     tokio::time::sleep(poll).await;
                 }
