@@ -375,21 +375,23 @@ async fn replay(
     out
 }
 
+/// The world at minute `m` of a worker Ready an hour before [`now`] that
+/// runs a job until minute 10.
+fn busy_until_ten(m: i64) -> PlanInput {
+    let mut input = home_lab(Vec::new());
+    burst_worker(
+        &mut input,
+        "burst-b1zzy",
+        ago(3600),
+        if m < 10 { 1000 } else { 0 },
+    );
+    input
+}
+
 #[tokio::test]
 async fn a_worker_busy_until_a_moment_ago_is_idle_from_then_across_restarts() {
-    // Ready an hour before; running a job until minute 10.
-    fn at(m: i64) -> PlanInput {
-        let mut input = home_lab(Vec::new());
-        burst_worker(
-            &mut input,
-            "burst-b1zzy",
-            ago(3600),
-            if m < 10 { 1000 } else { 0 },
-        );
-        input
-    }
     let minutes = [0, 10, 20, 39, 41];
-    let kept = replay_with_restarts(at, &minutes).await;
+    let kept = replay_with_restarts(busy_until_ten, &minutes).await;
 
     // Idle since minute 10, not since it became Ready: its 30 minutes of
     // idleness end at minute 40.
@@ -472,13 +474,7 @@ async fn a_dry_run_plan_sees_the_idle_time_the_controller_recorded() {
     // The controller saw the worker busy until minute 10: at minute 35 it
     // has been idle 25 minutes, not the 95 since its node became Ready.
     fn at(m: i64) -> PlanInput {
-        let mut input = home_lab(Vec::new());
-        burst_worker(
-            &mut input,
-            "burst-b1zzy",
-            ago(3600),
-            if m < 10 { 1000 } else { 0 },
-        );
+        let mut input = busy_until_ten(m);
         input.now = now() + SignedDuration::from_mins(m);
         input
     }
