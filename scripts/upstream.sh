@@ -24,8 +24,8 @@ set -euo pipefail
 
 cache="${TIDEPOOL_UPSTREAM_CACHE:-$HOME/.cache/tidepool/upstream}"
 
-kubernetes_version=v1.33.6 # the apiserver the lab's emulator answers as (1.33)
-staging_version=v0.33.6    # the k8s.io/* staging modules of that release
+kubernetes_version=v1.33.13 # the apiserver the lab's emulator answers as (1.33)
+staging_version=v0.33.13   # the k8s.io/* staging modules of that release
 etcd_version=v3.5.21       # the etcd Kubernetes 1.33 is built and tested with
 kwok_version=v0.7.0
 talos_version=v1.10.6 # tidepool_lab_talos::DEFAULT_TALOS_VERSION
