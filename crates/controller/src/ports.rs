@@ -436,6 +436,11 @@ pub trait ScalingMetrics: Send + Sync {
     fn decision(&self, reason: &str);
     /// One failed pass, by error category.
     fn error(&self, category: &str);
+    /// Each host's room as the last plan saw it. Hosts are bounded by the
+    /// configured providers; the default ignores it.
+    fn host_room(&self, hosts: &[tidepool_core::planner::capacity::HostCapacity]) {
+        let _ = hosts;
+    }
 }
 
 /// No metrics.

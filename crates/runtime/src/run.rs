@@ -71,12 +71,14 @@ struct PoolLabel {
 
 /// Sets every gauge of `family` named in `values`, then removes the label
 /// sets it set last time that are gone now.
-fn replace_gauges<L>(
-    family: &Family<L, Gauge<i64, AtomicI64>>,
+fn replace_gauges<L, N, A>(
+    family: &Family<L, Gauge<N, A>>,
     last: &std::sync::Mutex<BTreeSet<L>>,
-    values: BTreeMap<L, i64>,
+    values: BTreeMap<L, N>,
 ) where
     L: Clone + std::hash::Hash + Eq + Ord + EncodeLabelSet + std::fmt::Debug,
+    N: Copy,
+    A: prometheus_client::metrics::gauge::Atomic<N> + Default,
 {
     let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
     for (labels, value) in &values {
@@ -86,6 +88,27 @@ fn replace_gauges<L>(
         family.remove(stale);
     }
     *last = values.into_keys().collect();
+}
+
+/// Registers `metric` under `name` and notes its name and type.
+fn reg<M>(
+    r: &mut Registry,
+    declared: &mut Vec<(String, &'static str)>,
+    name: &str,
+    help: &str,
+    metric: M,
+) where
+    M: prometheus_client::registry::Metric + prometheus_client::metrics::TypedMetric,
+{
+    let kind = match M::TYPE {
+        prometheus_client::metrics::MetricType::Counter => "counter",
+        prometheus_client::metrics::MetricType::Gauge => "gauge",
+        prometheus_client::metrics::MetricType::Histogram => "histogram",
+        prometheus_client::metrics::MetricType::Info => "info",
+        prometheus_client::metrics::MetricType::Unknown => "unknown",
+    };
+    declared.push((name.to_owned(), kind));
+    r.register(name, help, metric);
 }
 
 /// The controller's metrics.
@@ -106,6 +129,8 @@ pub struct Metrics {
     orphan_vms: Gauge<i64, AtomicI64>,
     host_status_errors: Family<HostLabel, Gauge<i64, AtomicI64>>,
     host_labels: std::sync::Mutex<BTreeSet<HostLabel>>,
+    room: HostRoomGauges,
+    declared: Vec<(String, &'static str)>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -182,7 +207,8 @@ impl Metrics {
 
     /// Registers every metric.
     pub fn new() -> Arc<Self> {
-        let m = Self {
+        let mut declared = Vec::new();
+        let mut m = Self {
             leader: Gauge::default(),
             pending_pods: Gauge::default(),
             decisions: Family::default(),
@@ -203,63 +229,100 @@ impl Metrics {
             orphan_vms: Gauge::default(),
             host_status_errors: Family::default(),
             host_labels: std::sync::Mutex::new(BTreeSet::new()),
+            room: HostRoomGauges::default(),
+            declared: Vec::new(),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_leader",
                 "1 while this replica leads",
                 m.leader.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_workers",
                 "Workers by pool and lifecycle phase",
                 m.workers.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_oldest_provisioning_seconds",
                 "Age of the oldest worker of each pool still on its way (Requested, Provisioning, Joining)",
                 m.oldest_provisioning.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_pending_pods",
                 "Unschedulable pods seen by the last plan",
                 m.pending_pods.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_scaling_decisions",
                 "Scaling decisions by reason code",
                 m.decisions.clone(),
             );
-            r.register("tidepool_errors", "Errors by category", m.errors.clone());
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
+                "tidepool_errors",
+                "Errors by category",
+                m.errors.clone(),
+            );
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_step_failures",
                 "Failed tries of a lifecycle step, by step and error category",
                 m.step_failures.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_orphan_vms",
                 "VMs carrying Tidepool's marker whose claim does not exist (removed after the grace period)",
                 m.orphan_vms.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_claims_in_backoff",
                 "Claims waiting to try a failed step again",
                 m.in_backoff.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_provisioning_duration_seconds",
                 "Time from a worker's request to its node being Ready",
                 m.provisioning.clone(),
             );
-            r.register(
+            reg(
+                &mut r,
+                &mut declared,
                 "tidepool_host_status_unreadable",
                 "1 for each Proxmox host whose status answer could not be used",
                 m.host_status_errors.clone(),
             );
+            m.room.register(&mut r, &mut declared);
         }
+        m.declared = declared;
         Arc::new(m)
+    }
+
+    /// Every metric family registered, with its type (`counter`, `gauge`,
+    /// `histogram`): a family with no samples yet is left out of a scrape,
+    /// so this is how dashboards and alerts are checked against all of them.
+    pub fn declared(&self) -> &[(String, &'static str)] {
+        &self.declared
     }
 
     fn encode(&self) -> String {
@@ -291,6 +354,105 @@ impl ScalingMetrics for Metrics {
                 category: category.to_owned(),
             })
             .inc();
+    }
+
+    fn host_room(&self, hosts: &[tidepool_core::planner::capacity::HostCapacity]) {
+        self.room.set(hosts);
+    }
+}
+
+/// A host and one of its storages or PCI mappings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct HostPartLabels {
+    host: String,
+    name: String,
+}
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Each host's room per dimension as the last plan saw it (the planner's
+/// own figures: memory above the reserve, vCPUs under the overcommit
+/// ratio, storage, free GPU devices, all less the VMs on their way).
+#[derive(Debug, Default)]
+struct HostRoomGauges {
+    memory: Family<HostLabel, Gauge<i64, AtomicI64>>,
+    vcpus: Family<HostLabel, F64Gauge>,
+    storage: Family<HostPartLabels, Gauge<i64, AtomicI64>>,
+    gpus: Family<HostPartLabels, Gauge<i64, AtomicI64>>,
+    hosts: std::sync::Mutex<BTreeSet<HostLabel>>,
+    vcpu_hosts: std::sync::Mutex<BTreeSet<HostLabel>>,
+    storages: std::sync::Mutex<BTreeSet<HostPartLabels>>,
+    mappings: std::sync::Mutex<BTreeSet<HostPartLabels>>,
+}
+
+impl HostRoomGauges {
+    fn register(&self, r: &mut Registry, declared: &mut Vec<(String, &'static str)>) {
+        reg(
+            r,
+            declared,
+            "tidepool_host_memory_free_bytes",
+            "Memory a host has left for new workers (above its reserve, less VMs on their way; negative when overcommitted)",
+            self.memory.clone(),
+        );
+        reg(
+            r,
+            declared,
+            "tidepool_host_vcpus_free",
+            "vCPUs a host has left under its overcommit ratio, less VMs on their way",
+            self.vcpus.clone(),
+        );
+        reg(
+            r,
+            declared,
+            "tidepool_host_storage_free_bytes",
+            "Free space of each storage on a host, less the disks of VMs on their way",
+            self.storage.clone(),
+        );
+        reg(
+            r,
+            declared,
+            "tidepool_host_gpus_free",
+            "Free devices of each PCI resource mapping on a host",
+            self.gpus.clone(),
+        );
+    }
+
+    fn set(&self, hosts: &[tidepool_core::planner::capacity::HostCapacity]) {
+        const MIB: i64 = 1 << 20;
+        const GIB: i64 = 1 << 30;
+        let label = |h: &tidepool_core::planner::capacity::HostCapacity| HostLabel {
+            host: h.name.clone(),
+        };
+        let part = |host: &str, name: &str| HostPartLabels {
+            host: host.to_owned(),
+            name: name.to_owned(),
+        };
+        let memory = hosts
+            .iter()
+            .map(|h| (label(h), h.memory_free_mib.saturating_mul(MIB)))
+            .collect();
+        let vcpus = hosts.iter().map(|h| (label(h), h.vcpus_left)).collect();
+        let storage = hosts
+            .iter()
+            .flat_map(|h| {
+                h.storage_free_gib.iter().map(|(s, gib)| {
+                    let bytes = i64::try_from(*gib).unwrap_or(i64::MAX / GIB);
+                    (part(&h.name, s), bytes.saturating_mul(GIB))
+                })
+            })
+            .collect();
+        let gpus = hosts
+            .iter()
+            .flat_map(|h| {
+                h.gpu_free
+                    .iter()
+                    .map(|(m, n)| (part(&h.name, m), i64::from(*n)))
+            })
+            .collect();
+        replace_gauges(&self.memory, &self.hosts, memory);
+        replace_gauges(&self.vcpus, &self.vcpu_hosts, vcpus);
+        replace_gauges(&self.storage, &self.storages, storage);
+        replace_gauges(&self.gpus, &self.mappings, gpus);
     }
 }
 

@@ -24,7 +24,7 @@ use crate::ports::{ClaimStore, Events, Hypervisor, Joiner, Nodes, ProviderError,
 use crate::service::{ProvisionRequest, Service};
 
 /// What one pass did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PassReport {
     /// Claims created.
     pub created: Vec<String>,
@@ -34,6 +34,8 @@ pub struct PassReport {
     pub unhelpable: usize,
     /// Unschedulable pods the plan saw.
     pub pending: usize,
+    /// Each host's room as the plan saw it (for the headroom metrics).
+    pub hosts: Vec<tidepool_core::planner::capacity::HostCapacity>,
 }
 
 /// The autoscaler over its ports: the service it acts through, what it
@@ -126,6 +128,7 @@ where
         self.explain(&input, &planned, &report).await;
         report.unhelpable = planned.unhelpable.len();
         report.pending = input.pending.len();
+        report.hosts = tidepool_core::planner::capacity::hosts(&input);
         Ok((planned, report, deadline))
     }
 
@@ -527,6 +530,7 @@ pub async fn run<H, J, N, S, O, E>(
 /// Reports a pass's plan to the metrics.
 fn record(metrics: &dyn ScalingMetrics, plan: &Plan, report: &PassReport) {
     metrics.pending(report.pending);
+    metrics.host_room(&report.hosts);
     for a in &plan.actions {
         metrics.decision(a.reason().code.as_str());
     }

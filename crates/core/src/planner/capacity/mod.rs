@@ -46,12 +46,7 @@ pub fn report(input: &PlanInput) -> CapacityReport {
     let vmids = vmids_free(input);
     let cluster = cluster(input);
 
-    let mut hosts: Vec<HostCapacity> = input
-        .hosts
-        .iter()
-        .map(|h| host_capacity(input, &ledger, h))
-        .collect();
-    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    let hosts = hosts_with(input, &ledger);
 
     let providers = cfg
         .providers
@@ -99,6 +94,22 @@ pub fn report(input: &PlanInput) -> CapacityReport {
         pools,
         what_if,
     }
+}
+
+/// Every host's figures, by name: the host part of [`report`] alone, for
+/// callers that need only the room per host (the headroom metrics).
+pub fn hosts(input: &PlanInput) -> Vec<HostCapacity> {
+    hosts_with(input, &ledger(input))
+}
+
+fn hosts_with(input: &PlanInput, ledger: &[Headroom]) -> Vec<HostCapacity> {
+    let mut hosts: Vec<HostCapacity> = input
+        .hosts
+        .iter()
+        .map(|h| host_capacity(input, ledger, h))
+        .collect();
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    hosts
 }
 
 /// What a pool's figures start from: the hosts' headroom, the VMIDs left,
