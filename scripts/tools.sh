@@ -6,6 +6,7 @@
 #   k8s.io/kubectl Go module (pinned below) into a cache outside the tree.
 # - cargo-nextest: compiled from crates.io with `cargo install` when missing
 #   (it lands in ~/.cargo/bin, so later runs reuse it).
+# - chromium: Debian's package, for the web dashboard's browser test.
 #
 # Usage: KUBECTL=$(scripts/tools.sh). Set TIDEPOOL_TOOLS_CACHE to move the
 # cache; TIDEPOOL_BUILD_KUBECTL=1 builds kubectl even when one is installed.
@@ -85,6 +86,27 @@ ensure_nextest() {
   cargo install --locked --quiet cargo-nextest --version "$nextest_version" >&2
 }
 
+# Headless Chromium for the web dashboard's browser tests: Debian's
+# package (the only browser source these machines reach).
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return
+  fi
+  local sudo=
+  if [ "$(id -u)" != 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      log "no chromium, and neither root nor sudo to install Debian's package: install 'chromium'"
+      exit 1
+    fi
+    sudo=sudo
+  fi
+  log "installing Debian's chromium (once)"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    chromium fonts-dejavu-core >&2
+}
+
 mkdir -p "$cache"
 ensure_nextest
+ensure_chromium
 kubectl_path

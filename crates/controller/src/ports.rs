@@ -441,6 +441,11 @@ pub trait ScalingMetrics: Send + Sync {
     fn host_room(&self, hosts: &[tidepool_core::planner::capacity::HostCapacity]) {
         let _ = hosts;
     }
+    /// One of the plan's actions was carried out: `workers` were created
+    /// or asked to go. The default ignores it.
+    fn acted(&self, action: &tidepool_core::planner::Action, workers: &[String]) {
+        let _ = (action, workers);
+    }
 }
 
 /// No metrics.

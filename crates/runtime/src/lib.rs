@@ -7,5 +7,6 @@
 pub mod health;
 pub mod leader;
 pub mod run;
+pub mod web;
 
 pub use run::{Metrics, RunError, RunOptions, run};

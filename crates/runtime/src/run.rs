@@ -131,6 +131,9 @@ pub struct Metrics {
     host_labels: std::sync::Mutex<BTreeSet<HostLabel>>,
     room: HostRoomGauges,
     declared: Vec<(String, &'static str)>,
+    timeline: crate::web::Timeline,
+    last_hosts: crate::web::LastHosts,
+    now: std::sync::Mutex<Option<jiff::Timestamp>>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -170,6 +173,8 @@ impl Metrics {
                 *e = (*e).max(age);
             }
         }
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        self.timeline.observe(claims, now);
         replace_gauges(&self.workers, &self.worker_labels, workers);
         replace_gauges(&self.oldest_provisioning, &self.oldest_labels, oldest);
         let mut seen = self
@@ -231,6 +236,9 @@ impl Metrics {
             host_labels: std::sync::Mutex::new(BTreeSet::new()),
             room: HostRoomGauges::default(),
             declared: Vec::new(),
+            timeline: crate::web::Timeline::default(),
+            last_hosts: crate::web::LastHosts::default(),
+            now: std::sync::Mutex::new(None),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -318,6 +326,16 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// What the dashboard's timeline shows.
+    pub fn timeline(&self) -> &crate::web::Timeline {
+        &self.timeline
+    }
+
+    /// The hosts' room as the last plan saw it.
+    pub fn last_hosts(&self) -> &crate::web::LastHosts {
+        &self.last_hosts
+    }
+
     /// Every metric family registered, with its type (`counter`, `gauge`,
     /// `histogram`): a family with no samples yet is left out of a scrape,
     /// so this is how dashboards and alerts are checked against all of them.
@@ -358,6 +376,13 @@ impl ScalingMetrics for Metrics {
 
     fn host_room(&self, hosts: &[tidepool_core::planner::capacity::HostCapacity]) {
         self.room.set(hosts);
+        self.last_hosts.set(hosts);
+    }
+
+    fn acted(&self, action: &tidepool_core::planner::Action, workers: &[String]) {
+        let now = *self.now.lock().unwrap_or_else(|e| e.into_inner());
+        self.timeline
+            .acted(action, workers, now.unwrap_or_else(jiff::Timestamp::now));
     }
 }
 
@@ -557,10 +582,12 @@ async fn metrics_text(
 /// Serves the health and metrics endpoints on `listener`.
 fn serve_health(
     listener: tokio::net::TcpListener,
+    exec: Arc<LiveExecutor>,
     metrics: Arc<Metrics>,
     leading: watch::Receiver<bool>,
     ready: Arc<Readiness>,
 ) -> tokio::task::JoinHandle<()> {
+    let web = crate::web::routes(exec, metrics.clone(), leading.clone());
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -569,7 +596,8 @@ fn serve_health(
             metrics,
             leading,
             ready,
-        });
+        })
+        .merge(web);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "health endpoint stopped");
@@ -701,7 +729,13 @@ pub async fn run(
         .max(Duration::from_secs(1));
     let ready = Arc::new(Readiness::new(exec.clone(), resync * 3));
     let prober = tokio::spawn(probe_proxmox(exec.clone(), resync, stop.clone()));
-    let health = serve_health(listener, metrics.clone(), leading.clone(), ready);
+    let health = serve_health(
+        listener,
+        exec.clone(),
+        metrics.clone(),
+        leading.clone(),
+        ready,
+    );
     info!(%addr, "serving /healthz, /readyz and /metrics");
     if let Some(tx) = bound {
         let _ = tx.send(addr);

@@ -36,6 +36,9 @@ pub struct PassReport {
     pub pending: usize,
     /// Each host's room as the plan saw it (for the headroom metrics).
     pub hosts: Vec<tidepool_core::planner::capacity::HostCapacity>,
+    /// The plan's actions that were carried out, with the workers each
+    /// created or removed.
+    pub acted: Vec<(Action, Vec<String>)>,
 }
 
 /// The autoscaler over its ports: the service it acts through, what it
@@ -102,12 +105,8 @@ where
         let deadline = next_deadline(&input);
         let mut report = PassReport::default();
         for action in &planned.actions {
-            match action {
-                Action::Provision { .. } => {
-                    report
-                        .created
-                        .extend(carry_out(&self.service, action, ACTOR).await);
-                }
+            let done = match action {
+                Action::Provision { .. } => carry_out(&self.service, action, ACTOR).await,
                 Action::Remove {
                     worker,
                     pool,
@@ -116,9 +115,18 @@ where
                 } => {
                     if self.scale_down(worker, *drain, reason).await {
                         self.timers.scaled_down(pool, input.now);
-                        report.removed.push(worker.clone());
+                        vec![worker.clone()]
+                    } else {
+                        Vec::new()
                     }
                 }
+            };
+            match action {
+                Action::Provision { .. } => report.created.extend(done.iter().cloned()),
+                Action::Remove { .. } => report.removed.extend(done.iter().cloned()),
+            }
+            if !done.is_empty() {
+                report.acted.push((action.clone(), done));
             }
         }
         self.timers.save(store).await;
@@ -531,6 +539,9 @@ pub async fn run<H, J, N, S, O, E>(
 fn record(metrics: &dyn ScalingMetrics, plan: &Plan, report: &PassReport) {
     metrics.pending(report.pending);
     metrics.host_room(&report.hosts);
+    for (action, workers) in &report.acted {
+        metrics.acted(action, workers);
+    }
     for a in &plan.actions {
         metrics.decision(a.reason().code.as_str());
     }
