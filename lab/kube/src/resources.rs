@@ -127,6 +127,8 @@ const BUILTINS: &[Builtin] = &[
     ("apps", "statefulsets", "StatefulSet", NAMESPACED, &["sts"], &["status", "scale"], true),
     ("policy", "poddisruptionbudgets", "PodDisruptionBudget", NAMESPACED, &["pdb"], &["status"], false),
     ("coordination.k8s.io", "leases", "Lease", NAMESPACED, &[], &[], false),
+    // Stored so manifests apply; the emulated network lets everything through.
+    ("networking.k8s.io", "networkpolicies", "NetworkPolicy", NAMESPACED, &["netpol"], &[], false),
     ("events.k8s.io", "events", "Event", NAMESPACED, &["ev"], &[], false),
     // RBAC objects are stored (so manifests apply) but not enforced:
     // the emulator accepts any credentials.
