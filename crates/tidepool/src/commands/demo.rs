@@ -349,6 +349,7 @@ async fn start_controller(lab: &RunningLab) -> anyhow::Result<Controller> {
         .await?,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let controller = tokio::spawn(run_controller(
         exec,
         RunOptions {
@@ -357,8 +358,11 @@ async fn start_controller(lab: &RunningLab) -> anyhow::Result<Controller> {
             autoscale: true,
         },
         stop_rx,
-        None,
+        Some(bound_tx),
     ));
+    if let Ok(addr) = bound_rx.await {
+        println!("  web dashboard at http://{addr}/ while the demo runs");
+    }
     Ok((stop_tx, controller))
 }
 

@@ -77,6 +77,9 @@ pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
         println!("  source {dir}/lab.env      # TIDEPOOL_CONFIG, KUBECONFIG and the lab's clock");
         println!("  kubectl get nodes");
         println!("  tidepool workers list");
+        println!(
+            "  tidepool run                 # then the web dashboard at http://127.0.0.1:9464/"
+        );
         println!();
         println!("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c().await?;
