@@ -205,7 +205,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     );
     tasks.extend(guests.spawn());
 
-    install_cluster_basics(&kube)?;
+    install_cluster_basics(&kube, &scenario.kubernetes)?;
 
     let cp_ip = scenario
         .cluster
@@ -264,9 +264,13 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     })
 }
 
-/// The namespaces every cluster has, and Tidepool's WorkerClaim CRD (the
-/// cluster runs Tidepool).
-fn install_cluster_basics(kube: &KubeLab) -> Result<(), LabError> {
+/// The namespaces every cluster has, the lab user's RBAC, and Tidepool's
+/// WorkerClaim CRD (the cluster runs Tidepool) unless the scenario leaves
+/// it out.
+fn install_cluster_basics(
+    kube: &KubeLab,
+    setup: &scenario::KubernetesSetup,
+) -> Result<(), LabError> {
     for ns in [
         "default",
         "kube-system",
@@ -280,6 +284,13 @@ fn install_cluster_basics(kube: &KubeLab) -> Result<(), LabError> {
         .map_err(|e| LabError::Internal(format!("namespace {ns}: {e}")))?;
     }
 
+    for obj in setup.rbac_objects() {
+        kube.apply(obj)
+            .map_err(|e| LabError::Internal(format!("the lab user's RBAC: {e}")))?;
+    }
+    if !setup.worker_claim_crd {
+        return Ok(());
+    }
     // The cluster runs Tidepool: its WorkerClaim CRD is installed.
     let crd: serde_json::Value = serde_saphyr::from_str(WORKER_CLAIM_CRD)
         .map_err(|e| LabError::Internal(format!("the WorkerClaim CRD does not parse: {e}")))?;

@@ -292,6 +292,7 @@ impl PveLab {
             })?;
         let (token_user, token_name) = (user.to_owned(), name.to_owned());
         let now = clock.now_unix();
+        crate::access::Access::of(&config)?;
         let state = State::new(&config, faults.seed(), now)?;
         let ca = TestCa::new("Proxmox Virtual Environment", KeyAlgorithm::EcdsaP256)
             .map_err(LabError::Cert)?;
