@@ -122,6 +122,12 @@ pub enum Command {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Check every precondition of the configured setup, read-only: the
+    /// configuration and its secrets, the Proxmox token's privileges, the
+    /// templates, PCI mappings and VMID range, the Kubernetes CRD and RBAC,
+    /// and the join. Prints pass, warn or fail with the fix for each; exit 0
+    /// only when nothing fails.
+    Doctor,
     /// List the VMs that carry Tidepool's marker but whose WorkerClaim no
     /// longer exists (the controller removes them after
     /// `server.orphanGracePeriod`).
@@ -310,6 +316,7 @@ pub fn run() -> ExitCode {
         Command::Man => commands::about::man(),
         Command::Plan => commands::plan::run(&ctx),
         Command::Orphans => commands::orphans::run(&ctx),
+        Command::Doctor => commands::doctor::run(&ctx),
         Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
         Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
     };

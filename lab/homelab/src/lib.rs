@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod files;
+pub mod forward;
 pub mod guest;
 pub mod scenario;
 
@@ -211,6 +212,9 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         .cluster
         .control_plane
         .map(|vmid| guests.address_of(vmid));
+    if let Some(ip) = cp_ip {
+        tasks.extend(forward::control_plane(ip, kube_addr).await);
+    }
     let base = files::worker_config(&scenario.name, cp_ip, talos.ca(), opts.seed);
     adopt_existing(&scenario, &pve, &guests, &base).await?;
     apply_workloads(&kube, &scenario)?;
