@@ -142,7 +142,13 @@ pub enum Command {
     },
     /// Run the controller: leader election, the worker lifecycle for every
     /// WorkerClaim, and /healthz, /readyz, /metrics.
-    Run,
+    Run {
+        /// Observe, plan and explain (logs, metrics, Events) exactly as a
+        /// real run, but change nothing in Proxmox or Kubernetes except
+        /// Events: no Lease, no claims, no VMs.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the version, the commit it was built from, the target and
     /// whether the lab is built in.
     Version,
@@ -310,7 +316,8 @@ pub fn run() -> ExitCode {
             },
         ),
         Command::Mcp => workers::mcp(&ctx),
-        Command::Run => commands::run::run(&ctx),
+        Command::Run { dry_run: false } => commands::run::run(&ctx),
+        Command::Run { dry_run: true } => commands::run::dry_run(&ctx),
         Command::Version => commands::about::version(),
         Command::Completions { shell } => commands::about::completions(*shell),
         Command::Man => commands::about::man(),

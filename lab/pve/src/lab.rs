@@ -365,6 +365,13 @@ impl PveLab {
         self.shared.state().vms.values().map(snapshot).collect()
     }
 
+    /// The UPIDs of every task started so far, sorted.
+    pub fn task_upids(&self) -> Vec<String> {
+        let mut upids: Vec<String> = self.shared.state().tasks.keys().cloned().collect();
+        upids.sort();
+        upids
+    }
+
     /// Marks the guest agent of `vmid` up with `addresses`, or down with
     /// `None`. Stopping the VM marks it down again.
     ///
