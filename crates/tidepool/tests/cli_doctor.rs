@@ -2,13 +2,15 @@
 //! and each misconfiguration a scenario injects (a role without a
 //! privilege, a template without the guest agent, a foreign VM in the
 //! VMID range, a cluster without the CRD, too narrow RBAC) makes exactly
-//! the matching check fail, with its fix.
+//! the matching check fail, with its fix. `run_doctor` over MCP answers
+//! the same checks even when `tidepool mcp` cannot connect (no CRD).
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tidepool_lab::scenario::HOME_LAB;
 use tidepool_lab::{LabOptions, RunningLab, Scenario};
 
@@ -178,4 +180,52 @@ kubernetes:
         "deploy/rbac.yaml",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_doctor_over_mcp_names_the_missing_crd_without_a_connection() {
+    let scenario = format!("{HOME_LAB}\nkubernetes:\n  workerClaimCrd: false\n");
+    let lab = lab("mcp", &scenario).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .arg("--config")
+        .arg(&lab.files.tidepool_yaml)
+        .arg("--kubeconfig")
+        .arg(&lab.files.kubeconfig)
+        .arg("mcp")
+        .env("TIDEPOOL_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut send = |msg: Value| {
+            writeln!(stdin, "{msg}").unwrap();
+            stdin.flush().unwrap();
+        };
+        send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "doctor-test", "version": "1"}}}));
+        lines.next().unwrap().unwrap();
+        send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "run_doctor", "arguments": {}}}));
+        let answer: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        drop(stdin);
+        answer
+    })
+    .await
+    .unwrap();
+    let _ = child.wait();
+    let result = &answer["result"]["structuredContent"];
+    assert_eq!(result["ok"], false, "{answer}");
+    let failed: Vec<&Value> = result["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .collect();
+    assert_eq!(failed.len(), 1, "{answer}");
+    assert_eq!(failed[0]["id"], "kubernetes crd");
+    lab.shutdown().await;
 }
