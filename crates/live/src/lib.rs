@@ -6,9 +6,12 @@
 //! [`ClaimStore`](tidepool_controller::ClaimStore) and the pod
 //! [`Events`](tidepool_controller::ports::Events) ([`kube`]). [`snapshot`]
 //! observes all three for the planner, and [`connect`] builds the whole
-//! stack from a configuration.
+//! stack from a configuration; [`doctor`] checks a setup read-only; [`dry_run`] has the adapters
+//! of `tidepool run --dry-run`.
 
 pub mod connect;
+pub mod doctor;
+pub mod dry_run;
 pub mod join;
 pub mod kube;
 pub mod pve;

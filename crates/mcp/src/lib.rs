@@ -10,6 +10,7 @@
 //! in-process duplex pipe). On stdio nothing else may write to stdout: log
 //! to stderr.
 
+pub mod doctor;
 mod server;
 pub mod types;
 

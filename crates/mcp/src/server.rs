@@ -32,6 +32,7 @@ use tidepool_core::view::{
 };
 use tracing::warn;
 
+use crate::doctor::{DoctorArgs, DoctorPort, DoctorResult};
 use crate::types::{
     CapacityArgs, DestroyArgs, ExtendTtlArgs, ListWorkersArgs, PlanArgs, ProvisionArgs,
     ToolErrorBody, ToolErrorContent, WorkerIdArgs,
@@ -69,6 +70,7 @@ const ANONYMOUS: &str = "mcp";
 pub struct TidepoolMcp<H, J, N, S> {
     service: Arc<Service<H, J, N, S>>,
     observer: Option<Arc<dyn Observe>>,
+    doctor: Option<Arc<dyn DoctorPort>>,
     timeout: Duration,
     tool_router: ToolRouter<Self>,
 }
@@ -78,6 +80,7 @@ impl<H, J, N, S> Clone for TidepoolMcp<H, J, N, S> {
         Self {
             service: Arc::clone(&self.service),
             observer: self.observer.clone(),
+            doctor: self.doctor.clone(),
             timeout: self.timeout,
             tool_router: self.tool_router.clone(),
         }
@@ -174,6 +177,7 @@ where
         Self {
             service,
             observer: None,
+            doctor: None,
             timeout: DEFAULT_TIMEOUT,
             tool_router: Self::tool_router(),
         }
@@ -189,6 +193,13 @@ where
     /// `observer`; without one they answer with an `unavailable` tool error.
     pub fn with_observer(mut self, observer: Arc<dyn Observe>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Lets `run_doctor` run the setup's checks through `doctor`; without
+    /// one it answers with an `unavailable` tool error.
+    pub fn with_doctor(mut self, doctor: Arc<dyn DoctorPort>) -> Self {
+        self.doctor = Some(doctor);
         self
     }
 
@@ -581,6 +592,36 @@ where
             .map_err(ToolFailure::into_result)?;
         Ok(Json(result))
     }
+
+    #[tool(
+        description = "Check every precondition of the configured setup, \
+        read-only (tidepool doctor): the configuration and its secrets (never \
+        shown), the Proxmox API and TLS, the token's privileges on each ACL \
+        path, each pool's templates (a template, guest agent on, disk, storage \
+        room), GPU pools' PCI mappings, the VMID range, the Kubernetes API, \
+        the WorkerClaim CRD version, RBAC for every verb Tidepool uses, and \
+        the join. Each check passes, warns or fails with the fix. Read-only.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn run_doctor(
+        &self,
+        Parameters(DoctorArgs {}): Parameters<DoctorArgs>,
+    ) -> Result<Json<DoctorResult>, CallToolResult> {
+        let unavailable = |message: String| ToolFailure::unavailable("run_doctor", message);
+        let doctor = self.doctor.clone().ok_or_else(|| {
+            unavailable("this server cannot run the doctor; run `tidepool doctor`".to_owned())
+                .into_result()
+        })?;
+        match tokio::time::timeout(self.timeout, doctor.run()).await {
+            Ok(Ok(result)) => Ok(Json(result)),
+            Ok(Err(why)) => Err(unavailable(why).into_result()),
+            Err(_) => Err(unavailable(format!(
+                "the checks did not finish within {}s",
+                self.timeout.as_secs()
+            ))
+            .into_result()),
+        }
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -655,6 +696,7 @@ fn tool_name(name: &str) -> &'static str {
         "extend_ttl",
         "capacity_report",
         "plan_scaling",
+        "run_doctor",
     ]
     .into_iter()
     .find(|t| *t == name)

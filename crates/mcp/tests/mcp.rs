@@ -180,6 +180,7 @@ async fn the_server_introduces_itself_and_lists_exactly_eight_schemad_tools() {
             "list_workers",
             "plan_scaling",
             "provision_workers",
+            "run_doctor",
         ]
     );
     for t in &tools {

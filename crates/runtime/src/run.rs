@@ -580,7 +580,7 @@ async fn metrics_text(
 }
 
 /// Serves the health and metrics endpoints on `listener`.
-fn serve_health(
+pub(crate) fn serve_health(
     listener: tokio::net::TcpListener,
     exec: Arc<LiveExecutor>,
     metrics: Arc<Metrics>,
@@ -606,7 +606,9 @@ fn serve_health(
 }
 
 /// Binds the health address.
-async fn bind_health(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
+pub(crate) async fn bind_health(
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), RunError> {
     let bind_error = |source| RunError::Bind { addr, source };
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -122,6 +122,12 @@ pub enum Command {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Check every precondition of the configured setup, read-only: the
+    /// configuration and its secrets, the Proxmox token's privileges, the
+    /// templates, PCI mappings and VMID range, the Kubernetes CRD and RBAC,
+    /// and the join. Prints pass, warn or fail with the fix for each; exit 0
+    /// only when nothing fails.
+    Doctor,
     /// List the VMs that carry Tidepool's marker but whose WorkerClaim no
     /// longer exists (the controller removes them after
     /// `server.orphanGracePeriod`).
@@ -136,7 +142,13 @@ pub enum Command {
     },
     /// Run the controller: leader election, the worker lifecycle for every
     /// WorkerClaim, and /healthz, /readyz, /metrics.
-    Run,
+    Run {
+        /// Observe, plan and explain (logs, metrics, Events) exactly as a
+        /// real run, but change nothing in Proxmox or Kubernetes except
+        /// Events: no Lease, no claims, no VMs.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the version, the commit it was built from, the target and
     /// whether the lab is built in.
     Version,
@@ -304,12 +316,14 @@ pub fn run() -> ExitCode {
             },
         ),
         Command::Mcp => workers::mcp(&ctx),
-        Command::Run => commands::run::run(&ctx),
+        Command::Run { dry_run: false } => commands::run::run(&ctx),
+        Command::Run { dry_run: true } => commands::run::dry_run(&ctx),
         Command::Version => commands::about::version(),
         Command::Completions { shell } => commands::about::completions(*shell),
         Command::Man => commands::about::man(),
         Command::Plan => commands::plan::run(&ctx),
         Command::Orphans => commands::orphans::run(&ctx),
+        Command::Doctor => commands::doctor::run(&ctx),
         Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
         Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
     };

@@ -12,7 +12,8 @@
 //! server recovers without a restart once the kubeconfig appears or the
 //! APIs answer. The clients are built once, on the first call that finds a
 //! kubeconfig, and kept for the session; until both APIs have answered a
-//! first read, each call asks them again.
+//! first read, each call asks them again. `run_doctor` needs no connection:
+//! it runs `tidepool doctor`'s checks, which report what does not answer.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,10 +28,12 @@ use tidepool_controller::observe::Observe;
 use tidepool_controller::ports::Clock;
 use tidepool_controller::{ClaimStore, Hypervisor};
 use tidepool_core::config::Config;
+use tidepool_live::doctor::{self, DoctorOptions};
 use tidepool_live::join::LiveJoiner;
 use tidepool_live::kube::KubeCluster;
 use tidepool_live::pve::PveHypervisor;
 use tidepool_live::{LiveExecutor, LiveObserver};
+use tidepool_mcp::doctor::{DoctorCheck, DoctorPort, DoctorResult, DoctorRun};
 use tidepool_mcp::{DEFAULT_TIMEOUT, TidepoolMcp, ToolFailure};
 use tokio::sync::Mutex;
 
@@ -111,6 +114,38 @@ impl LazyMcp {
         Ok(connection.server.clone())
     }
 
+    /// The doctor over this handler's configuration and kubeconfig.
+    fn doctor(&self) -> LiveDoctor {
+        let config_dir = self
+            .config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf);
+        LiveDoctor {
+            config: self.config.clone(),
+            options: DoctorOptions {
+                config_dir,
+                kubeconfig: live::kubeconfig(self.kubeconfig.as_ref()),
+            },
+        }
+    }
+
+    /// `run_doctor`, connected or not: the checks say what does not answer.
+    async fn run_doctor(&self) -> rmcp::model::CallToolResult {
+        let failed = |why: String| ToolFailure::unavailable("run_doctor", why).into_result();
+        match tokio::time::timeout(DEFAULT_TIMEOUT, self.doctor().run()).await {
+            Ok(Ok(result)) => serde_json::to_value(&result).map_or_else(
+                |e| failed(e.to_string()),
+                rmcp::model::CallToolResult::structured,
+            ),
+            Ok(Err(why)) => failed(why),
+            Err(_) => failed(format!(
+                "the checks did not finish within {}s",
+                DEFAULT_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
     /// Builds the live clients and the server over them; asks neither API.
     async fn build(&self) -> Result<Connection, String> {
         missing_kubeconfig(self.kubeconfig.as_ref())?;
@@ -132,8 +167,39 @@ impl LazyMcp {
         let observer: Arc<dyn Observe> = Arc::new(LiveObserver(exec.clone()));
         Ok(Connection {
             exec,
-            server: TidepoolMcp::new(Arc::new(service)).with_observer(observer),
+            server: TidepoolMcp::new(Arc::new(service))
+                .with_observer(observer)
+                .with_doctor(Arc::new(self.doctor())),
             answered: false,
+        })
+    }
+}
+
+/// `tidepool doctor`'s checks for `run_doctor`, over the configuration.
+struct LiveDoctor {
+    config: Arc<Config>,
+    options: DoctorOptions,
+}
+
+impl DoctorPort for LiveDoctor {
+    fn run(&self) -> DoctorRun<'_> {
+        Box::pin(async move {
+            let report = doctor::run(&self.config, &self.options)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+            Ok(DoctorResult {
+                ok: report.ok(),
+                checks: report
+                    .checks
+                    .into_iter()
+                    .map(|c| DoctorCheck {
+                        id: c.id,
+                        status: c.status.as_str().to_owned(),
+                        message: c.message,
+                        fix: c.fix,
+                    })
+                    .collect(),
+            })
         })
     }
 }
@@ -215,6 +281,9 @@ impl ServerHandler for LazyMcp {
     ) -> Result<CallToolResponse, ErrorData> {
         if self.get_tool(&request.name).is_none() {
             return Err(ErrorData::invalid_params("tool not found", None));
+        }
+        if request.name == "run_doctor" {
+            return Ok(self.run_doctor().await.into());
         }
         match self.server().await {
             Ok(server) => server.call_tool(request, context).await,

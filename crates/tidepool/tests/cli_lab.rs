@@ -217,7 +217,8 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
             "get_worker_details",
             "list_workers",
             "plan_scaling",
-            "provision_workers"
+            "provision_workers",
+            "run_doctor"
         ]
     );
     let listed = &calls[2]["result"]["structuredContent"];
@@ -333,7 +334,7 @@ async fn mcp_without_a_kubeconfig(
     assert_eq!(answers[0]["result"]["serverInfo"]["name"], "tidepool");
     assert_eq!(
         answers[2]["result"]["tools"].as_array().unwrap().len(),
-        8,
+        9,
         "{}",
         answers[2]
     );

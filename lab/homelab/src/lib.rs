@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod files;
+pub mod forward;
 pub mod guest;
 pub mod scenario;
 
@@ -205,12 +206,15 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     );
     tasks.extend(guests.spawn());
 
-    install_cluster_basics(&kube)?;
+    install_cluster_basics(&kube, &scenario.kubernetes)?;
 
     let cp_ip = scenario
         .cluster
         .control_plane
         .map(|vmid| guests.address_of(vmid));
+    if let Some(ip) = cp_ip {
+        tasks.extend(forward::control_plane(ip, kube_addr).await);
+    }
     let base = files::worker_config(&scenario.name, cp_ip, talos.ca(), opts.seed);
     adopt_existing(&scenario, &pve, &guests, &base).await?;
     apply_workloads(&kube, &scenario)?;
@@ -264,9 +268,13 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     })
 }
 
-/// The namespaces every cluster has, and Tidepool's WorkerClaim CRD (the
-/// cluster runs Tidepool).
-fn install_cluster_basics(kube: &KubeLab) -> Result<(), LabError> {
+/// The namespaces every cluster has, the lab user's RBAC, and Tidepool's
+/// WorkerClaim CRD (the cluster runs Tidepool) unless the scenario leaves
+/// it out.
+fn install_cluster_basics(
+    kube: &KubeLab,
+    setup: &scenario::KubernetesSetup,
+) -> Result<(), LabError> {
     for ns in [
         "default",
         "kube-system",
@@ -280,6 +288,13 @@ fn install_cluster_basics(kube: &KubeLab) -> Result<(), LabError> {
         .map_err(|e| LabError::Internal(format!("namespace {ns}: {e}")))?;
     }
 
+    for obj in setup.rbac_objects() {
+        kube.apply(obj)
+            .map_err(|e| LabError::Internal(format!("the lab user's RBAC: {e}")))?;
+    }
+    if !setup.worker_claim_crd {
+        return Ok(());
+    }
     // The cluster runs Tidepool: its WorkerClaim CRD is installed.
     let crd: serde_json::Value = serde_saphyr::from_str(WORKER_CLAIM_CRD)
         .map_err(|e| LabError::Internal(format!("the WorkerClaim CRD does not parse: {e}")))?;

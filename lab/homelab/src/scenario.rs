@@ -35,6 +35,58 @@ pub struct Scenario {
     /// Faults injected from the start.
     #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// What the Kubernetes cluster has installed for Tidepool.
+    #[serde(default)]
+    pub kubernetes: KubernetesSetup,
+}
+
+/// The Kubernetes side of Tidepool's installation: its CRD and what RBAC
+/// lets the lab's user (`tidepool-lab`) do.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesSetup {
+    /// Whether the WorkerClaim CRD is installed.
+    #[serde(default = "yes")]
+    pub worker_claim_crd: bool,
+    /// The rules of the ClusterRole bound to the lab's user; everything
+    /// (`*` on `*`) when absent.
+    #[serde(default)]
+    pub rbac_rules: Option<Vec<serde_json::Value>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for KubernetesSetup {
+    fn default() -> Self {
+        Self {
+            worker_claim_crd: true,
+            rbac_rules: None,
+        }
+    }
+}
+
+impl KubernetesSetup {
+    /// The ClusterRole and ClusterRoleBinding that give the lab's user
+    /// its rights.
+    pub fn rbac_objects(&self) -> [serde_json::Value; 2] {
+        let rules = self.rbac_rules.clone().unwrap_or_else(|| {
+            vec![serde_json::json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]})]
+        });
+        [
+            serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "tidepool-lab"}, "rules": rules,
+            }),
+            serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "tidepool-lab"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "tidepool-lab"},
+                "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "tidepool-lab"}],
+            }),
+        ]
+    }
 }
 
 fn default_name() -> String {

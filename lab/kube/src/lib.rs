@@ -11,6 +11,7 @@
 //! `"create pods"`, `"list nodes"`, `"watch pods"`, `"patch nodes"`,
 //! `"update pods/status"`, and `"evict pods"` for evictions.
 
+pub mod authz;
 pub mod controllers;
 pub mod error;
 pub mod events;

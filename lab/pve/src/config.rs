@@ -34,6 +34,37 @@ pub struct PveConfig {
     /// Which error-body format to speak (facts §2.2).
     #[serde(default)]
     pub error_bodies: ErrorBodies,
+    /// Roles besides the built-in ones (`pveum role add`).
+    #[serde(default)]
+    pub roles: Vec<RoleSpec>,
+    /// The token's ACL entries (`pveum acl modify`). Without any, the
+    /// token may do everything, as a `root@pam` token without privilege
+    /// separation may.
+    #[serde(default)]
+    pub acls: Vec<AclSpec>,
+}
+
+/// A role: a named set of privileges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleSpec {
+    /// Role id, e.g. `Tidepool`.
+    pub id: String,
+    /// Its privileges, e.g. `VM.Allocate`.
+    pub privs: Vec<String>,
+}
+
+/// One ACL entry of the token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AclSpec {
+    /// ACL path, e.g. `/`, `/vms/9001`, `/pool/tidepool`.
+    pub path: String,
+    /// A role id: built-in (`PVEVMAdmin`, …) or one of `roles`.
+    pub role: String,
+    /// Whether the entry holds on the paths below too.
+    #[serde(default = "yes")]
+    pub propagate: bool,
 }
 
 fn default_token_id() -> String {
@@ -56,6 +87,8 @@ impl PveConfig {
             token_secret: default_token_secret(),
             durations: PveDurations::default(),
             error_bodies: ErrorBodies::default(),
+            roles: Vec::new(),
+            acls: Vec::new(),
         }
     }
 }

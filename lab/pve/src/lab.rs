@@ -292,6 +292,7 @@ impl PveLab {
             })?;
         let (token_user, token_name) = (user.to_owned(), name.to_owned());
         let now = clock.now_unix();
+        crate::access::Access::of(&config)?;
         let state = State::new(&config, faults.seed(), now)?;
         let ca = TestCa::new("Proxmox Virtual Environment", KeyAlgorithm::EcdsaP256)
             .map_err(LabError::Cert)?;
@@ -362,6 +363,13 @@ impl PveLab {
     /// Snapshots of all VMs, by vmid.
     pub fn vms(&self) -> Vec<VmSnapshot> {
         self.shared.state().vms.values().map(snapshot).collect()
+    }
+
+    /// The UPIDs of every task started so far, sorted.
+    pub fn task_upids(&self) -> Vec<String> {
+        let mut upids: Vec<String> = self.shared.state().tasks.keys().cloned().collect();
+        upids.sort();
+        upids
     }
 
     /// Marks the guest agent of `vmid` up with `addresses`, or down with

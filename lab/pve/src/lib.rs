@@ -7,6 +7,7 @@
 //! holds a [`PveLab`], serves it, watches [`VmEvent`]s to drive simulated
 //! boots and marks guest agents up with [`PveLab::set_agent`].
 
+mod access;
 mod api;
 pub mod config;
 pub mod error;
@@ -16,9 +17,10 @@ pub mod params;
 mod server;
 mod state;
 
+pub use access::ALL_PRIVILEGES;
 pub use config::{
-    ErrorBodies, HostSpec, PciDevice, PciMapping, PoolSpec, PveConfig, PveDurations, StorageSpec,
-    VmSpec,
+    AclSpec, ErrorBodies, HostSpec, PciDevice, PciMapping, PoolSpec, PveConfig, PveDurations,
+    RoleSpec, StorageSpec, VmSpec,
 };
 pub use error::{ApiError, LabError};
 pub use lab::{PveLab, VmEvent, VmSnapshot};

@@ -117,6 +117,28 @@ impl ProxmoxClient {
         Ok(raw.into_iter().map(PciMapping::from).collect())
     }
 
+    /// `GET /access/permissions?path=`: the privileges the token holds on
+    /// `path` (its own ACLs, inherited ones and, for a VM, its pool's).
+    ///
+    /// # Errors
+    /// [`ProxmoxError`], classified.
+    pub async fn permissions_on(
+        &self,
+        path: &str,
+    ) -> Result<std::collections::BTreeSet<String>, ProxmoxError> {
+        let op = format!("reading the token's privileges on {path}");
+        let by_path: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Value>> =
+            self.get(
+                &op,
+                Call::get(&["access", "permissions"]).query("path", path),
+            )
+            .await?;
+        Ok(by_path
+            .into_values()
+            .flat_map(std::collections::BTreeMap::into_keys)
+            .collect())
+    }
+
     /// `GET /pools`.
     ///
     /// # Errors

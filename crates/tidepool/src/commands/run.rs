@@ -1,9 +1,14 @@
-//! `tidepool run`: the controller, in the foreground until interrupted.
+//! `tidepool run`: the controller, in the foreground until interrupted;
+//! with `--dry-run`, the autoscaler only, changing nothing.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tidepool_runtime::dry_run::run_dry;
 use tidepool_runtime::leader::LeaseConfig;
 use tidepool_runtime::run::{RunOptions, run as run_controller};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::context::Context;
 use crate::exit::Exit;
@@ -37,6 +42,38 @@ pub(crate) fn lease_config(
     })
 }
 
+/// The configured health and metrics address; an unparsable one is
+/// printed and ends the command with exit 2.
+fn metrics_addr(server: &tidepool_core::config::Server) -> Result<SocketAddr, Exit> {
+    server.metrics_addr.parse().map_err(|e| {
+        eprintln!("server.metricsAddr `{}`: {e}", server.metrics_addr);
+        Exit::Invalid
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM, then tells `task` to stop through `stop`
+/// and waits for it; or for `task` to end on its own (it does only when
+/// it cannot run, the health port taken). Returns its result.
+async fn until_signalled<T: Send + 'static>(
+    mut task: JoinHandle<T>,
+    stop: watch::Sender<bool>,
+) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let early = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+        ended = &mut task => Some(ended),
+    };
+    let ended = match early {
+        Some(ended) => ended,
+        None => {
+            let _ = stop.send(true);
+            task.await
+        }
+    };
+    Ok(ended?)
+}
+
 /// Runs the controller until Ctrl-C or SIGTERM.
 ///
 /// # Errors
@@ -45,38 +82,49 @@ pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
     ctx.connected(|live| async move {
         let exec = live.exec;
         let server = exec.config().server.clone();
-        let metrics_addr = match server.metrics_addr.parse() {
+        let metrics_addr = match metrics_addr(&server) {
             Ok(a) => a,
-            Err(e) => {
-                eprintln!("server.metricsAddr `{}`: {e}", server.metrics_addr);
-                return Ok(Exit::Invalid);
-            }
+            Err(exit) => return Ok(exit),
         };
         let options = RunOptions {
             metrics_addr,
             lease: lease_config(&server, identity(None)),
             autoscale: true,
         };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut controller =
-            tokio::spawn(run_controller(Arc::clone(&exec), options, stop_rx, None));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let early = tokio::select! {
-            _ = tokio::signal::ctrl_c() => None,
-            _ = term.recv() => None,
-            // It ends on its own only when it cannot run (the health port
-            // taken): it never competed for the Lease.
-            ended = &mut controller => Some(ended),
-        };
-        let ended = match early {
-            Some(ended) => ended,
-            None => {
-                let _ = stop_tx.send(true);
-                controller.await
-            }
-        };
-        match ended? {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let controller = tokio::spawn(run_controller(Arc::clone(&exec), options, stop_rx, None));
+        match until_signalled(controller, stop_tx).await? {
             Ok(()) => Ok(Exit::Ok),
+            Err(e) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                Ok(Exit::Failure)
+            }
+        }
+    })
+}
+
+/// Runs the dry run until Ctrl-C or SIGTERM, then prints how many actions
+/// it would have taken.
+///
+/// # Errors
+/// Runtime failures; configuration and connection problems are exit codes.
+pub fn dry_run(ctx: &Context) -> anyhow::Result<Exit> {
+    ctx.connected(|live| async move {
+        let exec = live.exec;
+        let metrics_addr = match metrics_addr(&exec.config().server) {
+            Ok(a) => a,
+            Err(exit) => return Ok(exit),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_dry(Arc::clone(&exec), metrics_addr, stop_rx, None));
+        match until_signalled(task, stop_tx).await? {
+            Ok(dry) => {
+                eprintln!(
+                    "dry run: {} action(s) would have been taken; nothing was changed",
+                    dry.would().len()
+                );
+                Ok(Exit::Ok)
+            }
             Err(e) => {
                 eprintln!("error: {:#}", anyhow::Error::from(e));
                 Ok(Exit::Failure)

@@ -66,11 +66,23 @@ type R = Result<Reply, ApiError>;
 /// Dispatches one authenticated request.
 pub(crate) async fn route(shared: &Arc<Shared>, method: &Method, seg: &[&str], p: &Params) -> R {
     let m = method.as_str();
+    {
+        let st = shared.state();
+        crate::access::authorize(&shared.config, &st, m, seg, p)?;
+    }
     match (m, seg) {
+        ("GET", ["access", "permissions"]) => {
+            let st = shared.state();
+            Ok(crate::access::permissions(&shared.config, &st, p)?.into())
+        }
         ("GET", ["version"]) => Ok(version().into()),
         ("GET", ["nodes"]) => Ok(nodes(shared).into()),
         ("GET", ["cluster", "nextid"]) => nextid(shared, p),
-        ("GET", ["cluster", "resources"]) => resources(shared, p),
+        ("GET", ["cluster", "resources"]) => {
+            let mut reply = resources(shared, p)?;
+            crate::access::filter_resources(&shared.config, &shared.state(), &mut reply.data);
+            Ok(reply)
+        }
         ("GET", ["cluster", "mapping", "pci"]) => Ok(pci_mappings(shared, p).into()),
         ("GET", ["cluster", "mapping", "pci", id]) => pci_mapping(shared, id),
         ("GET", ["pools"]) => pools_get(shared, p),
