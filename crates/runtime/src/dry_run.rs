@@ -42,7 +42,7 @@ pub async fn run_dry(
     // Never a leader: the readiness reports it as one only so that the
     // endpoints answer as the real controller's do.
     let (_leading_tx, leading) = watch::channel(true);
-    let health = serve_health(listener, metrics.clone(), leading, ready);
+    let health = serve_health(listener, exec.clone(), metrics.clone(), leading, ready);
     info!(%addr, "dry run: serving /healthz, /readyz and /metrics; nothing will be changed");
     if let Some(tx) = bound {
         let _ = tx.send(addr);
