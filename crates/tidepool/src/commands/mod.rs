@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod mcp;
 pub mod orphans;
 pub mod plan;
 pub mod run;
