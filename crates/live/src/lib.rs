@@ -11,6 +11,7 @@
 pub mod connect;
 pub mod join;
 pub mod kube;
+pub mod node_detail;
 pub mod pve;
 pub mod snapshot;
 

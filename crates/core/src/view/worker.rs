@@ -135,6 +135,10 @@ pub struct WorkerInfo {
     pub requested_by: Option<String>,
     /// The last error Tidepool recorded for this worker.
     pub last_error: Option<String>,
+    /// The worker's node in detail (capacity, metadata, conditions, pods,
+    /// Events, Talos version): shown for one worker, absent from lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<super::NodeDetail>,
 }
 
 /// The result of `list_workers`.

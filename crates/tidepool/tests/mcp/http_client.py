@@ -127,7 +127,14 @@ async def access(url, write, read):
         bad = error_of(await call(c, "scale_up", {"pools": ["nope"]}))
         check(bad["category"] == "invalid", f"scale_up of an unknown pool: {bad}")
         nodes = (await call(c, "list_workers", {}))["structured_content"]["workers"]
-        plain = [w["name"] for w in nodes if w["node_ready"] and not w["name"].startswith(("control-plane", "master"))]
+        plain = [w["name"] for w in nodes if w["node_ready"] and not any(x in w["name"] for x in ("control-plane", "master", "permanent"))]
+        check(plain, f"the lab has a node to cordon: {[w['name'] for w in nodes]}")
+        node = (await call(c, "get_worker_details", {"worker_id": plain[0]}))["structured_content"]["node"]
+        check(node["capacity"].get("cpu") and node["allocatable"].get("memory"), f"capacity: {node}")
+        check(any(k["type"] == "Ready" for k in node["conditions"]), f"conditions: {node['conditions']}")
+        check(node["talos_version"] and node["talos_version"].startswith("v"), f"Talos version: {node}")
+        check(isinstance(node["pods"], list) and isinstance(node["events"], list), f"pods and events: {node}")
+        check(node["labels"], f"labels: {node}")
         if plain:
             cordoned = await call(c, "cordon_worker", {"worker_id": plain[0]})
             check(not cordoned.get("is_error"), f"cordon: {cordoned}")
