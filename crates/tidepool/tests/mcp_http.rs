@@ -5,7 +5,8 @@
 //! mutating tool; destroying with force needs a confirmation; the audit
 //! actor is the token's name; `--read-only` hides and refuses the mutating
 //! tools; ten concurrent sessions make a hundred calls each without an
-//! error; a server whose cluster does not answer still initializes; and no
+//! error; a server whose cluster does not answer still initializes;
+//! `tidepool run` serves MCP beside the controller when configured; and no
 //! answer ever holds a token or the lab's Proxmox token.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -194,4 +195,62 @@ async fn a_server_whose_cluster_does_not_answer_still_initializes() {
     let served = serve(&lab, &config, &kubeconfig, &[]);
     let out = client(&lab, "unreachable", &served.url, &[READ_TOKEN]).await;
     assert!(out.starts_with("ok unreachable"), "{out}");
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidepool_run_serves_mcp_beside_the_controller_when_configured() {
+    let lab = lab("run").await;
+    let config = config_with_tokens(&lab);
+    let (metrics, mcp) = (free_port(), free_port());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "metricsAddr: 127.0.0.1:9464",
+            &format!("metricsAddr: 127.0.0.1:{metrics}"),
+        )
+        .replace(
+            "  mcp:\n",
+            &format!("  mcp:\n    listen: 127.0.0.1:{mcp}\n"),
+        );
+    std::fs::write(&config, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tidepool"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(&lab.files.kubeconfig)
+        .args(["--time-scale", SCALE])
+        .args(["--time-origin", &lab.clock.origin_unix_ms().to_string()])
+        .arg("run")
+        .env("TP_MCP_WRITE", WRITE_TOKEN)
+        .env("TIDEPOOL_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tidepool run");
+    let served = Served {
+        child,
+        url: format!("http://127.0.0.1:{mcp}/mcp"),
+    };
+    // The controller binds its ports once connected: wait until MCP answers.
+    let mut up = false;
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", mcp))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(up, "tidepool run never listened on the MCP port");
+    let out = client(&lab, "serves", &served.url, &[WRITE_TOKEN, READ_TOKEN]).await;
+    assert!(out.starts_with("ok serves"), "{out}");
 }

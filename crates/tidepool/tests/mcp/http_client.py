@@ -6,6 +6,7 @@ package `mcp`) over streamable HTTP, one scenario per invocation:
   readonly URL TOKEN                  --read-only hides and refuses
   load URL TOKEN                      10 concurrent sessions x 100 calls
   unreachable URL TOKEN               initialize and tools/list without a cluster
+  serves URL WRITE_TOKEN READ_TOKEN   `tidepool run` serving MCP beside the controller
 
 Secrets that must never appear in an answer are read from the environment
 variable MCP_SECRETS (newline-separated); every answer is scanned. Prints one
@@ -208,9 +209,23 @@ async def unreachable(url, token):
         check(err["category"] == "unavailable", f"a call without a cluster: {err}")
 
 
+async def serves(url, write, read):
+    """`tidepool run` serves MCP beside the controller, over its caches."""
+    http, c = client(url, write)
+    async with http, c:
+        listed = await call(c, "list_workers", {})
+        check(not listed.get("is_error") and listed["structured_content"]["count"] >= 1, f"list: {listed}")
+        made = await call(c, "provision_workers", {"count": 1, "pool": "burst", "size": "small"})
+        check(made["structured_content"]["requested_by"] == "token:ops", f"the actor is the token's name: {made}")
+    http, c = client(url, read)
+    async with http, c:
+        err = error_of(await call(c, "drain_worker", {"worker_id": "x"}))
+        check(err["category"] == "refused", f"a read token cannot drain: {err}")
+
+
 async def main():
     scenario, url, *tokens = sys.argv[1:]
-    await {"access": access, "readonly": readonly, "load": load, "unreachable": unreachable}[scenario](url, *tokens)
+    await {"access": access, "readonly": readonly, "load": load, "unreachable": unreachable, "serves": serves}[scenario](url, *tokens)
     print(f"ok {scenario} {ANSWERS}")
 
 
