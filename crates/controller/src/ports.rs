@@ -244,6 +244,16 @@ pub trait Nodes: Send + Sync {
     ) -> impl Future<Output = ProviderResult<Option<NodeIdentity>>> + Send;
     /// Every node.
     fn list(&self) -> impl Future<Output = ProviderResult<Vec<NodeView>>> + Send;
+    /// The node `name` in detail (capacity, metadata, conditions, pods,
+    /// recent Events, OS); `None` when not registered or when the adapter
+    /// cannot tell more than [`Nodes::list`] does.
+    fn node_detail(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = ProviderResult<Option<tidepool_core::view::NodeDetail>>> + Send {
+        let _ = name;
+        std::future::ready(Ok(None))
+    }
     /// Marks the node schedulable again (idempotent).
     fn uncordon(&self, name: &str) -> impl Future<Output = ProviderResult<()>> + Send;
     /// `None` when no node of that name is registered, else whether it is Ready.

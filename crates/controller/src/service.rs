@@ -421,6 +421,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                 expires_in: None,
                 requested_by: None,
                 last_error: None,
+                node: None,
             });
         }
         out.retain(|w| {
@@ -465,6 +466,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
             expires_in: c.status.expires_at.map(|at| expires_in(at, now)),
             requested_by: Some(c.spec.requested_by.clone()),
             last_error: c.status.last_error.clone(),
+            node: None,
         }
     }
 
@@ -473,11 +475,16 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
     /// # Errors
     /// [`ServiceError::NotFound`] when neither a claim nor a node has that name.
     pub async fn get_worker(&self, id: &str) -> Result<WorkerInfo, ServiceError> {
-        self.list_workers(&WorkerFilter::default())
+        let mut worker = self
+            .list_workers(&WorkerFilter::default())
             .await?
             .into_iter()
             .find(|w| w.name == id)
-            .ok_or_else(|| ServiceError::NotFound(id.to_owned()))
+            .ok_or_else(|| ServiceError::NotFound(id.to_owned()))?;
+        if worker.node_ready.is_some() {
+            worker.node = self.exec.nodes().node_detail(id).await?;
+        }
+        Ok(worker)
     }
 
     /// The claim behind a worker, after the rules that apply to every

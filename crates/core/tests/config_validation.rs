@@ -547,3 +547,52 @@ fn defaults_fill_in_what_the_document_leaves_out() {
     );
     assert_eq!(c.join.registration_timeout.as_secs(), 300);
 }
+
+#[test]
+fn the_mcp_section_reads_tokens_by_reference_and_checks_every_field() {
+    let doc = format!(
+        "{MINIMAL}server:\n  mcp:\n    listen: 127.0.0.1:8090\n    tokens:\n      \
+         - {{name: ops, scope: write, tokenFrom: {{env: OPS_TOKEN}}}}\n      \
+         - {{name: dash, scope: read, tokenFrom: {{secret: {{name: mcp, key: dash}}}}}}\n    \
+         allowedOrigins: [\"https://agent.example.com:443\"]\n    readOnly: true\n    \
+         tools: [list_workers, scale_up]\n    confirmFallback: refuse\n    \
+         tls: {{certFile: tls.crt, keyFile: tls.key}}\n"
+    );
+    let cfg = config::load(&doc).unwrap();
+    let mcp = &cfg.server.mcp;
+    assert_eq!(mcp.listen.as_deref(), Some("127.0.0.1:8090"));
+    assert_eq!(mcp.tokens.len(), 2);
+    assert_eq!(mcp.tokens[0].name, "ops");
+    assert_eq!(mcp.tokens[0].scope, config::McpScope::Write);
+    assert_eq!(mcp.tokens[0].token_from, SecretRef::Env("OPS_TOKEN".into()));
+    assert_eq!(mcp.tokens[1].scope, config::McpScope::Read);
+    assert!(mcp.read_only);
+    assert_eq!(
+        mcp.tools.as_deref(),
+        Some(&["list_workers".to_owned(), "scale_up".to_owned()][..])
+    );
+    assert_eq!(mcp.confirm_fallback, config::ConfirmFallback::Refuse);
+    assert_eq!(mcp.tls.as_ref().unwrap().key_file, "tls.key");
+
+    let bad = format!(
+        "{MINIMAL}server:\n  mcp:\n    listen: 127.0.0.1:8090\n    tokens:\n      \
+         - {{name: ops, scope: admin, token: hunter2, tokenFrom: {{env: OPS}}}}\n    \
+         allowedOrigins: [agent.example.com]\n    tools: [delete_cluster]\n    \
+         confirmFallback: maybe\n"
+    );
+    let messages: Vec<String> = errors(&bad).iter().map(ToString::to_string).collect();
+    let all = messages.join("\n");
+    assert!(all.contains("scope must be `read` or `write`"), "{all}");
+    assert!(all.contains("give it by reference instead"), "{all}");
+    assert!(!all.contains("hunter2"), "{all}");
+    assert!(all.contains("is not an origin"), "{all}");
+    assert!(all.contains("unknown tool `delete_cluster`"), "{all}");
+    assert!(all.contains("`refuse-force`, `refuse` or `allow`"), "{all}");
+
+    let tokenless = format!("{MINIMAL}server:\n  mcp:\n    listen: 127.0.0.1:8090\n");
+    let all: Vec<String> = errors(&tokenless).iter().map(ToString::to_string).collect();
+    assert!(
+        all[0].contains("needs at least one bearer token"),
+        "{all:?}"
+    );
+}

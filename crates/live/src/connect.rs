@@ -133,6 +133,28 @@ impl std::fmt::Debug for LiveOptions {
     }
 }
 
+/// Resolves a reference that needs no cluster: an environment variable or
+/// a file (relative to `base`); `None` for a Kubernetes Secret.
+pub fn resolve_local(reference: &SecretRef, base: &Path) -> Option<Result<String, ConnectError>> {
+    let named = || reference.to_string();
+    match reference {
+        SecretRef::Env(var) => {
+            Some(std::env::var(var).map_err(|_| ConnectError::SecretUnset { reference: named() }))
+        }
+        SecretRef::File(path) => {
+            let path = base.join(path);
+            Some(
+                std::fs::read_to_string(&path).map_err(|source| ConnectError::SecretFile {
+                    reference: named(),
+                    path,
+                    source,
+                }),
+            )
+        }
+        SecretRef::Secret { .. } => None,
+    }
+}
+
 /// Resolves a secret reference: an environment variable, a file (relative
 /// to `base`), or a key of a Kubernetes Secret.
 ///
@@ -144,45 +166,104 @@ pub async fn resolve_secret(
     kube: &kube::Client,
     default_namespace: &str,
 ) -> Result<String, ConnectError> {
+    if let Some(local) = resolve_local(reference, base) {
+        return local;
+    }
     let named = || reference.to_string();
-    match reference {
-        SecretRef::Env(var) => {
-            std::env::var(var).map_err(|_| ConnectError::SecretUnset { reference: named() })
-        }
-        SecretRef::File(path) => {
-            let path = base.join(path);
-            std::fs::read_to_string(&path).map_err(|source| ConnectError::SecretFile {
-                reference: named(),
-                path,
-                source,
-            })
-        }
-        SecretRef::Secret {
+    let SecretRef::Secret {
+        namespace,
+        name,
+        key,
+    } = reference
+    else {
+        return Err(ConnectError::Unsupported(format!(
+            "cannot resolve secret {reference}"
+        )));
+    };
+    let ns = namespace.as_deref().unwrap_or(default_namespace);
+    let secret = Api::<Secret>::namespaced(kube.clone(), ns)
+        .get(name)
+        .await
+        .map_err(|source| ConnectError::SecretApi {
+            reference: named(),
+            source,
+        })?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(key).cloned())
+        .ok_or_else(|| ConnectError::SecretKeyMissing {
+            reference: named(),
+            key: key.clone(),
+        })?;
+    // The error keeps only where decoding stopped, not the bytes.
+    String::from_utf8(bytes.0).map_err(|e| ConnectError::SecretNotUtf8 {
+        reference: named(),
+        source: e.utf8_error(),
+    })
+}
+
+/// Resolves secret references on demand, reaching Kubernetes only for a
+/// Secret, through a client built on first need (from the kubeconfig, else
+/// in-cluster) or given: for values read while serving, such as MCP tokens.
+pub struct SecretResolver {
+    base: PathBuf,
+    namespace: String,
+    kubeconfig: Option<PathBuf>,
+    client: tokio::sync::OnceCell<kube::Client>,
+}
+
+impl std::fmt::Debug for SecretResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretResolver")
+            .field("base", &self.base)
+            .field("namespace", &self.namespace)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecretResolver {
+    /// Files relative to `base`, Secrets in `namespace` unless they name
+    /// one, through a client from `kubeconfig` (else in-cluster) built when
+    /// a Secret is first asked for.
+    pub fn new(base: PathBuf, namespace: String, kubeconfig: Option<PathBuf>) -> Self {
+        Self {
+            base,
             namespace,
-            name,
-            key,
-        } => {
-            let ns = namespace.as_deref().unwrap_or(default_namespace);
-            let secret = Api::<Secret>::namespaced(kube.clone(), ns)
-                .get(name)
-                .await
-                .map_err(|source| ConnectError::SecretApi {
-                    reference: named(),
-                    source,
-                })?;
-            let bytes = secret
-                .data
-                .and_then(|d| d.get(key).cloned())
-                .ok_or_else(|| ConnectError::SecretKeyMissing {
-                    reference: named(),
-                    key: key.clone(),
-                })?;
-            // The error keeps only where decoding stopped, not the bytes.
-            String::from_utf8(bytes.0).map_err(|e| ConnectError::SecretNotUtf8 {
-                reference: named(),
-                source: e.utf8_error(),
-            })
+            kubeconfig,
+            client: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The same, through `client`.
+    pub fn with_client(base: PathBuf, namespace: String, client: kube::Client) -> Self {
+        Self {
+            base,
+            namespace,
+            kubeconfig: None,
+            client: tokio::sync::OnceCell::new_with(Some(client)),
+        }
+    }
+
+    /// The value `reference` points at.
+    ///
+    /// # Errors
+    /// [`ConnectError`] naming the reference (never a value).
+    pub async fn resolve(&self, reference: &SecretRef) -> Result<String, ConnectError> {
+        if let Some(local) = resolve_local(reference, &self.base) {
+            return local;
+        }
+        let client = self
+            .client
+            .get_or_try_init(|| async {
+                match &self.kubeconfig {
+                    Some(path) => client_from_kubeconfig(path).await,
+                    None => client_in_cluster(),
+                }
+                .map_err(ConnectError::Kubernetes)
+            })
+            .await?;
+        resolve_secret(reference, &self.base, client, &self.namespace).await
     }
 }
 

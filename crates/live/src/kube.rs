@@ -201,6 +201,15 @@ impl Nodes for KubeCluster {
         Ok(views)
     }
 
+    async fn node_detail(
+        &self,
+        name: &str,
+    ) -> ProviderResult<Option<tidepool_core::view::NodeDetail>> {
+        crate::node_detail::read(&self.cluster, name)
+            .await
+            .map_err(classify)
+    }
+
     async fn node_ready(&self, name: &str) -> ProviderResult<Option<bool>> {
         // The watch-fed cache answers the frequent "is it Ready yet?"
         // without a request; before it has synced, the API server does.

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod dry_run;
 pub mod join;
 pub mod kube;
+pub mod node_detail;
 pub mod pve;
 pub mod snapshot;
 

@@ -1,16 +1,24 @@
 //! Tidepool's MCP server: the tools an AI agent uses to operate worker
 //! pools — `list_workers`, `get_worker_details`, `provision_workers`,
-//! `drain_worker`, `destroy_worker`, `extend_ttl`, `capacity_report` and
-//! `plan_scaling` — as a thin front-end
+//! `drain_worker`, `destroy_worker`, `extend_ttl`, `cordon_worker`,
+//! `uncordon_worker`, `scale_up`, `capacity_report` and `plan_scaling` —
+//! as a thin front-end
 //! over the controller's one service layer, so the agent meets exactly the
 //! validation and safety rules of spec §8 that the CLI does.
 //!
-//! [`TidepoolMcp`] is the handler; [`serve_stdio`] runs it on stdin/stdout
-//! (for `tidepool mcp`) and [`serve`] on any rmcp transport (tests use an
-//! in-process duplex pipe). On stdio nothing else may write to stdout: log
-//! to stderr.
+//! [`TidepoolMcp`] is the handler; [`Guarded`] puts it behind the access
+//! rules ([`access`]: read-only mode, the tool allowlist, token scopes,
+//! confirmation of destructive calls, paging and size caps). [`serve_stdio`]
+//! runs a handler on stdin/stdout (for `tidepool mcp`), [`serve`] on any
+//! rmcp transport (tests use an in-process duplex pipe), and [`serve_http`]
+//! over streamable HTTP with bearer tokens ([`http`]). On stdio nothing
+//! else may write to stdout: log to stderr.
 
+pub mod access;
+mod confirm;
 pub mod doctor;
+mod failure;
+pub mod http;
 mod server;
 pub mod types;
 
@@ -19,7 +27,10 @@ use rmcp::transport::IntoTransport;
 use rmcp::{ServerHandler, ServiceExt};
 use tracing::info;
 
-pub use server::{DEFAULT_TIMEOUT, INSTRUCTIONS, TidepoolMcp, ToolFailure, server_info};
+pub use access::{Guarded, Identity, Policy};
+pub use failure::ToolFailure;
+pub use http::{HttpError, HttpOptions, HttpServer, Keyring, TokenSource, serve_http};
+pub use server::{DEFAULT_TIMEOUT, INSTRUCTIONS, TidepoolMcp, server_info};
 
 /// Why the MCP server stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,9 @@
-//! The MCP server: eight tools over the controller's service layer — six
-//! that list and change workers, and two read-only ones (`capacity_report`,
-//! `plan_scaling`) that need an observer of the live cluster.
+//! The MCP server: eleven tools over the controller's service layer —
+//! eight that list and change workers (cordon and uncordon among them),
+//! `scale_up`, the emergency request, and two read-only ones
+//! (`capacity_report`, `plan_scaling`); the last three need an observer of
+//! the live cluster. A new tool is one more method in the `#[tool_router]`
+//! block below and its name in `tidepool_core::config::MCP_TOOLS`.
 //!
 //! Every tool call runs the service operation in its own task under a
 //! deadline. Whatever goes wrong — bad arguments, a safety refusal, an
@@ -16,11 +19,12 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ServerCapabilities,
+    ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
-use rmcp::{ErrorData, Json, Peer, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
+use tidepool_controller::autoscaler::emergency;
 use tidepool_controller::observe::Observe;
 use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
 use tidepool_controller::{ClaimStore, Hypervisor, Joiner, Nodes};
@@ -32,10 +36,12 @@ use tidepool_core::view::{
 };
 use tracing::warn;
 
+use crate::access::Actor;
 use crate::doctor::{DoctorArgs, DoctorPort, DoctorResult};
+use crate::failure::{ToolFailure, tool_name};
 use crate::types::{
     CapacityArgs, DestroyArgs, ExtendTtlArgs, ListWorkersArgs, PlanArgs, ProvisionArgs,
-    ToolErrorBody, ToolErrorContent, WorkerIdArgs,
+    ScaleUpArgs, ScaleUpResult, WorkerIdArgs,
 };
 
 /// How long a tool call may take unless configured otherwise.
@@ -48,8 +54,10 @@ list_workers to see the workers and their state, get_worker_details for one \
 worker, provision_workers to add temporary capacity (it returns at once; the \
 controller clones, boots and joins the VMs over the next minutes, so poll \
 get_worker_details until the phase is Ready), extend_ttl to keep a worker \
-longer, drain_worker to move its pods away, and destroy_worker to remove a \
-drained worker. For planning, capacity_report shows the room left on every \
+longer, cordon_worker and uncordon_worker to stop or allow new pods on a \
+node, drain_worker to move its pods away, and destroy_worker to remove a \
+drained worker; scale_up is the emergency request that acts on waiting pods \
+now, within the pools' limits. For planning, capacity_report shows the room left on every \
 Proxmox host (memory, vCPU, storage, GPU devices, VMIDs) and in every pool's \
 limits, how many more workers of each size fit and which dimension runs out \
 first, and what adding or removing one worker would change; plan_scaling \
@@ -61,6 +69,12 @@ can never be drained or destroyed; destroying needs a drained worker unless \
 force is set; a request adds 1 to 10 workers with a TTL of 1 to 168 hours \
 within the pool's limits. A refused or failed operation comes back as a \
 tool error whose structured content is {\"error\": {\"category\", \"message\"}}.";
+
+/// Workers per `list_workers` page unless the agent asks otherwise.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// The most workers one `list_workers` page holds.
+pub const MAX_PAGE: u32 = 500;
 
 /// The requester recorded when the client did not say who it is.
 const ANONYMOUS: &str = "mcp";
@@ -96,68 +110,15 @@ impl<H, J, N, S> std::fmt::Debug for TidepoolMcp<H, J, N, S> {
     }
 }
 
-/// A tool call that did not do what was asked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ToolFailure {
-    /// The tool that failed.
-    pub tool: &'static str,
-    /// The error reported to the client.
-    pub body: ToolErrorBody,
-}
-
-impl ToolFailure {
-    fn new(tool: &'static str, category: &str, message: String, problems: Vec<String>) -> Self {
-        Self {
-            tool,
-            body: ToolErrorBody {
-                category: category.to_owned(),
-                message,
-                problems,
-            },
-        }
+/// Who a request comes from: the [`Actor`] the access layer set (the
+/// bearer token's name over HTTP), else `mcp:<client name>` when the client
+/// named itself, else `mcp`.
+pub(crate) fn requester(ctx: &RequestContext<RoleServer>) -> String {
+    if let Some(Actor(actor)) = ctx.extensions.get::<Actor>() {
+        return actor.clone();
     }
-
-    /// The `unavailable` error of a call to `tool` that cannot run yet, for
-    /// a front-end that has no service to call (say, no cluster reached):
-    /// `message` says what is missing and must hold no secret.
-    pub fn unavailable(tool: &str, message: String) -> Self {
-        Self::new(tool_name(tool), "unavailable", message, Vec::new())
-    }
-
-    fn from_service(tool: &'static str, e: &ServiceError) -> Self {
-        let problems = match e {
-            ServiceError::Invalid(errs) => errs.iter().map(ToString::to_string).collect(),
-            _ => Vec::new(),
-        };
-        Self::new(tool, e.category().as_str(), e.to_string(), problems)
-    }
-
-    /// The MCP tool error: a readable text, `isError: true`, and
-    /// `{"error": {...}}` as structured content.
-    pub fn into_result(self) -> CallToolResult {
-        let mut text = format!("{} failed ({}): ", self.tool, self.body.category);
-        if self.body.problems.len() > 1 {
-            text.push_str("the request has these problems:");
-            for p in &self.body.problems {
-                text.push_str("\n- ");
-                text.push_str(p);
-            }
-        } else {
-            text.push_str(&self.body.message);
-        }
-        let value = serde_json::to_value(ToolErrorContent { error: self.body })
-            .unwrap_or_else(|_| serde_json::json!({"error": {"category": "internal"}}));
-        let mut result = CallToolResult::structured_error(value);
-        result.content = vec![ContentBlock::text(text)];
-        result
-    }
-}
-
-/// Who a request comes from: `mcp:<client name>` when the client named
-/// itself at initialize, else `mcp`.
-fn requester(peer: &Peer<RoleServer>) -> String {
-    peer.peer_info()
-        .map(|info| info.client_info.name.trim().to_owned())
+    ctx.client_info()
+        .map(|info| info.name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .map_or_else(
             || ANONYMOUS.to_owned(),
@@ -304,6 +265,33 @@ where
             .map(|w| w.phase)
     }
 
+    /// Cordons or uncordons a worker for `cordon_worker` and
+    /// `uncordon_worker`.
+    async fn set_cordon(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        worker_id: String,
+        cordon: bool,
+    ) -> Result<Json<ActionResult>, CallToolResult> {
+        let (tool, action) = if cordon {
+            ("cordon_worker", "cordon")
+        } else {
+            ("uncordon_worker", "uncordon")
+        };
+        let actor = requester(ctx);
+        let id = worker_id.clone();
+        self.call(tool, |service| async move {
+            service.set_cordon(&actor, &id, cordon).await
+        })
+        .await?;
+        let message = if cordon {
+            format!("`{worker_id}` is cordoned: no new pods are scheduled on it")
+        } else {
+            format!("`{worker_id}` is schedulable again")
+        };
+        Ok(self.acted(worker_id, action, message).await)
+    }
+
     fn now(&self) -> jiff::Timestamp {
         self.service.executor().now()
     }
@@ -321,13 +309,34 @@ where
         description = "List the cluster's workers: Tidepool-managed VMs (with \
         their lifecycle phase, VM id, host, IP, TTL expiry and last error) and \
         the other nodes of the cluster (shown as unmanaged). Filter by worker \
-        type (permanent, temporary, preemptible, all) and by pool. Read-only.",
-        annotations(read_only_hint = true, open_world_hint = false)
+        type (permanent, temporary, preemptible, all) and by pool. Long \
+        lists come in pages of `limit` workers (default 100): pass the \
+        answer's next_cursor as `cursor` for the next page. Read-only.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn list_workers(
         &self,
         Parameters(args): Parameters<ListWorkersArgs>,
     ) -> Result<Json<WorkerList>, CallToolResult> {
+        let start = match args.cursor.as_deref().map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(start)) => start,
+            Some(Err(_)) => {
+                return Err(ToolFailure::new(
+                    "list_workers",
+                    "invalid",
+                    "unknown cursor: pass the next_cursor of an earlier answer".to_owned(),
+                    Vec::new(),
+                )
+                .into_result());
+            }
+        };
+        let limit = args.limit.map_or(DEFAULT_PAGE, |l| l.clamp(1, MAX_PAGE)) as usize;
         let filter = WorkerFilter {
             worker_type: args.type_filter.worker_type(),
             pool: args.pool,
@@ -337,7 +346,7 @@ where
                 service.list_workers(&filter).await
             })
             .await?;
-        Ok(Json(WorkerList::new(workers)))
+        Ok(Json(WorkerList::page(workers, start, limit)))
     }
 
     #[tool(
@@ -345,7 +354,12 @@ where
         managed or not, pool, kind, size, lifecycle phase and failure, node \
         readiness, cordon state, workload pods, VM id, host, IP, TTL expiry, \
         who requested it and its last error. Read-only.",
-        annotations(read_only_hint = true, open_world_hint = false)
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn get_worker_details(
         &self,
@@ -377,10 +391,10 @@ where
     )]
     async fn provision_workers(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<ProvisionArgs>,
     ) -> Result<Json<ProvisionResult>, CallToolResult> {
-        let requested_by = requester(&peer);
+        let requested_by = requester(&ctx);
         let request = ProvisionRequest {
             pool: args.pool.clone(),
             size: args.size,
@@ -436,10 +450,10 @@ where
     )]
     async fn drain_worker(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<WorkerIdArgs>,
     ) -> Result<Json<ActionResult>, CallToolResult> {
-        let actor = requester(&peer);
+        let actor = requester(&ctx);
         let id = args.worker_id.clone();
         self.call("drain_worker", |service| async move {
             service.drain(&actor, &id).await
@@ -472,10 +486,10 @@ where
     )]
     async fn destroy_worker(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<DestroyArgs>,
     ) -> Result<Json<ActionResult>, CallToolResult> {
-        let actor = requester(&peer);
+        let actor = requester(&ctx);
         let (id, force) = (args.worker_id.clone(), args.force);
         self.call("destroy_worker", |service| async move {
             service.destroy(&actor, &id, force).await
@@ -505,10 +519,10 @@ where
     )]
     async fn extend_ttl(
         &self,
-        peer: Peer<RoleServer>,
+        ctx: RequestContext<RoleServer>,
         Parameters(args): Parameters<ExtendTtlArgs>,
     ) -> Result<Json<TtlResult>, CallToolResult> {
-        let actor = requester(&peer);
+        let actor = requester(&ctx);
         let (id, hours) = (args.worker_id.clone(), args.hours);
         let expiry = self
             .call("extend_ttl", |service| async move {
@@ -516,6 +530,101 @@ where
             })
             .await?;
         Ok(Json(TtlResult::new(args.worker_id, expiry, self.now())))
+    }
+
+    #[tool(
+        description = "Mark a worker's node unschedulable: running pods stay, \
+        new pods go elsewhere. Works on nodes Tidepool did not create too, \
+        but never on names matching a protected pattern (e.g. control-plane \
+        nodes). Undo with uncordon_worker.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn cordon_worker(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<WorkerIdArgs>,
+    ) -> Result<Json<ActionResult>, CallToolResult> {
+        self.set_cordon(&ctx, args.worker_id, true).await
+    }
+
+    #[tool(
+        description = "Mark a worker's node schedulable again (undoes \
+        cordon_worker). Never on names matching a protected pattern.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn uncordon_worker(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<WorkerIdArgs>,
+    ) -> Result<Json<ActionResult>, CallToolResult> {
+        self.set_cordon(&ctx, args.worker_id, false).await
+    }
+
+    #[tool(
+        description = "An emergency scale-up: plan now for the pods waiting \
+        on the given pools (every pool when none is given), skipping the \
+        autoscaler's trigger windows but never the pools' limits or the \
+        hosts' room, and request the workers the plan asks for. Returns the \
+        workers requested and the plan with its reasons, including the \
+        pending pods no worker can help and why.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn scale_up(
+        &self,
+        ctx: RequestContext<RoleServer>,
+        Parameters(args): Parameters<ScaleUpArgs>,
+    ) -> Result<Json<ScaleUpResult>, CallToolResult> {
+        let observer = self
+            .observer("scale_up")
+            .map_err(ToolFailure::into_result)?;
+        let config = self.service.executor().config();
+        let unknown: Vec<String> = args
+            .pools
+            .iter()
+            .filter(|p| config.pool(p).is_none())
+            .map(|p| format!("unknown pool `{p}`"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(
+                ToolFailure::new("scale_up", "invalid", unknown.join("; "), unknown).into_result(),
+            );
+        }
+        let pools = if args.pools.is_empty() {
+            config.pools.iter().map(|p| p.name.clone()).collect()
+        } else {
+            args.pools
+        };
+        let requested_by = requester(&ctx);
+        let actor = requested_by.clone();
+        let service = Arc::clone(&self.service);
+        let (plan, created) = self
+            .run("scale_up", async move {
+                let (input, plan, created) =
+                    emergency(&service, observer.as_ref(), &pools, &actor).await?;
+                Ok::<_, ServiceError>((PlanResult::new(&input, &plan), created))
+            })
+            .await
+            .map_err(ToolFailure::into_result)?;
+        Ok(Json(ScaleUpResult {
+            created,
+            requested_by,
+            plan,
+        }))
     }
 
     #[tool(
@@ -528,7 +637,12 @@ where
         dimension runs out first; and what-ifs: the host the planner would \
         pick for one more worker of each size and the room left after, and \
         what removing one existing worker would free. Read-only.",
-        annotations(read_only_hint = true, open_world_hint = false)
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn capacity_report(
         &self,
@@ -567,7 +681,12 @@ where
         dimension); pods waiting for a trigger window or the next batch; \
         workers kept despite qualifying for removal; and pool triggers that \
         wait or are blocked. Read-only.",
-        annotations(read_only_hint = true, open_world_hint = false)
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn plan_scaling(
         &self,
@@ -601,7 +720,12 @@ where
         room), GPU pools' PCI mappings, the VMID range, the Kubernetes API, \
         the WorkerClaim CRD version, RBAC for every verb Tidepool uses, and \
         the join. Each check passes, warns or fails with the fix. Read-only.",
-        annotations(read_only_hint = true, open_world_hint = false)
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
     async fn run_doctor(
         &self,
@@ -683,22 +807,4 @@ pub fn server_info() -> ServerConfig {
                 ),
         )
         .with_instructions(INSTRUCTIONS)
-}
-
-/// The static name of one of our tools (error texts use it).
-fn tool_name(name: &str) -> &'static str {
-    [
-        "list_workers",
-        "get_worker_details",
-        "provision_workers",
-        "drain_worker",
-        "destroy_worker",
-        "extend_ttl",
-        "capacity_report",
-        "plan_scaling",
-        "run_doctor",
-    ]
-    .into_iter()
-    .find(|t| *t == name)
-    .unwrap_or("tool call")
 }

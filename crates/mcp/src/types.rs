@@ -9,6 +9,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tidepool_core::pool::WorkerType;
+use tidepool_core::view::PlanResult;
 
 /// Which kind of worker `list_workers` returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -49,6 +50,13 @@ pub struct ListWorkersArgs {
     /// Only workers of this pool (e.g. `burst`).
     #[serde(default)]
     pub pool: Option<String>,
+    /// At most this many workers per answer, 1 to 500 (default 100).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: Option<u32>,
+    /// Where to go on: the `next_cursor` of the previous answer.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// Arguments naming one worker.
@@ -118,6 +126,29 @@ pub struct CapacityArgs {
     pub pool: Option<String>,
 }
 
+/// Arguments of `scale_up`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleUpArgs {
+    /// The pools to scale (e.g. `["burst"]`); every pool when omitted or
+    /// empty.
+    #[serde(default)]
+    pub pools: Vec<String>,
+}
+
+/// What `scale_up` did: the workers requested, and the plan behind them.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct ScaleUpResult {
+    /// The workers requested (their names), empty when none were needed or
+    /// none could be helped.
+    pub created: Vec<String>,
+    /// Who the request is recorded as.
+    pub requested_by: String,
+    /// The plan, restricted to the chosen pools' scale-up: what it asked
+    /// for and why, and the pending pods it cannot help.
+    pub plan: PlanResult,
+}
+
 /// Arguments of `plan_scaling`: none.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -129,9 +160,11 @@ pub struct PlanArgs {}
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolErrorBody {
     /// A stable category: `invalid` (bad arguments or a request breaking
-    /// the limits), `refused` (a safety rule), `not-found`, `failed` (a
-    /// provider failed), `unavailable` (the server cannot observe the
-    /// cluster), `timeout`, or `internal`.
+    /// the limits), `refused` (a safety rule, a token's scope, read-only
+    /// mode, the tool allowlist or a declined confirmation), `not-found`,
+    /// `failed` (a provider failed), `unavailable` (the server cannot
+    /// observe the cluster), `timeout`, `too-large` (the answer is over the
+    /// size cap), or `internal`.
     pub category: String,
     /// What went wrong, in one sentence or a `; `-separated list.
     pub message: String,

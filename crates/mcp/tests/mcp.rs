@@ -155,7 +155,7 @@ async fn wait_for(client: &Client, id: &str, done: impl Fn(&WorkerInfo) -> bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_introduces_itself_and_lists_exactly_eight_schemad_tools() {
+async fn the_server_introduces_itself_and_lists_exactly_twelve_annotated_tools() {
     let client = agent(&Fake::new()).await;
     let info = client.peer_info().unwrap();
     let server = info.server_info.as_ref().unwrap();
@@ -173,6 +173,7 @@ async fn the_server_introduces_itself_and_lists_exactly_eight_schemad_tools() {
         names,
         [
             "capacity_report",
+            "cordon_worker",
             "destroy_worker",
             "drain_worker",
             "extend_ttl",
@@ -181,8 +182,13 @@ async fn the_server_introduces_itself_and_lists_exactly_eight_schemad_tools() {
             "plan_scaling",
             "provision_workers",
             "run_doctor",
+            "scale_up",
+            "uncordon_worker",
         ]
     );
+    let mut known: Vec<&str> = tidepool_core::config::MCP_TOOLS.to_vec();
+    known.sort_unstable();
+    assert_eq!(names, known, "the configuration's tool names");
     for t in &tools {
         assert_eq!(
             t.input_schema.get("type"),
@@ -195,11 +201,28 @@ async fn the_server_introduces_itself_and_lists_exactly_eight_schemad_tools() {
         assert_eq!(output.get("type"), Some(&json!("object")), "{}", t.name);
         assert!(t.description.as_ref().is_some_and(|d| d.len() > 80));
     }
-    let destroy = &tools[1];
+    let destroy = &tools[2];
     assert!(destroy.description.as_ref().unwrap().contains("force"));
-    for read_only in [&tools[0], &tools[6]] {
-        let hints = read_only.annotations.as_ref().unwrap();
-        assert_eq!(hints.read_only_hint, Some(true), "{}", read_only.name);
+    for t in &tools {
+        let hints = t.annotations.as_ref().unwrap();
+        let read_only = hints.read_only_hint.expect("readOnlyHint");
+        let destructive = hints.destructive_hint.expect("destructiveHint");
+        assert!(hints.idempotent_hint.is_some(), "{} idempotentHint", t.name);
+        let reads = [
+            "capacity_report",
+            "get_worker_details",
+            "list_workers",
+            "plan_scaling",
+            "run_doctor",
+        ];
+        assert_eq!(read_only, reads.contains(&t.name.as_ref()), "{}", t.name);
+        let destroys = ["destroy_worker", "drain_worker"];
+        assert_eq!(
+            destructive,
+            destroys.contains(&t.name.as_ref()),
+            "{}",
+            t.name
+        );
     }
     insta::assert_json_snapshot!("tools", tools);
 }

@@ -100,8 +100,9 @@ pub enum Command {
         /// Worker name.
         id: String,
     },
-    /// Serve the MCP tools on stdin/stdout for an AI agent.
-    Mcp,
+    /// Serve the MCP tools for an AI agent: on stdin/stdout, or over
+    /// streamable HTTP with bearer tokens (`--listen`, `server.mcp`).
+    Mcp(commands::mcp::McpArgs),
     /// Show what the autoscaler would do now (a dry run), with reasons.
     Plan,
     /// An emergency scale-up: act now on the pods waiting for these pools,
@@ -315,7 +316,7 @@ pub fn run() -> ExitCode {
                 on: false,
             },
         ),
-        Command::Mcp => workers::mcp(&ctx),
+        Command::Mcp(args) => commands::mcp::run(&ctx, args),
         Command::Run { dry_run: false } => commands::run::run(&ctx),
         Command::Run { dry_run: true } => commands::run::dry_run(&ctx),
         Command::Version => commands::about::version(),

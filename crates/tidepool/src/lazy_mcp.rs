@@ -76,6 +76,11 @@ impl LazyMcp {
         }
     }
 
+    /// The tools this handler offers, known before connecting.
+    pub fn tools() -> Vec<Tool> {
+        LiveMcp::tools()
+    }
+
     /// The connected server, connecting first if need be.
     ///
     /// # Errors

@@ -187,7 +187,7 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
         answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
         send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_workers", "arguments": {}}}));
         answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
-        send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "destroy_worker", "arguments": {"worker_id": "k8s-master", "force": true}}}));
+        send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "destroy_worker", "arguments": {"worker_id": "k8s-master"}}}));
         answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
         send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "capacity_report", "arguments": {"pool": "burst"}}}));
         answers.push(serde_json::from_str::<Value>(&lines.next().unwrap().unwrap()).unwrap());
@@ -211,6 +211,7 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
         tools,
         [
             "capacity_report",
+            "cordon_worker",
             "destroy_worker",
             "drain_worker",
             "extend_ttl",
@@ -218,7 +219,9 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
             "list_workers",
             "plan_scaling",
             "provision_workers",
-            "run_doctor"
+            "run_doctor",
+            "scale_up",
+            "uncordon_worker"
         ]
     );
     let listed = &calls[2]["result"]["structuredContent"];
@@ -334,7 +337,7 @@ async fn mcp_without_a_kubeconfig(
     assert_eq!(answers[0]["result"]["serverInfo"]["name"], "tidepool");
     assert_eq!(
         answers[2]["result"]["tools"].as_array().unwrap().len(),
-        9,
+        12,
         "{}",
         answers[2]
     );

@@ -1,6 +1,7 @@
 //! The deployment manifests: `kubectl kustomize deploy/` renders them,
 //! `kubectl apply` installs them into the lab's Kubernetes, the controller
-//! Deployment's pods come up, and the configuration they mount is valid.
+//! Deployment's pods come up, the configuration they mount is valid, and
+//! the MCP port has its Service and NetworkPolicy.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,6 +35,8 @@ async fn the_manifests_render_apply_and_run_in_the_lab() {
         "ConfigMap",
         "Deployment",
         "PrometheusRule",
+        "Service",
+        "NetworkPolicy",
     ] {
         assert!(text.contains(&format!("kind: {kind}\n")), "missing {kind}");
     }
@@ -90,5 +93,23 @@ async fn the_manifests_render_apply_and_run_in_the_lab() {
         )
         .unwrap();
     assert_eq!(crd["spec"]["names"]["kind"], "WorkerClaim");
+    // The MCP port: a Service in front of it and a policy limiting it.
+    let service = lab
+        .kube
+        .get("v1", "Service", "tidepool-system", "tidepool-mcp")
+        .unwrap();
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "mcp");
+    let policy = lab
+        .kube
+        .get(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            "tidepool-system",
+            "tidepool-mcp",
+        )
+        .unwrap();
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], "mcp");
+    let mcp = tidepool_core::config::load(yaml).unwrap().server.mcp;
+    assert_eq!(mcp.listen.as_deref(), Some("0.0.0.0:8090"));
     lab.shutdown().await;
 }

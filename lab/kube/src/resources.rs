@@ -136,6 +136,8 @@ const BUILTINS: &[Builtin] = &[
     ("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", NAMESPACED, &[], &[], false),
     ("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", CLUSTER, &[], &[], false),
     ("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", CLUSTER, &[], &[], false),
+    // Stored, not enforced: the emulated cluster has no pod network.
+    ("networking.k8s.io", "networkpolicies", "NetworkPolicy", NAMESPACED, &["netpol"], &[], false),
     ("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", CLUSTER, &["crd", "crds"], &["status"], false),
 ];
 

@@ -15,6 +15,8 @@ mod reader;
 mod schema;
 pub mod yaml;
 
+pub use schema::mcp::TOOLS as MCP_TOOLS;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -350,13 +352,85 @@ pub struct Server {
     /// all of it.
     #[serde(with = "secs")]
     pub lease_duration: Duration,
-    /// Streamable-HTTP MCP listen address, if enabled.
-    pub mcp_addr: Option<String>,
+    /// The MCP server's settings: streamable HTTP and who may use it.
+    pub mcp: McpSettings,
     /// How long a VM carrying Tidepool's marker must have been without its
     /// claim before it is removed as an orphan (it protects clones in
     /// flight).
     #[serde(with = "secs")]
     pub orphan_grace_period: Duration,
+}
+
+/// What an MCP bearer token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum McpScope {
+    /// The read-only tools.
+    Read,
+    /// Every tool.
+    Write,
+}
+
+/// One MCP bearer token: a name (the actor in the audit trail), a scope,
+/// and where its value lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McpToken {
+    /// Who holds it; recorded as the actor of every call made with it.
+    pub name: String,
+    /// What it may do.
+    pub scope: McpScope,
+    /// Where the token's value lives.
+    pub token_from: SecretRef,
+}
+
+/// What a destructive tool does when the client cannot be asked to confirm
+/// (it declared no elicitation support).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfirmFallback {
+    /// Go ahead, except with `force`, which is refused.
+    #[default]
+    RefuseForce,
+    /// Refuse every destructive call.
+    Refuse,
+    /// Go ahead.
+    Allow,
+}
+
+/// The MCP server's settings (`server.mcp`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McpSettings {
+    /// Streamable-HTTP listen address, if enabled.
+    pub listen: Option<String>,
+    /// The bearer tokens accepted over HTTP.
+    pub tokens: Vec<McpToken>,
+    /// Browser origins allowed to call (`scheme://host[:port]`); a request
+    /// carrying any other `Origin` is refused.
+    pub allowed_origins: Vec<String>,
+    /// `Host` header values accepted besides the loopback names; empty
+    /// accepts any host when listening beyond loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Offer only the read-only tools.
+    pub read_only: bool,
+    /// Offer only these tools (every tool when `None`).
+    pub tools: Option<Vec<String>>,
+    /// What destructive tools do without a way to confirm.
+    pub confirm_fallback: ConfirmFallback,
+    /// TLS certificate and key (PEM files), to serve HTTPS.
+    pub tls: Option<McpTls>,
+}
+
+/// The MCP server's certificate and key files (PEM); relative paths start
+/// from the configuration file's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct McpTls {
+    /// Certificate chain file.
+    pub cert_file: String,
+    /// Private key file.
+    pub key_file: String,
 }
 
 /// A validated, fully built configuration.

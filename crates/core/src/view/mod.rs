@@ -11,11 +11,13 @@
 //! "expires in 3h 12m" of a worker) take `now`. Every timestamp is written
 //! as an RFC 3339 string to the second; nothing here carries a secret.
 
+mod node;
 mod plan;
 mod worker;
 
 use jiff::Timestamp;
 
+pub use node::{NodeCondition, NodeDetail, NodeEvent, NodePod, talos_version};
 pub use plan::{CapacityResult, DeferredTrigger, HeldWorker, PlanResult, PlannedAction, PodReason};
 pub use worker::{
     ActionResult, NewWorker, ProvisionResult, TtlResult, WorkerInfo, WorkerList, WorkerPhase,

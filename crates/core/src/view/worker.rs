@@ -135,6 +135,10 @@ pub struct WorkerInfo {
     pub requested_by: Option<String>,
     /// The last error Tidepool recorded for this worker.
     pub last_error: Option<String>,
+    /// The worker's node in detail (capacity, metadata, conditions, pods,
+    /// Events, Talos version): shown for one worker, absent from lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<super::NodeDetail>,
 }
 
 /// The result of `list_workers`.
@@ -145,6 +149,10 @@ pub struct WorkerList {
     pub count: u64,
     /// The workers, ordered by pool and name.
     pub workers: Vec<WorkerInfo>,
+    /// When the list is cut into pages: the cursor that fetches the next
+    /// page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 impl WorkerList {
@@ -153,6 +161,20 @@ impl WorkerList {
         Self {
             count: workers.len() as u64,
             workers,
+            next_cursor: None,
+        }
+    }
+
+    /// One page of `workers`: at most `limit` from the position `start`;
+    /// `count` still counts every worker that matched.
+    pub fn page(workers: Vec<WorkerInfo>, start: usize, limit: usize) -> Self {
+        let count = workers.len() as u64;
+        let end = start.saturating_add(limit);
+        let next_cursor = (end < workers.len()).then(|| end.to_string());
+        Self {
+            count,
+            workers: workers.into_iter().skip(start).take(limit).collect(),
+            next_cursor,
         }
     }
 }

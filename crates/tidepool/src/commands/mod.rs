@@ -9,6 +9,7 @@ pub mod demo;
 pub mod doctor;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod mcp;
 pub mod orphans;
 pub mod plan;
 pub mod run;

@@ -1,4 +1,5 @@
-//! `tidepool run`: the controller, in the foreground until interrupted;
+//! `tidepool run`: the controller, in the foreground until interrupted,
+//! with MCP over streamable HTTP beside it when `server.mcp.listen` is set;
 //! with `--dry-run`, the autoscaler only, changing nothing.
 
 use std::net::SocketAddr;
@@ -10,6 +11,15 @@ use tidepool_runtime::run::{RunOptions, run as run_controller};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use tidepool_controller::observe::Observe;
+use tidepool_live::connect::{LiveExecutor, SecretResolver};
+use tidepool_live::join::LiveJoiner;
+use tidepool_live::kube::KubeCluster;
+use tidepool_live::pve::PveHypervisor;
+use tidepool_live::{LiveObserver, LiveService};
+use tidepool_mcp::{Guarded, Policy, TidepoolMcp};
+
+use crate::commands::mcp;
 use crate::context::Context;
 use crate::exit::Exit;
 
@@ -74,6 +84,48 @@ async fn until_signalled<T: Send + 'static>(
     Ok(ended?)
 }
 
+/// Starts MCP over streamable HTTP on `server.mcp.listen`, if set, over
+/// the controller's own live executor; `Err` with the exit code when it
+/// cannot listen.
+async fn serve_mcp(
+    ctx: &Context,
+    exec: &Arc<LiveExecutor>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Exit> {
+    let config = exec.config();
+    let Some(listen) = config.server.mcp.listen.as_deref() else {
+        return Ok(None);
+    };
+    let addr = listen.parse().map_err(|e| {
+        eprintln!("server.mcp.listen `{listen}`: {e}");
+        Exit::Invalid
+    })?;
+    let resolver = SecretResolver::with_client(
+        mcp::config_dir(&ctx.config),
+        config.server.namespace.clone(),
+        exec.nodes().cluster().client().clone(),
+    );
+    let options = mcp::http_options(config, &ctx.config, addr, resolver);
+    let observer: Arc<dyn Observe> = Arc::new(LiveObserver(exec.clone()));
+    let server = TidepoolMcp::new(Arc::new(LiveService::new(exec.clone()))).with_observer(observer);
+    let tools = LiveMcp::tools();
+    let guarded = Guarded::new(
+        Arc::new(server),
+        tools,
+        Policy::from_settings(&config.server.mcp),
+    );
+    match tidepool_mcp::serve_http(move || guarded.clone(), options, stop).await {
+        Ok(served) => Ok(Some(served.task)),
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            Err(Exit::Failure)
+        }
+    }
+}
+
+/// The MCP server over the live adapters.
+type LiveMcp = TidepoolMcp<PveHypervisor, LiveJoiner, KubeCluster, KubeCluster>;
+
 /// Runs the controller until Ctrl-C or SIGTERM.
 ///
 /// # Errors
@@ -91,9 +143,21 @@ pub fn run(ctx: &Context) -> anyhow::Result<Exit> {
             lease: lease_config(&server, identity(None)),
             autoscale: true,
         };
+        let mcp_stop = tokio_util::sync::CancellationToken::new();
+        // MCP over HTTP beside the controller when configured: the same
+        // process, the same live clients and caches.
+        let mcp = match serve_mcp(ctx, &exec, mcp_stop.clone()).await {
+            Ok(mcp) => mcp,
+            Err(exit) => return Ok(exit),
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let controller = tokio::spawn(run_controller(Arc::clone(&exec), options, stop_rx, None));
-        match until_signalled(controller, stop_tx).await? {
+        let ended = until_signalled(controller, stop_tx).await;
+        mcp_stop.cancel();
+        if let Some(task) = mcp {
+            let _ = task.await;
+        }
+        match ended? {
             Ok(()) => Ok(Exit::Ok),
             Err(e) => {
                 eprintln!("error: {:#}", anyhow::Error::from(e));

@@ -295,27 +295,3 @@ pub fn mutate(ctx: &Context, m: &Mutation) -> anyhow::Result<Exit> {
         }
     })
 }
-
-/// `tidepool mcp`: the MCP server on stdin/stdout. It answers at once,
-/// with or without a reachable cluster: tool calls connect on demand (see
-/// [`crate::lazy_mcp`]). An invalid configuration still ends it with exit 2.
-///
-/// # Errors
-/// Runtime failures.
-pub fn mcp(ctx: &Context) -> anyhow::Result<Exit> {
-    let config = match crate::live::load_config(&ctx.config) {
-        Ok(config) => std::sync::Arc::new(config),
-        Err(unavailable) => return Ok(unavailable.report()),
-    };
-    let server = crate::lazy_mcp::LazyMcp::new(
-        config,
-        ctx.config.clone(),
-        ctx.kubeconfig.clone(),
-        ctx.clock.clone(),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(tidepool_mcp::serve_stdio(server))?;
-    Ok(Exit::Ok)
-}

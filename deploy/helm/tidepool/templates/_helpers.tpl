@@ -45,11 +45,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $config := deepCopy .Values.config -}}
 {{- if not $config -}}
 {{- $config = .Files.Get "files/tidepool.yaml" | fromYaml -}}
+{{- $_ := unset $config "server" -}}
 {{- end -}}
 {{- $server := dict "metricsAddr" (printf "0.0.0.0:%v" .Values.metrics.port) "namespace" .Release.Namespace -}}
 {{- $_ := set $server "leaderElection" (dict "enabled" .Values.leaderElection.enabled "leaseName" .Values.leaderElection.leaseName "leaseDuration" .Values.leaderElection.leaseDuration) -}}
 {{- if .Values.mcp.enabled -}}
-{{- $_ := set $server "mcp" (merge (dict "listen" (printf "0.0.0.0:%v" .Values.mcp.port)) .Values.mcp.config) -}}
+{{- $tokens := list -}}
+{{- range .Values.mcp.tokens -}}
+{{- $tokens = append $tokens (dict "name" .name "scope" .scope "tokenFrom" (dict "secret" (dict "name" $.Values.mcp.secretName "key" .name))) -}}
+{{- end -}}
+{{- $_ := set $server "mcp" (merge (dict "listen" (printf "0.0.0.0:%v" .Values.mcp.port) "tokens" $tokens) .Values.mcp.config) -}}
 {{- end -}}
 {{- $_ := set $config "server" (merge $server (get $config "server" | default dict)) -}}
 {{- toYaml $config -}}

@@ -9,6 +9,7 @@
 
 mod fields;
 mod join;
+pub(crate) mod mcp;
 mod pools;
 mod providers;
 mod scaling;

@@ -97,7 +97,7 @@ pub(super) fn server(section: Option<(&Node, String)>, errs: &mut Errors) -> Opt
         leader_election: true,
         lease_name: "tidepool-controller".into(),
         lease_duration: Duration::from_secs(15),
-        mcp_addr: None,
+        mcp: crate::config::McpSettings::default(),
         orphan_grace_period: Duration::from_secs(600),
     };
     let Some((node, path)) = section else {
@@ -122,13 +122,9 @@ pub(super) fn server(section: Option<(&Node, String)>, errs: &mut Errors) -> Opt
         &mut out.orphan_grace_period,
         positive_duration,
     );
-    if let Some((n, p)) = f.obj.get("mcp") {
-        let mut mcp = Fields::new(Obj::new(n, &p, f.errs)?, f.errs);
-        mcp.set("listen", &mut out.mcp_addr, |n, p, e| {
-            socket_addr(n, p, e).map(Some)
-        });
-        f.ok &= mcp.finish();
-    }
+    f.set("mcp", &mut out.mcp, |n, p, e| {
+        super::mcp::mcp(n, p, e, socket_addr)
+    });
     f.finish().then_some(out)
 }
 
