@@ -4,11 +4,13 @@
 //! [`Joiner`](tidepool_controller::Joiner) ([`join`]); Kubernetes the
 //! [`Nodes`](tidepool_controller::Nodes), the
 //! [`ClaimStore`](tidepool_controller::ClaimStore) and the pod
-//! [`Events`](tidepool_controller::ports::Events) ([`kube`]). [`snapshot`]
+//! [`Events`](tidepool_controller::ports::Events) ([`kube`]); Talos the
+//! workers' [`GuestOs`](tidepool_controller::ports::GuestOs) ([`guest`]). [`snapshot`]
 //! observes all three for the planner, and [`connect`] builds the whole
 //! stack from a configuration.
 
 pub mod connect;
+pub mod guest;
 pub mod join;
 pub mod kube;
 pub mod pve;

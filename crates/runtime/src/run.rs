@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::health::{Readiness, probe_proxmox};
 use crate::leader::{self, LeaseConfig};
 use tidepool_controller::autoscaler::{Autoscaler, Timing};
+use tidepool_controller::health::{HealthMetrics, Monitor, MonitorTiming};
 use tidepool_controller::ports::ClaimStore;
 use tidepool_controller::ports::ScalingMetrics;
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions, StepMetrics};
@@ -69,6 +70,20 @@ struct PoolLabel {
     pool: String,
 }
 
+/// A pool and a health problem (the configured pools, seven problems).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct UnhealthyLabels {
+    pool: String,
+    condition: String,
+}
+
+/// A repair action and its result (fixed sets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepairLabels {
+    action: String,
+    result: String,
+}
+
 /// Sets every gauge of `family` named in `values`, then removes the label
 /// sets it set last time that are gone now.
 fn replace_gauges<L>(
@@ -106,6 +121,9 @@ pub struct Metrics {
     orphan_vms: Gauge<i64, AtomicI64>,
     host_status_errors: Family<HostLabel, Gauge<i64, AtomicI64>>,
     host_labels: std::sync::Mutex<BTreeSet<HostLabel>>,
+    unhealthy: Family<UnhealthyLabels, Gauge<i64, AtomicI64>>,
+    unhealthy_labels: std::sync::Mutex<BTreeSet<UnhealthyLabels>>,
+    repairs: Family<RepairLabels, Counter>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -203,6 +221,9 @@ impl Metrics {
             orphan_vms: Gauge::default(),
             host_status_errors: Family::default(),
             host_labels: std::sync::Mutex::new(BTreeSet::new()),
+            unhealthy: Family::default(),
+            unhealthy_labels: std::sync::Mutex::new(BTreeSet::new()),
+            repairs: Family::default(),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -257,6 +278,16 @@ impl Metrics {
                 "tidepool_host_status_unreadable",
                 "1 for each Proxmox host whose status answer could not be used",
                 m.host_status_errors.clone(),
+            );
+            r.register(
+                "tidepool_worker_unhealthy",
+                "Workers with a health problem, by pool and condition (spec §7)",
+                m.unhealthy.clone(),
+            );
+            r.register(
+                "tidepool_repairs",
+                "Repairs and escalations of the health monitor, by action and result",
+                m.repairs.clone(),
             );
         }
         Arc::new(m)
@@ -317,6 +348,33 @@ impl SweepMetrics for Metrics {
 
     fn sweep_failed(&self, category: &str) {
         ScalingMetrics::error(self, &format!("sweep-{category}"));
+    }
+}
+
+impl HealthMetrics for Metrics {
+    fn unhealthy(&self, counts: &BTreeMap<(String, tidepool_core::health::Problem), i64>) {
+        let values = counts
+            .iter()
+            .map(|((pool, problem), n)| {
+                (
+                    UnhealthyLabels {
+                        pool: pool.clone(),
+                        condition: problem.as_str().to_owned(),
+                    },
+                    *n,
+                )
+            })
+            .collect();
+        replace_gauges(&self.unhealthy, &self.unhealthy_labels, values);
+    }
+
+    fn repair(&self, action: tidepool_core::health::Action, result: &str) {
+        self.repairs
+            .get_or_create(&RepairLabels {
+                action: action.as_str().to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 }
 
@@ -425,17 +483,19 @@ async fn bind_health(addr: SocketAddr) -> Result<(tokio::net::TcpListener, Socke
     Ok((listener, bound))
 }
 
-/// The work a leader does: the reconciler and the autoscaler.
+/// The work a leader does: the reconciler, the sweep, the health monitor
+/// and the autoscaler.
 struct Work {
     stop: watch::Sender<bool>,
     reconciler: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    health: tokio::task::JoinHandle<()>,
     autoscaler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Work {
-    /// Starts the reconciler, the sweep of VMs against claims, and the
-    /// autoscaler if `autoscale`.
+    /// Starts the reconciler, the sweep of VMs against claims, the health
+    /// monitor, and the autoscaler if `autoscale`.
     fn start(exec: &Arc<LiveExecutor>, autoscale: bool, metrics: &Arc<Metrics>) -> Self {
         let clock = exec.clock().clone();
         let (tx, rx) = watch::channel(false);
@@ -458,6 +518,13 @@ impl Work {
             rx.clone(),
             metrics.clone(),
         ));
+        // Sick workers repaired by spec §7's matrix, woken by node changes.
+        let health = tokio::spawn(tidepool_controller::health::run(
+            Monitor::new(exec.clone(), metrics.clone()),
+            MonitorTiming::default(),
+            vec![exec.nodes().cluster().nodes().changes()],
+            rx.clone(),
+        ));
         let autoscaler = autoscale.then(|| {
             // The batching window: half a second of controller time,
             // so the first clone follows an unschedulable pod within
@@ -479,6 +546,7 @@ impl Work {
             stop: tx,
             reconciler,
             sweeper,
+            health,
             autoscaler,
         }
     }
@@ -491,6 +559,8 @@ impl Work {
         let _ = self.reconciler.await;
         self.sweeper.abort();
         let _ = self.sweeper.await;
+        self.health.abort();
+        let _ = self.health.await;
         if let Some(a) = self.autoscaler {
             a.abort();
             let _ = a.await;
