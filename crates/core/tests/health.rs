@@ -471,7 +471,9 @@ mod windows {
         r.start(Action::Reboot, Problem::NotReady, at(10));
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["lastRepair"]["action"], "Reboot");
-        assert_eq!(json["problems"]["NotReady"], at(0).to_string());
+        assert_eq!(json["problems"][0]["problem"], "NotReady");
+        assert_eq!(json["problems"][0]["since"], at(0).to_string());
+        assert_eq!(json["lastRepair"]["finishedAt"], serde_json::Value::Null);
         assert_eq!(serde_json::from_value::<HealthRecord>(json).unwrap(), r);
         let status = tidepool_core::ClaimStatus::default();
         assert!(

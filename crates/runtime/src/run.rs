@@ -519,9 +519,14 @@ impl Work {
             metrics.clone(),
         ));
         // Sick workers repaired by spec §7's matrix, woken by node changes.
+        // Its floors are real time, scaled down with a fast clock.
+        let floor = |d| clock.real(d).max(HEALTH_FLOOR);
         let health = tokio::spawn(tidepool_controller::health::run(
-            Monitor::new(exec.clone(), metrics.clone()),
-            MonitorTiming::default(),
+            Monitor::new(exec.clone(), metrics.clone())
+                .with_services_floor(floor(config.polling_interval)),
+            MonitorTiming {
+                min_wait: floor(Duration::from_secs(2)),
+            },
             vec![exec.nodes().cluster().nodes().changes()],
             rx.clone(),
         ));
@@ -571,6 +576,10 @@ impl Work {
 /// The least real time between two passes reconciling VMs against claims
 /// (a fast clock shortens the polling interval, never below this).
 pub const SWEEP_FLOOR: Duration = Duration::from_secs(1);
+
+/// The least real time between two passes of the health monitor, and
+/// between two readings of one machine's services.
+pub const HEALTH_FLOOR: Duration = Duration::from_millis(20);
 
 /// How long the autoscaler lets changes settle before it plans.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(500);

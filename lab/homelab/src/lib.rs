@@ -11,6 +11,7 @@ pub mod admin;
 pub mod files;
 pub mod guest;
 pub mod scenario;
+pub mod sickness;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -86,6 +87,8 @@ pub struct RunningLab {
     pub talos: TalosLab,
     /// The guest simulator.
     pub guests: Guests,
+    /// Sick workers on demand (the health monitor's scenarios).
+    pub sickness: sickness::Sickness,
     /// The shared fault table.
     pub faults: Arc<Faults>,
     /// The shared clock.
@@ -204,6 +207,8 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         pve_api,
     );
     tasks.extend(guests.spawn());
+    let sickness = sickness::Sickness::new(kube.clone(), talos.clone(), guests.clone());
+    tasks.extend(sickness.spawn(std::time::Duration::from_millis(20)));
 
     install_cluster_basics(&kube)?;
 
@@ -215,8 +220,12 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     adopt_existing(&scenario, &pve, &guests, &base).await?;
     apply_workloads(&kube, &scenario)?;
 
-    let (admin_addr, admin_task) =
-        admin::serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), faults.clone()).await?;
+    let (admin_addr, admin_task) = admin::serve(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        faults.clone(),
+        sickness.router(),
+    )
+    .await?;
     tasks.push(admin_task);
 
     let gpu_hosts = gpu_hosts(&scenario);
@@ -254,6 +263,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         kube,
         talos,
         guests,
+        sickness,
         faults,
         clock,
         pve_addr,

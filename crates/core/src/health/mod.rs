@@ -175,17 +175,17 @@ pub struct Repair {
     )]
     pub started_at: Timestamp,
     /// When it ended; absent while it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[cfg_attr(
         feature = "schemars",
         schemars(with = "Option<String>", extend("format" = "date-time"))
     )]
     pub finished_at: Option<Timestamp>,
     /// How it ended; absent while it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub outcome: Option<Outcome>,
     /// What went wrong, for a failed one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub message: Option<String>,
 }
 
@@ -198,37 +198,82 @@ impl Repair {
 
 /// A worker's health as its claim records it: since when each current
 /// problem has lasted, and the repairs of the current windows.
+///
+/// Every field is always written (unset ones as `null`, the problems as a
+/// list), so a merge patch of the status replaces the record whole.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct HealthRecord {
-    /// Each current problem with the time it started (`NotReady`,
-    /// `MemoryPressure`, `DiskPressure`, `PIDPressure`,
-    /// `NetworkUnavailable`, `KubeletCrashLoop`, `ContainerdCrashLoop`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[cfg_attr(feature = "schemars", schemars(with = "BTreeMap<String, String>"))]
+    /// Each current problem with the time it started.
+    #[serde(default, with = "problem_list")]
+    #[cfg_attr(feature = "schemars", schemars(with = "Vec<ProblemRecord>"))]
     pub problems: BTreeMap<Problem, Timestamp>,
     /// The latest repair (kept after the problem clears, for the history).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_repair: Option<Repair>,
     /// How many repairs were started over the worker's life.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub repairs: u32,
     /// When the current trouble was escalated (cleared once every problem
     /// is gone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[cfg_attr(
         feature = "schemars",
         schemars(with = "Option<String>", extend("format" = "date-time"))
     )]
     pub escalated_at: Option<Timestamp>,
     /// Whether a repair cordoned the node (it is uncordoned once healthy).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub cordoned: bool,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+/// One current problem as the record lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+struct ProblemRecord {
+    /// The problem.
+    problem: Problem,
+    /// When it started.
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(with = "String", extend("format" = "date-time"))
+    )]
+    since: Timestamp,
+}
+
+mod problem_list {
+    //! The map of current problems as a list (a merge patch replaces a
+    //! list whole, where it would merge a map's keys).
+    use std::collections::BTreeMap;
+
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Problem, ProblemRecord};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<Problem, Timestamp>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(problem, since)| ProblemRecord {
+                problem: *problem,
+                since: *since,
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Problem, Timestamp>, D::Error> {
+        Ok(Vec::<ProblemRecord>::deserialize(d)?
+            .into_iter()
+            .map(|r| (r.problem, r.since))
+            .collect())
+    }
 }
 
 /// What a worker shows now.
