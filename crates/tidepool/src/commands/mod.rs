@@ -6,6 +6,7 @@ pub mod capacity;
 pub mod config;
 #[cfg(feature = "lab")]
 pub mod demo;
+pub mod health;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod orphans;
