@@ -41,14 +41,18 @@ impl TalosGuest {
     }
 }
 
-/// A Talos error as a provider error naming the operation and machine.
-fn classify(e: &TalosError, what: &str, ip: IpAddr) -> ProviderError {
-    let kind = if e.is_retryable() {
+/// How a Talos error counts: retried when Talos says it is worth it.
+pub(crate) fn kind_of(e: &TalosError) -> ProviderErrorKind {
+    if e.is_retryable() {
         ProviderErrorKind::Transient
     } else {
         ProviderErrorKind::Permanent
-    };
-    ProviderError::new(kind, format!("{what} the Talos API of {ip}: {e}"))
+    }
+}
+
+/// A Talos error as a provider error naming the operation and machine.
+fn classify(e: &TalosError, what: &str, ip: IpAddr) -> ProviderError {
+    ProviderError::new(kind_of(e), format!("{what} the Talos API of {ip}: {e}"))
 }
 
 impl GuestOs for TalosGuest {

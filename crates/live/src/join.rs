@@ -81,12 +81,10 @@ fn render(base: &str, claim: &Claim, meta: &NodeMetadata) -> ProviderResult<Stri
 }
 
 fn classify(e: &TalosError, claim: &str) -> ProviderError {
-    let kind = if e.is_retryable() {
-        ProviderErrorKind::Transient
-    } else {
-        ProviderErrorKind::Permanent
-    };
-    ProviderError::new(kind, format!("delivering the config of {claim}: {e}"))
+    ProviderError::new(
+        crate::guest::kind_of(e),
+        format!("delivering the config of {claim}: {e}"),
+    )
 }
 
 impl Joiner for LiveJoiner {

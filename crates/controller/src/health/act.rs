@@ -42,13 +42,7 @@ use crate::service::{ProvisionRequest, ServiceError};
 /// Who the health monitor's requests are from, in the audit trail.
 pub const ACTOR: &str = "health";
 
-impl<H, J, N, S> Monitor<H, J, N, S>
-where
-    H: Hypervisor,
-    J: Joiner + GuestOs,
-    N: Nodes,
-    S: ClaimStore,
-{
+impl<H: Hypervisor, J: Joiner + GuestOs, N: Nodes, S: ClaimStore> Monitor<H, J, N, S> {
     /// Carries out `d` for the worker `w`.
     pub(super) async fn act(&self, w: &Watched, d: &Decision) {
         let Some(pool) = self.exec.config().pool(&w.claim.spec.pool).cloned() else {

@@ -85,6 +85,11 @@ impl MonitorError {
     }
 }
 
+/// The error of a failed read of `what`.
+fn observing(what: &'static str) -> impl Fn(ProviderError) -> MonitorError {
+    move |source| MonitorError::Observe { what, source }
+}
+
 /// The kubelet and containerd failures last read from a machine, and when.
 #[derive(Clone, Copy, Debug)]
 struct ServiceReading {
@@ -159,14 +164,7 @@ where
     }
 
     async fn claims(&self) -> Result<Vec<Claim>, MonitorError> {
-        self.exec
-            .store()
-            .list()
-            .await
-            .map_err(|source| MonitorError::Observe {
-                what: "claims",
-                source,
-            })
+        self.exec.store().list().await.map_err(observing("claims"))
     }
 
     /// One pass: observe, record the windows, act on what is due. Returns
@@ -176,15 +174,7 @@ where
     /// The claims or the nodes could not be read.
     pub async fn pass(&self) -> Result<Option<Timestamp>, MonitorError> {
         let claims = self.claims().await?;
-        let nodes = self
-            .exec
-            .nodes()
-            .list()
-            .await
-            .map_err(|source| MonitorError::Observe {
-                what: "nodes",
-                source,
-            })?;
+        let nodes = self.exec.nodes().list().await.map_err(observing("nodes"))?;
         let now = self.exec.now();
         let by_name: BTreeMap<&str, &NodeView> =
             nodes.iter().map(|n| (n.name.as_str(), n)).collect();
