@@ -185,6 +185,40 @@ pub fn is_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The node's bad conditions for the health monitor, each with its last
+/// transition time: Ready not True (False or Unknown), and MemoryPressure,
+/// DiskPressure, PIDPressure or NetworkUnavailable True. A condition
+/// without a transition time counts from `now`.
+pub fn problems_of(
+    node: &Node,
+    now: jiff::Timestamp,
+) -> BTreeMap<tidepool_core::health::Problem, jiff::Timestamp> {
+    use tidepool_core::health::Problem;
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let mut out = BTreeMap::new();
+    let mut saw_ready = false;
+    for c in conditions.into_iter().flatten() {
+        let Some(problem) = Problem::of_condition(&c.type_) else {
+            continue;
+        };
+        let bad = match problem {
+            Problem::NotReady => {
+                saw_ready = true;
+                c.status != "True"
+            }
+            _ => c.status == "True",
+        };
+        if bad {
+            let since = c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(now);
+            out.insert(problem, since);
+        }
+    }
+    if !saw_ready {
+        out.insert(Problem::NotReady, now);
+    }
+    out
+}
+
 /// The scheduler's view of a node: allocatable, labels, taints, cordon and
 /// Ready state, with `pods` (the views of the pods bound to it) summed into its
 /// requests, pod count and block volumes.

@@ -12,7 +12,9 @@
 //!   admitted within the pool's limits atomically and where the
 //!   autoscaler's timers survive a restart.
 //! - the [`sweep`], which reconciles VMs and claims both ways (orphans,
-//!   vanished and drifted VMs).
+//!   vanished and drifted VMs);
+//! - the [`health`] monitor, which repairs sick workers by spec §7's
+//!   matrix.
 //!
 //! Nothing here does I/O of its own: the production adapters are in
 //! `tidepool-live`, the process around them in `tidepool-runtime`, and the
@@ -27,6 +29,7 @@ pub mod autoscaler;
 pub mod claim;
 pub mod clock;
 pub mod executor;
+pub mod health;
 pub mod observe;
 pub mod pools;
 pub mod ports;

@@ -1,6 +1,7 @@
 //! The ports through which the executor acts: the hypervisor, the
-//! machine-join method, the cluster's nodes, the durable claim store (with
-//! its per-pool records), and the clock every loop reads and sleeps on.
+//! machine-join method, the workers' operating system, the cluster's
+//! nodes, the durable claim store (with its per-pool records), and the
+//! clock every loop reads and sleeps on.
 //!
 //! # Contracts every implementation keeps
 //! - Calls are idempotent where stated, and report "already done" as
@@ -221,6 +222,10 @@ pub struct NodeView {
     pub unschedulable: bool,
     /// Pods on it other than DaemonSet and mirror pods.
     pub workload_pods: usize,
+    /// Its bad conditions (Ready not True; MemoryPressure, DiskPressure,
+    /// PIDPressure, NetworkUnavailable True), each with its last
+    /// transition time: what the health monitor reads.
+    pub problems: std::collections::BTreeMap<tidepool_core::health::Problem, Timestamp>,
 }
 
 /// How a registered node names the machine it runs on, for the check
@@ -285,6 +290,50 @@ pub trait Nodes: Send + Sync {
     /// (`reason` is one CamelCase word). Best effort: a failure is logged,
     /// never returned, since the work it reports is already done.
     fn announce(&self, name: &str, reason: &str, message: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// One service of a worker's operating system, as its API reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestService {
+    /// The service id (`kubelet`, `containerd`).
+    pub id: String,
+    /// Its state (`Running`, `Failed`, `Finished`, ...).
+    pub state: String,
+    /// Whether its health check passes; `None` when unknown.
+    pub healthy: Option<bool>,
+    /// How many times it failed since boot (among the events kept).
+    pub failures: u32,
+}
+
+/// The operating system of a worker (Talos), reached at the worker's
+/// address: the day-2 operations the health monitor repairs with.
+///
+/// # Contract
+/// - Every call addresses one machine by `ip` and fails `Transient` while
+///   it does not answer (rebooting, down), `Permanent` when the operation
+///   is refused or cannot be configured (no credentials).
+/// - [`GuestOs::restart_service`], [`GuestOs::reboot`] and
+///   [`GuestOs::wipe_ephemeral`] return once the machine accepted the
+///   operation, not once it is done; the node's conditions tell the rest.
+///   None is idempotent: the caller records the operation before asking.
+pub trait GuestOs: Send + Sync {
+    /// The machine's services.
+    fn services(
+        &self,
+        ip: IpAddr,
+    ) -> impl Future<Output = ProviderResult<Vec<GuestService>>> + Send;
+    /// Restarts one service (Talos allows it for kubelet).
+    fn restart_service(
+        &self,
+        ip: IpAddr,
+        id: &str,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Reboots the machine gracefully. Drain through Kubernetes first when
+    /// the pods should move.
+    fn reboot(&self, ip: IpAddr) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Frees disk: wipes the ephemeral partition (images, pod volumes,
+    /// logs) and reboots, keeping the machine's configuration.
+    fn wipe_ephemeral(&self, ip: IpAddr) -> impl Future<Output = ProviderResult<()>> + Send;
 }
 
 /// One mutating operation, for the audit trail.

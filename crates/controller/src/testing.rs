@@ -2,7 +2,7 @@
 //! executor (a "restarted process") sees exactly what the old one left
 //! behind. They record calls and accept injected errors; tests of the
 //! executor and of the front-ends use them. [`ManualClock`] is the clock
-//! such tests move by hand.
+//! such tests move by hand. The guest OS fake lives in [`guest`].
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,6 +20,9 @@ use crate::ports::{
     ProviderError, ProviderErrorKind, ProviderResult, Sleep, VersionedRecord, VmFacts, VmShape,
 };
 use tidepool_core::pool_record::PoolRecord;
+
+mod guest;
+pub use guest::FakeGuests;
 
 /// One fake VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +54,8 @@ pub struct FakeNode {
     pub labels: BTreeMap<String, String>,
     /// The system UUID its kubelet reports (the SMBIOS UUID of its machine).
     pub system_uuid: Option<String>,
+    /// Its bad conditions with their transition times.
+    pub problems: BTreeMap<tidepool_core::health::Problem, Timestamp>,
 }
 
 /// The shared fake world.
@@ -98,6 +103,9 @@ pub struct World {
     /// Each claim's version (its resourceVersion), bumped on every write
     /// through the [`ClaimStore`] port and by [`Fake::put_claim`].
     pub claim_versions: BTreeMap<String, u64>,
+    /// The guest OS side ([`crate::ports::GuestOs`]): services, operations
+    /// asked for, and which operation heals which machine.
+    pub guest: guest::FakeGuests,
     uuid_counter: u64,
 }
 
@@ -195,6 +203,7 @@ impl Fake {
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                     .collect(),
                 system_uuid: Some(format!("machine-of-{name}")),
+                problems: BTreeMap::new(),
             },
         );
     }
@@ -442,6 +451,7 @@ impl Nodes for Fake {
                 ready: n.ready,
                 unschedulable: n.cordoned,
                 workload_pods: n.pods,
+                problems: n.problems.clone(),
             })
             .collect())
     }

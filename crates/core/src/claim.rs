@@ -419,6 +419,11 @@ pub struct ClaimStatus {
     /// The claim's `metadata.generation` this status was written for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The worker's health (spec §7): since when each current problem has
+    /// lasted, and the latest repair with its try and outcome. Kept here so
+    /// the repair windows survive a restart and a failover.
+    #[serde(default, skip_serializing_if = "crate::health::HealthRecord::is_empty")]
+    pub health: crate::health::HealthRecord,
 }
 
 impl Default for ClaimStatus {
@@ -435,6 +440,7 @@ impl Default for ClaimStatus {
             conditions: BTreeMap::new(),
             last_error: None,
             observed_generation: None,
+            health: crate::health::HealthRecord::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod conventions;
 pub mod cron;
 pub mod duration;
+pub mod health;
 pub mod k8s_names;
 pub mod lifecycle;
 pub mod planner;

@@ -458,6 +458,34 @@ fn each_rule_reports_its_message_at_the_field() {
             (12, 8),
             "at least one pool is required",
         ),
+        case(
+            "a permanent pool is never replaced automatically",
+            edit("kind: burst", "kind: permanent").replace("maxNodes: 5}\n", "maxNodes: 5}\n    repair: {replace: true}\n"),
+            "pools[0].repair.replace",
+            (18, 23),
+            "permanent pools are never replaced automatically",
+        ),
+        case(
+            "unknown repair field with suggestion",
+            edit("maxNodes: 5}\n", "maxNodes: 5}\n    repair: {dryrun: true}\n"),
+            "pools[0].repair.dryrun",
+            (18, 14),
+            "unknown field `dryrun`, did you mean `dryRun`?",
+        ),
+        case(
+            "the NotReady thresholds climb",
+            edit("maxNodes: 5}\n", "maxNodes: 5}\n    repair: {rebootAfter: 2m}\n"),
+            "pools[0].repair",
+            (18, 13),
+            "need restartKubeletAfter < rebootAfter < replaceAfter, got 5m / 2m / 20m",
+        ),
+        case(
+            "the unhealthy fraction is a fraction",
+            edit("maxNodes: 5}\n", "maxNodes: 5}\n    repair: {maxUnhealthyFraction: 2}\n"),
+            "pools[0].repair.maxUnhealthyFraction",
+            (18, 36),
+            "must be a fraction in (0, 1]",
+        ),
     ];
     let mut failures = Vec::new();
     for c in &cases {

@@ -9,8 +9,10 @@ use kube::Api;
 use tidepool_cluster::{ClusterClient, client_from_kubeconfig, client_in_cluster};
 use tidepool_core::config::{Config, JoinMethod, SecretRef};
 use tidepool_proxmox::{ClientOptions, ProxmoxClient};
+use tidepool_talos::Talosconfig;
 use tidepool_talos::nocloud::{NocloudOptions, NocloudServer};
 
+use crate::guest::TalosGuest;
 use crate::join::LiveJoiner;
 use crate::kube::KubeCluster;
 use crate::pve::PveHypervisor;
@@ -80,6 +82,14 @@ pub enum ConnectError {
         provider: String,
         /// Why.
         source: tidepool_proxmox::BuildError,
+    },
+    /// The talosconfig (`join.talosconfigFrom`) is not usable.
+    #[error("reading the talosconfig {reference}")]
+    Talosconfig {
+        /// Where it came from.
+        reference: String,
+        /// Why.
+        source: tidepool_talos::TalosconfigError,
     },
     /// The Kubernetes client could not be built.
     #[error("setting up the Kubernetes client")]
@@ -320,10 +330,28 @@ pub async fn connect(
         &namespace,
     )
     .await?;
+    let guest = match &config.join.talosconfig {
+        Some(reference) => {
+            let text = resolve_secret(reference, &options.config_dir, &kube, &namespace).await?;
+            let port = match &config.join.method {
+                JoinMethod::TalosApi { port } => *port,
+                JoinMethod::Nocloud { .. } => tidepool_talos::client::APID_PORT,
+            };
+            let context = Talosconfig::parse(&text)
+                .and_then(|t| t.current())
+                .map_err(|source| ConnectError::Talosconfig {
+                    reference: reference.to_string(),
+                    source,
+                })?;
+            Some(TalosGuest::new(context, port))
+        }
+        None => None,
+    };
     let joiner = match &config.join.method {
         JoinMethod::TalosApi { port } => LiveJoiner::TalosApi {
             base_config,
             port: *port,
+            guest,
         },
         JoinMethod::Nocloud {
             flavor,
@@ -358,6 +386,7 @@ pub async fn connect(
                 base_config,
                 server,
                 join_command,
+                guest,
             }
         }
     };

@@ -1,6 +1,8 @@
 //! [`Joiner`] over Talos: apply the rendered worker config in maintenance
 //! mode (`talos-api`), or serve it as nocloud user-data named by the VM's
-//! SMBIOS serial (`nocloud`).
+//! SMBIOS serial (`nocloud`). The join method also carries the way to the
+//! workers' OS afterwards ([`GuestOs`], through [`TalosGuest`]) when a
+//! talosconfig is configured.
 //!
 //! Labels a kubelet may not set on its own Node (NodeRestriction) are left
 //! out of the machine config; the executor's Label step sets them through
@@ -18,7 +20,11 @@ use tidepool_talos::{
 use tracing::info;
 
 use tidepool_controller::claim::Claim;
-use tidepool_controller::ports::{Joiner, ProviderError, ProviderErrorKind, ProviderResult};
+use tidepool_controller::ports::{
+    GuestOs, GuestService, Joiner, ProviderError, ProviderErrorKind, ProviderResult,
+};
+
+use crate::guest::TalosGuest;
 
 /// How long one maintenance-mode apply may take.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +37,9 @@ pub enum LiveJoiner {
         base_config: String,
         /// Talos API port.
         port: u16,
+        /// The workers' OS for day-2 operations, when a talosconfig is
+        /// configured.
+        guest: Option<TalosGuest>,
     },
     /// nocloud user-data served by Tidepool.
     Nocloud {
@@ -42,6 +51,9 @@ pub enum LiveJoiner {
         /// For cloud-init images: the `kubeadm join` command that fills the
         /// template's `{{join_command}}` (secret). `None` for Talos images.
         join_command: Option<String>,
+        /// The workers' OS for day-2 operations, when a talosconfig is
+        /// configured.
+        guest: Option<TalosGuest>,
     },
 }
 
@@ -69,12 +81,10 @@ fn render(base: &str, claim: &Claim, meta: &NodeMetadata) -> ProviderResult<Stri
 }
 
 fn classify(e: &TalosError, claim: &str) -> ProviderError {
-    let kind = if e.is_retryable() {
-        ProviderErrorKind::Transient
-    } else {
-        ProviderErrorKind::Permanent
-    };
-    ProviderError::new(kind, format!("delivering the config of {claim}: {e}"))
+    ProviderError::new(
+        crate::guest::kind_of(e),
+        format!("delivering the config of {claim}: {e}"),
+    )
 }
 
 impl Joiner for LiveJoiner {
@@ -85,6 +95,7 @@ impl Joiner for LiveJoiner {
                 base_config,
                 server,
                 join_command,
+                ..
             } => {
                 let user_data = match join_command {
                     None => render(base_config, claim, meta)?,
@@ -124,7 +135,10 @@ impl Joiner for LiveJoiner {
     }
 
     async fn deliver(&self, claim: &Claim, ip: IpAddr, meta: &NodeMetadata) -> ProviderResult<()> {
-        let Self::TalosApi { base_config, port } = self else {
+        let Self::TalosApi {
+            base_config, port, ..
+        } = self
+        else {
             return Ok(());
         };
         let config = render(base_config, claim, meta)?;
@@ -139,5 +153,38 @@ impl Joiner for LiveJoiner {
             }
             Err(e) => Err(classify(&e, &claim.name)),
         }
+    }
+}
+
+impl LiveJoiner {
+    /// The workers' OS, or why there is none.
+    fn guest(&self) -> ProviderResult<&TalosGuest> {
+        let guest = match self {
+            Self::TalosApi { guest, .. } | Self::Nocloud { guest, .. } => guest.as_ref(),
+        };
+        guest.ok_or_else(|| {
+            ProviderError::new(
+                ProviderErrorKind::Permanent,
+                "no talosconfig configured (join.talosconfigFrom): the workers' OS cannot be reached",
+            )
+        })
+    }
+}
+
+impl GuestOs for LiveJoiner {
+    async fn services(&self, ip: IpAddr) -> ProviderResult<Vec<GuestService>> {
+        self.guest()?.services(ip).await
+    }
+
+    async fn restart_service(&self, ip: IpAddr, id: &str) -> ProviderResult<()> {
+        self.guest()?.restart_service(ip, id).await
+    }
+
+    async fn reboot(&self, ip: IpAddr) -> ProviderResult<()> {
+        self.guest()?.reboot(ip).await
+    }
+
+    async fn wipe_ephemeral(&self, ip: IpAddr) -> ProviderResult<()> {
+        self.guest()?.wipe_ephemeral(ip).await
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tidepool_cluster::claim::legacy_annotations_cleared;
-use tidepool_cluster::nodes::{is_ready, machine_of};
+use tidepool_cluster::nodes::{is_ready, machine_of, problems_of};
 use tidepool_cluster::{ClusterClient, ClusterError, DrainError, DrainOptions, WorkerClaim};
 use tidepool_core::NodeMetadata;
 
@@ -177,6 +177,7 @@ impl Nodes for KubeCluster {
                 *per_node.entry(node.clone()).or_default() += 1;
             }
         }
+        let now = self.clock.now();
         let mut views: Vec<NodeView> = self
             .cluster
             .nodes()
@@ -193,6 +194,7 @@ impl Nodes for KubeCluster {
                         .and_then(|s| s.unschedulable)
                         .unwrap_or(false),
                     workload_pods: per_node.get(name.as_str()).copied().unwrap_or(0),
+                    problems: problems_of(n, now),
                     name,
                 }
             })

@@ -4,7 +4,8 @@
 //! [`Joiner`](tidepool_controller::Joiner) ([`join`]); Kubernetes the
 //! [`Nodes`](tidepool_controller::Nodes), the
 //! [`ClaimStore`](tidepool_controller::ClaimStore) and the pod
-//! [`Events`](tidepool_controller::ports::Events) ([`kube`]). [`snapshot`]
+//! [`Events`](tidepool_controller::ports::Events) ([`kube`]); Talos the
+//! workers' [`GuestOs`](tidepool_controller::ports::GuestOs) ([`guest`]). [`snapshot`]
 //! observes all three for the planner, and [`connect`] builds the whole
 //! stack from a configuration; [`doctor`] checks a setup read-only; [`dry_run`] has the adapters
 //! of `tidepool run --dry-run`.
@@ -12,6 +13,7 @@
 pub mod connect;
 pub mod doctor;
 pub mod dry_run;
+pub mod guest;
 pub mod join;
 pub mod kube;
 pub mod node_detail;

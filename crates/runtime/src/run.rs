@@ -30,6 +30,7 @@ use tracing::{info, warn};
 use crate::health::{Readiness, probe_proxmox};
 use crate::leader::{self, LeaseConfig};
 use tidepool_controller::autoscaler::{Autoscaler, Timing};
+use tidepool_controller::health::{HealthMetrics, Monitor, MonitorTiming};
 use tidepool_controller::ports::ClaimStore;
 use tidepool_controller::ports::ScalingMetrics;
 use tidepool_controller::reconciler::{Reconciler, ReconcilerOptions, StepMetrics};
@@ -67,6 +68,20 @@ struct StepLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PoolLabel {
     pool: String,
+}
+
+/// A pool and a health problem (the configured pools, seven problems).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct UnhealthyLabels {
+    pool: String,
+    condition: String,
+}
+
+/// A repair action and its result (fixed sets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepairLabels {
+    action: String,
+    result: String,
 }
 
 /// Sets every gauge of `family` named in `values`, then removes the label
@@ -134,6 +149,9 @@ pub struct Metrics {
     timeline: crate::web::Timeline,
     last_hosts: crate::web::LastHosts,
     now: std::sync::Mutex<Option<jiff::Timestamp>>,
+    unhealthy: Family<UnhealthyLabels, Gauge<i64, AtomicI64>>,
+    unhealthy_labels: std::sync::Mutex<BTreeSet<UnhealthyLabels>>,
+    repairs: Family<RepairLabels, Counter>,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -239,6 +257,9 @@ impl Metrics {
             timeline: crate::web::Timeline::default(),
             last_hosts: crate::web::LastHosts::default(),
             now: std::sync::Mutex::new(None),
+            unhealthy: Family::default(),
+            unhealthy_labels: std::sync::Mutex::new(BTreeSet::new()),
+            repairs: Family::default(),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -321,6 +342,20 @@ impl Metrics {
                 m.host_status_errors.clone(),
             );
             m.room.register(&mut r, &mut declared);
+            reg(
+                &mut r,
+                &mut declared,
+                "tidepool_worker_unhealthy",
+                "Workers with a health problem, by pool and condition (spec §7)",
+                m.unhealthy.clone(),
+            );
+            reg(
+                &mut r,
+                &mut declared,
+                "tidepool_repairs",
+                "Repairs and escalations of the health monitor, by action and result",
+                m.repairs.clone(),
+            );
         }
         m.declared = declared;
         Arc::new(m)
@@ -507,6 +542,33 @@ impl SweepMetrics for Metrics {
     }
 }
 
+impl HealthMetrics for Metrics {
+    fn unhealthy(&self, counts: &BTreeMap<(String, tidepool_core::health::Problem), i64>) {
+        let values = counts
+            .iter()
+            .map(|((pool, problem), n)| {
+                (
+                    UnhealthyLabels {
+                        pool: pool.clone(),
+                        condition: problem.as_str().to_owned(),
+                    },
+                    *n,
+                )
+            })
+            .collect();
+        replace_gauges(&self.unhealthy, &self.unhealthy_labels, values);
+    }
+
+    fn repair(&self, action: tidepool_core::health::Action, result: &str) {
+        self.repairs
+            .get_or_create(&RepairLabels {
+                action: action.as_str().to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}
+
 /// A host label (the configured Proxmox hosts).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct HostLabel {
@@ -617,17 +679,19 @@ pub(crate) async fn bind_health(
     Ok((listener, bound))
 }
 
-/// The work a leader does: the reconciler and the autoscaler.
+/// The work a leader does: the reconciler, the sweep, the health monitor
+/// and the autoscaler.
 struct Work {
     stop: watch::Sender<bool>,
     reconciler: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    health: tokio::task::JoinHandle<()>,
     autoscaler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Work {
-    /// Starts the reconciler, the sweep of VMs against claims, and the
-    /// autoscaler if `autoscale`.
+    /// Starts the reconciler, the sweep of VMs against claims, the health
+    /// monitor, and the autoscaler if `autoscale`.
     fn start(exec: &Arc<LiveExecutor>, autoscale: bool, metrics: &Arc<Metrics>) -> Self {
         let clock = exec.clock().clone();
         let (tx, rx) = watch::channel(false);
@@ -650,6 +714,18 @@ impl Work {
             rx.clone(),
             metrics.clone(),
         ));
+        // Sick workers repaired by spec §7's matrix, woken by node changes.
+        // Its floors are real time, scaled down with a fast clock.
+        let floor = |d| clock.real(d).max(HEALTH_FLOOR);
+        let health = tokio::spawn(tidepool_controller::health::run(
+            Monitor::new(exec.clone(), metrics.clone())
+                .with_services_floor(floor(config.polling_interval)),
+            MonitorTiming {
+                min_wait: floor(Duration::from_secs(2)),
+            },
+            vec![exec.nodes().cluster().nodes().changes()],
+            rx.clone(),
+        ));
         let autoscaler = autoscale.then(|| {
             // The batching window: half a second of controller time,
             // so the first clone follows an unschedulable pod within
@@ -671,6 +747,7 @@ impl Work {
             stop: tx,
             reconciler,
             sweeper,
+            health,
             autoscaler,
         }
     }
@@ -683,6 +760,8 @@ impl Work {
         let _ = self.reconciler.await;
         self.sweeper.abort();
         let _ = self.sweeper.await;
+        self.health.abort();
+        let _ = self.health.await;
         if let Some(a) = self.autoscaler {
             a.abort();
             let _ = a.await;
@@ -693,6 +772,10 @@ impl Work {
 /// The least real time between two passes reconciling VMs against claims
 /// (a fast clock shortens the polling interval, never below this).
 pub const SWEEP_FLOOR: Duration = Duration::from_secs(1);
+
+/// The least real time between two passes of the health monitor, and
+/// between two readings of one machine's services.
+pub const HEALTH_FLOOR: Duration = Duration::from_millis(20);
 
 /// How long the autoscaler lets changes settle before it plans.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(500);

@@ -254,7 +254,12 @@ fn faults() -> Vec<FaultRule> {
 }
 
 /// Families a run without failures leaves without samples.
-const QUIET: &[&str] = &["tidepool_errors_total", "tidepool_step_failures_total"];
+const QUIET: &[&str] = &[
+    "tidepool_errors_total",
+    "tidepool_step_failures_total",
+    "tidepool_worker_unhealthy",
+    "tidepool_repairs_total",
+];
 
 /// Adds one scrape's series to what earlier scrapes saw.
 fn merge(into: &mut BTreeMap<String, Series>, scrape: &str) {

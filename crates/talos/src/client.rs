@@ -49,6 +49,9 @@ pub struct ServiceStatus {
     pub healthy: Option<bool>,
     /// The last health message.
     pub last_message: String,
+    /// How many times it failed among the events the node keeps (since
+    /// boot): a crash loop shows as a growing count.
+    pub failures: u32,
 }
 
 /// How a reboot proceeds, as Talos' `RebootRequest.Mode`.
@@ -312,11 +315,16 @@ impl TalosClient {
             .into_iter()
             .map(|s| {
                 let health = s.health.unwrap_or_default();
+                let failures = s
+                    .events
+                    .map(|e| e.events.iter().filter(|e| e.state == "Failed").count())
+                    .unwrap_or_default();
                 ServiceStatus {
                     id: s.id,
                     state: s.state,
                     healthy: (!health.unknown).then_some(health.healthy),
                     last_message: health.last_message,
+                    failures: u32::try_from(failures).unwrap_or(u32::MAX),
                 }
             })
             .collect())
@@ -386,6 +394,31 @@ impl TalosClient {
             system_partitions_to_wipe: Vec::new(),
             user_disks_to_wipe: Vec::new(),
             mode: mode as i32,
+        })?;
+        let reply = self
+            .call("Reset", |mut c| async move { c.reset(request).await })
+            .await?;
+        Ok(single("Reset", reply.messages, |m| m.metadata.as_ref())?.actor_id)
+    }
+
+    /// Wipes the node's EPHEMERAL partition (`/var`: container images,
+    /// pod volumes, logs) and reboots it, keeping its configuration (the
+    /// STATE partition): `talosctl reset --system-labels-to-wipe EPHEMERAL
+    /// --reboot`. Talos' API has no call that prunes images, so this is how
+    /// disk is freed on a Talos node. Returns the actor id.
+    ///
+    /// # Errors
+    /// See [`TalosError`].
+    pub async fn wipe_ephemeral(&self) -> Result<String, TalosError> {
+        let request = self.request(pb::ResetRequest {
+            graceful: true,
+            reboot: true,
+            system_partitions_to_wipe: vec![pb::ResetPartitionSpec {
+                label: "EPHEMERAL".to_owned(),
+                wipe: true,
+            }],
+            user_disks_to_wipe: Vec::new(),
+            mode: pb::reset_request::WipeMode::SystemDisk as i32,
         })?;
         let reply = self
             .call("Reset", |mut c| async move { c.reset(request).await })

@@ -133,6 +133,13 @@ pub enum Command {
     /// longer exists (the controller removes them after
     /// `server.orphanGracePeriod`).
     Orphans,
+    /// Show each worker's health (spec §7): its problems and since when,
+    /// the latest repair, and the next action of the repair matrix with
+    /// when it falls due.
+    Health {
+        /// Only this worker.
+        worker: Option<String>,
+    },
     /// The whole product in one command, no hardware: a lab, the
     /// controller, a burst of work scaled up and back down, and a summary.
     #[cfg(feature = "lab")]
@@ -325,6 +332,7 @@ pub fn run() -> ExitCode {
         Command::Plan => commands::plan::run(&ctx),
         Command::Orphans => commands::orphans::run(&ctx),
         Command::Doctor => commands::doctor::run(&ctx),
+        Command::Health { worker } => commands::health::run(&ctx, worker.as_deref()),
         Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
         Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
     };

@@ -1,5 +1,6 @@
 //! The lab's admin endpoint: read and change the fault table while the lab
-//! runs (`GET`/`PUT`/`POST /faults`, `DELETE /faults`).
+//! runs (`GET`/`PUT`/`POST /faults`, `DELETE /faults`), and the routes of
+//! [`crate::sickness`] (sick nodes, crash loops).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,11 +42,13 @@ async fn clear(State(faults): State<Arc<Faults>>) -> StatusCode {
 pub(crate) async fn serve(
     addr: SocketAddr,
     faults: Arc<Faults>,
+    extra: Router,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), LabError> {
     let app = Router::new()
         .route("/faults", get(list).put(replace).post(add).delete(clear))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(faults);
+        .with_state(faults)
+        .merge(extra);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| LabError::Io(format!("binding the admin endpoint on {addr}: {e}")))?;

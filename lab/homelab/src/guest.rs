@@ -168,6 +168,13 @@ impl Guests {
         Ok(ip)
     }
 
+    /// The address of the machine whose node is `node`, if it joined.
+    pub fn address_of_node(&self, node: &str) -> Option<IpAddr> {
+        let book = self.book();
+        let vmid = book.node_of.iter().find(|(_, n)| *n == node)?.0;
+        book.ip_of.get(vmid).copied()
+    }
+
     /// Runs the simulator until the emulators' event streams close.
     pub fn spawn(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let me = self.clone();

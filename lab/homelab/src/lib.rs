@@ -12,6 +12,7 @@ pub mod files;
 pub mod forward;
 pub mod guest;
 pub mod scenario;
+pub mod sickness;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ pub struct RunningLab {
     pub talos: TalosLab,
     /// The guest simulator.
     pub guests: Guests,
+    /// Sick workers on demand (the health monitor's scenarios).
+    pub sickness: sickness::Sickness,
     /// The shared fault table.
     pub faults: Arc<Faults>,
     /// The shared clock.
@@ -205,6 +208,8 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         pve_api,
     );
     tasks.extend(guests.spawn());
+    let sickness = sickness::Sickness::new(kube.clone(), talos.clone(), guests.clone());
+    tasks.extend(sickness.spawn(std::time::Duration::from_millis(20)));
 
     install_cluster_basics(&kube, &scenario.kubernetes)?;
 
@@ -219,8 +224,12 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     adopt_existing(&scenario, &pve, &guests, &base).await?;
     apply_workloads(&kube, &scenario)?;
 
-    let (admin_addr, admin_task) =
-        admin::serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), faults.clone()).await?;
+    let (admin_addr, admin_task) = admin::serve(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        faults.clone(),
+        sickness.router(),
+    )
+    .await?;
     tasks.push(admin_task);
 
     let gpu_hosts = gpu_hosts(&scenario);
@@ -258,6 +267,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         kube,
         talos,
         guests,
+        sickness,
         faults,
         clock,
         pve_addr,

@@ -230,6 +230,11 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         &self.hv
     }
 
+    /// The join method (for Talos, also the way to the machines' OS).
+    pub fn joiner(&self) -> &J {
+        &self.joiner
+    }
+
     /// The cluster's nodes.
     pub fn nodes(&self) -> &N {
         &self.nodes

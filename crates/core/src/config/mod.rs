@@ -325,6 +325,8 @@ pub struct Pool {
     pub labels: BTreeMap<String, String>,
     /// Extra taints for the pool's nodes (besides the kind's defaults).
     pub taints: Vec<Taint>,
+    /// How the pool's sick workers are repaired (spec §7).
+    pub repair: crate::health::RepairPolicy,
 }
 
 impl Pool {
@@ -515,9 +517,10 @@ pub fn load(text: &str) -> Result<Config, ConfigErrors> {
     validate(text).map(ValidConfig::build)
 }
 
-mod secs {
+pub(crate) mod secs {
+    //! A duration as human text (`5m`), for the config's JSON form.
     use std::time::Duration;
-    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&crate::duration::Human(*d).to_string())
     }
 }

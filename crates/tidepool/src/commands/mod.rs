@@ -7,6 +7,7 @@ pub mod config;
 #[cfg(feature = "lab")]
 pub mod demo;
 pub mod doctor;
+pub mod health;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod mcp;

@@ -131,6 +131,7 @@ pub(super) fn control_service(
     op: ServiceOp,
 ) -> Result<String, Status> {
     running(lab, ip)?;
+    let asked = op;
     let now = lab.clock.now();
     let outcome = lab
         .with_machine(ip, |m| {
@@ -199,7 +200,8 @@ pub(super) fn control_service(
                 });
             });
         }
-        if op == ServiceOp::Restart {
+        // A restart asked of a stopped service starts it: still a restart.
+        if asked == ServiceOp::Restart {
             lab.emit(TalosEvent::ServiceRestarted {
                 ip,
                 service: id.to_owned(),

@@ -538,6 +538,55 @@ impl TalosLab {
         self.inner.events.subscribe()
     }
 
+    /// Makes service `id` of the machine at `ip` crash `times` times and
+    /// come back each time, as Talos' restart runner reports it: a
+    /// `Failed` event, then `Running` again, so `ServiceList` shows the
+    /// failures until the next boot. `false` for an unknown machine or
+    /// service.
+    pub fn crash_service(&self, ip: IpAddr, id: &str, times: u32) -> bool {
+        let now = self.inner.clock.now();
+        self.inner
+            .with_machine(ip, |m| {
+                let Some(s) = m.services.get_mut(id) else {
+                    return false;
+                };
+                for _ in 0..times {
+                    s.events.push((
+                        format!("Error running {id}: exit status 1, going to restart forever"),
+                        "Failed",
+                        now,
+                    ));
+                    s.events
+                        .push(("Health check successful".to_owned(), "Running", now));
+                }
+                s.state = "Running";
+                s.healthy = true;
+                s.last_change = now;
+                true
+            })
+            .unwrap_or(false)
+    }
+
+    /// Stops service `id` of the machine at `ip` as if it had exited (state
+    /// `Finished`, unhealthy) until it is restarted or the machine boots
+    /// again. `false` for an unknown machine or service.
+    pub fn stop_service(&self, ip: IpAddr, id: &str) -> bool {
+        let now = self.inner.clock.now();
+        self.inner
+            .with_machine(ip, |m| {
+                let Some(s) = m.services.get_mut(id) else {
+                    return false;
+                };
+                s.state = "Finished";
+                s.healthy = false;
+                s.last_change = now;
+                s.events
+                    .push(("Service finished successfully".to_owned(), "Finished", now));
+                true
+            })
+            .unwrap_or(false)
+    }
+
     /// Powers off every machine.
     pub async fn power_off_all(&self) {
         let ips: Vec<IpAddr> = lock(&self.inner.machines).keys().copied().collect();

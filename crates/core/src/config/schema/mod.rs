@@ -3,7 +3,7 @@
 //! position, and the walk continues so that one pass finds them all.
 //!
 //! One module per section of the document: [`providers`], [`join`],
-//! [`sizes`], [`pools`] (with the pools' [`scaling`] policies) and the
+//! [`sizes`], [`pools`] (with the pools' [`scaling`] and [`repair`] policies) and the
 //! document-wide [`settings`] (labels, safety, server); [`secrets`] reads
 //! secret references and [`fields`] the value types they share.
 
@@ -12,6 +12,7 @@ mod join;
 pub(crate) mod mcp;
 mod pools;
 mod providers;
+mod repair;
 mod scaling;
 mod secrets;
 mod settings;

@@ -1,7 +1,8 @@
 //! The `pools` section: each pool's kind, provider, sizes, template,
 //! hosts, limits, lifetimes (TTL, idle timeout), schedule, labels and
 //! taints, checked against the providers and sizes it refers to. The
-//! scaling policies live in [`super::scaling`].
+//! scaling policies live in [`super::scaling`], the repair policy in
+//! [`super::repair`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::pool::{Limits, PoolKind};
 use crate::safety::{MAX_TTL, MIN_TTL, did_you_mean};
 
 use super::fields::{dns_label, label_value, positive_duration, qualified_name, unique_strings};
+use super::repair::repair;
 use super::scaling::{scale_down, scale_up, utilization};
 
 /// The `pools` list: at least one pool, no name twice.
@@ -93,6 +95,7 @@ fn pool(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Option
     let scale_up = scale_up(obj.get("scaleUp"), errs);
     let scale_down = scale_down(obj.get("scaleDown"), errs);
     let utilization_field = obj.get("utilization");
+    let repair_field = obj.get("repair");
     let schedule = match obj.get("schedule") {
         Some((n, p)) => list(n, &p, errs, scheduled),
         None => Some(Vec::new()),
@@ -111,6 +114,7 @@ fn pool(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Option
     let ttl = lifetime(ttl_field, kind, &TTL, errs)?;
     let idle_timeout = lifetime(idle_field, kind, &IDLE_TIMEOUT, errs)?;
     let utilization = pool_utilization(utilization_field, kind, errs)?;
+    let repair = repair(repair_field, Some(kind), errs)?;
     let limits = limits?;
     let schedule = schedule?;
     check_schedule(&schedule, &limits, node, path, errs)?;
@@ -130,6 +134,7 @@ fn pool(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Option
         schedule,
         labels: labels?,
         taints: taints?,
+        repair,
     })
 }
 
