@@ -520,6 +520,22 @@ async fn the_talosconfig_carries_the_lab_ca_and_an_admin_identity() {
     assert_eq!(field("ca"), lab.ca());
     assert_eq!(field("crt"), lab.admin_identity().cert_pem);
     assert!(field("key").starts_with("-----BEGIN PRIVATE KEY-----"));
+    // OpenSSL (what grpcio and Python's ssl use) loads the key: it is
+    // PKCS#8 version 1, as Go and real Talos write Ed25519 keys.
+    let key_file = std::env::temp_dir().join(format!("lab-talos-key-{}.pem", std::process::id()));
+    std::fs::write(&key_file, field("key")).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(&key_file)
+        .output()
+        .expect("openssl on PATH");
+    std::fs::remove_file(&key_file).unwrap();
+    assert!(
+        out.status.success(),
+        "openssl pkey: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ED25519 Private-Key"));
     let quirky = lab.talosconfig_with_talos_key_label("c", &[ip(9)]);
     let key_line = quirky
         .lines()
