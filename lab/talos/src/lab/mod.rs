@@ -236,6 +236,18 @@ pub enum TalosEvent {
         ip: IpAddr,
         /// The installer image.
         image: String,
+        /// Staged: the install runs early in the next boot (no drain).
+        stage: bool,
+    },
+    /// The upgraded image failed to boot and the machine booted back into
+    /// its previous one (A/B rollback); emitted as it comes back up.
+    UpgradeRolledBack {
+        /// The machine.
+        ip: IpAddr,
+        /// The version that failed to boot.
+        failed_version: String,
+        /// The version it runs again.
+        version: String,
     },
     /// A service was restarted through the API.
     ServiceRestarted {
@@ -581,9 +593,18 @@ pub(crate) fn hostname_of(ip: IpAddr, machine: &Machine) -> String {
     format!("talos-{chars}")
 }
 
-fn fresh_services(now: SystemTime) -> BTreeMap<String, ServiceState> {
+/// What a control plane runs besides the worker's services.
+const CONTROL_PLANE_SERVICES: &[&str] = &["etcd", "trustd"];
+
+fn fresh_services(now: SystemTime, control_plane: bool) -> BTreeMap<String, ServiceState> {
+    let extra = if control_plane {
+        CONTROL_PLANE_SERVICES
+    } else {
+        &[]
+    };
     WORKER_SERVICES
         .iter()
+        .chain(extra)
         .map(|id| {
             (
                 (*id).to_owned(),
