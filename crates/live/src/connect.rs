@@ -239,10 +239,17 @@ pub async fn connect(
         &namespace,
     )
     .await?;
+    let talosconfig = match &config.join.talosconfig {
+        Some(reference) => {
+            Some(resolve_secret(reference, &options.config_dir, &kube, &namespace).await?)
+        }
+        None => None,
+    };
     let joiner = match &config.join.method {
         JoinMethod::TalosApi { port } => LiveJoiner::TalosApi {
             base_config,
             port: *port,
+            talosconfig,
         },
         JoinMethod::Nocloud {
             flavor,
@@ -277,6 +284,7 @@ pub async fn connect(
                 base_config,
                 server,
                 join_command,
+                talosconfig,
             }
         }
     };

@@ -13,7 +13,8 @@ use tidepool_core::NodeMetadata;
 use tidepool_talos::nocloud::{KubeadmVars, render_kubeadm_cloud_config};
 use tidepool_talos::render::node_may_set_label;
 use tidepool_talos::{
-    ErrorKind, NocloudServer, TalosError, WorkerIdentity, apply_maintenance, render_worker_config,
+    ErrorKind, NocloudServer, TalosClient, TalosError, Talosconfig, WorkerIdentity,
+    apply_maintenance, render_worker_config,
 };
 use tracing::info;
 
@@ -31,6 +32,9 @@ pub enum LiveJoiner {
         base_config: String,
         /// Talos API port.
         port: u16,
+        /// The talosconfig for day-2 calls (OS shutdown), if configured
+        /// (`join.talosconfigFrom`; a secret: never logged).
+        talosconfig: Option<String>,
     },
     /// nocloud user-data served by Tidepool.
     Nocloud {
@@ -42,6 +46,8 @@ pub enum LiveJoiner {
         /// For cloud-init images: the `kubeadm join` command that fills the
         /// template's `{{join_command}}` (secret). `None` for Talos images.
         join_command: Option<String>,
+        /// As for [`LiveJoiner::TalosApi`]; Talos images only.
+        talosconfig: Option<String>,
     },
 }
 
@@ -68,13 +74,32 @@ fn render(base: &str, claim: &Claim, meta: &NodeMetadata) -> ProviderResult<Stri
     })
 }
 
-fn classify(e: &TalosError, claim: &str) -> ProviderError {
+/// The Talos API port when the join method does not name one.
+const DEFAULT_TALOS_PORT: u16 = 50000;
+
+/// How long one Talos shutdown call may take.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Talos `Shutdown` on the machine at `ip:port` with the talosconfig's
+/// identity, forced: the executor drained and deleted the node already.
+async fn talos_shutdown(talosconfig: &str, ip: IpAddr, port: u16) -> Result<(), TalosError> {
+    let config = Talosconfig::parse(talosconfig).map_err(|e| TalosError::Setup(e.to_string()))?;
+    let mut context = config
+        .current()
+        .map_err(|e| TalosError::Setup(e.to_string()))?;
+    context.endpoints = vec![std::net::SocketAddr::new(ip, port).to_string()];
+    let client = TalosClient::connect(&context, SHUTDOWN_TIMEOUT).await?;
+    client.shutdown(true).await.map(|_| ())
+}
+
+/// A Talos failure while `doing` something, as a provider error.
+fn classify(e: &TalosError, doing: &str) -> ProviderError {
     let kind = if e.is_retryable() {
         ProviderErrorKind::Transient
     } else {
         ProviderErrorKind::Permanent
     };
-    ProviderError::new(kind, format!("delivering the config of {claim}: {e}"))
+    ProviderError::new(kind, format!("{doing}: {e}"))
 }
 
 impl Joiner for LiveJoiner {
@@ -85,6 +110,7 @@ impl Joiner for LiveJoiner {
                 base_config,
                 server,
                 join_command,
+                ..
             } => {
                 let user_data = match join_command {
                     None => render(base_config, claim, meta)?,
@@ -124,7 +150,10 @@ impl Joiner for LiveJoiner {
     }
 
     async fn deliver(&self, claim: &Claim, ip: IpAddr, meta: &NodeMetadata) -> ProviderResult<()> {
-        let Self::TalosApi { base_config, port } = self else {
+        let Self::TalosApi {
+            base_config, port, ..
+        } = self
+        else {
             return Ok(());
         };
         let config = render(base_config, claim, meta)?;
@@ -137,7 +166,40 @@ impl Joiner for LiveJoiner {
                 info!(claim = %claim.name, %ip, "machine already left maintenance mode; treating the config as delivered");
                 Ok(())
             }
-            Err(e) => Err(classify(&e, &claim.name)),
+            Err(e) => Err(classify(
+                &e,
+                &format!("delivering the config of {}", claim.name),
+            )),
         }
+    }
+
+    async fn shutdown_os(&self, claim: &Claim, ip: IpAddr) -> ProviderResult<()> {
+        let (talosconfig, port) = match self {
+            Self::TalosApi {
+                talosconfig, port, ..
+            } => (talosconfig, *port),
+            Self::Nocloud {
+                talosconfig,
+                join_command: None,
+                ..
+            } => (talosconfig, DEFAULT_TALOS_PORT),
+            Self::Nocloud { .. } => {
+                return Err(ProviderError::new(
+                    ProviderErrorKind::Permanent,
+                    "cloud-init machines have no Talos API",
+                ));
+            }
+        };
+        let Some(text) = talosconfig else {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Permanent,
+                "no talosconfig (join.talosconfigFrom) to reach the Talos API with",
+            ));
+        };
+        talos_shutdown(text, ip, port)
+            .await
+            .map_err(|e| classify(&e, &format!("shutting down the OS of {}", claim.name)))?;
+        info!(claim = %claim.name, %ip, "Talos shutdown requested");
+        Ok(())
     }
 }
