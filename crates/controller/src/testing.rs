@@ -2,7 +2,8 @@
 //! executor (a "restarted process") sees exactly what the old one left
 //! behind. They record calls and accept injected errors; tests of the
 //! executor and of the front-ends use them. [`ManualClock`] is the clock
-//! such tests move by hand.
+//! such tests move by hand. The file is long because every port's fake
+//! lives in it, over the one world they share.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
