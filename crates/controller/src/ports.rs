@@ -185,6 +185,9 @@ pub trait Hypervisor: Send + Sync {
     ) -> impl Future<Output = ProviderResult<Option<IpAddr>>> + Send;
     /// Stops the VM and waits until it is stopped (idempotent).
     fn stop(&self, vm: &VmIdentity) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Asks the guest to power off (an ACPI shutdown), without waiting for
+    /// it to (idempotent: a VM already off is success).
+    fn shutdown(&self, vm: &VmIdentity) -> impl Future<Output = ProviderResult<()>> + Send;
     /// Deletes the VM with purge and waits (`NotFound` once gone).
     fn delete(&self, vm: &VmIdentity) -> impl Future<Output = ProviderResult<()>> + Send;
 }
@@ -207,6 +210,22 @@ pub trait Joiner: Send + Sync {
         ip: IpAddr,
         meta: &NodeMetadata,
     ) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// Asks the machine's OS at `ip` to shut down (Talos `Shutdown`),
+    /// without waiting for it to power off. Join methods that cannot reach
+    /// the OS answer `Permanent` (the default).
+    fn shutdown_os(
+        &self,
+        claim: &Claim,
+        ip: IpAddr,
+    ) -> impl Future<Output = ProviderResult<()>> + Send {
+        let _ = (claim, ip);
+        async {
+            Err(ProviderError::new(
+                ProviderErrorKind::Permanent,
+                "this join method cannot shut the OS down",
+            ))
+        }
+    }
 }
 
 /// What the service layer shows about a node.

@@ -2,7 +2,9 @@
 //! executor (a "restarted process") sees exactly what the old one left
 //! behind. They record calls and accept injected errors; tests of the
 //! executor and of the front-ends use them. [`ManualClock`] is the clock
-//! such tests move by hand. The guest OS fake lives in [`guest`].
+//! such tests move by hand. The guest OS fake lives in [`guest`]; the
+//! file is long because every other port's fake lives in it, over the one
+//! world they share.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -63,6 +65,13 @@ pub struct FakeNode {
 pub struct World {
     /// VMs by VMID.
     pub vms: BTreeMap<u32, FakeVm>,
+    /// How VMs were powered off, in order: `os-shutdown`, `acpi-shutdown`
+    /// or `stop`, with the VMID.
+    pub power_log: Vec<(&'static str, u32)>,
+    /// The OS accepts a shutdown but never powers off.
+    pub os_ignores_shutdown: bool,
+    /// The guest ignores ACPI shutdowns.
+    pub guest_ignores_acpi: bool,
     /// Nodes by name.
     pub nodes: BTreeMap<String, FakeNode>,
     /// Claims by name.
@@ -392,7 +401,19 @@ impl Hypervisor for Fake {
     async fn stop(&self, vm: &VmIdentity) -> ProviderResult<()> {
         self.take("stop")?;
         let mut w = self.world();
+        w.power_log.push(("stop", vm.vmid));
         if let Some(v) = w.vms.get_mut(&vm.vmid) {
+            v.running = false;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        self.take("shutdown")?;
+        let mut w = self.world();
+        w.power_log.push(("acpi-shutdown", vm.vmid));
+        let ignored = w.guest_ignores_acpi;
+        if let Some(v) = w.vms.get_mut(&vm.vmid).filter(|_| !ignored) {
             v.running = false;
         }
         Ok(())
@@ -434,6 +455,27 @@ impl Joiner for Fake {
         node.system_uuid = uuid;
         node.ready = true;
         node.labels.extend(meta.labels.clone());
+        Ok(())
+    }
+
+    async fn shutdown_os(&self, claim: &Claim, _ip: IpAddr) -> ProviderResult<()> {
+        self.take("shutdown_os")?;
+        let mut w = self.world();
+        let ignored = w.os_ignores_shutdown;
+        let vmids: Vec<u32> = w
+            .vms
+            .values()
+            .filter(|v| {
+                owner_from_description(&v.description, v.identity.vmid) == Some(claim.name.as_str())
+            })
+            .map(|v| v.identity.vmid)
+            .collect();
+        for vmid in vmids {
+            w.power_log.push(("os-shutdown", vmid));
+            if let Some(v) = w.vms.get_mut(&vmid).filter(|_| !ignored) {
+                v.running = false;
+            }
+        }
         Ok(())
     }
 }

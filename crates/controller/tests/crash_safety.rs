@@ -79,7 +79,7 @@ const REMOVAL_STEPS: [Step; 5] = [
     Step::Cordon,
     Step::Drain,
     Step::DeleteNode,
-    Step::StopVm,
+    Step::ShutdownOs,
     Step::DeleteVm,
 ];
 

@@ -248,6 +248,11 @@ pub enum Condition {
     Drained,
     /// The Kubernetes Node object was deleted.
     NodeDeleted,
+    /// The OS was asked to shut down (Talos `Shutdown`), or could not be
+    /// asked (the attempt is on the audit trail).
+    OsShutdownRequested,
+    /// The guest was asked to power off through the hypervisor (ACPI).
+    AcpiShutdownRequested,
     /// The VM was stopped.
     VmStopped,
     /// The VM was deleted.
@@ -592,7 +597,7 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
         Phase::Failed => None,
         Phase::Terminating => first_missing(&[
             (Step::DeleteNode, Condition::NodeDeleted),
-            (Step::StopVm, Condition::VmStopped),
+            (Step::ShutdownOs, Condition::VmStopped),
             (Step::DeleteVm, Condition::VmDeleted),
         ]),
     }

@@ -217,6 +217,10 @@ impl Hypervisor for DryRun {
         self.skipped(format!("stop VM {}", vm.vmid))
     }
 
+    async fn shutdown(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        self.skipped(format!("shut down VM {} (ACPI)", vm.vmid))
+    }
+
     async fn delete(&self, vm: &VmIdentity) -> ProviderResult<()> {
         self.skipped(format!("delete VM {}", vm.vmid))
     }

@@ -39,6 +39,20 @@ impl TalosGuest {
             .await
             .map_err(|e| classify(&e, "connecting to", ip))
     }
+
+    /// Asks the worker to shut down, forced: by the time Tidepool asks,
+    /// the node is drained and deleted, so nothing is left to wait for.
+    ///
+    /// # Errors
+    /// The Talos API could not be reached or refused.
+    pub async fn shutdown(&self, ip: IpAddr) -> ProviderResult<()> {
+        self.client(ip)
+            .await?
+            .shutdown(true)
+            .await
+            .map_err(|e| classify(&e, "shutting down through", ip))?;
+        Ok(())
+    }
 }
 
 /// How a Talos error counts: retried when Talos says it is worth it.

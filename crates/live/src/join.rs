@@ -154,6 +154,22 @@ impl Joiner for LiveJoiner {
             Err(e) => Err(classify(&e, &claim.name)),
         }
     }
+
+    async fn shutdown_os(&self, claim: &Claim, ip: IpAddr) -> ProviderResult<()> {
+        if let Self::Nocloud {
+            join_command: Some(_),
+            ..
+        } = self
+        {
+            return Err(ProviderError::new(
+                ProviderErrorKind::Permanent,
+                "cloud-init machines have no Talos API",
+            ));
+        }
+        self.guest()?.shutdown(ip).await?;
+        info!(claim = %claim.name, %ip, "Talos shutdown requested");
+        Ok(())
+    }
 }
 
 impl LiveJoiner {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tidepool_core::config::{Pool, ProxmoxProvider};
 use tidepool_core::planner::ClaimState;
 use tidepool_core::planner::hosts::{Headroom, HostSnapshot, VmCost, place};
-use tidepool_proxmox::types::{CloneRequest, ConfigUpdate, DeleteOptions};
+use tidepool_proxmox::types::{CloneRequest, ConfigUpdate, DeleteOptions, ShutdownOptions};
 use tidepool_proxmox::{ErrorKind, HostPci, ProxmoxClient, ProxmoxError, Smbios1};
 use tokio::time::Instant;
 
@@ -25,6 +25,10 @@ use tidepool_controller::ports::{
 
 /// How long one Proxmox task (clone, start, stop, delete) may take.
 const TASK_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long Proxmox' own shutdown task waits for the guest (it then fails
+/// without stopping the VM; the executor's deadline decides the hard stop).
+const ACPI_SHUTDOWN_TASK_SECS: u64 = 120;
 
 /// The Proxmox VE hypervisor of one provider.
 #[derive(Debug)]
@@ -608,6 +612,28 @@ impl Hypervisor for PveHypervisor {
 
     async fn stop(&self, vm: &VmIdentity) -> ProviderResult<()> {
         self.power(vm, false).await
+    }
+
+    async fn shutdown(&self, vm: &VmIdentity) -> ProviderResult<()> {
+        let status = self
+            .client
+            .vm_status(&vm.node, vm.vmid)
+            .await
+            .map_err(classify)?;
+        if !status.is_running() {
+            return Ok(());
+        }
+        // The task waits for the guest on Proxmox' side; the executor
+        // watches the VM's state and hard-stops on its own deadline.
+        let options = ShutdownOptions {
+            timeout_secs: Some(ACPI_SHUTDOWN_TASK_SECS),
+            force_stop: false,
+        };
+        self.client
+            .shutdown(&vm.node, vm.vmid, &options)
+            .await
+            .map(|_| ())
+            .map_err(classify)
     }
 
     async fn delete(&self, vm: &VmIdentity) -> ProviderResult<()> {

@@ -96,7 +96,7 @@ async fn a_kill_after_any_step_converges_on_exactly_one_vm_or_none() {
         Step::Cordon,
         Step::Drain,
         Step::DeleteNode,
-        Step::StopVm,
+        Step::ShutdownOs,
         Step::DeleteVm,
     ]
     .into_iter()

@@ -233,6 +233,35 @@ async fn the_admin_talosconfig_client_reads_restarts_and_reboots_a_configured_no
 }
 
 #[tokio::test]
+async fn the_client_loads_pkcs8_version_1_and_version_2_keys() {
+    let lab = lab();
+    let ip = ip(22);
+    install(&lab, ip, "burst-fffff").await;
+    for text in [
+        lab.talosconfig("lab", &[ip]),
+        lab.talosconfig_with_pkcs8_v2_key("lab", &[ip]),
+    ] {
+        let key_b64 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key: "))
+            .unwrap();
+        let key_pem = String::from_utf8(STANDARD.decode(key_b64).unwrap()).unwrap();
+        let body: String = key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let der = STANDARD.decode(body).unwrap();
+        let version = der[4];
+        let config = Talosconfig::parse(&text).unwrap();
+        let client = TalosClient::connect(&config.current().unwrap(), TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("PKCS#8 version {}: {e}", version + 1));
+        assert_eq!(client.hostname().await.unwrap(), "burst-fffff");
+    }
+    lab.power_off(ip).await;
+}
+
+#[tokio::test]
 async fn a_talosconfig_with_the_ed25519_private_key_label_works() {
     let lab = lab();
     let ip = ip(21);

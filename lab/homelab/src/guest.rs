@@ -158,7 +158,8 @@ impl Guests {
             .set_agent(vm.vmid, Some(vec![ip]))
             .map_err(|e| format!("agent of VM {}: {e}", vm.vmid))?;
         let parsed = MachineConfig::parse(config.as_bytes()).map_err(|e| e.to_string())?;
-        let mut reg = registration(vm, &parsed, ip);
+        let hostname = self.inner.talos.machine_state(ip).map(|m| m.hostname);
+        let mut reg = registration(vm, &parsed, ip, hostname);
         reg.taints.extend(extra_taints.iter().cloned());
         self.inner
             .kube
@@ -361,13 +362,16 @@ impl Guests {
             return;
         }
         self.inner.clock.sleep(self.inner.timings.join_delay).await;
-        let (Some(vm), Some(config)) = (
+        let (Some(vm), Some(state)) = (
             self.inner.pve.vm(vmid).filter(|v| v.running),
-            self.inner.talos.machine_state(ip).and_then(|m| m.config),
+            self.inner.talos.machine_state(ip),
         ) else {
             return;
         };
-        let reg = registration(&vm, &config, ip);
+        let Some(config) = state.config else {
+            return;
+        };
+        let reg = registration(&vm, &config, ip, Some(state.hostname));
         self.register(vmid, reg);
     }
 
@@ -606,12 +610,19 @@ fn follow<E: Clone + Send + 'static>(
     })
 }
 
-/// The Node a Talos machine registers: name from its hostname, labels,
+/// The Node a Talos machine registers: named by the hostname the machine
+/// reports (its Talos `Hostname`, which is the config's static hostname or
+/// one the machine picked itself, so both agree as on real Talos), labels,
 /// annotations and taints from its configuration.
-fn registration(vm: &VmSnapshot, config: &MachineConfig, ip: IpAddr) -> NodeRegistration {
+fn registration(
+    vm: &VmSnapshot,
+    config: &MachineConfig,
+    ip: IpAddr,
+    reported_hostname: Option<String>,
+) -> NodeRegistration {
     let mut reg = capacity(vm, ip);
-    if let Some(h) = config.hostname() {
-        reg.name = h.to_owned();
+    if let Some(h) = reported_hostname.or_else(|| config.hostname().map(str::to_owned)) {
+        reg.name = h;
     }
     reg.labels = config.node_labels();
     reg.annotations = config.node_annotations();

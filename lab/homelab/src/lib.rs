@@ -354,7 +354,11 @@ async fn adopt_existing(
             .vm(vmid)
             .ok_or_else(|| LabError::Internal(format!("scenario VM {vmid} vanished")))?;
         let name = vm.name.clone().unwrap_or_else(|| format!("vm-{vmid}"));
-        let config = node_config(base, &name, &labels);
+        let mut config = node_config(base, &name, &labels);
+        if Some(vmid) == scenario.cluster.control_plane {
+            // The control plane runs as one: etcd and trustd in its services.
+            config = config.replace("  type: worker\n", "  type: controlplane\n");
+        }
         guests
             .adopt(&vm, &config, &taints)
             .await

@@ -400,3 +400,40 @@ async fn faults_set_through_the_admin_endpoint_take_effect_at_once() {
     assert!(bad.status().is_client_error());
     lab.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_machine_without_a_configured_hostname_registers_under_the_name_talos_reports() {
+    let lab = lab("hostname").await;
+    let pve = Pve::new(&lab);
+    let ip = pve
+        .clone_and_start(1251, "burst-tal02", None)
+        .await
+        .expect("agent address");
+    let mut client = maintenance_client(ip, lab.talos_port).await;
+    let base = std::fs::read_to_string(lab.files.dir.join("worker.yaml")).unwrap();
+    assert!(!base.contains("hostname:"), "the base config names no host");
+    client
+        .apply_configuration(ApplyConfigurationRequest {
+            data: base.into_bytes(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut hostname = None;
+    for _ in 0..500 {
+        hostname = lab
+            .talos
+            .machine_state(ip)
+            .filter(|m| m.config.is_some())
+            .map(|m| m.hostname);
+        if hostname.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hostname = hostname.expect("the machine came up configured");
+    assert!(hostname.starts_with("talos-"), "{hostname}");
+    wait_for_node(&lab, &hostname).await;
+    assert!(lab.kube.get("v1", "Node", "", "burst-tal02").is_err());
+    lab.shutdown().await;
+}

@@ -14,9 +14,10 @@
 //!    `go-multierror` format, with code `InvalidArgument` and the message
 //!    `configuration validation failed: N error(s) occurred: ...`.
 //!
-//! The lab emulates worker machines only: a config of type `controlplane`
-//! (or `init`) fails validation with a message saying so; real Talos would
-//! accept it.
+//! The lab emulates worker machines in detail; a config of type
+//! `controlplane` (or the legacy `init`) is accepted so the lab's control
+//! plane runs what a real one runs (etcd and trustd besides the worker's
+//! services), without the worker-only CA rules.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -78,6 +79,7 @@ pub struct MachineConfig {
     raw: String,
     v1alpha1: Value,
     hostname: Option<String>,
+    control_plane: bool,
     warnings: Vec<String>,
 }
 
@@ -149,6 +151,11 @@ impl MachineConfig {
     /// `machine.network.hostname`; `None` when the machine picks its own.
     pub fn hostname(&self) -> Option<&str> {
         self.hostname.as_deref()
+    }
+
+    /// Whether `machine.type` is `controlplane` (or the legacy `init`).
+    pub fn is_control_plane(&self) -> bool {
+        self.control_plane
     }
 
     /// Validation warnings (returned to the client in the apply reply).
@@ -391,16 +398,56 @@ fn validate(text: &str, docs: Vec<Doc>) -> Result<MachineConfig, ConfigError> {
 
     let machine_type = scalar(machine.get("type")).unwrap_or_default();
     match machine_type.as_str() {
-        "worker" => {}
+        "worker" | "controlplane" => {}
         "join" => warnings.push(format!(
             "use \"worker\" instead of \"{machine_type}\" for machine type"
         )),
-        "controlplane" | "init" => errors.push(format!(
-            "machine type \"{machine_type}\" is not supported by the lab, which emulates worker machines only"
+        "init" => warnings.push(format!(
+            "use \"controlplane\" instead of \"{machine_type}\" for machine type"
         )),
         other => errors.push(format!("unknown machine type \"{other}\"")),
     }
 
+    let control_plane = matches!(machine_type.as_str(), "controlplane" | "init");
+    if !control_plane {
+        worker_ca_rules(&v1alpha1, machine, &mut errors);
+    }
+    if v1alpha1.get("persist") == Some(&Value::Bool(false)) {
+        errors.push(".persist should be enabled".to_owned());
+    }
+
+    let v1_hostname = scalar(machine.pointer("/network/hostname")).filter(|h| !h.is_empty());
+    let mut hostname = v1_hostname.clone();
+    if let Some((_, body)) = &hostname_config {
+        let static_name = scalar(body.get("hostname")).filter(|h| !h.is_empty());
+        let auto = scalar(body.get("auto")).filter(|a| !a.is_empty());
+        if static_name.is_some() && auto.is_some() {
+            errors.push("hostname and auto are mutually exclusive".to_owned());
+        }
+        if static_name.is_some() && v1_hostname.is_some() {
+            errors.push("static hostname is already set in v1alpha1 config".to_owned());
+        }
+        if static_name.is_some() {
+            hostname = static_name;
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigError::Invalid(errors));
+    }
+    Ok(MachineConfig {
+        raw: text.to_owned(),
+        v1alpha1,
+        hostname,
+        control_plane,
+        warnings,
+    })
+}
+
+/// The CA rules for non-control-plane machines: they trust the Talos CA
+/// (its certificate or accepted CAs) but may not hold its key, nor the
+/// Kubernetes CA's.
+fn worker_ca_rules(v1alpha1: &Value, machine: &Value, errors: &mut Vec<String>) {
     let ca = machine.get("ca").filter(|c| !c.is_null());
     let accepted = machine
         .get("acceptedCAs")
@@ -432,35 +479,6 @@ fn validate(text: &str, docs: Vec<Doc>) -> Result<MachineConfig, ConfigError> {
                 .to_owned(),
         );
     }
-    if v1alpha1.get("persist") == Some(&Value::Bool(false)) {
-        errors.push(".persist should be enabled".to_owned());
-    }
-
-    let v1_hostname = scalar(machine.pointer("/network/hostname")).filter(|h| !h.is_empty());
-    let mut hostname = v1_hostname.clone();
-    if let Some((_, body)) = &hostname_config {
-        let static_name = scalar(body.get("hostname")).filter(|h| !h.is_empty());
-        let auto = scalar(body.get("auto")).filter(|a| !a.is_empty());
-        if static_name.is_some() && auto.is_some() {
-            errors.push("hostname and auto are mutually exclusive".to_owned());
-        }
-        if static_name.is_some() && v1_hostname.is_some() {
-            errors.push("static hostname is already set in v1alpha1 config".to_owned());
-        }
-        if static_name.is_some() {
-            hostname = static_name;
-        }
-    }
-
-    if !errors.is_empty() {
-        return Err(ConfigError::Invalid(errors));
-    }
-    Ok(MachineConfig {
-        raw: text.to_owned(),
-        v1alpha1,
-        hostname,
-        warnings,
-    })
 }
 
 #[cfg(test)]

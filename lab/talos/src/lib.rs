@@ -20,7 +20,9 @@
 //!
 //! Every call consults the lab's fault table with
 //! [`Service::Talos`](tidepool_lab_sim::Service::Talos) and the operation
-//! name `<Method>:<ip>` (e.g. `ApplyConfiguration:127.0.1.5`). The lab
+//! name `<Method>:<ip>` (e.g. `ApplyConfiguration:127.0.1.5`); the
+//! operation `UpgradeBoot:<ip>` makes an accepted upgrade's new image fail
+//! to boot, so the machine rolls back to its previous version. The lab
 //! composition drives machines through [`TalosLab`] and follows them through
 //! [`TalosEvent`]s.
 
@@ -29,7 +31,7 @@ pub mod config;
 mod lab;
 pub mod tls;
 
-pub use api::MAINTENANCE_UNIMPLEMENTED;
+pub use api::{MAINTENANCE_UNIMPLEMENTED, UPGRADE_BOOT_FAULT};
 pub use config::{ConfigError, MachineConfig, RegisterTaint};
 pub use lab::{
     ApplyMode, BootMode, DEFAULT_PORT, DEFAULT_TALOS_VERSION, MachinePhase, MachineStatus,

@@ -92,18 +92,67 @@ pub fn maintenance_cert(ip: IpAddr) -> Result<MaintenanceCert, CertError> {
     })
 }
 
+/// The DER prefix of an Ed25519 PKCS#8 version 1 key (RFC 8410): the
+/// sequence, version 0, the Ed25519 algorithm and the octet string
+/// wrapping the 32-byte seed.
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The DER of the version 2 form (ring's and rcgen's) after the outer
+/// sequence's tag and length: version 1, the algorithm and the seed's
+/// octet string header; the public key in `[1]` follows the seed.
+const ED25519_PKCS8_V2_HEADER: [u8; 14] = [
+    0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Rewrites an Ed25519 PKCS#8 version 2 PEM key (seed and public key) to
+/// version 1 (seed only), which is what Go's `MarshalPKCS8PrivateKey` and
+/// so real Talos write, and what OpenSSL-based clients load. Any other
+/// key is returned unchanged.
+pub fn ed25519_pkcs8_v1(pem: &str) -> String {
+    let body: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    let Ok(der) = STANDARD.decode(body.trim()) else {
+        return pem.to_owned();
+    };
+    if der.len() <= 48 || der[0] != 0x30 || der[2..16] != ED25519_PKCS8_V2_HEADER {
+        return pem.to_owned();
+    }
+    let mut v1 = ED25519_PKCS8_V1_PREFIX.to_vec();
+    v1.extend_from_slice(&der[16..48]);
+    let encoded = STANDARD.encode(v1);
+    format!("-----BEGIN PRIVATE KEY-----\n{encoded}\n-----END PRIVATE KEY-----\n")
+}
+
+/// How a talosconfig writes its client key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyForm {
+    /// PKCS#8 version 1 under the standard `PRIVATE KEY` label.
+    Standard,
+    /// PKCS#8 version 1 under Talos' `ED25519 PRIVATE KEY` label, exactly
+    /// as `talosctl gen config` writes it.
+    TalosLabel,
+    /// PKCS#8 version 2 (with the public key), which only some clients
+    /// (Go, ring) load; kept to test that clients accept both forms.
+    Pkcs8V2,
+}
+
 /// Renders a talosconfig with one context.
 pub fn render_talosconfig(
     context: &str,
     endpoints: &[String],
     ca_pem: &str,
     client: &Issued,
-    talos_key_label_quirk: bool,
+    form: KeyForm,
 ) -> String {
-    let key = if talos_key_label_quirk {
-        talos_key_label(&client.key_pem)
-    } else {
-        client.key_pem.clone()
+    let key = match form {
+        KeyForm::Standard => ed25519_pkcs8_v1(&client.key_pem),
+        KeyForm::TalosLabel => talos_key_label(&ed25519_pkcs8_v1(&client.key_pem)),
+        KeyForm::Pkcs8V2 => client.key_pem.clone(),
     };
     let mut out = format!("context: {context}\ncontexts:\n    {context}:\n        endpoints:\n");
     for e in endpoints {
@@ -137,6 +186,21 @@ mod tests {
             talos_key_label(pem),
             "-----BEGIN ED25519 PRIVATE KEY-----\nAAAA\n-----END ED25519 PRIVATE KEY-----\n"
         );
+    }
+
+    #[test]
+    fn an_ed25519_key_is_rewritten_to_pkcs8_version_1() {
+        let ca = TestCa::new("talos", KeyAlgorithm::Ed25519).unwrap();
+        let issued = ca.issue_client("ops", &["os:admin"]).unwrap();
+        let v2 = pem_to_der(&issued.key_pem);
+        assert_eq!(v2[2..16], ED25519_PKCS8_V2_HEADER);
+        let v1 = pem_to_der(&ed25519_pkcs8_v1(&issued.key_pem));
+        assert_eq!(v1.len(), 48);
+        assert_eq!(v1[..16], ED25519_PKCS8_V1_PREFIX);
+        assert_eq!(v1[16..], v2[16..48]);
+        // Already version 1: unchanged.
+        let again = ed25519_pkcs8_v1(&ed25519_pkcs8_v1(&issued.key_pem));
+        assert_eq!(pem_to_der(&again), v1);
     }
 
     fn pem_to_der(pem: &str) -> Vec<u8> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tidepool_lab_sim::{FaultRule, Faults, KeyAlgorithm, Service, SimClock, TestCa};
 use tidepool_lab_talos::{
     ApplyMode, BootMode, MAINTENANCE_UNIMPLEMENTED, MachinePhase, ServingMode, TalosDurations,
-    TalosEvent, TalosLab,
+    TalosEvent, TalosLab, UPGRADE_BOOT_FAULT,
 };
 use tidepool_talos_proto::machine::machine_service_client::MachineServiceClient;
 use tidepool_talos_proto::machine::{
@@ -182,17 +182,6 @@ async fn invalid_configs_are_rejected_with_the_talos_messages_and_the_machine_st
     assert_eq!(
         no_version.message(),
         "failed to parse config: error decoding document /v1alpha1/ (line 1): missing kind"
-    );
-
-    let control_plane = worker_config("cp").replace("type: worker", "type: controlplane");
-    let cp = client
-        .apply_configuration(apply(&control_plane, Mode::Auto))
-        .await
-        .unwrap_err();
-    assert_eq!(cp.code(), Code::InvalidArgument);
-    assert_eq!(
-        cp.message(),
-        "configuration validation failed: 1 error occurred:\n\t* machine type \"controlplane\" is not supported by the lab, which emulates worker machines only\n\n"
     );
 
     let bogus = worker_config("w").replace("type: worker", "type: bogus");
@@ -520,6 +509,22 @@ async fn the_talosconfig_carries_the_lab_ca_and_an_admin_identity() {
     assert_eq!(field("ca"), lab.ca());
     assert_eq!(field("crt"), lab.admin_identity().cert_pem);
     assert!(field("key").starts_with("-----BEGIN PRIVATE KEY-----"));
+    // OpenSSL (what grpcio and Python's ssl use) loads the key: it is
+    // PKCS#8 version 1, as Go and real Talos write Ed25519 keys.
+    let key_file = std::env::temp_dir().join(format!("lab-talos-key-{}.pem", std::process::id()));
+    std::fs::write(&key_file, field("key")).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(&key_file)
+        .output()
+        .expect("openssl on PATH");
+    std::fs::remove_file(&key_file).unwrap();
+    assert!(
+        out.status.success(),
+        "openssl pkey: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ED25519 Private-Key"));
     let quirky = lab.talosconfig_with_talos_key_label("c", &[ip(9)]);
     let key_line = quirky
         .lines()
@@ -631,4 +636,114 @@ async fn a_reset_that_wipes_state_and_reboots_returns_the_machine_to_maintenance
     assert_eq!(state.phase, MachinePhase::Maintenance);
     assert!(state.config.is_none());
     lab.power_off(ip).await;
+}
+
+#[tokio::test]
+async fn a_failed_upgrade_rolls_back_and_a_staged_one_reboots_twice() {
+    let faults = Arc::new(Faults::new(1));
+    let lab = lab(faults.clone());
+    let ip = ip(12);
+    install_worker(&lab, ip, "w-12").await;
+    let before = lab.machine_state(ip).unwrap().version;
+    let mut events = lab.subscribe();
+
+    // The new image fails to boot: the machine comes back on the old one.
+    faults.add_rule(FaultRule {
+        service: Service::Talos,
+        op: format!("{UPGRADE_BOOT_FAULT}:{ip}"),
+        error_rate: 1.0,
+        status: None,
+        message: Some("kernel panic".into()),
+        latency_ms: 0,
+        times: Some(1),
+    });
+    let mut admin = admin_client(&lab, ip).await;
+    admin
+        .upgrade(UpgradeRequest {
+            image: "ghcr.io/siderolabs/installer:v1.11.2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rolled_back = wait_for(&mut events, |e| {
+        matches!(e, TalosEvent::UpgradeRolledBack { .. })
+    })
+    .await;
+    assert_eq!(
+        rolled_back,
+        TalosEvent::UpgradeRolledBack {
+            ip,
+            failed_version: "v1.11.2".into(),
+            version: before.clone(),
+        }
+    );
+    wait_for(&mut events, |e| matches!(e, TalosEvent::Booted { .. })).await;
+    let mut admin = admin_client(&lab, ip).await;
+    let version = admin.version(()).await.unwrap().into_inner();
+    assert_eq!(version.messages[0].version.as_ref().unwrap().tag, before);
+
+    // Staged: the machine goes down at once (no install phase while
+    // serving) and comes back on the new version.
+    let boots = lab.machine_state(ip).unwrap().boots;
+    admin
+        .upgrade(UpgradeRequest {
+            image: "ghcr.io/siderolabs/installer:v1.11.3".into(),
+            stage: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let requested = wait_for(&mut events, |e| {
+        matches!(e, TalosEvent::UpgradeRequested { .. })
+    })
+    .await;
+    assert!(matches!(
+        requested,
+        TalosEvent::UpgradeRequested { stage: true, .. }
+    ));
+    assert_ne!(
+        lab.machine_state(ip).unwrap().phase,
+        MachinePhase::Upgrading
+    );
+    wait_for(&mut events, |e| matches!(e, TalosEvent::Booted { .. })).await;
+    let state = lab.machine_state(ip).unwrap();
+    assert_eq!(state.version, "v1.11.3");
+    assert_eq!(state.boots, boots + 1);
+    lab.power_off(ip).await;
+}
+
+#[tokio::test]
+async fn a_control_plane_runs_etcd_and_trustd_and_a_worker_does_not() {
+    let lab = lab(Arc::new(Faults::new(1)));
+    let (worker_ip, cp_ip) = (ip(13), ip(14));
+    install_worker(&lab, worker_ip, "w-13").await;
+    let mut events = lab.subscribe();
+    let control_plane = worker_config("cp-1").replace("type: worker", "type: controlplane");
+    lab.boot_machine(
+        cp_ip,
+        BootMode::Configured {
+            config_yaml: control_plane,
+        },
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &mut events,
+        |e| matches!(e, TalosEvent::Booted { ip: i, mode: ServingMode::Configured } if *i == cp_ip),
+    )
+    .await;
+    for (ip, expect) in [(worker_ip, false), (cp_ip, true)] {
+        let mut admin = admin_client(&lab, ip).await;
+        let list = admin.service_list(()).await.unwrap().into_inner();
+        let ids: Vec<&str> = list.messages[0]
+            .services
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
+        for id in ["etcd", "trustd"] {
+            assert_eq!(ids.contains(&id), expect, "{ip}: {ids:?}");
+        }
+        assert!(ids.contains(&"kubelet") && ids.contains(&"apid"));
+    }
+    lab.power_off_all().await;
 }

@@ -564,7 +564,8 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             Step::Cordon => self.cordon(&work).await,
             Step::Drain => self.drain(&work).await,
             Step::DeleteNode => self.delete_node(&work).await,
-            Step::ShutdownOs | Step::StopVm => self.stop_vm(&work).await,
+            Step::ShutdownOs => self.shutdown_os(&work).await,
+            Step::StopVm => self.stop_vm(&work).await,
             // A VM at the recorded VMID with the claim's marker but another
             // UUID is kept, and the claim with it (nothing leaks).
             Step::DeleteVm => match crate::sweep::drift(&self.hv, claim).await? {

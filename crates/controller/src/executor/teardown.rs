@@ -1,5 +1,9 @@
 //! The teardown steps: from a worker on its way out to its deleted VM
-//! (Cordon, Drain, DeleteNode, ShutdownOs/StopVm, DeleteVm). Only the
+//! (Cordon, Drain, DeleteNode, ShutdownOs, DeleteVm). ShutdownOs powers
+//! the VM off gracefully: the OS is asked first (Talos `Shutdown`), then
+//! the guest through the hypervisor (ACPI), and only when both let their
+//! deadline pass is the VM hard-stopped; each attempt is a condition on
+//! the claim and an entry on its audit trail. Only the
 //! claim's own node and VMs are touched (see `identity`): a node of
 //! another machine named like the claim is skipped, not cordoned, drained
 //! or deleted. A target already gone counts as done, except that a VM is
@@ -7,7 +11,7 @@
 
 use std::time::Duration;
 
-use tidepool_core::{Phase, Step, duration::Human};
+use tidepool_core::{Phase, Step, VmIdentity, duration::Human};
 use tracing::warn;
 
 use super::identity::NodeCheck;
@@ -18,6 +22,16 @@ use crate::ports::{
     ProviderErrorKind,
 };
 use crate::service::ErrorCategory;
+
+/// How long the OS gets to power off after it was asked to shut down,
+/// before the hypervisor is asked.
+const OS_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How long the guest gets after an ACPI shutdown before the hard stop.
+const ACPI_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How often a shutdown in progress is looked at.
+const SHUTDOWN_POLL: Duration = Duration::from_secs(5);
 
 impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     /// Whether the node named like the claim is there and the claim's to
@@ -100,7 +114,118 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         Ok(self.reached(work.status(), Condition::NodeDeleted))
     }
 
-    /// ShutdownOs and StopVm: stops every VM that is provably the claim's.
+    /// ShutdownOs: the OS, then ACPI, then a hard stop (see the module
+    /// doc), each after the previous one's deadline.
+    pub(super) async fn shutdown_os(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
+        let mut s = work.status();
+        let running = self.running_vms(work).await?;
+        if running.is_empty() {
+            return Ok(self.reached(s, Condition::VmStopped));
+        }
+        if !s.has(Condition::OsShutdownRequested) {
+            let asked = self.ask_os_to_shut_down(work).await;
+            self.mark(&mut s, Condition::OsShutdownRequested);
+            if !asked {
+                self.acpi_shutdown(work, &running, "the OS could not be asked")
+                    .await?;
+                self.mark(&mut s, Condition::AcpiShutdownRequested);
+            }
+            return Ok(Outcome::done(s));
+        }
+        if !s.has(Condition::AcpiShutdownRequested) {
+            if self.since(&s, Condition::OsShutdownRequested) < OS_SHUTDOWN_DEADLINE {
+                return Ok(Outcome::Wait(SHUTDOWN_POLL, "the OS to power off".into()));
+            }
+            let why = format!(
+                "the OS did not power off within {}",
+                Human(OS_SHUTDOWN_DEADLINE)
+            );
+            self.acpi_shutdown(work, &running, &why).await?;
+            self.mark(&mut s, Condition::AcpiShutdownRequested);
+            return Ok(Outcome::done(s));
+        }
+        if self.since(&s, Condition::AcpiShutdownRequested) < ACPI_SHUTDOWN_DEADLINE {
+            return Ok(Outcome::Wait(
+                SHUTDOWN_POLL,
+                "the guest to power off after the ACPI shutdown".into(),
+            ));
+        }
+        for vm in &running {
+            self.hv.stop(vm).await?;
+        }
+        let why = format!(
+            "hard stop: the guest did not power off within {} of the ACPI shutdown",
+            Human(ACPI_SHUTDOWN_DEADLINE)
+        );
+        warn!(claim = work.name(), %why);
+        self.record_attempt(work, AuditResult::Ok, why).await;
+        Ok(self.reached(s, Condition::VmStopped))
+    }
+
+    /// The claim's VMs that still run.
+    async fn running_vms(&self, work: &Work<'_>) -> Result<Vec<VmIdentity>, ProviderError> {
+        let mut running = Vec::new();
+        for vm in self.ours(work.claim).await? {
+            if self.hv.vm(vm.vmid).await?.is_some_and(|f| f.running) {
+                running.push(vm);
+            }
+        }
+        Ok(running)
+    }
+
+    /// Asks the OS to shut down; whether it could be asked (the attempt
+    /// is on the audit trail either way).
+    async fn ask_os_to_shut_down(&self, work: &Work<'_>) -> bool {
+        let result = match work.claim.status.ip {
+            Some(ip) => self.joiner.shutdown_os(work.claim, ip).await,
+            None => Err(ProviderError::new(
+                ProviderErrorKind::Permanent,
+                "the machine never reported an address",
+            )),
+        };
+        match result {
+            Ok(()) => {
+                let message = "OS shutdown requested".to_owned();
+                self.record_attempt(work, AuditResult::Ok, message).await;
+                true
+            }
+            Err(e) => {
+                let message = format!("OS shutdown not possible: {e}");
+                warn!(claim = work.name(), %message);
+                let result = AuditResult::Error(ErrorCategory::Failed);
+                self.record_attempt(work, result, message).await;
+                false
+            }
+        }
+    }
+
+    /// Asks the hypervisor to shut the guests down (ACPI), saying why.
+    async fn acpi_shutdown(
+        &self,
+        work: &Work<'_>,
+        running: &[VmIdentity],
+        why: &str,
+    ) -> Result<(), ProviderError> {
+        for vm in running {
+            gone_is_done(self.hv.shutdown(vm).await)?;
+        }
+        let message = format!("ACPI shutdown requested: {why}");
+        self.record_attempt(work, AuditResult::Ok, message).await;
+        Ok(())
+    }
+
+    /// Puts one power-off attempt on the claim's audit trail.
+    async fn record_attempt(&self, work: &Work<'_>, result: AuditResult, message: String) {
+        let entry = AuditEntry {
+            actor: "executor".into(),
+            operation: Step::ShutdownOs.to_string(),
+            result,
+            message,
+        };
+        self.store.audit(work.name(), &entry).await;
+    }
+
+    /// StopVm: hard-stops every VM that is provably the claim's.
     pub(super) async fn stop_vm(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
         for vm in self.ours(work.claim).await? {
             self.hv.stop(&vm).await?;
@@ -195,6 +320,116 @@ mod tests {
         set_intent(&fake, "burst-pdb03", Intent::Remove { force: true });
         assert_eq!(settle(&exec, "burst-pdb03").await, Phase::Terminated);
         assert!(fake.owned("burst-pdb03").is_empty());
+    }
+
+    fn shutdown_audit(fake: &Fake, claim: &str) -> Vec<String> {
+        fake.world()
+            .audit
+            .iter()
+            .filter(|(c, e)| c == claim && e.operation == "shutdownOs")
+            .map(|(_, e)| e.message.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn removal_asks_the_os_to_shut_down_before_any_hypervisor_stop() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-gr8ce", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-gr8ce").await, Phase::Ready);
+        let vmid = fake.owned("burst-gr8ce")[0].identity.vmid;
+        set_intent(&fake, "burst-gr8ce", Intent::Remove { force: false });
+        assert_eq!(settle(&exec, "burst-gr8ce").await, Phase::Terminated);
+        assert_eq!(fake.world().power_log, [("os-shutdown", vmid)]);
+        assert_eq!(fake.calls("stop"), 0, "no hard stop");
+        assert_eq!(fake.calls("shutdown"), 0, "no ACPI shutdown");
+        assert_eq!(
+            shutdown_audit(&fake, "burst-gr8ce"),
+            ["OS shutdown requested"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_os_that_stays_up_gets_an_acpi_shutdown_then_a_hard_stop() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-stuck", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-stuck").await, Phase::Ready);
+        let vmid = fake.owned("burst-stuck")[0].identity.vmid;
+        {
+            let mut w = fake.world();
+            w.os_ignores_shutdown = true;
+            w.guest_ignores_acpi = true;
+        }
+        set_intent(&fake, "burst-stuck", Intent::Remove { force: false });
+        let waiting = |p: Progress| {
+            matches!(
+                p,
+                Progress::Waiting {
+                    step: Step::ShutdownOs,
+                    ..
+                }
+            )
+        };
+        let mut progress = exec.step("burst-stuck").await.unwrap();
+        for _ in 0..10 {
+            if waiting(progress.clone()) {
+                break;
+            }
+            progress = exec.step("burst-stuck").await.unwrap();
+        }
+        assert!(waiting(progress), "waits for the OS");
+        assert_eq!(fake.world().power_log, [("os-shutdown", vmid)]);
+
+        clock.advance(OS_SHUTDOWN_DEADLINE + Duration::from_secs(1));
+        exec.step("burst-stuck").await.unwrap();
+        assert!(
+            waiting(exec.step("burst-stuck").await.unwrap()),
+            "waits for ACPI"
+        );
+        assert_eq!(
+            fake.world().power_log,
+            [("os-shutdown", vmid), ("acpi-shutdown", vmid)]
+        );
+        let status = fake.world().claims["burst-stuck"].status.clone();
+        assert!(status.has(Condition::OsShutdownRequested));
+        assert!(status.has(Condition::AcpiShutdownRequested));
+
+        clock.advance(ACPI_SHUTDOWN_DEADLINE + Duration::from_secs(1));
+        assert_eq!(settle(&exec, "burst-stuck").await, Phase::Terminated);
+        assert_eq!(
+            fake.world().power_log,
+            [
+                ("os-shutdown", vmid),
+                ("acpi-shutdown", vmid),
+                ("stop", vmid)
+            ]
+        );
+        let audit = shutdown_audit(&fake, "burst-stuck");
+        assert_eq!(audit.len(), 3, "{audit:?}");
+        assert!(audit[1].starts_with("ACPI shutdown requested: the OS did not power off"));
+        assert!(audit[2].starts_with("hard stop"));
+    }
+
+    #[tokio::test]
+    async fn an_os_that_cannot_be_asked_goes_straight_to_acpi() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = executor(&fake, &clock);
+        fake.put_claim(claim("burst-noos1", "burst", "small"));
+        assert_eq!(settle(&exec, "burst-noos1").await, Phase::Ready);
+        let vmid = fake.owned("burst-noos1")[0].identity.vmid;
+        fake.inject(
+            "shutdown_os",
+            ProviderError::new(ProviderErrorKind::Transient, "connection refused"),
+        );
+        set_intent(&fake, "burst-noos1", Intent::Remove { force: false });
+        assert_eq!(settle(&exec, "burst-noos1").await, Phase::Terminated);
+        assert_eq!(fake.world().power_log, [("acpi-shutdown", vmid)]);
+        let audit = shutdown_audit(&fake, "burst-noos1");
+        assert!(audit[0].contains("connection refused"), "{audit:?}");
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tidepool_lab_sim::Service;
 use tidepool_talos_proto::machine as pb;
 use tidepool_talos_proto::machine::{
     RebootRequest, ResetRequest, ShutdownRequest, UpgradeRequest, reset_request,
@@ -142,6 +143,16 @@ pub(super) fn image_tag(image: &str) -> Option<String> {
     last.split_once(':').map(|(_, tag)| tag.to_owned())
 }
 
+/// The fault operation (`UpgradeBoot:<ip>`) that makes an accepted
+/// upgrade's new image fail to boot, so the machine boots back into the
+/// old one (A/B rollback).
+pub const UPGRADE_BOOT_FAULT: &str = "UpgradeBoot";
+
+/// Accepts an upgrade. A plain upgrade installs (the lab's upgrade time)
+/// and reboots into the image's version; a staged one (`stage`) only
+/// records the image and reboots at once, the install running early in
+/// the next boot followed by a second reboot, as Talos does. A boot fault
+/// on the new image rolls the machine back to the version it had.
 pub(super) async fn upgrade(
     lab: Arc<Inner>,
     ip: IpAddr,
@@ -154,19 +165,43 @@ pub(super) async fn upgrade(
     lab.emit(TalosEvent::UpgradeRequested {
         ip,
         image: req.image.clone(),
+        stage: req.stage,
     });
     let tag = image_tag(&req.image);
-    let (wait, down) = (lab.durations.upgrade, lab.durations.reboot);
+    let boot_fails = lab
+        .faults
+        .check(Service::Talos, &format!("{UPGRADE_BOOT_FAULT}:{ip}"))
+        .error
+        .is_some();
+    let (install, reboot) = (lab.durations.upgrade, lab.durations.reboot);
+    let (phase, wait, down) = if req.stage {
+        (
+            MachinePhase::Rebooting,
+            Duration::ZERO,
+            reboot + install + reboot,
+        )
+    } else {
+        (MachinePhase::Upgrading, install, reboot)
+    };
+    // A failed boot of the new image costs one more reboot back into the old.
+    let down = if boot_fails { down + reboot } else { down };
+    let events = lab.clone();
     lab.cycle(
         ip,
-        MachinePhase::Upgrading,
+        phase,
         wait,
         down,
         Some(ServingMode::Configured),
         move |m| {
             apply_staged(m);
-            if let Some(tag) = tag {
-                m.version = tag;
+            match tag {
+                Some(tag) if boot_fails => events.emit(TalosEvent::UpgradeRolledBack {
+                    ip,
+                    failed_version: tag,
+                    version: m.version.clone(),
+                }),
+                Some(tag) => m.version = tag,
+                None => {}
             }
         },
     );

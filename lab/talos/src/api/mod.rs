@@ -7,6 +7,8 @@ mod apply;
 mod lifecycle;
 mod services;
 
+pub use lifecycle::UPGRADE_BOOT_FAULT;
+
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tidepool_lab_sim::Service;
+
+use crate::config::MachineConfig;
 use tidepool_talos_proto::machine::machine_service_server::MachineServiceServer;
 use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -123,7 +125,11 @@ impl Inner {
                 m.serving = Some(mode);
                 m.boots += 1;
                 if mode == ServingMode::Configured {
-                    m.services = fresh_services(self.clock.now());
+                    let control_plane = m
+                        .config
+                        .as_ref()
+                        .is_some_and(MachineConfig::is_control_plane);
+                    m.services = fresh_services(self.clock.now(), control_plane);
                     m.phase = MachinePhase::Running;
                 } else {
                     m.phase = MachinePhase::Maintenance;

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{ConfigError, MachineConfig};
-use crate::tls::{Role, render_talosconfig};
+use crate::tls::{KeyForm, Role, render_talosconfig};
 
 /// The port apid (and the maintenance server) listens on.
 pub const DEFAULT_PORT: u16 = 50000;
@@ -236,6 +236,18 @@ pub enum TalosEvent {
         ip: IpAddr,
         /// The installer image.
         image: String,
+        /// Staged: the install runs early in the next boot (no drain).
+        stage: bool,
+    },
+    /// The upgraded image failed to boot and the machine booted back into
+    /// its previous one (A/B rollback); emitted as it comes back up.
+    UpgradeRolledBack {
+        /// The machine.
+        ip: IpAddr,
+        /// The version that failed to boot.
+        failed_version: String,
+        /// The version it runs again.
+        version: String,
     },
     /// A service was restarted through the API.
     ServiceRestarted {
@@ -421,20 +433,27 @@ impl TalosLab {
 
     /// A talosconfig (YAML) with one context named `context`, the given
     /// endpoints (IPs; port 50000 is implied) and the admin identity. The
-    /// key keeps the standard `PRIVATE KEY` PEM label, which both rustls
-    /// and Go accept.
+    /// key is PKCS#8 version 1 (as Go and real Talos write Ed25519 keys,
+    /// loadable by OpenSSL) under the standard `PRIVATE KEY` PEM label,
+    /// which both rustls and Go accept.
     pub fn talosconfig(&self, context: &str, endpoints: &[IpAddr]) -> String {
-        self.render(context, endpoints, false)
+        self.render(context, endpoints, KeyForm::Standard)
+    }
+
+    /// Like [`TalosLab::talosconfig`], but the key is PKCS#8 version 2
+    /// (with the public key), to test that clients load both forms.
+    pub fn talosconfig_with_pkcs8_v2_key(&self, context: &str, endpoints: &[IpAddr]) -> String {
+        self.render(context, endpoints, KeyForm::Pkcs8V2)
     }
 
     /// Like [`TalosLab::talosconfig`], but the key carries the
     /// `ED25519 PRIVATE KEY` label exactly as `talosctl gen config` writes
     /// it, to test clients against real talosconfigs.
     pub fn talosconfig_with_talos_key_label(&self, context: &str, endpoints: &[IpAddr]) -> String {
-        self.render(context, endpoints, true)
+        self.render(context, endpoints, KeyForm::TalosLabel)
     }
 
-    fn render(&self, context: &str, endpoints: &[IpAddr], quirk: bool) -> String {
+    fn render(&self, context: &str, endpoints: &[IpAddr], form: KeyForm) -> String {
         let port = self.port();
         let endpoints: Vec<String> = endpoints
             .iter()
@@ -451,7 +470,7 @@ impl TalosLab {
             &endpoints,
             self.inner.ca.cert_pem(),
             &self.inner.admin,
-            quirk,
+            form,
         )
     }
 
@@ -623,9 +642,18 @@ pub(crate) fn hostname_of(ip: IpAddr, machine: &Machine) -> String {
     format!("talos-{chars}")
 }
 
-fn fresh_services(now: SystemTime) -> BTreeMap<String, ServiceState> {
+/// What a control plane runs besides the worker's services.
+const CONTROL_PLANE_SERVICES: &[&str] = &["etcd", "trustd"];
+
+fn fresh_services(now: SystemTime, control_plane: bool) -> BTreeMap<String, ServiceState> {
+    let extra = if control_plane {
+        CONTROL_PLANE_SERVICES
+    } else {
+        &[]
+    };
     WORKER_SERVICES
         .iter()
+        .chain(extra)
         .map(|id| {
             (
                 (*id).to_owned(),
