@@ -10,7 +10,9 @@
 pub mod admin;
 pub mod files;
 pub mod guest;
+pub mod kube_side;
 pub mod scenario;
+pub mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -21,9 +23,12 @@ use tidepool_lab_pve::PveLab;
 use tidepool_lab_sim::{Faults, SimClock};
 use tidepool_lab_talos::{TalosDurations, TalosLab};
 use tracing::info;
+use upstream::ControlPlane;
+use upstream::clock_map::ClockMap;
 
 pub use files::LabFiles;
 pub use guest::{AddressPlan, Guests};
+pub use kube_side::{KubernetesMode, LabKube};
 pub use scenario::{Scenario, ScenarioError};
 
 /// Why a lab could not start.
@@ -32,6 +37,9 @@ pub enum LabError {
     /// The scenario is unusable.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// The real control plane (`--kubernetes upstream`) did not start.
+    #[error("starting the real Kubernetes control plane")]
+    Upstream(#[from] upstream::UpstreamError),
     /// An emulator refused its configuration or could not bind.
     #[error("starting the {emulator} emulator: {message}")]
     Emulator {
@@ -54,6 +62,7 @@ impl LabError {
         match self {
             Self::Scenario(_) => "scenario",
             Self::Emulator { .. } => "emulator",
+            Self::Upstream(_) => "upstream",
             Self::Io(_) => "io",
             Self::Internal(_) => "internal",
         }
@@ -71,6 +80,8 @@ pub struct LabOptions {
     pub time_scale: f64,
     /// Seed of every random decision (faults, addresses).
     pub seed: u64,
+    /// The emulator, or the real control plane.
+    pub kubernetes: KubernetesMode,
 }
 
 /// A running lab. Dropping it leaves the emulators running until the
@@ -80,8 +91,8 @@ pub struct RunningLab {
     pub files: LabFiles,
     /// The Proxmox emulator.
     pub pve: PveLab,
-    /// The Kubernetes emulator.
-    pub kube: KubeLab,
+    /// The Kubernetes side: the emulator or the real control plane.
+    pub kube: LabKube,
     /// The Talos emulator.
     pub talos: TalosLab,
     /// The guest simulator.
@@ -99,16 +110,26 @@ pub struct RunningLab {
     /// Port every Talos machine listens on.
     pub talos_port: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The real control plane's processes, in upstream mode; they stop
+    /// when the lab is dropped or shut down.
+    control_plane: Option<ControlPlane>,
 }
 
 impl RunningLab {
-    /// Stops the emulators and removes the `ready` file.
-    pub async fn shutdown(self) {
+    /// Stops the emulators (and the control plane's processes) and removes
+    /// the `ready` file.
+    pub async fn shutdown(mut self) {
         let _ = std::fs::remove_file(&self.files.ready);
         self.talos.power_off_all().await;
-        for task in self.tasks {
+        for task in self.tasks.drain(..) {
             task.abort();
         }
+        drop(self.control_plane.take());
+    }
+
+    /// The real control plane, in upstream mode.
+    pub fn control_plane(&self) -> Option<&ControlPlane> {
+        self.control_plane.as_ref()
     }
 }
 
@@ -175,11 +196,8 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     tasks.push(pve_task);
     let pve_api = format!("https://{pve_addr}/api2/json");
 
-    let kube = KubeLab::new(clock.clone(), faults.clone());
-    let kube_addr = kube
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .map_err(|e| emulator("Kubernetes")(e.to_string()))?;
+    let (kube, kube_addr, kubeconfig, control_plane) =
+        start_kubernetes(opts.kubernetes, &opts.state_dir, &clock, &faults).await?;
 
     let talos_port = free_port()?;
     let talos = TalosLab::new(clock.clone(), faults.clone(), TalosDurations::default())
@@ -205,7 +223,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     );
     tasks.extend(guests.spawn());
 
-    install_cluster_basics(&kube)?;
+    install_cluster_basics(&kube).await?;
 
     let cp_ip = scenario
         .cluster
@@ -228,7 +246,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
             kube: kube_addr,
             pve: pve_addr,
             admin: admin_addr,
-            kubeconfig: kube.kubeconfig().unwrap_or_default(),
+            kubeconfig,
             pve_token: pve.token(),
             pve_ca: pve.ca_cert_pem(),
             talosconfig: talos.talosconfig("lab", &endpoints),
@@ -261,12 +279,45 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         admin_addr,
         talos_port,
         tasks,
+        control_plane,
     })
 }
 
+/// The lab's Kubernetes side: the emulator served on loopback, or the real
+/// control plane behind the lab's clock-mapping endpoint. Its handle, the
+/// address kubeconfigs point at, the kubeconfig, and the control plane.
+async fn start_kubernetes(
+    mode: KubernetesMode,
+    state_dir: &std::path::Path,
+    clock: &SimClock,
+    faults: &Arc<Faults>,
+) -> Result<(LabKube, SocketAddr, String, Option<ControlPlane>), LabError> {
+    match mode {
+        KubernetesMode::Emulator => {
+            let kube = KubeLab::new(clock.clone(), faults.clone());
+            let addr = kube
+                .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await
+                .map_err(|e| emulator("Kubernetes")(e.to_string()))?;
+            let kubeconfig = kube.kubeconfig().unwrap_or_default();
+            Ok((LabKube::Emulator(kube), addr, kubeconfig, None))
+        }
+        KubernetesMode::Upstream => {
+            std::fs::create_dir_all(state_dir)
+                .map_err(|e| LabError::Io(format!("{}: {e}", state_dir.display())))?;
+            let map = ClockMap::of(clock);
+            let cp = upstream::start(state_dir, map).await?;
+            let kube = LabKube::Upstream(cp.client.clone(), Arc::new(clock.clone()));
+            Ok((kube, cp.endpoint, cp.kubeconfig(), Some(cp)))
+        }
+    }
+}
+
 /// The namespaces every cluster has, and Tidepool's WorkerClaim CRD (the
-/// cluster runs Tidepool).
-fn install_cluster_basics(kube: &KubeLab) -> Result<(), LabError> {
+/// cluster runs Tidepool). On the real control plane, also waits until the
+/// CRD is served and the `default` namespace has its service account (the
+/// admission plugin refuses pods before).
+async fn install_cluster_basics(kube: &LabKube) -> Result<(), LabError> {
     for ns in [
         "default",
         "kube-system",
@@ -285,6 +336,9 @@ fn install_cluster_basics(kube: &KubeLab) -> Result<(), LabError> {
         .map_err(|e| LabError::Internal(format!("the WorkerClaim CRD does not parse: {e}")))?;
     kube.apply(crd)
         .map_err(|e| LabError::Internal(format!("installing the WorkerClaim CRD: {e}")))?;
+    if kube.mode() == KubernetesMode::Upstream {
+        upstream::wait_settled(kube).await?;
+    }
     Ok(())
 }
 
@@ -339,7 +393,7 @@ async fn adopt_existing(
 }
 
 /// Applies the scenario's workloads; a refused one is a scenario error.
-fn apply_workloads(kube: &KubeLab, scenario: &Scenario) -> Result<(), LabError> {
+fn apply_workloads(kube: &LabKube, scenario: &Scenario) -> Result<(), LabError> {
     for (i, obj) in scenario.workloads.iter().enumerate() {
         kube.apply(obj.clone()).map_err(|e| {
             LabError::Scenario(ScenarioError::Invalid {
