@@ -129,6 +129,14 @@ impl Drop for ControlPlane {
 }
 
 impl ControlPlane {
+    /// Each component's name and process id, in start order.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.components
+            .iter()
+            .map(|c| (c.name().to_owned(), c.pid()))
+            .collect()
+    }
+
     /// The kubeconfig users get: the proxy, with the administrator's token.
     pub fn kubeconfig(&self) -> String {
         tidepool_lab_kube::render_kubeconfig(self.endpoint).replace(

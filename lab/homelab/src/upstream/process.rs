@@ -109,6 +109,11 @@ impl Component {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The component's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -32,6 +32,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
+/// The bearer token of the kubeconfig the emulator hands out.
+const LAB_TOKEN: &str = "tidepool-lab";
+
+/// A request with no credentials is served (the emulator plays an
+/// administrator for everyone); one presenting a bearer token other than
+/// the lab's is refused, as the real API server refuses an unknown token.
+fn token_accepted(headers: &HeaderMap) -> bool {
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return true;
+    };
+    match auth.to_str().ok().and_then(|a| a.strip_prefix("Bearer ")) {
+        Some(token) => token.trim() == LAB_TOKEN,
+        None => true,
+    }
+}
+
 fn json_response(code: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -83,6 +99,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !token_accepted(&headers) {
+        return error_response(&ApiError::unauthorized());
+    }
     let path = uri.path().trim_end_matches('/');
     let query = parse_query(uri.query());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
