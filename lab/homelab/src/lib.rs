@@ -115,7 +115,20 @@ pub struct RunningLab {
     control_plane: Option<ControlPlane>,
 }
 
+/// The URL of the lab's Kubernetes API.
+fn kube_url(kube: &LabKube, addr: SocketAddr) -> String {
+    match kube.mode() {
+        KubernetesMode::Emulator => format!("http://{addr}"),
+        KubernetesMode::Upstream => format!("https://{addr}"),
+    }
+}
+
 impl RunningLab {
+    /// The URL of the lab's Kubernetes API (what the kubeconfig names).
+    pub fn kube_url(&self) -> String {
+        kube_url(&self.kube, self.kube_addr)
+    }
+
     /// Stops the emulators (and the control plane's processes) and removes
     /// the `ready` file.
     pub async fn shutdown(mut self) {
@@ -243,7 +256,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         &opts.state_dir,
         &files::Endpoints {
             scenario: &scenario.name,
-            kube: kube_addr,
+            kube_url: kube_url(&kube, kube_addr),
             pve: pve_addr,
             admin: admin_addr,
             kubeconfig,

@@ -27,6 +27,16 @@ pub struct LabArgs {
     pub kubernetes: KubernetesMode,
 }
 
+/// Waits for Ctrl-C or SIGTERM (so that the lab stops its control plane's
+/// processes either way).
+async fn stopped() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
 fn parse_kubernetes(s: &str) -> Result<KubernetesMode, String> {
     s.parse()
 }
@@ -78,7 +88,7 @@ pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
             lab.clock.scale(),
             lab.kube.mode().name()
         );
-        println!("  Kubernetes API   http://{}", lab.kube_addr);
+        println!("  Kubernetes API   {}", lab.kube_url());
         println!("  Proxmox VE API   https://{}/api2/json", lab.pve_addr);
         println!(
             "  Talos API        port {} on each machine's 127.x address",
@@ -91,7 +101,7 @@ pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
         println!("  tidepool workers list");
         println!();
         println!("Press Ctrl-C to stop.");
-        tokio::signal::ctrl_c().await?;
+        stopped().await?;
         lab.shutdown().await;
         Ok(Exit::Ok)
     })

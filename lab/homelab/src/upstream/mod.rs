@@ -139,9 +139,31 @@ impl ControlPlane {
 
     /// The kubeconfig users get: the proxy, with the administrator's token.
     pub fn kubeconfig(&self) -> String {
-        tidepool_lab_kube::render_kubeconfig(self.endpoint).replace(
-            "token: tidepool-lab",
-            &format!("token: {}", self.pki.admin_token()),
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.pki.ca_pem);
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: tidepool-lab
+  cluster:
+    server: https://{endpoint}
+    certificate-authority-data: {ca}
+users:
+- name: tidepool-lab
+  user:
+    token: {token}
+contexts:
+- name: tidepool-lab
+  context:
+    cluster: tidepool-lab
+    user: tidepool-lab
+    namespace: default
+current-context: tidepool-lab
+preferences: {{}}
+",
+            endpoint = self.endpoint,
+            token = self.pki.admin_token(),
         )
     }
 }
@@ -247,6 +269,7 @@ pub async fn start(state_dir: &Path, map: ClockMap) -> Result<ControlPlane, Upst
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         &server,
         &pki.ca_pem,
+        &pki.serving_pem,
         map,
     )
     .await?;
@@ -312,7 +335,7 @@ fn apiserver_args(pki: &Pki, etcd: &str, port: u16) -> Vec<String> {
     a.push(path_arg("token-auth-file", &pki.token_file));
     a.push(path_arg(
         "service-account-key-file",
-        &pki.service_account_key,
+        &pki.service_account_public,
     ));
     a.push(path_arg(
         "service-account-signing-key-file",

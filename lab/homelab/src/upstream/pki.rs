@@ -49,12 +49,19 @@ pub struct Pki {
     pub ca_cert: PathBuf,
     /// The CA certificate, as text.
     pub ca_pem: String,
-    /// The API server's serving certificate.
+    /// The API server's serving certificate (the lab's endpoint serves it
+    /// too: it names 127.0.0.1 and localhost).
     pub serving_cert: PathBuf,
+    /// The serving certificate and key, as text.
+    pub serving_pem: (String, String),
     /// Its key.
     pub serving_key: PathBuf,
-    /// The service-account signing key (its public half verifies).
+    /// The service-account signing key.
     pub service_account_key: PathBuf,
+    /// A certificate of the signing key's public half, which verifies
+    /// (the API server reads public keys from certificates, not from
+    /// PKCS#8 private keys).
+    pub service_account_public: PathBuf,
     /// The static token file.
     pub token_file: PathBuf,
     /// The tokens, in [`USERS`] order.
@@ -155,7 +162,9 @@ pub fn create(dir: &Path) -> Result<Pki, PkiError> {
         ca_pem: ca.cert_pem().to_owned(),
         serving_cert: dir.join("apiserver.crt"),
         serving_key: dir.join("apiserver.key"),
+        serving_pem: (serving.cert_pem.clone(), serving.key_pem.clone()),
         service_account_key: dir.join("sa.key"),
+        service_account_public: dir.join("sa.crt"),
         token_file: dir.join("tokens.csv"),
         tokens,
     };
@@ -163,6 +172,7 @@ pub fn create(dir: &Path) -> Result<Pki, PkiError> {
     write(&pki.serving_cert, &serving.cert_pem)?;
     write(&pki.serving_key, &serving.key_pem)?;
     write(&pki.service_account_key, signer.key_pem())?;
+    write(&pki.service_account_public, signer.cert_pem())?;
     let csv: String = USERS
         .iter()
         .zip(&pki.tokens)

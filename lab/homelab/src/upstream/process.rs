@@ -1,6 +1,13 @@
 //! The control plane's processes: each a child of the lab with its output
 //! in a log file under the state directory, killed (and reaped) when its
 //! handle drops, so no test leaves an etcd or an API server behind.
+//!
+//! A lab can also die without dropping anything (a test harness's SIGKILL
+//! after a timeout). So each component runs under a small `sh` watchdog
+//! that holds the read end of a pipe from the lab: when the lab's end
+//! closes — on drop, or because the lab died — the watchdog kills the
+//! component. The watchdog exits with the component's status when the
+//! component exits by itself.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,6 +79,12 @@ pub fn find_binary(name: &str) -> Result<PathBuf, ProcessError> {
     })
 }
 
+/// Runs `$0 "$@"` in the background, kills it (SIGKILL: a lab's control
+/// plane keeps nothing worth a graceful stop) once the lab's end of stdin
+/// closes, and exits as it exits. The reader gets stdin through fd 3
+/// because `sh` gives background jobs /dev/null as stdin.
+const WATCHDOG: &str = r#"exec 3<&0; "$0" "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null) & exec 3<&-; wait "$pid""#;
+
 /// One running component; dropping it kills the process.
 #[derive(Debug)]
 pub struct Component {
@@ -94,9 +107,12 @@ impl Component {
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).map_err(spawn_err)?;
         let err = out.try_clone().map_err(spawn_err)?;
-        let child = Command::new(&binary)
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg(&binary)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -160,7 +176,9 @@ impl Component {
 
 impl Drop for Component {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // Closing the pipe makes the watchdog kill the component; the
+        // watchdog exits once the component has.
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }

@@ -1,5 +1,7 @@
-//! The lab's Kubernetes endpoint in upstream mode: a plain-HTTP proxy on
-//! loopback in front of the real API server that moves every timestamp
+//! The lab's Kubernetes endpoint in upstream mode: an HTTPS proxy on
+//! loopback (the API server's certificate, so kubeconfigs trust the lab's
+//! CA; client-go sends no bearer token over plain HTTP) in front of the
+//! real API server that moves every timestamp
 //! across the [`ClockMap`], so that whoever uses the lab's kubeconfig —
 //! Tidepool, kubectl, the Python client — reads the lab's simulated time in
 //! objects the real components stamped, exactly as with the emulator.
@@ -21,6 +23,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::clock_map::{ClockMap, Direction};
 
@@ -33,6 +39,9 @@ pub enum ProxyError {
     /// The HTTP client could not be built.
     #[error("building the proxy's client of the API server: {0}")]
     Client(String),
+    /// The serving certificate was refused.
+    #[error("the lab endpoint's TLS configuration")]
+    Tls(#[source] rustls::Error),
 }
 
 struct Proxy {
@@ -44,8 +53,24 @@ struct Proxy {
 /// Bodies larger than this are refused (a list of 30,000 pods is ~100 MiB).
 const BODY_LIMIT: usize = 1 << 30;
 
-/// Serves the proxy on `addr` until the task is aborted; the bound address
-/// and the task.
+fn tls_config(serving: &(String, String)) -> Result<rustls::ServerConfig, ProxyError> {
+    let general =
+        |e: rustls::pki_types::pem::Error| ProxyError::Tls(rustls::Error::General(e.to_string()));
+    let cert = CertificateDer::from_pem_slice(serving.0.as_bytes()).map_err(general)?;
+    let key = PrivateKeyDer::from_pem_slice(serving.1.as_bytes()).map_err(general)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ProxyError::Tls)?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(ProxyError::Tls)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Serves the proxy over HTTPS with the `serving` certificate and key on
+/// `addr` until the task is aborted; the bound address and the task.
 ///
 /// # Errors
 /// [`ProxyError`].
@@ -53,8 +78,10 @@ pub async fn serve(
     addr: SocketAddr,
     upstream: &str,
     ca_pem: &str,
+    serving: &(String, String),
     map: ClockMap,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ProxyError> {
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(serving)?));
     let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())
         .map_err(|e| ProxyError::Client(e.to_string()))?;
     let http = reqwest::Client::builder()
@@ -72,8 +99,27 @@ pub async fn serve(
     let bound = listener.local_addr().map_err(ProxyError::Bind)?;
     let app = Router::new().fallback(forward).with_state(proxy);
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "the lab's Kubernetes endpoint stopped");
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, _peer)) = accepted else { continue };
+                    let acceptor = acceptor.clone();
+                    let app = app.clone();
+                    conns.spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else { return };
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        let svc = hyper_util::service::TowerToHyperService::new(app);
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await
+                        {
+                            tracing::debug!(error = %e, "lab endpoint connection ended");
+                        }
+                    });
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
         }
     });
     Ok((bound, task))
