@@ -27,22 +27,31 @@ async fn lab(name: &str) -> RunningLab {
     .unwrap()
 }
 
-/// The server and token of the lab's kubeconfig.
-fn credentials(lab: &RunningLab) -> (String, String) {
+/// The server and token of the lab's kubeconfig, and a client that trusts
+/// its CA (the real control plane's endpoint is HTTPS).
+fn credentials(lab: &RunningLab) -> (String, String, reqwest::Client) {
+    use base64::Engine as _;
     let text = std::fs::read_to_string(&lab.files.kubeconfig).unwrap();
     let field = |key: &str| {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
-            .unwrap()
     };
-    (field("server:"), field("token:"))
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = field("certificate-authority-data:") {
+        let pem = base64::engine::general_purpose::STANDARD.decode(ca).unwrap();
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    (
+        field("server:").unwrap(),
+        field("token:").unwrap(),
+        http.build().unwrap(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubeconfig_authenticates_and_an_unknown_token_is_refused() {
     let lab = lab("auth").await;
-    let (server, token) = credentials(&lab);
-    let http = reqwest::Client::new();
+    let (server, token, http) = credentials(&lab);
     let url = format!("{server}/api/v1/namespaces/default");
     let ok = http.get(&url).bearer_auth(&token).send().await.unwrap();
     assert_eq!(ok.status(), 200);
@@ -71,8 +80,8 @@ async fn timestamps_read_through_the_lab_are_on_the_labs_clock() {
         .create(json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "stamped", "namespace": "default"}}))
         .unwrap();
-    let (server, token) = credentials(&lab);
-    let read: Value = reqwest::Client::new()
+    let (server, token, http) = credentials(&lab);
+    let read: Value = http
         .get(format!(
             "{server}/api/v1/namespaces/default/configmaps/stamped"
         ))
