@@ -38,7 +38,9 @@ fn credentials(lab: &RunningLab) -> (String, String, reqwest::Client) {
     };
     let mut http = reqwest::Client::builder();
     if let Some(ca) = field("certificate-authority-data:") {
-        let pem = base64::engine::general_purpose::STANDARD.decode(ca).unwrap();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(ca)
+            .unwrap();
         http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
     }
     (

@@ -10,9 +10,8 @@
 //!
 //! A timestamp is any JSON string in RFC 3339 form with a `Z` or numeric
 //! offset (`2026-12-07T17:30:00Z`, `...00.123456Z`). The output keeps the
-//! input's number of fractional digits, except that simulated → real always
-//! writes nanoseconds (the API server rounds to its field's precision
-//! itself).
+//! input's number of fractional digits (the API server parses `MicroTime`
+//! with exactly six).
 
 use jiff::Timestamp;
 use jiff::fmt::temporal::DateTimePrinter;
@@ -113,13 +112,11 @@ impl ClockMap {
         let digits = fraction_digits(s)?;
         let t: Timestamp = s.parse().ok()?;
         let moved = self.map_instant(t, dir);
-        let precision = match dir {
-            Direction::ToSim => digits,
-            Direction::ToReal => 9,
-        };
+        // The same precision as the input: the API server parses MicroTime
+        // with exactly six digits, and keeps Time in whole seconds anyway.
         Some(
             DateTimePrinter::new()
-                .precision(Some(precision))
+                .precision(Some(digits))
                 .timestamp_to_string(&moved),
         )
     }
@@ -194,10 +191,10 @@ mod tests {
         let m = map();
         let mut v = json!({"spec": {"renewTime": "2026-01-01T00:16:40.000000Z"}, "name": "2026"});
         m.map_value(&mut v, Direction::ToReal);
-        assert_eq!(v["spec"]["renewTime"], "2026-01-01T00:00:10.000000000Z");
+        assert_eq!(v["spec"]["renewTime"], "2026-01-01T00:00:10.000000Z");
         assert_eq!(v["name"], "2026");
         m.map_value(&mut v, Direction::ToSim);
-        assert_eq!(v["spec"]["renewTime"], "2026-01-01T00:16:40.000000000Z");
+        assert_eq!(v["spec"]["renewTime"], "2026-01-01T00:16:40.000000Z");
     }
 
     #[test]

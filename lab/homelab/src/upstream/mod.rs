@@ -427,6 +427,12 @@ pub async fn wait_settled(kube: &crate::LabKube) -> Result<(), UpstreamError> {
         let account = kube
             .get("v1", "ServiceAccount", "default", "default")
             .is_ok();
+        // Established can come a moment before the API server serves the
+        // resource; a list that answers is the proof.
+        let established = established
+            && kube
+                .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+                .is_ok();
         if established && account {
             return Ok(());
         }
