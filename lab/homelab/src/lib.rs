@@ -24,7 +24,6 @@ use tidepool_lab_sim::{Faults, SimClock};
 use tidepool_lab_talos::{TalosDurations, TalosLab};
 use tracing::info;
 use upstream::ControlPlane;
-use upstream::clock_map::ClockMap;
 
 pub use files::LabFiles;
 pub use guest::{AddressPlan, Guests};
@@ -318,8 +317,7 @@ async fn start_kubernetes(
         KubernetesMode::Upstream => {
             std::fs::create_dir_all(state_dir)
                 .map_err(|e| LabError::Io(format!("{}: {e}", state_dir.display())))?;
-            let map = ClockMap::of(clock);
-            let cp = upstream::start(state_dir, map).await?;
+            let cp = upstream::start(state_dir, clock, faults).await?;
             let kube = LabKube::Upstream(cp.client.clone(), Arc::new(clock.clone()));
             Ok((kube, cp.endpoint, cp.kubeconfig(), Some(cp)))
         }

@@ -42,10 +42,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use client::Upstream;
 use clock_map::ClockMap;
 use pki::Pki;
 use process::{Component, ProcessError};
+use tidepool_lab_sim::{Faults, SimClock};
 
 /// The label kwok selects the nodes it plays the kubelet of by.
 pub const KWOK_LABEL: (&str, &str) = ("kwok.x-k8s.io/node", "lab");
@@ -206,12 +209,18 @@ fn path_arg(flag: &str, path: &Path) -> String {
 }
 
 /// Starts etcd, the API server, the scheduler, the controller-manager and
-/// kwok under `state_dir/upstream`, and the proxy; returns once the API
-/// server answers `/readyz` and every component runs.
+/// kwok under `state_dir/upstream`, and the proxy (which applies the lab's
+/// `faults`); returns once the API server answers `/readyz` and every
+/// component runs.
 ///
 /// # Errors
 /// [`UpstreamError`] naming the component, with the end of its log.
-pub async fn start(state_dir: &Path, map: ClockMap) -> Result<ControlPlane, UpstreamError> {
+pub async fn start(
+    state_dir: &Path,
+    clock: &SimClock,
+    faults: &Arc<Faults>,
+) -> Result<ControlPlane, UpstreamError> {
+    let map = ClockMap::of(clock);
     let dir = state_dir.join("upstream");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|source| UpstreamError::Io {
@@ -267,10 +276,13 @@ pub async fn start(state_dir: &Path, map: ClockMap) -> Result<ControlPlane, Upst
 
     let (endpoint, proxy_task) = proxy::serve(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        &server,
-        &pki.ca_pem,
-        &pki.serving_pem,
-        map,
+        proxy::Upstream {
+            server: &server,
+            ca_pem: &pki.ca_pem,
+            serving: &pki.serving_pem,
+            faults: faults.clone(),
+            clock: clock.clone(),
+        },
     )
     .await?;
     Ok(ControlPlane {

@@ -13,6 +13,12 @@
 //! (`/apis/tidepool.dev/...`) carry only times Tidepool wrote and pass
 //! unmapped, byte for byte. Protobuf is not offered to the API server
 //! (clients fall back to JSON), so every answer can be mapped.
+//!
+//! The lab's fault table applies here as on the emulator: each request is
+//! named `"<verb> <resource>[/<subresource>]"` (`"update leases"`,
+//! `"evict pods"`, ...) and an injected latency (simulated time) or error
+//! (a `Status` with the injected code) is served before the request goes
+//! on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +33,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+
+use tidepool_lab_sim::{Faults, Service, SimClock};
 
 use super::clock_map::{ClockMap, Direction};
 
@@ -48,6 +56,22 @@ struct Proxy {
     upstream: String,
     http: reqwest::Client,
     map: ClockMap,
+    faults: Arc<Faults>,
+    clock: SimClock,
+}
+
+/// Where the proxy forwards to and what it applies on the way.
+pub struct Upstream<'a> {
+    /// The API server's URL.
+    pub server: &'a str,
+    /// The lab's CA, which signed the API server's certificate.
+    pub ca_pem: &'a str,
+    /// The certificate and key the proxy serves.
+    pub serving: &'a (String, String),
+    /// The lab's fault table.
+    pub faults: Arc<Faults>,
+    /// The lab's clock (injected latencies are simulated time).
+    pub clock: SimClock,
 }
 
 /// Bodies larger than this are refused (a list of 30,000 pods is ~100 MiB).
@@ -76,22 +100,21 @@ fn tls_config(serving: &(String, String)) -> Result<rustls::ServerConfig, ProxyE
 /// [`ProxyError`].
 pub async fn serve(
     addr: SocketAddr,
-    upstream: &str,
-    ca_pem: &str,
-    serving: &(String, String),
-    map: ClockMap,
+    upstream: Upstream<'_>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ProxyError> {
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(serving)?));
-    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes())
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(upstream.serving)?));
+    let ca = reqwest::Certificate::from_pem(upstream.ca_pem.as_bytes())
         .map_err(|e| ProxyError::Client(e.to_string()))?;
     let http = reqwest::Client::builder()
         .add_root_certificate(ca)
         .build()
         .map_err(|e| ProxyError::Client(e.to_string()))?;
     let proxy = Arc::new(Proxy {
-        upstream: upstream.trim_end_matches('/').to_owned(),
+        upstream: upstream.server.trim_end_matches('/').to_owned(),
         http,
-        map,
+        map: ClockMap::of(&upstream.clock),
+        faults: upstream.faults,
+        clock: upstream.clock,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -171,10 +194,70 @@ fn bad_gateway(message: String) -> Response {
     (StatusCode::BAD_GATEWAY, message).into_response()
 }
 
+/// The fault table's name of a request, as the emulator names it:
+/// `"<verb> <resource>[/<subresource>]"`, `"evict pods"` for evictions;
+/// `None` for paths that name no resource (discovery, `/readyz`).
+fn operation(method: &axum::http::Method, path: &str, query: &str) -> Option<String> {
+    use axum::http::Method;
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut rest = match segs.as_slice() {
+        ["api", "v1", rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        _ => return None,
+    };
+    let legacy_watch = rest.first() == Some(&"watch");
+    if legacy_watch {
+        rest = &rest[1..];
+    }
+    if rest.len() >= 3 && rest[0] == "namespaces" {
+        rest = &rest[2..];
+    }
+    let (resource, name, sub) = (rest.first()?, rest.get(1), rest.get(2));
+    let verb = match *method {
+        Method::GET if legacy_watch || is_watch(path, query) => "watch",
+        Method::GET if name.is_none() => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if name.is_none() => "deletecollection",
+        Method::DELETE => "delete",
+        _ => "unknown",
+    };
+    Some(match (verb, sub) {
+        ("create", Some(&"eviction")) => format!("evict {resource}"),
+        (v, Some(sub)) => format!("{v} {resource}/{sub}"),
+        (v, None) => format!("{v} {resource}"),
+    })
+}
+
+/// The injected fault for this request, served instead of forwarding it.
+async fn injected(proxy: &Proxy, op: &str) -> Option<Response> {
+    let fault = proxy.faults.check(Service::Kubernetes, op);
+    if !fault.latency.is_zero() {
+        proxy.clock.sleep(fault.latency).await;
+    }
+    let err = fault.error?;
+    let e = tidepool_lab_kube::ApiError::injected(err.status, err.message);
+    let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(
+        (
+            code,
+            [(header::CONTENT_TYPE, "application/json")],
+            e.to_status().to_string(),
+        )
+            .into_response(),
+    )
+}
+
 async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or_default().to_owned();
+    if let Some(op) = operation(&parts.method, &path, &query)
+        && let Some(served) = injected(&proxy, &op).await
+    {
+        return served;
+    }
     let mapped = !own_group(&path);
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
@@ -283,6 +366,42 @@ mod tests {
         assert!(is_watch("/api/v1/pods", "watch=true&resourceVersion=5"));
         assert!(is_watch("/api/v1/watch/pods", ""));
         assert!(!is_watch("/api/v1/pods", "limit=50"));
+    }
+
+    #[test]
+    fn requests_are_named_as_the_emulator_names_them_for_the_fault_table() {
+        use axum::http::Method;
+        let op = |m: Method, p: &str, q: &str| operation(&m, p, q);
+        assert_eq!(
+            op(
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/tidepool-system/leases/tidepool",
+                ""
+            ),
+            Some("update leases".into())
+        );
+        assert_eq!(
+            op(
+                Method::POST,
+                "/api/v1/namespaces/default/pods/web-1/eviction",
+                ""
+            ),
+            Some("evict pods".into())
+        );
+        assert_eq!(
+            op(Method::GET, "/api/v1/pods", "watch=1"),
+            Some("watch pods".into())
+        );
+        assert_eq!(
+            op(Method::GET, "/api/v1/namespaces", ""),
+            Some("list namespaces".into())
+        );
+        assert_eq!(
+            op(Method::PATCH, "/api/v1/nodes/worker-1/status", ""),
+            Some("patch nodes/status".into())
+        );
+        assert_eq!(op(Method::GET, "/apis/apps/v1", ""), None);
+        assert_eq!(op(Method::GET, "/readyz", ""), None);
     }
 
     #[test]
