@@ -2,7 +2,7 @@
 //! (`TIDEPOOL_LAB_KUBERNETES=upstream` runs them against the real control
 //! plane): the kubeconfig authenticates and an unknown token is refused,
 //! timestamps read through the lab are on the lab's clock, and a lab leaves
-//! no process behind.
+//! no process and no etcd data behind.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -110,7 +110,7 @@ async fn timestamps_read_through_the_lab_are_on_the_labs_clock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lab_leaves_no_process_behind() {
+async fn a_lab_leaves_no_process_and_no_data_behind() {
     let lab = lab("processes").await;
     let processes = lab
         .control_plane()
@@ -129,7 +129,14 @@ async fn a_lab_leaves_no_process_behind() {
             ]
         );
     }
+    let etcd_data = lab.files.dir.join("upstream").join("etcd");
     drop(lab);
+    // etcd preallocates 64 MiB of log: a lab leaves no data behind either.
+    assert!(
+        !etcd_data.exists(),
+        "{} outlived its lab",
+        etcd_data.display()
+    );
     for (name, pid) in processes {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),

@@ -241,6 +241,7 @@ pub async fn start(
         "kube-apiserver",
         &dir,
         &apiserver_args(&pki, &etcd_url, port),
+        None,
     )?;
     let client = Upstream::new(&server, &pki.ca_pem, pki.admin_token(), map)?;
     let probe = reqwest::Client::builder()
@@ -271,7 +272,7 @@ pub async fn start(
         pki.write_kubeconfig(&kubeconfig, &server, user)?;
         let mut all = vec![path_arg("kubeconfig", &kubeconfig)];
         all.extend(extra);
-        components.push(Component::spawn(name, &dir, &all)?);
+        components.push(Component::spawn(name, &dir, &all, None)?);
     }
 
     let (endpoint, proxy_task) = proxy::serve(
@@ -300,12 +301,13 @@ async fn start_etcd(dir: &Path) -> Result<(String, Component), UpstreamError> {
     let peer_port = free_port()?;
     let client_url = format!("http://127.0.0.1:{client_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let data = dir.join("etcd");
     let mut etcd = Component::spawn(
         "etcd",
         dir,
         &[
             "--name=lab".to_owned(),
-            path_arg("data-dir", &dir.join("etcd")),
+            path_arg("data-dir", &data),
             format!("--listen-client-urls={client_url}"),
             format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
@@ -314,6 +316,7 @@ async fn start_etcd(dir: &Path) -> Result<(String, Component), UpstreamError> {
             "--unsafe-no-fsync=true".to_owned(),
             "--log-level=warn".to_owned(),
         ],
+        Some(&data),
     )?;
     let http = reqwest::Client::new();
     let health = format!("{client_url}/health");
@@ -406,7 +409,7 @@ fn kwok_args() -> Vec<String> {
             "--disregard-status-with-annotation-selector={}={}",
             KWOK_HANDS_OFF.0, KWOK_HANDS_OFF.1
         ),
-        "--cidr=10.128.0.0/9".to_owned(),
+        "--cidr=10.244.0.0/16".to_owned(),
         "--node-ip=10.0.0.1".to_owned(),
         "--node-lease-duration-seconds=40".to_owned(),
         "--server-address=".to_owned(),

@@ -81,9 +81,10 @@ pub fn find_binary(name: &str) -> Result<PathBuf, ProcessError> {
 
 /// Runs `$0 "$@"` in the background, kills it (SIGKILL: a lab's control
 /// plane keeps nothing worth a graceful stop) once the lab's end of stdin
-/// closes, and exits as it exits. The reader gets stdin through fd 3
-/// because `sh` gives background jobs /dev/null as stdin.
-const WATCHDOG: &str = r#"exec 3<&0; "$0" "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null) & exec 3<&-; wait "$pid""#;
+/// closes, then removes `$TIDEPOOL_LAB_DISCARD` (etcd's data: 64 MiB of
+/// preallocated log per lab) and exits as the component exited. The reader
+/// gets stdin through fd 3 because `sh` gives background jobs /dev/null.
+const WATCHDOG: &str = r#"exec 3<&0; "$0" "$@" </dev/null & pid=$!; (cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null) & exec 3<&-; wait "$pid"; s=$?; [ -n "$TIDEPOOL_LAB_DISCARD" ] && rm -rf "$TIDEPOOL_LAB_DISCARD"; exit $s"#;
 
 /// One running component; dropping it kills the process.
 #[derive(Debug)]
@@ -94,11 +95,18 @@ pub struct Component {
 }
 
 impl Component {
-    /// Starts `binary` with `args`, logging to `<log_dir>/<name>.log`.
+    /// Starts `binary` with `args`, logging to `<log_dir>/<name>.log`;
+    /// `discard` (a data directory) is removed once the process is gone,
+    /// however the lab ends.
     ///
     /// # Errors
     /// [`ProcessError::Missing`] or [`ProcessError::Spawn`].
-    pub fn spawn(name: &str, log_dir: &Path, args: &[String]) -> Result<Self, ProcessError> {
+    pub fn spawn(
+        name: &str,
+        log_dir: &Path,
+        args: &[String],
+        discard: Option<&Path>,
+    ) -> Result<Self, ProcessError> {
         let binary = find_binary(name)?;
         let spawn_err = |source| ProcessError::Spawn {
             name: name.to_owned(),
@@ -112,6 +120,7 @@ impl Component {
             .arg(WATCHDOG)
             .arg(&binary)
             .args(args)
+            .env("TIDEPOOL_LAB_DISCARD", discard.unwrap_or(Path::new("")))
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)

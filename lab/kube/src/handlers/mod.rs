@@ -162,6 +162,9 @@ async fn handle(
     if let Some(err) = injected.error {
         return error_response(&ApiError::injected(err.status, err.message));
     }
+    if let Some(e) = strict_field_error(&method, &target, &query, &body) {
+        return error_response(&e);
+    }
     tracing::debug!(%op, path, "kube request");
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -311,6 +314,41 @@ fn resolve(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Option
         outward,
         inward,
     })
+}
+
+/// With `fieldValidation=Strict` (kubectl's default), a create or update
+/// of a custom resource that names fields its schema does not know is
+/// refused, as the real server refuses it before any other validation:
+/// `WorkerClaim in version "v1alpha1" cannot be handled as a WorkerClaim:
+/// strict decoding error: unknown field "spec.bogusField"`.
+fn strict_field_error(
+    method: &Method,
+    t: &Target,
+    q: &HashMap<String, String>,
+    body: &Bytes,
+) -> Option<ApiError> {
+    if !matches!(*method, Method::POST | Method::PUT)
+        || q.get("fieldValidation").map(String::as_str) != Some("Strict")
+        || t.sub.is_some()
+    {
+        return None;
+    }
+    let schema = t.def.schema.as_ref()?;
+    let obj: Value = serde_json::from_slice(body).ok()?;
+    let unknown = crate::schema::unknown_fields(schema, &obj);
+    if unknown.is_empty() {
+        return None;
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    let kind = &t.def.kind;
+    Some(ApiError::bad_request(format!(
+        "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+        t.version,
+        fields.join(", ")
+    )))
 }
 
 fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static str {
