@@ -144,29 +144,10 @@ impl ControlPlane {
     pub fn kubeconfig(&self) -> String {
         use base64::Engine as _;
         let ca = base64::engine::general_purpose::STANDARD.encode(&self.pki.ca_pem);
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: tidepool-lab
-  cluster:
-    server: https://{endpoint}
-    certificate-authority-data: {ca}
-users:
-- name: tidepool-lab
-  user:
-    token: {token}
-contexts:
-- name: tidepool-lab
-  context:
-    cluster: tidepool-lab
-    user: tidepool-lab
-    namespace: default
-current-context: tidepool-lab
-preferences: {{}}
-",
-            endpoint = self.endpoint,
-            token = self.pki.admin_token(),
+        tidepool_lab_kube::render_kubeconfig_for(
+            &format!("https://{}", self.endpoint),
+            self.pki.admin_token(),
+            Some(&ca),
         )
     }
 }
