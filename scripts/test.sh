@@ -25,12 +25,12 @@ fi
 "${run[@]}" --workspace "$@"
 # The scenario suites against the real control plane: burst, TTL, spot
 # preemption, GPU placement, a drain against a PodDisruptionBudget, crash
-# safety, fencing and failover, reconciliation, the CLI and MCP against a
+# safety and failover, reconciliation, the CLI and MCP against a
 # lab, the deploy manifests, and the lab's own end-to-end checks. Each test
 # starts its own etcd, API server, scheduler, controller-manager and kwok,
 # so two run at a time.
 NEXTEST_TEST_THREADS=2 RUST_TEST_THREADS=2 TIDEPOOL_LAB_KUBERNETES=upstream "${run[@]}" \
   -p tidepool-runtime --test live_scenarios --test live_autoscale --test live_faults \
-  --test live_run --test live_fencing --test live_recon \
+  --test live_run --test live_recon \
   -p tidepool --test cli_lab --test deploy \
   -p tidepool-lab --test lab_end_to_end --test lab_upstream "$@"
