@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Tidepool's whole test suite: first installs what the tests need and
-# a fresh machine may lack, then every test of the workspace.
+# a fresh machine may lack:
 #
 # - cargo-nextest, and kubectl built from Go modules when missing
 #   (scripts/tools.sh);
@@ -10,8 +10,11 @@
 #   kube-apiserver and friends, etcd, kwok, talosctl, helm, crane), linked
 #   into one directory passed as TIDEPOOL_UPSTREAM_BIN (TIDEPOOL_HELM for
 #   the chart tests);
-# Everything slow is cached outside the tree (~/.cache/tidepool, Go's
-# caches), so only the first run on a machine pays for it.
+# then every test of the workspace, then the end-to-end scenario suites a
+# second time with the lab on the real control plane
+# (TIDEPOOL_LAB_KUBERNETES=upstream). Everything slow is cached outside the
+# tree (~/.cache/tidepool, Go's caches), so only the first run on a machine
+# pays for it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -29,7 +32,19 @@ export TIDEPOOL_UPSTREAM_BIN="$bin"
 export TIDEPOOL_HELM="$bin/helm"
 
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  run=(cargo nextest run --no-fail-fast)
 else
-  cargo test --workspace --no-fail-fast "$@"
+  run=(cargo test --no-fail-fast)
 fi
+"${run[@]}" --workspace "$@"
+# The scenario suites against the real control plane: burst, TTL, spot
+# preemption, GPU placement, a drain against a PodDisruptionBudget, crash
+# safety and failover, reconciliation, the CLI and MCP against a
+# lab, the deploy manifests, and the lab's own end-to-end checks. Each test
+# starts its own etcd, API server, scheduler, controller-manager and kwok,
+# so two run at a time.
+NEXTEST_TEST_THREADS=2 RUST_TEST_THREADS=2 TIDEPOOL_LAB_KUBERNETES=upstream "${run[@]}" \
+  -p tidepool-runtime --test live_scenarios --test live_autoscale --test live_faults \
+  --test live_run --test live_recon \
+  -p tidepool --test cli_lab --test deploy \
+  -p tidepool-lab --test lab_end_to_end --test lab_upstream "$@"

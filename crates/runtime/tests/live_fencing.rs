@@ -34,6 +34,7 @@ async fn lab(name: &str) -> RunningLab {
             .join(format!("tidepool-fencing-{name}-{}", std::process::id())),
         time_scale: SCALE,
         seed: 11,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap()

@@ -27,6 +27,7 @@ async fn three_burst_workers_are_provisioned_in_the_lab_and_destroyed_again() {
         state_dir: dir,
         time_scale: SCALE,
         seed: 7,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();
@@ -176,6 +177,7 @@ async fn workers_are_placed_by_the_planners_rule_and_one_that_fits_nowhere_fails
         state_dir: std::env::temp_dir().join(format!("tidepool-place-{}", std::process::id())),
         time_scale: SCALE,
         seed: 8,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

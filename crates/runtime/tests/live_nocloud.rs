@@ -24,6 +24,7 @@ async fn lab(name: &str) -> RunningLab {
             .join(format!("tidepool-nocloud-{name}-{}", std::process::id())),
         time_scale: 500.0,
         seed: 5,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap()

@@ -133,6 +133,7 @@ async fn one_of_two_controllers_leads_and_the_other_takes_over_when_it_stops() {
         state_dir: std::env::temp_dir().join(format!("tidepool-run-{}", std::process::id())),
         time_scale: SCALE,
         seed: 9,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

@@ -22,6 +22,7 @@ async fn lab(name: &str, scenario: &str) -> RunningLab {
             .join(format!("tidepool-doctor-{name}-{}", std::process::id())),
         time_scale: 100.0,
         seed: 5,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap()

@@ -98,6 +98,7 @@ async fn a_dry_run_explains_the_scale_up_and_changes_nothing() {
         state_dir: std::env::temp_dir().join(format!("tidepool-dry-run-{}", std::process::id())),
         time_scale: SCALE.parse().unwrap(),
         seed: 11,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

@@ -41,6 +41,7 @@ async fn health_shows_a_workers_problem_since_when_its_last_repair_and_the_next_
         state_dir: std::env::temp_dir().join(format!("tidepool-cli-health-{}", std::process::id())),
         time_scale: SCALE.parse().unwrap(),
         seed: 3,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

@@ -23,6 +23,7 @@ async fn lab(name: &str) -> RunningLab {
             .join(format!("tidepool-cli-lab-{name}-{}", std::process::id())),
         time_scale: SCALE.parse().unwrap(),
         seed: 3,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap()

@@ -47,6 +47,7 @@ async fn the_manifests_render_apply_and_run_in_the_lab() {
         state_dir: std::env::temp_dir().join(format!("tidepool-deploy-{}", std::process::id())),
         time_scale: 100.0,
         seed: 1,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

@@ -174,6 +174,7 @@ async fn the_rendering_applies_to_the_lab_and_runs() {
         state_dir: std::env::temp_dir().join(format!("tidepool-helm-{}", std::process::id())),
         time_scale: 100.0,
         seed: 1,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

@@ -44,6 +44,7 @@ async fn lab(name: &str) -> RunningLab {
             .join(format!("tidepool-mcp-http-{name}-{}", std::process::id())),
         time_scale: SCALE.parse().unwrap(),
         seed: 5,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap()

@@ -72,6 +72,7 @@ async fn the_guides_lab_commands_run_against_the_lab() {
         state_dir: std::env::temp_dir().join(format!("tidepool-guide-{}", std::process::id())),
         time_scale: 100.0,
         seed: 13,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

@@ -13,7 +13,9 @@ use crate::LabError;
 /// Everything the files are made from.
 pub(crate) struct Endpoints<'a> {
     pub(crate) scenario: &'a str,
-    pub(crate) kube: SocketAddr,
+    /// The Kubernetes API's URL (`http://` for the emulator, `https://`
+    /// for the real control plane's endpoint).
+    pub(crate) kube_url: String,
     pub(crate) pve: SocketAddr,
     pub(crate) admin: SocketAddr,
     pub(crate) kubeconfig: String,
@@ -114,7 +116,7 @@ pub(crate) fn write_all(dir: &Path, ep: &Endpoints<'_>) -> Result<LabFiles, LabE
         &dir.join("lab.json"),
         &serde_json::json!({
             "scenario": ep.scenario,
-            "kubernetes": format!("http://{}", ep.kube),
+            "kubernetes": ep.kube_url,
             "proxmox": endpoint,
             "admin": format!("http://{}", ep.admin),
             "talosPort": ep.talos_port,

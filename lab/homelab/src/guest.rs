@@ -16,12 +16,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tidepool_lab_kube::{KubeLab, NodeRegistration, Taint as KubeTaint};
+use tidepool_lab_kube::{NodeRegistration, Taint as KubeTaint};
 use tidepool_lab_pve::{PveLab, VmEvent, VmSnapshot};
 use tidepool_lab_sim::{Faults, Service, SimClock};
 use tidepool_lab_talos::{BootMode, MachineConfig, ServingMode, TalosEvent, TalosLab};
 use tracing::{debug, info, warn};
 
+use crate::kube_side::LabKube;
 use crate::scenario::GuestTimings;
 
 const MIB: u64 = 1 << 20;
@@ -70,7 +71,7 @@ pub struct Guests {
 
 struct Inner {
     pve: PveLab,
-    kube: KubeLab,
+    kube: LabKube,
     talos: TalosLab,
     clock: SimClock,
     faults: Arc<Faults>,
@@ -87,7 +88,7 @@ impl Guests {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         pve: PveLab,
-        kube: KubeLab,
+        kube: LabKube,
         talos: TalosLab,
         clock: SimClock,
         faults: Arc<Faults>,

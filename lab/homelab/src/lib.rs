@@ -11,8 +11,10 @@ pub mod admin;
 pub mod files;
 pub mod forward;
 pub mod guest;
+pub mod kube_side;
 pub mod scenario;
 pub mod sickness;
+pub mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -23,9 +25,11 @@ use tidepool_lab_pve::PveLab;
 use tidepool_lab_sim::{Faults, SimClock};
 use tidepool_lab_talos::{TalosDurations, TalosLab};
 use tracing::info;
+use upstream::ControlPlane;
 
 pub use files::LabFiles;
 pub use guest::{AddressPlan, Guests};
+pub use kube_side::{KubernetesMode, LabKube};
 pub use scenario::{Scenario, ScenarioError};
 
 /// Why a lab could not start.
@@ -34,6 +38,9 @@ pub enum LabError {
     /// The scenario is unusable.
     #[error(transparent)]
     Scenario(#[from] ScenarioError),
+    /// The real control plane (`--kubernetes upstream`) did not start.
+    #[error("starting the real Kubernetes control plane")]
+    Upstream(#[from] upstream::UpstreamError),
     /// An emulator refused its configuration or could not bind.
     #[error("starting the {emulator} emulator: {message}")]
     Emulator {
@@ -56,6 +63,7 @@ impl LabError {
         match self {
             Self::Scenario(_) => "scenario",
             Self::Emulator { .. } => "emulator",
+            Self::Upstream(_) => "upstream",
             Self::Io(_) => "io",
             Self::Internal(_) => "internal",
         }
@@ -73,6 +81,8 @@ pub struct LabOptions {
     pub time_scale: f64,
     /// Seed of every random decision (faults, addresses).
     pub seed: u64,
+    /// The emulator, or the real control plane.
+    pub kubernetes: KubernetesMode,
 }
 
 /// A running lab. Dropping it leaves the emulators running until the
@@ -82,8 +92,8 @@ pub struct RunningLab {
     pub files: LabFiles,
     /// The Proxmox emulator.
     pub pve: PveLab,
-    /// The Kubernetes emulator.
-    pub kube: KubeLab,
+    /// The Kubernetes side: the emulator or the real control plane.
+    pub kube: LabKube,
     /// The Talos emulator.
     pub talos: TalosLab,
     /// The guest simulator.
@@ -103,16 +113,39 @@ pub struct RunningLab {
     /// Port every Talos machine listens on.
     pub talos_port: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The real control plane's processes, in upstream mode; they stop
+    /// when the lab is dropped or shut down.
+    control_plane: Option<ControlPlane>,
+}
+
+/// The URL of the lab's Kubernetes API.
+fn kube_url(kube: &LabKube, addr: SocketAddr) -> String {
+    match kube.mode() {
+        KubernetesMode::Emulator => format!("http://{addr}"),
+        KubernetesMode::Upstream => format!("https://{addr}"),
+    }
 }
 
 impl RunningLab {
-    /// Stops the emulators and removes the `ready` file.
-    pub async fn shutdown(self) {
+    /// The URL of the lab's Kubernetes API (what the kubeconfig names).
+    pub fn kube_url(&self) -> String {
+        kube_url(&self.kube, self.kube_addr)
+    }
+
+    /// Stops the emulators (and the control plane's processes) and removes
+    /// the `ready` file.
+    pub async fn shutdown(mut self) {
         let _ = std::fs::remove_file(&self.files.ready);
         self.talos.power_off_all().await;
-        for task in self.tasks {
+        for task in self.tasks.drain(..) {
             task.abort();
         }
+        drop(self.control_plane.take());
+    }
+
+    /// The real control plane, in upstream mode.
+    pub fn control_plane(&self) -> Option<&ControlPlane> {
+        self.control_plane.as_ref()
     }
 }
 
@@ -179,11 +212,8 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     tasks.push(pve_task);
     let pve_api = format!("https://{pve_addr}/api2/json");
 
-    let kube = KubeLab::new(clock.clone(), faults.clone());
-    let kube_addr = kube
-        .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .map_err(|e| emulator("Kubernetes")(e.to_string()))?;
+    let (kube, kube_addr, kubeconfig, control_plane) =
+        start_kubernetes(opts.kubernetes, &opts.state_dir, &clock, &faults).await?;
 
     let talos_port = free_port()?;
     let talos = TalosLab::new(clock.clone(), faults.clone(), TalosDurations::default())
@@ -211,7 +241,7 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
     let sickness = sickness::Sickness::new(kube.clone(), talos.clone(), guests.clone());
     tasks.extend(sickness.spawn(std::time::Duration::from_millis(20)));
 
-    install_cluster_basics(&kube, &scenario.kubernetes)?;
+    install_cluster_basics(&kube, &scenario.kubernetes).await?;
 
     let cp_ip = scenario
         .cluster
@@ -238,10 +268,10 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         &opts.state_dir,
         &files::Endpoints {
             scenario: &scenario.name,
-            kube: kube_addr,
+            kube_url: kube_url(&kube, kube_addr),
             pve: pve_addr,
             admin: admin_addr,
-            kubeconfig: kube.kubeconfig().unwrap_or_default(),
+            kubeconfig,
             pve_token: pve.token(),
             pve_ca: pve.ca_cert_pem(),
             talosconfig: talos.talosconfig("lab", &endpoints),
@@ -275,14 +305,46 @@ pub async fn start(opts: LabOptions) -> Result<RunningLab, LabError> {
         admin_addr,
         talos_port,
         tasks,
+        control_plane,
     })
+}
+
+/// The lab's Kubernetes side: the emulator served on loopback, or the real
+/// control plane behind the lab's clock-mapping endpoint. Its handle, the
+/// address kubeconfigs point at, the kubeconfig, and the control plane.
+async fn start_kubernetes(
+    mode: KubernetesMode,
+    state_dir: &std::path::Path,
+    clock: &SimClock,
+    faults: &Arc<Faults>,
+) -> Result<(LabKube, SocketAddr, String, Option<ControlPlane>), LabError> {
+    match mode {
+        KubernetesMode::Emulator => {
+            let kube = KubeLab::new(clock.clone(), faults.clone());
+            let addr = kube
+                .serve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .await
+                .map_err(|e| emulator("Kubernetes")(e.to_string()))?;
+            let kubeconfig = kube.kubeconfig().unwrap_or_default();
+            Ok((LabKube::Emulator(kube), addr, kubeconfig, None))
+        }
+        KubernetesMode::Upstream => {
+            std::fs::create_dir_all(state_dir)
+                .map_err(|e| LabError::Io(format!("{}: {e}", state_dir.display())))?;
+            let cp = upstream::start(state_dir, clock, faults).await?;
+            let kube = LabKube::Upstream(cp.client.clone(), Arc::new(clock.clone()));
+            Ok((kube, cp.endpoint, cp.kubeconfig(), Some(cp)))
+        }
+    }
 }
 
 /// The namespaces every cluster has, the lab user's RBAC, and Tidepool's
 /// WorkerClaim CRD (the cluster runs Tidepool) unless the scenario leaves
-/// it out.
-fn install_cluster_basics(
-    kube: &KubeLab,
+/// it out. On the real control plane, also waits until the CRD is served
+/// and the `default` namespace has its service account (the admission
+/// plugin refuses pods before).
+async fn install_cluster_basics(
+    kube: &LabKube,
     setup: &scenario::KubernetesSetup,
 ) -> Result<(), LabError> {
     for ns in [
@@ -310,6 +372,9 @@ fn install_cluster_basics(
         .map_err(|e| LabError::Internal(format!("the WorkerClaim CRD does not parse: {e}")))?;
     kube.apply(crd)
         .map_err(|e| LabError::Internal(format!("installing the WorkerClaim CRD: {e}")))?;
+    if kube.mode() == KubernetesMode::Upstream {
+        upstream::wait_settled(kube).await?;
+    }
     Ok(())
 }
 
@@ -368,7 +433,7 @@ async fn adopt_existing(
 }
 
 /// Applies the scenario's workloads; a refused one is a scenario error.
-fn apply_workloads(kube: &KubeLab, scenario: &Scenario) -> Result<(), LabError> {
+fn apply_workloads(kube: &LabKube, scenario: &Scenario) -> Result<(), LabError> {
     for (i, obj) in scenario.workloads.iter().enumerate() {
         kube.apply(obj.clone()).map_err(|e| {
             LabError::Scenario(ScenarioError::Invalid {

@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::kube_side::LabKube;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
-use tidepool_lab_kube::KubeLab;
 use tidepool_lab_talos::{TalosEvent, TalosLab};
 
 use crate::guest::Guests;
@@ -62,7 +62,7 @@ const CONDITIONS: [&str; 5] = [
 /// The sick nodes of a lab; a cheap clone.
 #[derive(Clone)]
 pub struct Sickness {
-    kube: KubeLab,
+    kube: LabKube,
     talos: TalosLab,
     guests: Guests,
     ills: Arc<Mutex<BTreeMap<String, Illness>>>,
@@ -99,7 +99,7 @@ fn good(condition: &str) -> &'static str {
 
 impl Sickness {
     /// The sick nodes of the lab's emulators.
-    pub fn new(kube: KubeLab, talos: TalosLab, guests: Guests) -> Self {
+    pub fn new(kube: LabKube, talos: TalosLab, guests: Guests) -> Self {
         Self {
             kube,
             talos,

@@ -28,6 +28,7 @@ async fn lab(name: &str) -> RunningLab {
         state_dir: dir,
         time_scale: SCALE,
         seed: 42,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap()

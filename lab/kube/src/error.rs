@@ -181,6 +181,12 @@ impl ApiError {
         .with_details(json!({"causes": [{"message": message}]}))
     }
 
+    /// `401 Unauthorized`: a bearer token the server does not know (the
+    /// real API server answers so on every path, before any authorization).
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// An error injected by the fault table: `status` defaults to 500.
     pub fn injected(status: Option<u16>, message: String) -> Self {
         let code = status.unwrap_or(500);

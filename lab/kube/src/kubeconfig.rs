@@ -9,17 +9,26 @@ pub enum KubeconfigError {}
 /// A kubeconfig YAML with one cluster, user and context, all named
 /// `tidepool-lab`, for the plain-HTTP server at `addr`.
 pub fn render_kubeconfig(addr: SocketAddr) -> String {
+    render_kubeconfig_for(&format!("http://{addr}"), "tidepool-lab", None)
+}
+
+/// The same kubeconfig for any `server` URL and bearer `token`, trusting
+/// the base64 PEM `ca_data` when given (an HTTPS server with its own CA).
+pub fn render_kubeconfig_for(server: &str, token: &str, ca_data: Option<&str>) -> String {
+    let ca = ca_data
+        .map(|ca| format!("\n    certificate-authority-data: {ca}"))
+        .unwrap_or_default();
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: tidepool-lab
   cluster:
-    server: http://{addr}
+    server: {server}{ca}
 users:
 - name: tidepool-lab
   user:
-    token: tidepool-lab
+    token: {token}
 contexts:
 - name: tidepool-lab
   context:

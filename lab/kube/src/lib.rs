@@ -39,7 +39,7 @@ use tidepool_lab_sim::{Faults, SimClock};
 
 pub use controllers::nodes::{NodeRegistration, Taint};
 pub use error::ApiError;
-pub use kubeconfig::render_kubeconfig;
+pub use kubeconfig::{render_kubeconfig, render_kubeconfig_for};
 
 use crate::resources::{ResKey, ResourceDef};
 use crate::selectors::LabelSelector;

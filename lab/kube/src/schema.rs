@@ -145,6 +145,66 @@ fn walk_object(
     }
 }
 
+/// The paths of the fields of `obj` its schema does not know (what pruning
+/// would drop), as the real server names them in a strict decoding error:
+/// `spec.bogusField`, `spec.items[0].typo`.
+pub fn unknown_fields(schema: &Value, obj: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    unknown_in(schema, obj, "", true, &mut found);
+    found
+}
+
+fn unknown_in(schema: &Value, v: &Value, path: &str, root: bool, found: &mut Vec<String>) {
+    if schema["x-kubernetes-preserve-unknown-fields"] == true
+        || schema["x-kubernetes-int-or-string"] == true
+    {
+        return;
+    }
+    let child = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        Value::Object(map) => {
+            let props = schema["properties"].as_object();
+            for (k, sub) in map {
+                if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                match props.and_then(|p| p.get(k)) {
+                    Some(known) => unknown_in(known, sub, &child(k), false, found),
+                    None if schema["additionalProperties"].is_object() => {
+                        unknown_in(
+                            &schema["additionalProperties"],
+                            sub,
+                            &child(k),
+                            false,
+                            found,
+                        );
+                    }
+                    None if schema["additionalProperties"] == true => {}
+                    None => found.push(child(k)),
+                }
+            }
+        }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, item) in items.iter().enumerate() {
+                unknown_in(
+                    &schema["items"],
+                    item,
+                    &format!("{path}[{i}]"),
+                    false,
+                    found,
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Prunes, defaults and validates a custom resource against its schema.
 ///
 /// # Errors
@@ -190,6 +250,16 @@ mod tests {
                 "count": {"type": "integer"},
                 "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}},
             "status": {"type": "object", "nullable": true, "properties": {"phase": {"type": "string"}}}}})
+    }
+
+    #[test]
+    fn unknown_fields_are_named_by_their_path() {
+        let obj = json!({"apiVersion": "tidepool.dev/v1", "kind": "WorkerClaim", "metadata": {"name": "c"},
+            "spec": {"pool": "burst", "typo": 1, "extra": {"anything": true}}, "bogus": 2});
+        assert_eq!(
+            unknown_fields(&claim_schema(), &obj),
+            ["bogus", "spec.typo"]
+        );
     }
 
     #[test]

@@ -272,16 +272,29 @@ async fn kubectl_applies_a_crd_and_then_an_instance_that_keeps_its_finalizer() {
     .await;
 
     let claim = c.write("claim.yaml", CLAIM);
-    let out = c
-        .kubectl_ok(&["apply", "-f", claim.to_str().unwrap()])
-        .await;
+    // kubectl asks for strict field validation: the typo is refused, as
+    // the real API server refuses it, before any schema validation.
+    let strict = c
+        .kubectl(&["apply", "-f", claim.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(!strict.status.success());
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        stderr.contains(
+            "WorkerClaim in version \"v1alpha1\" cannot be handled as a WorkerClaim: strict decoding error: unknown field \"spec.typo\""
+        ),
+        "{stderr}"
+    );
+    // Without it the field is pruned.
+    let lax = ["apply", "--validate=false", "-f", claim.to_str().unwrap()];
+    let out = c.kubectl_ok(&lax).await;
     assert!(
         out.contains("workerclaim.tidepool.dev/burst-1 created"),
         "{out}"
     );
-    let again = c
-        .kubectl_ok(&["apply", "-f", claim.to_str().unwrap()])
-        .await;
+    let again = c.kubectl_ok(&lax).await;
     assert!(
         again.contains("unchanged") || again.contains("configured"),
         "{again}"

@@ -69,6 +69,16 @@ impl SimClock {
             .unwrap_or(0)
     }
 
+    /// [`SimClock::origin_unix_ms`] in nanoseconds, for maps between real
+    /// and simulated time that must agree with [`SimClock::now`] closely.
+    pub fn origin_unix_nanos(&self) -> i128 {
+        self.inner
+            .origin_wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+            .unwrap_or(0)
+    }
+
     /// The current simulated time in whole seconds since the Unix epoch.
     pub fn now_unix(&self) -> i64 {
         self.now()

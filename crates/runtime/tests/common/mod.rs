@@ -94,6 +94,7 @@ pub async fn bare_lab(name: &str, time_scale: f64, seed: u64) -> RunningLab {
         state_dir: std::env::temp_dir().join(format!("tidepool-{name}-{}", std::process::id())),
         time_scale,
         seed,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap()
@@ -162,6 +163,7 @@ pub async fn start(setup: Setup) -> Live {
         )),
         time_scale: setup.time_scale,
         seed: setup.seed,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

@@ -312,6 +312,7 @@ async fn start_lab(time_scale: f64) -> anyhow::Result<RunningLab> {
         state_dir: dir,
         time_scale,
         seed: 1,
+        kubernetes: tidepool_lab::KubernetesMode::Emulator,
     })
     .await?;
     println!(

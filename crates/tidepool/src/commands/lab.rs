@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tidepool_lab::{LabOptions, Scenario};
+use tidepool_lab::{KubernetesMode, LabOptions, Scenario};
 
 use crate::exit::Exit;
 
@@ -19,6 +19,26 @@ pub struct LabArgs {
     /// Seed for fault injection and other random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The lab's Kubernetes: `emulator` (fast, in-process) or `upstream`
+    /// (etcd, kube-apiserver, kube-scheduler, kube-controller-manager and
+    /// kwok, built by scripts/upstream.sh and found through
+    /// TIDEPOOL_UPSTREAM_BIN or PATH).
+    #[arg(long, default_value = "emulator", value_parser = parse_kubernetes)]
+    pub kubernetes: KubernetesMode,
+}
+
+/// Waits for Ctrl-C or SIGTERM (so that the lab stops its control plane's
+/// processes either way).
+async fn stopped() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+fn parse_kubernetes(s: &str) -> Result<KubernetesMode, String> {
+    s.parse()
 }
 
 /// Starts the lab, prints where everything is, and waits for Ctrl-C.
@@ -51,6 +71,7 @@ pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
             state_dir: args.state_dir.clone(),
             time_scale,
             seed: args.seed,
+            kubernetes: args.kubernetes,
         })
         .await
         {
@@ -63,10 +84,11 @@ pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
         };
         let dir = lab.files.dir.display().to_string();
         println!(
-            "Tidepool lab `{name}` is ready (time scale {}x).",
-            lab.clock.scale()
+            "Tidepool lab `{name}` is ready (time scale {}x, Kubernetes: {}).",
+            lab.clock.scale(),
+            lab.kube.mode().name()
         );
-        println!("  Kubernetes API   http://{}", lab.kube_addr);
+        println!("  Kubernetes API   {}", lab.kube_url());
         println!("  Proxmox VE API   https://{}/api2/json", lab.pve_addr);
         println!(
             "  Talos API        port {} on each machine's 127.x address",
@@ -82,7 +104,7 @@ pub fn run(args: &LabArgs, time_scale: f64) -> anyhow::Result<Exit> {
         );
         println!();
         println!("Press Ctrl-C to stop.");
-        tokio::signal::ctrl_c().await?;
+        stopped().await?;
         lab.shutdown().await;
         Ok(Exit::Ok)
     })

@@ -754,6 +754,7 @@ pub async fn run(opts: ChaosOptions) -> ChaosReport {
         state_dir: opts.dir.join("lab"),
         time_scale: opts.time_scale,
         seed: opts.seed,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
     })
     .await
     .unwrap();

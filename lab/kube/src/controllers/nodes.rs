@@ -139,7 +139,9 @@ pub fn node_object(reg: &NodeRegistration, now: &str) -> Value {
     })
 }
 
-fn condition_wording(kind: &str, status: &str) -> (&'static str, &'static str) {
+/// The reason and message a kubelet gives a node condition of `kind` in
+/// `status`.
+pub fn condition_wording(kind: &str, status: &str) -> (&'static str, &'static str) {
     match (kind, status) {
         ("Ready", "True") => ("KubeletReady", "kubelet is posting ready status"),
         ("Ready", "False") => (

@@ -32,6 +32,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
 
+/// The bearer token of the kubeconfig the emulator hands out.
+const LAB_TOKEN: &str = "tidepool-lab";
+
+/// A request with no credentials is served (the emulator plays an
+/// administrator for everyone); one presenting a bearer token other than
+/// the lab's is refused, as the real API server refuses an unknown token.
+fn token_accepted(headers: &HeaderMap) -> bool {
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return true;
+    };
+    match auth.to_str().ok().and_then(|a| a.strip_prefix("Bearer ")) {
+        Some(token) => token.trim() == LAB_TOKEN,
+        None => true,
+    }
+}
+
 fn json_response(code: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = serde_json::to_vec(body).unwrap_or_default();
@@ -83,6 +99,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !token_accepted(&headers) {
+        return error_response(&ApiError::unauthorized());
+    }
     let path = uri.path().trim_end_matches('/');
     let query = parse_query(uri.query());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -161,6 +180,9 @@ async fn handle(
     }
     if let Some(err) = injected.error {
         return error_response(&ApiError::injected(err.status, err.message));
+    }
+    if let Some(e) = strict_field_error(&method, &target, &query, &body) {
+        return error_response(&e);
     }
     tracing::debug!(%op, path, "kube request");
     let content_type = headers
@@ -311,6 +333,41 @@ fn resolve(shared: &Shared, group: &str, version: &str, rest: &[&str]) -> Option
         outward,
         inward,
     })
+}
+
+/// With `fieldValidation=Strict` (kubectl's default), a create or update
+/// of a custom resource that names fields its schema does not know is
+/// refused, as the real server refuses it before any other validation:
+/// `WorkerClaim in version "v1alpha1" cannot be handled as a WorkerClaim:
+/// strict decoding error: unknown field "spec.bogusField"`.
+fn strict_field_error(
+    method: &Method,
+    t: &Target,
+    q: &HashMap<String, String>,
+    body: &Bytes,
+) -> Option<ApiError> {
+    if !matches!(*method, Method::POST | Method::PUT)
+        || q.get("fieldValidation").map(String::as_str) != Some("Strict")
+        || t.sub.is_some()
+    {
+        return None;
+    }
+    let schema = t.def.schema.as_ref()?;
+    let obj: Value = serde_json::from_slice(body).ok()?;
+    let unknown = crate::schema::unknown_fields(schema, &obj);
+    if unknown.is_empty() {
+        return None;
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    let kind = &t.def.kind;
+    Some(ApiError::bad_request(format!(
+        "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+        t.version,
+        fields.join(", ")
+    )))
 }
 
 fn verb_of(method: &Method, t: &Target, q: &HashMap<String, String>) -> &'static str {
