@@ -16,7 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tidepool_lab_sim::Service;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, Reply};
@@ -62,31 +62,13 @@ pub(crate) async fn serve(
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(shared.clone());
-    let handle = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        conns.spawn(pvestatd(shared.clone()));
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((tcp, _peer)) = accepted else { continue };
-                    let acceptor = acceptor.clone();
-                    let app = app.clone();
-                    conns.spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else { return };
-                        let io = hyper_util::rt::TokioIo::new(tls);
-                        let svc = hyper_util::service::TowerToHyperService::new(app);
-                        if let Err(e) = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await
-                        {
-                            tracing::debug!(error = %e, "pve connection ended");
-                        }
-                    });
-                }
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
-        }
-    });
+    let handle = tidepool_lab_sim::serve::serve_tls(
+        listener,
+        acceptor,
+        app,
+        "pve",
+        Some(Box::pin(pvestatd(shared.clone()))),
+    );
     Ok((bound, handle))
 }
 

@@ -1,5 +1,6 @@
 //! Shared machinery of the lab emulators: the scalable clock, deterministic
-//! fault injection and the certificates the emulators serve.
+//! fault injection, the certificates the emulators serve, and serving an
+//! app over TLS.
 //!
 //! Every emulator of the lab (Proxmox, Kubernetes, Talos) takes a
 //! [`SimClock`] for its simulated durations and a [`Faults`] table that it
@@ -9,6 +10,7 @@
 pub mod certs;
 pub mod clock;
 pub mod faults;
+pub mod serve;
 
 pub use certs::{CertError, Issued, KeyAlgorithm, TestCa};
 pub use clock::SimClock;

@@ -31,7 +31,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use tidepool_lab_sim::{Faults, Service, SimClock};
@@ -121,30 +120,7 @@ pub async fn serve(
         .map_err(ProxyError::Bind)?;
     let bound = listener.local_addr().map_err(ProxyError::Bind)?;
     let app = Router::new().fallback(forward).with_state(proxy);
-    let task = tokio::spawn(async move {
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((tcp, _peer)) = accepted else { continue };
-                    let acceptor = acceptor.clone();
-                    let app = app.clone();
-                    conns.spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else { return };
-                        let io = hyper_util::rt::TokioIo::new(tls);
-                        let svc = hyper_util::service::TowerToHyperService::new(app);
-                        if let Err(e) = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await
-                        {
-                            tracing::debug!(error = %e, "lab endpoint connection ended");
-                        }
-                    });
-                }
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            }
-        }
-    });
+    let task = tidepool_lab_sim::serve::serve_tls(listener, acceptor, app, "lab endpoint", None);
     Ok((bound, task))
 }
 
