@@ -10,9 +10,8 @@ mod manifests;
 
 use std::process::Command;
 
-use manifests::{deploy_dir, install_monitoring_crds, kubectl, kubectl_apply, running_pods};
+use manifests::{deploy_dir, kubectl, lab_with, running_pods};
 use serde_json::Value;
-use tidepool_lab::{LabOptions, Scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_manifests_render_apply_and_run_in_the_lab() {
@@ -41,18 +40,7 @@ async fn the_manifests_render_apply_and_run_in_the_lab() {
         assert!(text.contains(&format!("kind: {kind}\n")), "missing {kind}");
     }
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let lab = tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir().join(format!("tidepool-deploy-{}", std::process::id())),
-        time_scale: 100.0,
-        seed: 1,
-        kubernetes: tidepool_lab::KubernetesMode::from_env(),
-    })
-    .await
-    .unwrap();
-    install_monitoring_crds(&lab);
-    kubectl_apply(&lab, text).await;
+    let lab = lab_with("deploy", text).await;
 
     let deployment = lab
         .kube

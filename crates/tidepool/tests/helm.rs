@@ -14,9 +14,8 @@ mod manifests;
 
 use std::process::Command;
 
-use manifests::{deploy_dir, install_monitoring_crds, kubectl_apply, running_pods};
+use manifests::{deploy_dir, lab_with, running_pods};
 use serde_json::Value;
-use tidepool_lab::{LabOptions, Scenario};
 
 fn helm(args: &[&str]) -> String {
     let helm = std::env::var("TIDEPOOL_HELM").unwrap_or_else(|_| "helm".into());
@@ -168,18 +167,7 @@ fn the_rendering_matches_deploy_and_keeps_secrets_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendering_applies_to_the_lab_and_runs() {
     let (text, _) = render(Some(ALL_ON));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let lab = tidepool_lab::start(LabOptions {
-        scenario: Scenario::default_home_lab().unwrap(),
-        state_dir: std::env::temp_dir().join(format!("tidepool-helm-{}", std::process::id())),
-        time_scale: 100.0,
-        seed: 1,
-        kubernetes: tidepool_lab::KubernetesMode::from_env(),
-    })
-    .await
-    .unwrap();
-    install_monitoring_crds(&lab);
-    kubectl_apply(&lab, text).await;
+    let lab = lab_with("helm", text).await;
     let running = running_pods(
         &lab,
         "tidepool-system",

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use tidepool_lab::RunningLab;
+use tidepool_lab::{LabOptions, RunningLab, Scenario};
 
 /// The kubectl to run (`KUBECTL`, as scripts/test.sh sets it).
 pub fn kubectl() -> String {
@@ -70,6 +70,24 @@ pub async fn kubectl_apply(lab: &RunningLab, text: String) {
         "{}",
         String::from_utf8_lossy(&applied.stderr)
     );
+}
+
+/// A default lab (its state directory named after `name`) with the
+/// monitoring CRDs installed and `manifests` applied by kubectl.
+pub async fn lab_with(name: &str, manifests: String) -> RunningLab {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let lab = tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: std::env::temp_dir().join(format!("tidepool-{name}-{}", std::process::id())),
+        time_scale: 100.0,
+        seed: 1,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
+    })
+    .await
+    .unwrap();
+    install_monitoring_crds(&lab);
+    kubectl_apply(&lab, manifests).await;
+    lab
 }
 
 /// How many pods matching `selector` in `namespace` run, once `want` do or
