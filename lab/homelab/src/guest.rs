@@ -61,6 +61,10 @@ struct Book {
     ip_of: HashMap<u32, IpAddr>,
     vmid_of: HashMap<IpAddr, u32>,
     node_of: HashMap<u32, String>,
+    /// Nodes whose kubelet cannot report Ready (a sickness a reboot does
+    /// not cure): they come back from a reboot NotReady, never flapping
+    /// Ready in between.
+    never_ready: std::collections::HashSet<String>,
 }
 
 /// The guest simulator; cheap to clone.
@@ -175,6 +179,16 @@ impl Guests {
         let book = self.book();
         let vmid = book.node_of.iter().find(|(_, n)| *n == node)?.0;
         book.ip_of.get(vmid).copied()
+    }
+
+    /// Keeps `node`'s kubelet from reporting Ready (or lets it again).
+    pub fn hold_not_ready(&self, node: &str, held: bool) {
+        let mut book = self.book();
+        if held {
+            book.never_ready.insert(node.to_owned());
+        } else {
+            book.never_ready.remove(node);
+        }
     }
 
     /// Runs the simulator until the emulators' event streams close.
@@ -392,7 +406,10 @@ impl Guests {
                 return;
             }
         }
-        let outcome = if existing.is_some() {
+        let held = self.book().never_ready.contains(&name);
+        let outcome = if existing.is_some() && held {
+            self.inner.kube.set_node_condition(&name, "Ready", "False")
+        } else if existing.is_some() {
             self.inner.kube.set_node_ready(&name, true)
         } else {
             self.inner.kube.register_node(&reg).map(|_| ())

@@ -128,6 +128,7 @@ impl Sickness {
             .ok_or_else(|| SicknessError::UnknownNode(node.to_owned()))?;
         if condition == "Ready" {
             self.talos.stop_service(ip, "kubelet");
+            self.guests.hold_not_ready(node, true);
         }
         self.ills()
             .insert(node.to_owned(), Illness { condition, cure });
@@ -152,6 +153,7 @@ impl Sickness {
 
     /// Cures `node` at once.
     pub fn heal(&self, node: &str) {
+        self.guests.hold_not_ready(node, false);
         if let Some(ill) = self.ills().remove(node) {
             let _ = self
                 .kube
