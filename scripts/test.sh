@@ -10,6 +10,9 @@
 #   kube-apiserver and friends, etcd, kwok, talosctl, helm, crane), linked
 #   into one directory passed as TIDEPOOL_UPSTREAM_BIN (TIDEPOOL_HELM for
 #   the chart tests);
+# - the release artifacts (scripts/release.sh: the static binary without
+#   the lab and the OCI image around it, from a dev-profile build), passed
+#   as TIDEPOOL_RELEASE_DIR;
 # then every test of the workspace, then the end-to-end scenario suites a
 # second time with the lab on the real control plane
 # (TIDEPOOL_LAB_KUBERNETES=upstream). Everything slow is cached outside the
@@ -30,6 +33,11 @@ while read -r name path; do
 done < <("$root/scripts/upstream.sh")
 export TIDEPOOL_UPSTREAM_BIN="$bin"
 export TIDEPOOL_HELM="$bin/helm"
+# The artifacts are checked from a dev-profile build (the optimised one
+# costs ~23 CPU-minutes more; `scripts/release.sh` alone builds that).
+export TIDEPOOL_RELEASE_PROFILE=${TIDEPOOL_RELEASE_PROFILE:-dev}
+TIDEPOOL_RELEASE_DIR=$("$root/scripts/release.sh")
+export TIDEPOOL_RELEASE_DIR
 
 if cargo nextest --version >/dev/null 2>&1; then
   run=(cargo nextest run --no-fail-fast)
