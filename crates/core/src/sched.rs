@@ -206,6 +206,8 @@ pub struct PodSpec {
     /// The pod's claim and generic ephemeral volumes, which may need an
     /// attachment.
     pub volumes: Arc<Vec<VolumeRef>>,
+    /// Whether the pod mounts an `emptyDir` (data that dies with the node).
+    pub local_storage: bool,
     /// Whether a DaemonSet owns the pod.
     pub daemon_set: bool,
     /// Whether the pod's annotations forbid voluntary disruption of its
