@@ -2,8 +2,7 @@
 //! of CSINodes, StorageClasses, PersistentVolumes, PersistentVolumeClaims
 //! and VolumeAttachments ([`StorageCaches`]), what the planner reads from
 //! them (the [`StorageCatalog`], each node's CSINode drivers, the
-//! attachments per node), and releasing a VolumeAttachment a deleted node
-//! left behind.
+//! attachments per node).
 //!
 //! The caches start on first use: only the controller and the capacity
 //! views need them.
@@ -13,13 +12,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::{CSINode, StorageClass, VolumeAttachment};
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::watcher;
-use serde_json::json;
 use tidepool_core::volumes::{ClaimFacts, CsiDrivers, StorageCatalog};
 
 use crate::cache::Cache;
-use crate::client::{ClusterClient, Deletion};
 use crate::error::ClusterError;
 
 /// The annotation that marks the default StorageClass.
@@ -35,7 +32,7 @@ pub struct StorageCaches {
     attachments: Cache<VolumeAttachment>,
 }
 
-/// A VolumeAttachment as the cleanup sees it.
+/// A VolumeAttachment as the planner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachmentView {
     /// Its name.
@@ -46,8 +43,6 @@ pub struct AttachmentView {
     pub attacher: String,
     /// The PersistentVolume it attaches, if named.
     pub volume: Option<String>,
-    /// Whether it carries finalizers.
-    pub has_finalizers: bool,
 }
 
 impl StorageCaches {
@@ -187,11 +182,6 @@ impl StorageCaches {
                 node: a.spec.node_name.clone(),
                 attacher: a.spec.attacher.clone(),
                 volume: a.spec.source.persistent_volume_name.clone(),
-                has_finalizers: a
-                    .metadata
-                    .finalizers
-                    .as_ref()
-                    .is_some_and(|f| !f.is_empty()),
             })
             .collect()
     }
@@ -208,43 +198,5 @@ impl StorageCaches {
             *out.entry(a.node).or_default() += 1;
         }
         out
-    }
-}
-
-impl ClusterClient {
-    fn attachment_api(&self) -> Api<VolumeAttachment> {
-        Api::all(self.client.clone())
-    }
-
-    /// Releases a VolumeAttachment a deleted node left behind: removes its
-    /// finalizers (the attacher that would remove them has no node to
-    /// detach from), then deletes it. One that is already gone is success.
-    ///
-    /// # Errors
-    /// Any API failure other than NotFound.
-    pub async fn release_attachment(&self, name: &str) -> Result<Deletion, ClusterError> {
-        let api = self.attachment_api();
-        let patch = json!({"metadata": {"finalizers": null}});
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Deletion::AlreadyGone),
-            Err(e) => {
-                return Err(ClusterError::api(
-                    format!("removing the finalizers of volumeattachment {name}"),
-                    e,
-                ));
-            }
-        }
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(Deletion::Deleted),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deletion::AlreadyGone),
-            Err(e) => Err(ClusterError::api(
-                format!("deleting volumeattachment {name}"),
-                e,
-            )),
-        }
     }
 }

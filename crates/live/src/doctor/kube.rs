@@ -68,7 +68,7 @@ const USES: &[(&str, &str, &str, &[&str], bool)] = &[
         "storage.k8s.io",
         "volumeattachments",
         "",
-        &["get", "list", "watch", "patch", "delete"],
+        &["get", "list", "watch"],
         false,
     ),
     (
