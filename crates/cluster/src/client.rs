@@ -109,6 +109,8 @@ pub struct ClusterClient {
     pods: Cache<CachedPod>,
     /// Started on first use: only the controller watches claims.
     pub(crate) claim_cache: Arc<OnceLock<Cache<crate::claim::WorkerClaim>>>,
+    /// Started on first use: the storage objects of the attach ceiling.
+    storage: Arc<OnceLock<crate::storage::StorageCaches>>,
 }
 
 impl std::fmt::Debug for ClusterClient {
@@ -161,7 +163,15 @@ impl ClusterClient {
             nodes,
             pods,
             claim_cache: Arc::new(OnceLock::new()),
+            storage: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The caches of CSINodes, StorageClasses, volumes, claims and
+    /// VolumeAttachments ([`crate::storage`]), started on first use.
+    pub fn storage(&self) -> &crate::storage::StorageCaches {
+        self.storage
+            .get_or_init(|| crate::storage::StorageCaches::start(&self.client))
     }
 
     /// The underlying kube-rs client.
@@ -490,7 +500,7 @@ mod tests {
         assert_eq!(one.node.as_deref(), Some("worker-1"));
         assert_eq!(one.spec.requests.cpu_milli, 100);
         assert_eq!(one.spec.requests.memory_bytes, 64 << 20);
-        assert_eq!(one.spec.block_volumes, 1);
+        assert_eq!(one.spec.volumes.len(), 1);
         assert!(one.spec.blocks_disruption());
         assert_eq!(one.spec.labels["app"], "web");
         // The two pods share one copy of what they have in common.

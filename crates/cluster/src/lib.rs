@@ -11,6 +11,8 @@
 //! - [`pool_records`]: each pool's durable record, a ConfigMap written
 //!   with a resourceVersion precondition;
 //! - [`nodes`]: what the node cache keeps of each node;
+//! - [`storage`]: the storage objects of the volume-attach ceiling
+//!   (CSINodes, classes, volumes, claims, VolumeAttachments);
 //! - [`error`]: the error type and its stable categories.
 //!
 //! The library enables no Kubernetes version feature of `k8s-openapi`; the
@@ -26,6 +28,7 @@ pub mod events;
 pub mod nodes;
 pub mod pods;
 pub mod pool_records;
+pub mod storage;
 
 pub use cache::Cache;
 pub use claim::{FINALIZER, WorkerClaim, WorkerClaimSpec};

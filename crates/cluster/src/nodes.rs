@@ -279,6 +279,8 @@ pub fn node_snapshot(node: &Node, pods: Vec<Arc<PodSpec>>) -> NodeSnapshot {
         requested,
         pod_count: u32::try_from(pods.len()).unwrap_or(u32::MAX),
         block_volumes,
+        // From the node's CSINode, which the observer reads beside it.
+        volume_limit: None,
         unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
         ready: is_ready(node),
         pods,

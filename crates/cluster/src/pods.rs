@@ -44,6 +44,7 @@ use tidepool_core::sched::{
     LabelSelector, Labels, NodeSelectorTerm, Operator, PodSpec, Requests, Requirement, Toleration,
     TolerationOperator, annotations_block_disruption,
 };
+use tidepool_core::volumes::VolumeRef;
 
 /// A pod's phase.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -230,8 +231,55 @@ struct WireResources {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireVolume {
-    persistent_volume_claim: Option<IgnoredAny>,
-    ephemeral: Option<IgnoredAny>,
+    #[serde(default)]
+    name: String,
+    persistent_volume_claim: Option<WireClaimSource>,
+    ephemeral: Option<WireEphemeral>,
+    empty_dir: Option<IgnoredAny>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireClaimSource {
+    #[serde(default)]
+    claim_name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEphemeral {
+    volume_claim_template: Option<WireClaimTemplate>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireClaimTemplate {
+    spec: Option<WireClaimTemplateSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireClaimTemplateSpec {
+    storage_class_name: Option<String>,
+}
+
+/// The claim and generic ephemeral volumes of a pod named `pod`.
+fn volume_refs(pod: &str, volumes: &[WireVolume]) -> Vec<VolumeRef> {
+    volumes
+        .iter()
+        .filter_map(|v| match (&v.persistent_volume_claim, &v.ephemeral) {
+            (Some(c), _) => Some(VolumeRef::Claim(c.claim_name.clone())),
+            (None, Some(e)) => Some(VolumeRef::Ephemeral {
+                claim: format!("{pod}-{}", v.name),
+                storage_class: e
+                    .volume_claim_template
+                    .as_ref()
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|s| s.storage_class_name.clone()),
+            }),
+            (None, None) => None,
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -460,6 +508,7 @@ pub struct PodInterner {
     terms: Interned<Vec<NodeSelectorTerm>>,
     tolerations: Interned<Vec<Toleration>>,
     selectors: Interned<Vec<LabelSelector>>,
+    volumes: Interned<Vec<VolumeRef>>,
     /// Interned values at the last sweep; the next sweep comes when the
     /// pools have doubled since.
     swept_at: usize,
@@ -472,6 +521,7 @@ impl PodInterner {
             + self.terms.len()
             + self.tolerations.len()
             + self.selectors.len()
+            + self.volumes.len()
     }
 
     fn sweep_if_due(&mut self) {
@@ -481,6 +531,7 @@ impl PodInterner {
             self.terms.sweep();
             self.tolerations.sweep();
             self.selectors.sweep();
+            self.volumes.sweep();
             self.swept_at = self.interned();
         }
     }
@@ -508,11 +559,9 @@ impl PodInterner {
         let tolerations = self
             .tolerations
             .get(Owned(spec.tolerations.iter().map(toleration).collect()));
-        let block_volumes = spec
-            .volumes
-            .iter()
-            .filter(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
-            .count();
+        let name = metadata.name.unwrap_or_default();
+        let volumes = self.volumes.get(Owned(volume_refs(&name, &spec.volumes)));
+        let local_storage = spec.volumes.iter().any(|v| v.empty_dir.is_some());
         let unschedulable = status.conditions.iter().find(|c| {
             c.type_ == "PodScheduled"
                 && c.status == "False"
@@ -520,14 +569,18 @@ impl PodInterner {
         });
         let view = PodSpec {
             namespace: self.string(metadata.namespace.unwrap_or_default()),
-            name: metadata.name.unwrap_or_default().into(),
+            name: name.into(),
             labels: self.map(extra.labels),
             requests,
             node_selector: self.map(spec.node_selector),
             affinity,
             tolerations,
             anti_affinity,
-            block_volumes: u32::try_from(block_volumes).unwrap_or(u32::MAX),
+            // Which volumes are attach-limited depends on the claims,
+            // volumes and classes: the observer resolves it.
+            block_volumes: 0,
+            volumes,
+            local_storage,
             daemon_set: extra.owner_references.iter().any(|o| o.kind == "DaemonSet"),
             do_not_disrupt: annotations_block_disruption(
                 extra
@@ -703,9 +756,10 @@ mod tests {
         );
         assert_eq!(p.spec.anti_affinity.len(), 1);
         assert_eq!(p.spec.anti_affinity[0].match_labels["app"], "web");
-        // Only the PVC attaches a disk: configMap, secret, projected and
-        // emptyDir volumes do not.
-        assert_eq!(p.spec.block_volumes, 1);
+        // Only the PVC may attach a disk: configMap, secret, projected and
+        // emptyDir volumes do not (the emptyDir is local storage).
+        assert_eq!(*p.spec.volumes, [VolumeRef::Claim("web-data".into())]);
+        assert!(p.spec.local_storage);
         assert!(!p.spec.daemon_set);
         assert!(!p.spec.blocks_disruption());
     }
@@ -746,14 +800,22 @@ mod tests {
     }
 
     #[test]
-    fn a_generic_ephemeral_volume_attaches_a_disk() {
+    fn a_generic_ephemeral_volume_names_its_claim_and_class() {
         let mut pod = full_pod(json!({}));
         pod["spec"]["volumes"].as_array_mut().unwrap().push(
             json!({"name": "cache", "ephemeral": {"volumeClaimTemplate": {
-                "spec": {"accessModes": ["ReadWriteOnce"],
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "proxmox",
                          "resources": {"requests": {"storage": "1Gi"}}}}}}),
         );
-        assert_eq!(project(pod).spec.block_volumes, 2);
+        let p = project(pod);
+        assert_eq!(p.spec.volumes.len(), 2);
+        assert_eq!(
+            p.spec.volumes[1],
+            VolumeRef::Ephemeral {
+                claim: format!("{}-cache", p.spec.name),
+                storage_class: Some("proxmox".into())
+            }
+        );
     }
 
     #[test]

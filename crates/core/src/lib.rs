@@ -25,6 +25,7 @@ pub mod safety;
 pub mod sched;
 pub mod ttl;
 pub mod view;
+pub mod volumes;
 
 pub use claim::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, VmIdentity};
 pub use config::{Config, ConfigError, ConfigErrors};

@@ -18,12 +18,10 @@ use crate::config::{Config, Pool, SizeEntry};
 use crate::conventions::{Taint, TaintEffect, WorkerFacts, node_metadata};
 use crate::pool::Resources;
 use crate::quantity::{format_bytes, format_millicores};
+use crate::volumes::{DEFAULT_ATTACH_LIMIT, VolumeRef};
 
 /// The label every node carries with its own name.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
-/// Block volumes one worker VM can attach with the proxmox-csi plugin
-/// (LUNs 1–29 minus one, spec §5).
-pub const MAX_BLOCK_VOLUMES: u32 = 28;
 /// Pod annotation (Karpenter) that forbids voluntary disruption.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// Pod annotation (Cluster Autoscaler) that forbids eviction when `"false"`.
@@ -201,8 +199,15 @@ pub struct PodSpec {
     /// Required pod anti-affinity on `kubernetes.io/hostname`: no pod of
     /// the same namespace matching any selector may share the node.
     pub anti_affinity: Arc<Vec<LabelSelector>>,
-    /// Block-mode (proxmox-csi) PVCs the pod mounts.
+    /// The distinct volumes of the attach-limited CSI driver the pod
+    /// mounts (see [`crate::volumes`]); the observer works them out from
+    /// [`Self::volumes`] and the cluster's claims, volumes and classes.
     pub block_volumes: u32,
+    /// The pod's claim and generic ephemeral volumes, which may need an
+    /// attachment.
+    pub volumes: Arc<Vec<VolumeRef>>,
+    /// Whether the pod mounts an `emptyDir` (data that dies with the node).
+    pub local_storage: bool,
     /// Whether a DaemonSet owns the pod.
     pub daemon_set: bool,
     /// Whether the pod's annotations forbid voluntary disruption of its
@@ -247,8 +252,13 @@ pub struct NodeSnapshot {
     pub requested: Requests,
     /// Number of pods bound to it.
     pub pod_count: u32,
-    /// Block volumes attached.
+    /// Volumes of the attach-limited driver attached (or in use by its
+    /// pods, whichever is more).
     pub block_volumes: u32,
+    /// How many volumes of the attach-limited driver it can attach: its
+    /// CSINode's count, else the provider's fallback; `None` reads as
+    /// [`DEFAULT_ATTACH_LIMIT`].
+    pub volume_limit: Option<u32>,
     /// Cordoned.
     pub unschedulable: bool,
     /// The Ready condition is true.
@@ -299,6 +309,10 @@ impl NodeSnapshot {
             requested: Requests::default(),
             pod_count: 0,
             block_volumes: 0,
+            volume_limit: config
+                .providers
+                .get(&pool.provider)
+                .map(|p| p.volumes.attach_limit),
             unschedulable: false,
             ready: true,
             pods: Vec::new(),
@@ -313,6 +327,16 @@ impl NodeSnapshot {
         if keep_pod {
             self.pods.push(Arc::new(pod.clone()));
         }
+    }
+
+    /// How many volumes of the attach-limited driver the node can attach.
+    pub fn attach_limit(&self) -> u32 {
+        self.volume_limit.unwrap_or(DEFAULT_ATTACH_LIMIT)
+    }
+
+    /// How many more volumes of the attach-limited driver it can attach.
+    pub fn volumes_left(&self) -> u32 {
+        self.attach_limit().saturating_sub(self.block_volumes)
     }
 
     /// Whether any bound pod that is not a DaemonSet pod remains.
@@ -520,12 +544,12 @@ pub fn fits_room(pod: &PodSpec, node: &NodeSnapshot) -> Result<(), Misfit> {
         room_for(name, *n, have, taken, |x| x.to_string())?;
     }
     if pod.block_volumes > 0
-        && node.block_volumes.saturating_add(pod.block_volumes) > MAX_BLOCK_VOLUMES
+        && node.block_volumes.saturating_add(pod.block_volumes) > node.attach_limit()
     {
         return Err(Misfit::BlockVolumes {
             attached: node.block_volumes,
             requested: pod.block_volumes,
-            cap: MAX_BLOCK_VOLUMES,
+            cap: node.attach_limit(),
         });
     }
     for selector in pod.anti_affinity.iter() {

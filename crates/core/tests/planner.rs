@@ -109,9 +109,27 @@ mod fits_table {
         n
     }
 
+    /// Its CSINode reports proxmox-csi with a count of 28.
     fn with_block_volumes(cfg: &Config) -> NodeSnapshot {
         let mut n = medium_burst(cfg);
         n.block_volumes = 27;
+        n.volume_limit = Some(28);
+        n
+    }
+
+    /// Its CSINode reports proxmox-csi with a count of 16 (the node label
+    /// lowered it).
+    fn with_a_lowered_attach_limit(cfg: &Config) -> NodeSnapshot {
+        let mut n = medium_burst(cfg);
+        n.block_volumes = 15;
+        n.volume_limit = Some(16);
+        n
+    }
+
+    /// No CSINode yet: the provider's fallback of 24.
+    fn new_worker_with_volumes(cfg: &Config) -> NodeSnapshot {
+        let mut n = medium_burst(cfg);
+        n.block_volumes = 23;
         n
     }
 
@@ -365,6 +383,28 @@ mod fits_table {
                 pod: gpu_on_burst,
                 node: medium_burst,
                 expect: Err("Insufficient nvidia.com/gpu (pod requests 1, 0 free)"),
+            },
+            Case {
+                name: "block_volumes_beyond_a_lowered_csinode_count_misfit",
+                pod: pvc.clone(),
+                node: with_a_lowered_attach_limit,
+                expect: Err(
+                    "node would exceed the block-volume attach cap of 16 (15 attached, pod needs 2)",
+                ),
+            },
+            Case {
+                name: "a_node_without_a_csinode_entry_has_the_providers_fallback",
+                pod: pvc.clone(),
+                node: new_worker_with_volumes,
+                expect: Err(
+                    "node would exceed the block-volume attach cap of 24 (23 attached, pod needs 2)",
+                ),
+            },
+            Case {
+                name: "one_volume_fits_the_last_slot_of_the_fallback",
+                pod: pvc_one.clone(),
+                node: new_worker_with_volumes,
+                expect: Ok(()),
             },
             Case {
                 name: "block_volumes_beyond_the_attach_cap_misfit",

@@ -6,7 +6,8 @@
 //! [`ClaimStore`](tidepool_controller::ClaimStore) and the pod
 //! [`Events`](tidepool_controller::ports::Events) ([`kube`]); Talos the
 //! workers' [`GuestOs`](tidepool_controller::ports::GuestOs) ([`guest`]). [`snapshot`]
-//! observes all three for the planner, and [`connect`] builds the whole
+//! observes all three for the planner (the volume-attach ceiling in
+//! [`volumes`]), and [`connect`] builds the whole
 //! stack from a configuration; [`doctor`] checks a setup read-only; [`dry_run`] has the adapters
 //! of `tidepool run --dry-run`.
 
@@ -19,6 +20,7 @@ pub mod kube;
 pub mod node_detail;
 pub mod pve;
 pub mod snapshot;
+pub mod volumes;
 
 pub use connect::{ConnectError, LiveExecutor, LiveOptions, LiveService, connect};
 pub use snapshot::LiveObserver;

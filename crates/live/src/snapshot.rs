@@ -38,6 +38,7 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
     let nodes = cluster.nodes().state();
     let pods = cluster.pods().state();
     let now = exec.now();
+    let attach = crate::volumes::AttachView::observe(cluster, &config).await?;
     let mut by_node: BTreeMap<&str, Vec<Arc<PodSpec>>> = BTreeMap::new();
     let mut pending = Vec::new();
     for pod in &pods {
@@ -45,15 +46,18 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
             continue;
         }
         match &pod.node {
-            Some(node) => by_node.entry(node).or_default().push(pod.spec.clone()),
+            Some(node) => by_node
+                .entry(node)
+                .or_default()
+                .push(attach.resolve(&pod.spec)),
             None if pod.unschedulable => pending.push(PendingPod {
-                pod: (*pod.spec).clone(),
+                pod: attach.resolve_owned((*pod.spec).clone()),
                 unschedulable_since: pod.unschedulable_since.unwrap_or(now),
             }),
             None => {}
         }
     }
-    let node_snaps: Vec<NodeSnapshot> = nodes
+    let mut node_snaps: Vec<NodeSnapshot> = nodes
         .iter()
         .map(|n| {
             let name = n.metadata.name.as_deref().unwrap_or_default();
@@ -84,6 +88,7 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
             }
         })
         .collect();
+    attach.limit_nodes(&mut node_snaps, &claims, &config);
     let (hosts, in_use) = exec.hypervisor().host_snapshots().await?;
     let vmids = config
         .providers
@@ -104,7 +109,7 @@ pub async fn plan_input(exec: &LiveExecutor) -> Result<PlanInput, ProviderError>
 
 /// The live stack as an [`Observe`]: plans from the watch-fed node and pod
 /// caches, the claims and the Proxmox hosts, and wakes on pod and node
-/// changes.
+/// changes (and on claims bound, volumes attached and CSINodes registered).
 #[derive(Clone)]
 pub struct LiveObserver(pub Arc<LiveExecutor>);
 
@@ -121,6 +126,8 @@ impl Observe for LiveObserver {
 
     fn changes(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
         let cluster = self.0.nodes().cluster();
-        vec![cluster.pods().changes(), cluster.nodes().changes()]
+        let mut changes = vec![cluster.pods().changes(), cluster.nodes().changes()];
+        changes.extend(cluster.storage().changes());
+        changes
     }
 }

@@ -170,7 +170,7 @@ async fn too_narrow_rbac_fails_the_rbac_check_naming_each_denied_verb() {
         "{HOME_LAB}
 kubernetes:
   rbacRules:
-    - {{apiGroups: [\"\", policy, tidepool.dev, events.k8s.io, coordination.k8s.io], resources: [nodes, pods, poddisruptionbudgets, workerclaims, workerclaims/status, events, leases, configmaps], verbs: [\"*\"]}}
+    - {{apiGroups: [\"\", policy, tidepool.dev, events.k8s.io, coordination.k8s.io, storage.k8s.io], resources: [nodes, pods, poddisruptionbudgets, workerclaims, workerclaims/status, events, leases, configmaps, persistentvolumes, persistentvolumeclaims, csinodes, storageclasses, volumeattachments], verbs: [\"*\"]}}
 "
     );
     only_failure(

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tidepool_lab_kube::controllers::nodes::{condition_wording, node_object};
+use tidepool_lab_kube::controllers::volumes::csi_node_object;
 use tidepool_lab_kube::{ApiError, KubeLab, NodeRegistration};
 use tidepool_lab_sim::SimClock;
 
@@ -215,7 +216,7 @@ impl LabKube {
     /// # Errors
     /// `AlreadyExists` when a node of that name exists.
     pub fn register_node(&self, registration: &NodeRegistration) -> Result<Value, ApiError> {
-        match self {
+        let node = match self {
             Self::Emulator(k) => k.register_node(registration),
             Self::Upstream(u, clock) => {
                 let now = tidepool_lab_kube::meta::format_time(clock.now());
@@ -224,7 +225,17 @@ impl LabKube {
                 node["metadata"]["annotations"]["node.alpha.kubernetes.io/ttl"] = json!("0");
                 blocking!(u, |c| c.create(node).await)
             }
+        }?;
+        // The proxmox-csi node plugin (a DaemonSet in a real cluster)
+        // registers its driver with the node's attach limit. One left from
+        // an earlier registration of the same name is kept.
+        match self.create(csi_node_object(&node)) {
+            Ok(_) | Err(ApiError { code: 409, .. }) => {}
+            Err(e) => {
+                tracing::warn!(node = %registration.name, error = %e, "CSINode not registered")
+            }
         }
+        Ok(node)
     }
 
     /// Sets the node's `Ready` condition: `true` → `True`; `false` →

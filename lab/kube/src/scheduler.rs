@@ -3,12 +3,16 @@
 //! required node affinity and taints/tolerations; marks the rest
 //! `PodScheduled=False, reason Unschedulable` with the real scheduler's
 //! message (`0/3 nodes are available: ...`). Also the `binding` subresource.
+//! CSI volumes count against each node's CSINode `allocatable.count`, as
+//! the `NodeVolumeLimits` plugin counts them ("node(s) exceed max volume
+//! count").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use crate::controllers::volumes::{ATTACHABLE_PREFIX, VolumeFacts};
 use crate::error::ApiError;
 use crate::meta;
 use crate::resources::ResKey;
@@ -224,7 +228,32 @@ pub fn usage_by_node(pods: &[Arc<Value>]) -> Usage {
     used
 }
 
-/// Why one node cannot take the pod, in the real scheduler's words.
+/// Adds the CSI volumes in use on each node (distinct volumes per driver,
+/// of pods not finished) to `used`.
+fn volume_usage(volumes: &VolumeFacts, pods: &[Arc<Value>], used: &mut Usage) {
+    let mut per_node: HashMap<&str, BTreeSet<(String, String)>> = HashMap::new();
+    for p in pods {
+        let Some(node) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        if matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        per_node
+            .entry(node)
+            .or_default()
+            .extend(volumes.pod_volumes(p));
+    }
+    for (node, set) in per_node {
+        let entry = used.entry(node.to_owned()).or_default();
+        for (driver, _) in set {
+            *entry
+                .entry(format!("{ATTACHABLE_PREFIX}{driver}"))
+                .or_default() += 1000;
+        }
+    }
+}
+
 /// What the scheduler needs of a node, computed once per pass.
 struct NodeInfo<'a> {
     node: &'a Value,
@@ -265,7 +294,8 @@ fn reject_reason(
     }
     let allocatable = &info.allocatable;
     for (resource, want) in wants {
-        if *want == 0 {
+        let volumes = resource.starts_with(ATTACHABLE_PREFIX);
+        if *want == 0 || (volumes && !allocatable.contains_key(resource)) {
             continue;
         }
         let have = allocatable.get(resource).copied().unwrap_or(0);
@@ -273,6 +303,8 @@ fn reject_reason(
         if in_use + want > have {
             return Some(if resource == "pods" {
                 "Too many pods".into()
+            } else if volumes {
+                "node(s) exceed max volume count".into()
             } else {
                 format!("Insufficient {resource}")
             });
@@ -383,17 +415,23 @@ pub fn reconcile(store: &Store) {
         return;
     }
     let (all_nodes, _) = store.list(&nodes(), "");
+    let volumes = VolumeFacts::read(store);
     let infos: Vec<NodeInfo<'_>> = all_nodes
         .iter()
-        .map(|n| NodeInfo {
-            node: n,
-            name: meta::name(n),
-            ready: meta::condition_true(n, "Ready"),
-            labels: labels_of(n),
-            allocatable: node_allocatable(n),
+        .map(|n| {
+            let mut allocatable = node_allocatable(n);
+            allocatable.extend(volumes.node_limits(meta::name(n)));
+            NodeInfo {
+                node: n,
+                name: meta::name(n),
+                ready: meta::condition_true(n, "Ready"),
+                labels: labels_of(n),
+                allocatable,
+            }
         })
         .collect();
     let mut used = usage_by_node(&all_pods);
+    volume_usage(&volumes, &all_pods, &mut used);
     let mut placed: HashMap<String, Vec<Value>> = HashMap::new();
     let inter_pod = pending.iter().any(|p| {
         let a = &p["spec"]["affinity"];
@@ -409,7 +447,8 @@ pub fn reconcile(store: &Store) {
     }
     let now = meta::format_time(store.clock().now());
     for pod in pending {
-        let wants = pod_requests(pod);
+        let mut wants = pod_requests(pod);
+        wants.extend(volumes.pod_wants(pod));
         match choose_node(pod, &wants, &infos, &used, &placed) {
             Ok(node) => {
                 let node_name = meta::name(node).to_owned();

@@ -163,6 +163,31 @@ pub struct ProxmoxProvider {
     pub resource_pool: Option<String>,
     /// Full clones (independent disks) rather than linked clones.
     pub full_clone: bool,
+    /// The attach-limited CSI driver of its VMs and its fallback limit.
+    pub volumes: VolumeAttach,
+}
+
+/// The block volumes a provider's VMs can attach (spec §5): the CSI driver
+/// whose volumes are attach-limited (proxmox-csi) and the limit assumed
+/// for a node whose CSINode does not report one yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeAttach {
+    /// The CSI driver's name (`csi.proxmox.sinextra.dev`).
+    #[serde(rename = "csiDriver")]
+    pub driver: String,
+    /// Volumes a node can attach when its CSINode says nothing (24, the
+    /// plugin's default).
+    pub attach_limit: u32,
+}
+
+impl Default for VolumeAttach {
+    fn default() -> Self {
+        Self {
+            driver: crate::volumes::PROXMOX_CSI_DRIVER.to_owned(),
+            attach_limit: crate::volumes::DEFAULT_ATTACH_LIMIT,
+        }
+    }
 }
 
 /// How new workers receive their configuration and join the cluster.
@@ -471,7 +496,16 @@ pub struct SizeEntry {
 }
 
 impl Config {
-    /// The pool called `name`.
+    /// The attach-limited CSI drivers of all providers (usually one,
+    /// proxmox-csi), whose volumes count against a node's attach limit.
+    pub fn attach_limited_drivers(&self) -> std::collections::BTreeSet<String> {
+        self.providers
+            .values()
+            .map(|p| p.volumes.driver.clone())
+            .collect()
+    }
+
+    /// The pool named `name`.
     pub fn pool(&self, name: &str) -> Option<&Pool> {
         self.pools.iter().find(|p| p.name == name)
     }

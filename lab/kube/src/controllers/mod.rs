@@ -1,12 +1,13 @@
 //! The controller manager inside the emulator: one task that, whenever
 //! something changed (debounced) or a simulated delay is due, runs the node
-//! lifecycle, workload, scheduling, kubelet, disruption and garbage
-//! collection passes in that order.
+//! lifecycle, workload, volume, scheduling, kubelet, disruption and
+//! garbage collection passes in that order.
 
 pub mod disruption;
 pub mod gc;
 pub mod kubelet;
 pub mod nodes;
+pub mod volumes;
 pub mod workloads;
 
 use std::sync::Weak;
@@ -31,7 +32,9 @@ pub async fn run(shared: Weak<Shared>) {
             workloads::reconcile_deployments(store);
             workloads::reconcile_replicasets(store);
             workloads::reconcile_daemonsets(store);
+            volumes::reconcile(store);
             scheduler::reconcile(store);
+            volumes::reconcile(store);
             let due = kubelets.reconcile(store, &lab.faults, &lab.options.kubelet_timings());
             disruption::reconcile(store);
             gc::reconcile(store);

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::config::reader::{Errors, Obj, Spanned, boolean, number, string, uint, uint32};
 use crate::config::yaml::{Node, Value};
-use crate::config::{ProxmoxProvider, TlsVerify};
+use crate::config::{ProxmoxProvider, TlsVerify, VolumeAttach};
+use crate::volumes::HARD_ATTACH_LIMIT;
 
 use super::fields::{named_entries, unique_strings};
 use super::secrets::{inline_secret, secret_ref};
@@ -92,6 +93,10 @@ fn provider(name: &str, node: &Node, path: &str, errs: &mut Errors) -> Option<Pr
         .get("fullClone")
         .and_then(|(n, p)| boolean(n, &p, errs))
         .unwrap_or(true);
+    let volumes = match obj.get("volumes") {
+        Some((n, p)) => volume_attach(n, &p, errs),
+        None => Some(VolumeAttach::default()),
+    };
     obj.finish_with(errs, |key| {
         matches!(
             key,
@@ -114,6 +119,42 @@ fn provider(name: &str, node: &Node, path: &str, errs: &mut Errors) -> Option<Pr
         storage,
         resource_pool,
         full_clone,
+        volumes: volumes?,
+    })
+}
+
+/// The `volumes` section: the attach-limited CSI driver and the limit
+/// assumed for a node whose CSINode does not report one yet (1 to 30, the
+/// most proxmox-csi ever advertises).
+fn volume_attach(n: &Node, p: &str, errs: &mut Errors) -> Option<VolumeAttach> {
+    let mut obj = Obj::new(n, p, errs)?;
+    let defaults = VolumeAttach::default();
+    let driver = obj
+        .get("csiDriver")
+        .and_then(|(n, p)| string(n, &p, errs))
+        .map_or(defaults.driver, |v| v.value);
+    let limit = match obj.get("attachLimit") {
+        Some((n, p)) => {
+            let v = uint32(n, &p, errs)?;
+            if !(1..=HARD_ATTACH_LIMIT).contains(&v.value) {
+                errs.at(
+                    &v.path,
+                    v.mark,
+                    format!(
+                        "attachLimit {} is outside 1-{HARD_ATTACH_LIMIT} (a VM has 30 SCSI slots)",
+                        v.value
+                    ),
+                );
+                return None;
+            }
+            v.value
+        }
+        None => defaults.attach_limit,
+    };
+    obj.finish(errs);
+    Some(VolumeAttach {
+        driver,
+        attach_limit: limit,
     })
 }
 

@@ -34,7 +34,8 @@ use what_if::{add_one, remove_one};
 
 pub use types::{
     AddOne, CapacityReport, ClusterCapacity, HostCapacity, HostFit, HostRoom, LimitsLeft,
-    PoolCapacity, ProviderCapacity, Refusal, RemoveOne, SizeFit, VmNeeds, WhatIf,
+    NodeVolumes, PoolCapacity, ProviderCapacity, Refusal, RemoveOne, SizeFit, VmNeeds, VolumeRoom,
+    WhatIf,
 };
 
 const MIB: u64 = 1 << 20;
@@ -86,12 +87,23 @@ pub fn report(input: &PlanInput) -> CapacityReport {
         pools.push(pool_capacity(input, &ctx, &figures, &mut what_if));
     }
 
+    let volumes = node_volumes(input);
+    for pool in &mut pools {
+        for n in volumes
+            .iter()
+            .filter(|n| n.pool.as_ref() == Some(&pool.name))
+        {
+            pool.volumes.attached += n.room.attached;
+            pool.volumes.left += n.room.left;
+        }
+    }
     CapacityReport {
         at: input.now.to_string(),
         hosts,
         providers,
         cluster,
         pools,
+        volumes,
         what_if,
     }
 }
@@ -178,7 +190,31 @@ fn pool_capacity(
         provider: pool.provider.clone(),
         limits: limits_left(pool, f.usage, ctx.in_flight),
         sizes,
+        volumes: VolumeRoom::default(),
     }
+}
+
+/// The volume-attach room of every Ready, schedulable node, with the pool
+/// of the worker it is.
+fn node_volumes(input: &PlanInput) -> Vec<NodeVolumes> {
+    input
+        .nodes
+        .iter()
+        .filter(|n| n.ready && !n.unschedulable)
+        .map(|n| NodeVolumes {
+            node: n.name.clone(),
+            pool: input
+                .claims
+                .iter()
+                .find(|c| c.name == n.name)
+                .map(|c| c.pool.clone()),
+            limit: n.attach_limit(),
+            room: VolumeRoom {
+                attached: u64::from(n.block_volumes),
+                left: u64::from(n.volumes_left()),
+            },
+        })
+        .collect()
 }
 
 /// A pool with what every figure of it needs.
@@ -203,8 +239,7 @@ fn cluster(input: &PlanInput) -> ClusterCapacity {
         out.requested_cpu_milli += n.requested.cpu_milli;
         out.requested_memory_mib += n.requested.memory_bytes / MIB;
         out.block_volumes += u64::from(n.block_volumes);
-        out.block_volumes_left +=
-            u64::from(crate::sched::MAX_BLOCK_VOLUMES.saturating_sub(n.block_volumes));
+        out.block_volumes_left += u64::from(n.volumes_left());
     }
     let on_the_way = input
         .claims
@@ -595,18 +630,36 @@ mod tests {
         assert_eq!(remove.cluster_after.cpu_milli, 7800);
         // Its pod must land elsewhere: still requested.
         assert_eq!(remove.cluster_after.requested_cpu_milli, 1500);
-        // Three pods with two volumes each on two nodes of 28 slots; after
-        // the removal the pod's two volumes attach to the other node.
+        // Three pods with two volumes each on two nodes of 24 slots (the
+        // provider's fallback: no CSINode says otherwise); after the
+        // removal the pod's two volumes attach to the other node.
         assert_eq!(
             (r.cluster.block_volumes, r.cluster.block_volumes_left),
-            (6, 50)
+            (6, 42)
+        );
+        let per_node: Vec<_> = r
+            .volumes
+            .iter()
+            .map(|n| (n.node.as_str(), n.limit, n.room.attached, n.room.left))
+            .collect();
+        assert_eq!(
+            per_node,
+            [("permanent-a", 24, 4, 20), ("permanent-b", 24, 2, 22)]
+        );
+        let permanent = r.pools.iter().find(|p| p.name == "permanent").unwrap();
+        assert_eq!(
+            permanent.volumes,
+            VolumeRoom {
+                attached: 6,
+                left: 42
+            }
         );
         assert_eq!(
             (
                 remove.cluster_after.block_volumes,
                 remove.cluster_after.block_volumes_left
             ),
-            (6, 22)
+            (6, 18)
         );
         assert_eq!(remove.limits_after.nodes, 1);
         // 28672 + 16896 = 45568 MiB: 2 medium VMs by memory, 5 by maxNodes.

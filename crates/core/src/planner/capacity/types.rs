@@ -30,6 +30,8 @@ pub struct CapacityReport {
     pub cluster: ClusterCapacity,
     /// Every pool, in configuration order.
     pub pools: Vec<PoolCapacity>,
+    /// Every Ready, schedulable node's volume-attach room.
+    pub volumes: Vec<NodeVolumes>,
     /// What one worker more or less would change.
     pub what_if: WhatIf,
 }
@@ -103,10 +105,11 @@ pub struct ClusterCapacity {
     pub requested_cpu_milli: u64,
     /// Memory requested by the pods on them, MiB.
     pub requested_memory_mib: u64,
-    /// Block volumes (PVCs) attached to them.
+    /// Volumes of the attach-limited driver (proxmox-csi) attached to them.
     pub block_volumes: u64,
-    /// Block volumes they can still attach: per node, the proxmox-csi cap
-    /// of 28 less what is attached.
+    /// Volumes of that driver they can still attach: per node, its attach
+    /// limit (CSINode count or the provider's fallback) less what is
+    /// attached.
     pub block_volumes_left: u64,
     /// Tidepool workers on their way (claimed, node not Ready yet), not
     /// counted above.
@@ -127,6 +130,34 @@ pub struct PoolCapacity {
     pub limits: LimitsLeft,
     /// Per size the pool offers, in configuration order.
     pub sizes: Vec<SizeFit>,
+    /// Volumes of the attach-limited driver on its Ready workers.
+    pub volumes: VolumeRoom,
+}
+
+/// Volumes of the attach-limited CSI driver (proxmox-csi) on one node or
+/// summed over a pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
+pub struct VolumeRoom {
+    /// Attached (or in use by its pods, whichever is more).
+    pub attached: u64,
+    /// How many more it can attach.
+    pub left: u64,
+}
+
+/// One Ready node's attach limit and what is left of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
+pub struct NodeVolumes {
+    /// Node name.
+    pub node: String,
+    /// The pool of the Tidepool worker it is, if it is one.
+    pub pool: Option<String>,
+    /// Its attach limit: the CSINode's count, else the provider's fallback.
+    pub limit: u32,
+    /// Attached and left.
+    #[serde(flatten)]
+    pub room: VolumeRoom,
 }
 
 /// A pool's limits, what it uses (counting workers on their way) and what

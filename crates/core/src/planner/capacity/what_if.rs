@@ -8,7 +8,7 @@ use crate::planner::hosts::{Headroom, VmCost};
 use crate::planner::usage::{Refused, admit, limit_code, no_vmid};
 use crate::planner::{ClaimState, PlanInput};
 use crate::pool::{PoolKind, PoolUsage};
-use crate::sched::{MAX_BLOCK_VOLUMES, NodeSnapshot};
+use crate::sched::NodeSnapshot;
 
 use super::fit::size_fit;
 use super::types::{AddOne, ClusterCapacity, HostRoom, Refusal, RemoveOne};
@@ -153,7 +153,7 @@ fn cluster_without(cluster: &ClusterCapacity, node: Option<&NodeSnapshot>) -> Cl
     // its DaemonSet pods' volumes go too.
     after.block_volumes_left = after
         .block_volumes_left
-        .saturating_sub(u64::from(MAX_BLOCK_VOLUMES));
+        .saturating_sub(u64::from(n.attach_limit()));
     for p in n.pods.iter().filter(|p| p.daemon_set) {
         after.block_volumes = after
             .block_volumes
