@@ -173,19 +173,7 @@ pub async fn start(setup: Setup) -> Live {
     (setup.config)(&mut config);
     let config = Arc::new(config);
     let exec = Arc::new(connect(config.clone(), &live_options(&lab)).await.unwrap());
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let controller = tokio::spawn(run(
-        exec.clone(),
-        RunOptions {
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
-            autoscale: true,
-        },
-        stop_rx,
-        Some(bound_tx),
-    ));
-    let metrics_addr = bound_rx.await.unwrap();
+    let (stop, controller, metrics_addr) = spawn_controller(exec.clone()).await;
     Live {
         lab,
         exec,
@@ -197,7 +185,49 @@ pub async fn start(setup: Setup) -> Live {
     }
 }
 
+/// A controller process over `exec`: its stop switch, its task and
+/// where it serves `/metrics`.
+async fn spawn_controller(
+    exec: Arc<LiveExecutor>,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), tidepool_runtime::RunError>>,
+    SocketAddr,
+) {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let controller = tokio::spawn(run(
+        exec,
+        RunOptions {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            lease: None,
+            autoscale: true,
+        },
+        stop_rx,
+        Some(bound_tx),
+    ));
+    (stop, controller, bound_rx.await.unwrap())
+}
+
 impl Live {
+    /// Stops the controller and starts a new one, as a restarted process:
+    /// a fresh executor (new caches, nothing remembered in memory) against
+    /// the same lab.
+    pub async fn restart_controller(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.controller).await;
+        let exec = Arc::new(
+            connect(self.config.clone(), &live_options(&self.lab))
+                .await
+                .unwrap(),
+        );
+        let (stop, controller, metrics_addr) = spawn_controller(exec.clone()).await;
+        self.exec = exec;
+        self.stop = stop;
+        self.controller = controller;
+        self.metrics_addr = metrics_addr;
+    }
+
     /// The service layer over the controller's executor (what the CLI and
     /// MCP server use).
     pub fn service(
