@@ -23,6 +23,7 @@
 //! wiping the ephemeral partition, is in [`act`].
 
 pub mod act;
+mod report;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
