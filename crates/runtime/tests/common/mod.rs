@@ -69,6 +69,9 @@ pub struct Setup {
     pub yaml: fn(String) -> String,
     /// Adjusts the loaded configuration (TTLs, timeouts the test shortens).
     pub config: fn(&mut Config),
+    /// Whether the controller elects itself leader through the Lease (for
+    /// tests that fail over to a second controller).
+    pub lease: bool,
 }
 
 impl Setup {
@@ -81,6 +84,7 @@ impl Setup {
             seed: 4,
             yaml: |y| y,
             config: |_| {},
+            lease: false,
         }
     }
 }
@@ -147,6 +151,19 @@ pub struct Live {
     stop: tokio::sync::watch::Sender<bool>,
     controller: tokio::task::JoinHandle<Result<(), tidepool_runtime::RunError>>,
     started: std::time::Instant,
+    /// Controllers that led through the Lease so far (0: no election).
+    leaders: u32,
+}
+
+/// The Lease the controllers of a test elect their leader with; the
+/// `n`th controller's identity.
+fn lease(n: u32) -> tidepool_runtime::leader::LeaseConfig {
+    tidepool_runtime::leader::LeaseConfig {
+        namespace: "tidepool-system".into(),
+        name: "tidepool-controller".into(),
+        identity: format!("controller-{n}"),
+        duration: Duration::from_secs(2),
+    }
 }
 
 /// Starts the lab and a controller with `autoscale: true` and no leader
@@ -173,7 +190,9 @@ pub async fn start(setup: Setup) -> Live {
     (setup.config)(&mut config);
     let config = Arc::new(config);
     let exec = Arc::new(connect(config.clone(), &live_options(&lab)).await.unwrap());
-    let (stop, controller, metrics_addr) = spawn_controller(exec.clone()).await;
+    let leaders = u32::from(setup.lease);
+    let (stop, controller, metrics_addr) =
+        spawn_controller(exec.clone(), setup.lease.then(|| lease(1))).await;
     Live {
         lab,
         exec,
@@ -182,6 +201,7 @@ pub async fn start(setup: Setup) -> Live {
         stop,
         controller,
         started,
+        leaders,
     }
 }
 
@@ -189,6 +209,7 @@ pub async fn start(setup: Setup) -> Live {
 /// where it serves `/metrics`.
 async fn spawn_controller(
     exec: Arc<LiveExecutor>,
+    lease: Option<tidepool_runtime::leader::LeaseConfig>,
 ) -> (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<Result<(), tidepool_runtime::RunError>>,
@@ -200,7 +221,7 @@ async fn spawn_controller(
         exec,
         RunOptions {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
+            lease,
             autoscale: true,
         },
         stop_rx,
@@ -221,11 +242,52 @@ impl Live {
                 .await
                 .unwrap(),
         );
-        let (stop, controller, metrics_addr) = spawn_controller(exec.clone()).await;
+        let (stop, controller, metrics_addr) = spawn_controller(exec.clone(), None).await;
         self.exec = exec;
         self.stop = stop;
         self.controller = controller;
         self.metrics_addr = metrics_addr;
+    }
+
+    /// Fails over to a standby, as a second replica takes over: a new
+    /// controller (a fresh executor, nothing in memory) starts as a
+    /// candidate for the Lease, the leader stops, and the standby takes
+    /// the Lease and leads. Needs a [`Setup`] with `lease`.
+    pub async fn fail_over(&mut self) {
+        assert!(
+            self.leaders > 0,
+            "fail_over needs a Setup with `lease: true`"
+        );
+        let next = self.leaders + 1;
+        let exec = Arc::new(
+            connect(self.config.clone(), &live_options(&self.lab))
+                .await
+                .unwrap(),
+        );
+        let (stop, controller, metrics_addr) =
+            spawn_controller(exec.clone(), Some(lease(next))).await;
+        let _ = self.stop.send(true);
+        let _ = (&mut self.controller).await;
+        let identity = format!("controller-{next}");
+        let took = eventually(Duration::from_secs(20), || {
+            self.lab
+                .kube
+                .get(
+                    "coordination.k8s.io/v1",
+                    "Lease",
+                    "tidepool-system",
+                    "tidepool-controller",
+                )
+                .ok()
+                .is_some_and(|l| l["spec"]["holderIdentity"] == identity.as_str())
+        })
+        .await;
+        assert!(took, "the standby took the Lease");
+        self.exec = exec;
+        self.stop = stop;
+        self.controller = controller;
+        self.metrics_addr = metrics_addr;
+        self.leaders = next;
     }
 
     /// The service layer over the controller's executor (what the CLI and
