@@ -309,6 +309,13 @@ pub trait Nodes: Send + Sync {
     /// (`reason` is one CamelCase word). Best effort: a failure is logged,
     /// never returned, since the work it reports is already done.
     fn announce(&self, name: &str, reason: &str, message: &str) -> impl Future<Output = ()> + Send;
+    /// Records a Warning Event on the node: something is wrong, or a
+    /// repair failed or needs a person. Best effort like
+    /// [`Nodes::announce`], which it falls back to where an adapter knows
+    /// only one type.
+    fn warn(&self, name: &str, reason: &str, message: &str) -> impl Future<Output = ()> + Send {
+        self.announce(name, reason, message)
+    }
 }
 
 /// One service of a worker's operating system, as its API reports it.

@@ -94,6 +94,9 @@ pub struct World {
     pub audit: Vec<(String, crate::ports::AuditEntry)>,
     /// Events recorded on nodes: node, reason, message.
     pub node_events: Vec<(String, String, String)>,
+    /// The reasons of the node Events that were Warnings (each also in
+    /// `node_events`).
+    pub node_warnings: Vec<String>,
     /// Events recorded on pods: `namespace/name`, reason, message.
     pub pod_events: Vec<(String, String, String)>,
     /// What [`Observe`] answers; an observation error while unset.
@@ -576,6 +579,11 @@ impl Nodes for Fake {
         self.world()
             .node_events
             .push((name.to_owned(), reason.to_owned(), message.to_owned()));
+    }
+
+    async fn warn(&self, name: &str, reason: &str, message: &str) {
+        self.announce(name, reason, message).await;
+        self.world().node_warnings.push(reason.to_owned());
     }
 }
 

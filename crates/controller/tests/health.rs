@@ -324,3 +324,80 @@ async fn a_failover_in_the_middle_of_a_window_keeps_it_and_does_not_repeat_the_r
         "the next level, on time"
     );
 }
+
+#[tokio::test]
+async fn problems_failed_repairs_and_escalations_are_warnings_the_rest_normal() {
+    let w = world(example_with(|_| {}));
+    let names = w.workers("permanent", 1).await;
+    let sick = &names[0];
+    w.falls_ill(sick, Problem::NotReady);
+    w.fake.inject(
+        "restart_service",
+        tidepool_controller::ports::ProviderError::new(
+            tidepool_controller::ports::ProviderErrorKind::Transient,
+            "the machine does not answer",
+        ),
+    );
+    // Restart fails at 5, is tried again after the backoff and works;
+    // reboot at 10 does nothing; replace is not allowed: escalated.
+    w.pass_minutes(25).await;
+    let reasons: Vec<String> = w
+        .fake
+        .world()
+        .node_events
+        .iter()
+        .filter(|(n, r, _)| n == sick && r != "WorkerReady")
+        .map(|(_, r, _)| r.clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "HealthProblem",
+            "RepairStarted",
+            "RepairFailed",
+            "RepairStarted",
+            "RepairDone",
+            "RepairStarted",
+            "RepairDone",
+            "RepairEscalated"
+        ],
+        "every window opened and every action with its result"
+    );
+    assert_eq!(
+        w.fake.world().node_warnings,
+        ["HealthProblem", "RepairFailed", "RepairEscalated"]
+    );
+}
+
+#[tokio::test]
+async fn a_node_flapping_ready_between_repairs_still_climbs_to_replace() {
+    let w = world(example_with(|_| {}));
+    let names = w.workers("burst", 1).await;
+    let sick = &names[0];
+    // Each repair cures the node for a moment, then it is NotReady again.
+    w.falls_ill(sick, Problem::NotReady);
+    let mut seen = 0;
+    for _ in 0..25 {
+        w.pass_minutes(1).await;
+        let ops = w.fake.guest_ops_of(sick);
+        if ops.len() > seen {
+            seen = ops.len();
+            w.pass().await;
+            assert!(!w.health(sick).unhealthy(), "cured for a moment");
+            w.falls_ill(sick, Problem::NotReady);
+        }
+        let heal = match seen {
+            0 => "restart kubelet",
+            _ => "reboot",
+        };
+        w.healed_by(sick, heal);
+    }
+    assert_eq!(w.fake.guest_ops_of(sick), ["restart kubelet", "reboot"]);
+    assert_eq!(
+        w.fake.world().claims[sick].spec.intent,
+        Intent::Remove { force: true },
+        "replaced after 20 min of one flapping window\n{:?}",
+        w.health(sick)
+    );
+    assert_eq!(w.events(sick, "HealthProblemBack").len(), 2);
+}

@@ -624,3 +624,29 @@ fn the_mcp_section_reads_tokens_by_reference_and_checks_every_field() {
         "{all:?}"
     );
 }
+
+#[test]
+fn windows_of_days_and_weeks_are_accepted_as_the_runbook_writes_them() {
+    let doc = edit(
+        "    limits: {maxNodes: 5}\n",
+        "    limits: {maxNodes: 5}
+    idleTimeout: 30d
+    scaleUp:
+      pendingFor: 1d
+      cpuPressure: {threshold: 0.8, for: 7d}
+      memoryPressure: {for: 2w}
+    scaleDown: {interval: 7d}
+",
+    );
+    let cfg = config::load(&doc).unwrap();
+    let pool = cfg.pool("burst").unwrap();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(pool.idle_timeout, Some(day * 30));
+    assert_eq!(pool.scale_up.pending_for, day);
+    assert_eq!(pool.scale_up.cpu_pressure.unwrap().for_duration, day * 7);
+    assert_eq!(
+        pool.scale_up.memory_pressure.unwrap().for_duration,
+        day * 14
+    );
+    assert_eq!(pool.scale_down.interval, day * 7);
+}

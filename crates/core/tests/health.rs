@@ -440,7 +440,151 @@ mod windows {
         let t = r.observe(&observed(&[], Some(0)), &p, at(6));
         assert_eq!(t.closed, vec![Problem::NotReady]);
         assert!(!r.unhealthy());
+        // The escalation stands while the problem may still come back...
+        assert_eq!(r.escalated_at, Some(at(5)));
+        // ...and is forgotten once it stayed away for the recovery time.
+        let t = r.observe(&observed(&[], Some(0)), &p, at(12));
+        assert!(t.closed.is_empty() && t.opened.is_empty());
         assert_eq!(r.escalated_at, None);
+        assert!(r.recently_cleared.is_empty());
+    }
+
+    /// One flap table row: the problem's observations (minute, present),
+    /// and what the window looks like after the last one.
+    struct Flap {
+        name: &'static str,
+        seen: &'static [(i64, bool)],
+        /// The window's start after the last observation (None: closed).
+        since: Option<i64>,
+        /// Whether the last observation resumed an old window.
+        resumed: bool,
+    }
+
+    #[test]
+    fn a_problem_back_within_the_recovery_time_keeps_its_window() {
+        // The default recovery time is 5 minutes.
+        let rows = [
+            Flap {
+                name: "back one minute after clearing: the old window goes on",
+                seen: &[(0, true), (6, false), (7, true)],
+                since: Some(0),
+                resumed: true,
+            },
+            Flap {
+                name: "back exactly at the recovery time: still the old window",
+                seen: &[(0, true), (6, false), (11, true)],
+                since: Some(0),
+                resumed: true,
+            },
+            Flap {
+                name: "back after the recovery time: a new window",
+                seen: &[(0, true), (6, false), (12, true)],
+                since: Some(12),
+                resumed: false,
+            },
+            Flap {
+                name: "flapping again and again never restarts the window",
+                seen: &[
+                    (0, true),
+                    (4, false),
+                    (5, true),
+                    (9, false),
+                    (10, true),
+                    (14, false),
+                    (15, true),
+                ],
+                since: Some(0),
+                resumed: true,
+            },
+            Flap {
+                name: "cleared and seen healthy past the recovery time: forgotten",
+                seen: &[(0, true), (6, false), (12, false), (13, true)],
+                since: Some(13),
+                resumed: false,
+            },
+            Flap {
+                name: "cleared: no window",
+                seen: &[(0, true), (6, false)],
+                since: None,
+                resumed: false,
+            },
+        ];
+        let p = RepairPolicy::default();
+        for row in rows {
+            let mut r = HealthRecord::default();
+            let mut last = None;
+            for &(m, present) in row.seen {
+                let conditions: &[(Problem, i64)] = if present {
+                    &[(Problem::NotReady, m)]
+                } else {
+                    &[]
+                };
+                last = Some(r.observe(&observed(conditions, Some(0)), &p, at(m)));
+            }
+            let t = last.unwrap();
+            assert_eq!(
+                r.problems.get(&Problem::NotReady).copied(),
+                row.since.map(at),
+                "{}",
+                row.name
+            );
+            assert_eq!(
+                t.resumed == [Problem::NotReady],
+                row.resumed,
+                "{}",
+                row.name
+            );
+            assert!(
+                !(row.resumed && t.opened.contains(&Problem::NotReady)),
+                "{}: a resumed window is not a new one",
+                row.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_flapping_ready_between_repairs_climbs_the_ladder_to_replace() {
+        // NotReady from minute 0; each repair cures it for a minute only.
+        let p = RepairPolicy {
+            replace: true,
+            ..RepairPolicy::default()
+        };
+        let mut r = HealthRecord::default();
+        let sick = |m| observed(&[(Problem::NotReady, m)], Some(0));
+        let well = observed(&[], Some(0));
+        r.observe(&sick(0), &p, at(0));
+        let mut taken = Vec::new();
+        for m in 0..40 {
+            let now = at(m);
+            // Healthy for the minute after each repair, sick again after.
+            let just_repaired = r
+                .last_repair
+                .as_ref()
+                .and_then(|l| l.finished_at)
+                .is_some_and(|f| now.duration_since(f) < SignedDuration::from_mins(2));
+            let seen = if just_repaired { well.clone() } else { sick(m) };
+            r.observe(&seen, &p, now);
+            if let Some(n) = next(&r, &p, PoolKind::Burst, false, now).filter(|n| n.due(now)) {
+                taken.push((n.action, m));
+                if n.action == Action::Replace {
+                    // The worker goes.
+                    break;
+                }
+                r.start(n.action, n.problem, now);
+                r.finish(Outcome::Done, None, now);
+            }
+        }
+        let actions: Vec<Action> = taken.iter().map(|(a, _)| *a).collect();
+        assert_eq!(
+            actions,
+            [Action::RestartKubelet, Action::Reboot, Action::Replace],
+            "{taken:?}"
+        );
+        assert_eq!(
+            r.problems[&Problem::NotReady],
+            at(0),
+            "one window all along"
+        );
     }
 
     #[test]

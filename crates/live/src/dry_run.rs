@@ -286,6 +286,13 @@ impl Nodes for DryRun {
             .announce(name, reason, &format!("[dry run] {message}"))
             .await;
     }
+
+    async fn warn(&self, name: &str, reason: &str, message: &str) {
+        self.live()
+            .nodes()
+            .warn(name, reason, &format!("[dry run] {message}"))
+            .await;
+    }
 }
 
 impl PoolRecords for DryRun {

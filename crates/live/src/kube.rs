@@ -294,6 +294,25 @@ impl Nodes for KubeCluster {
     }
 
     async fn announce(&self, name: &str, reason: &str, message: &str) {
+        self.node_event(name, tidepool_cluster::EventType::Normal, reason, message)
+            .await;
+    }
+
+    async fn warn(&self, name: &str, reason: &str, message: &str) {
+        self.node_event(name, tidepool_cluster::EventType::Warning, reason, message)
+            .await;
+    }
+}
+
+impl KubeCluster {
+    /// Records an Event of `event_type` on the node `name`, best effort.
+    async fn node_event(
+        &self,
+        name: &str,
+        event_type: tidepool_cluster::EventType,
+        reason: &str,
+        message: &str,
+    ) {
         let target = tidepool_cluster::EventTarget {
             api_version: "v1".into(),
             kind: "Node".into(),
@@ -302,7 +321,7 @@ impl Nodes for KubeCluster {
             uid: None,
         };
         let record = tidepool_cluster::EventRecord {
-            event_type: tidepool_cluster::EventType::Normal,
+            event_type,
             reason,
             action: reason,
             message,

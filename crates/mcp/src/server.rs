@@ -1,8 +1,8 @@
-//! The MCP server: eleven tools over the controller's service layer —
-//! eight that list and change workers (cordon and uncordon among them),
-//! `scale_up`, the emergency request, and two read-only ones
-//! (`capacity_report`, `plan_scaling`); the last three need an observer of
-//! the live cluster. A new tool is one more method in the `#[tool_router]`
+//! The MCP server: its tools over the controller's service layer — those
+//! that list and change workers (cordon and uncordon among them, and the
+//! read-only `get_worker_health`), `scale_up`, the emergency request, and
+//! two read-only ones (`capacity_report`, `plan_scaling`); the last three
+//! need an observer of the live cluster. A new tool is one more method in the `#[tool_router]`
 //! block below and its name in `tidepool_core::config::MCP_TOOLS`.
 //!
 //! Every tool call runs the service operation in its own task under a
@@ -26,13 +26,14 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use tidepool_controller::autoscaler::emergency;
 use tidepool_controller::observe::Observe;
+use tidepool_controller::ports::GuestOs;
 use tidepool_controller::service::{ProvisionRequest, Service, ServiceError, WorkerFilter};
 use tidepool_controller::{ClaimStore, Hypervisor, Joiner, Nodes};
 use tidepool_core::Phase;
 use tidepool_core::planner::{capacity, plan};
 use tidepool_core::view::{
-    ActionResult, CapacityResult, NewWorker, PlanResult, ProvisionResult, TtlResult, WorkerInfo,
-    WorkerList, WorkerPhase,
+    ActionResult, CapacityResult, HealthReport, NewWorker, PlanResult, ProvisionResult, TtlResult,
+    WorkerDetails, WorkerList, WorkerPhase,
 };
 use tracing::warn;
 
@@ -40,7 +41,7 @@ use crate::access::Actor;
 use crate::doctor::{DoctorArgs, DoctorPort, DoctorResult};
 use crate::failure::{ToolFailure, tool_name};
 use crate::types::{
-    CapacityArgs, DestroyArgs, ExtendTtlArgs, ListWorkersArgs, PlanArgs, ProvisionArgs,
+    CapacityArgs, DestroyArgs, ExtendTtlArgs, HealthArgs, ListWorkersArgs, PlanArgs, ProvisionArgs,
     ScaleUpArgs, ScaleUpResult, WorkerIdArgs,
 };
 
@@ -51,7 +52,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const INSTRUCTIONS: &str = "\
 Tidepool manages elastic Kubernetes worker pools on Proxmox VE. Use \
 list_workers to see the workers and their state, get_worker_details for one \
-worker, provision_workers to add temporary capacity (it returns at once; the \
+worker, get_worker_health for the workers' problems, repairs and next \
+repairs, provision_workers to add temporary capacity (it returns at once; the \
 controller clones, boots and joins the VMs over the next minutes, so poll \
 get_worker_details until the phase is Ready), extend_ttl to keep a worker \
 longer, cordon_worker and uncordon_worker to stop or allow new pods on a \
@@ -129,7 +131,7 @@ pub(crate) fn requester(ctx: &RequestContext<RoleServer>) -> String {
 impl<H, J, N, S> TidepoolMcp<H, J, N, S>
 where
     H: Hypervisor + 'static,
-    J: Joiner + 'static,
+    J: Joiner + GuestOs + 'static,
     N: Nodes + 'static,
     S: ClaimStore + 'static,
 {
@@ -301,7 +303,7 @@ where
 impl<H, J, N, S> TidepoolMcp<H, J, N, S>
 where
     H: Hypervisor + 'static,
-    J: Joiner + 'static,
+    J: Joiner + GuestOs + 'static,
     N: Nodes + 'static,
     S: ClaimStore + 'static,
 {
@@ -352,8 +354,11 @@ where
     #[tool(
         description = "Show one worker by name (its Kubernetes node name): \
         managed or not, pool, kind, size, lifecycle phase and failure, node \
-        readiness, cordon state, workload pods, VM id, host, IP, TTL expiry, \
-        who requested it and its last error. Read-only.",
+        readiness and conditions, cordon state, workload pods, VM id, host, \
+        IP, TTL expiry, who requested it and its last error; its health \
+        (current problems since when, the latest repair, the next action) \
+        and its Talos services (kubelet, containerd: state, health, \
+        failures since boot). Read-only.",
         annotations(
             read_only_hint = true,
             destructive_hint = false,
@@ -364,13 +369,56 @@ where
     async fn get_worker_details(
         &self,
         Parameters(args): Parameters<WorkerIdArgs>,
-    ) -> Result<Json<WorkerInfo>, CallToolResult> {
-        let worker = self
+    ) -> Result<Json<WorkerDetails>, CallToolResult> {
+        let details = self
             .call("get_worker_details", |service| async move {
-                service.get_worker(&args.worker_id).await
+                let id = args.worker_id;
+                let worker = service.get_worker(&id).await?;
+                if !worker.managed {
+                    return Ok(WorkerDetails {
+                        worker,
+                        health: None,
+                        services: None,
+                    });
+                }
+                let health = service.worker_health(Some(&id)).await?.pop();
+                let services = service.worker_services(&id).await?;
+                Ok(WorkerDetails {
+                    worker,
+                    health,
+                    services,
+                })
             })
             .await?;
-        Ok(Json(worker))
+        Ok(Json(details))
+    }
+
+    #[tool(
+        description = "Show the health of every managed worker, or of one \
+        (worker_id): its current problems (NotReady, MemoryPressure, \
+        DiskPressure, PIDPressure, NetworkUnavailable, kubelet or \
+        containerd crash loops) and since when, the latest repair with its \
+        attempt and outcome, whether it was escalated, and the next action \
+        of the repair matrix (restart-kubelet, reboot, drain-reboot, \
+        free-disk, replace, escalate) with when it falls due and why, the \
+        brakes applied as the controller applies them. Read-only.",
+        annotations(
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn get_worker_health(
+        &self,
+        Parameters(args): Parameters<HealthArgs>,
+    ) -> Result<Json<HealthReport>, CallToolResult> {
+        let workers = self
+            .call("get_worker_health", |service| async move {
+                service.worker_health(args.worker_id.as_deref()).await
+            })
+            .await?;
+        Ok(Json(HealthReport { workers }))
     }
 
     #[tool(
@@ -752,7 +800,7 @@ where
 impl<H, J, N, S> ServerHandler for TidepoolMcp<H, J, N, S>
 where
     H: Hypervisor + 'static,
-    J: Joiner + 'static,
+    J: Joiner + GuestOs + 'static,
     N: Nodes + 'static,
     S: ClaimStore + 'static,
 {

@@ -68,6 +68,16 @@ pub struct WorkerIdArgs {
     pub worker_id: String,
 }
 
+/// Arguments of `get_worker_health`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthArgs {
+    /// Only this worker (e.g. `burst-x7k2q`); every managed worker when
+    /// omitted.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+}
+
 /// Arguments of `provision_workers`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

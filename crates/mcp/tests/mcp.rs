@@ -82,7 +82,7 @@ where
 async fn connect<H, J, N, S>(server: TidepoolMcp<H, J, N, S>) -> Client
 where
     H: Hypervisor + 'static,
-    J: Joiner + 'static,
+    J: Joiner + tidepool_controller::ports::GuestOs + 'static,
     N: Nodes + 'static,
     S: ClaimStore + 'static,
 {
@@ -155,7 +155,7 @@ async fn wait_for(client: &Client, id: &str, done: impl Fn(&WorkerInfo) -> bool)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_server_introduces_itself_and_lists_exactly_twelve_annotated_tools() {
+async fn the_server_introduces_itself_and_lists_its_annotated_tools() {
     let client = agent(&Fake::new()).await;
     let info = client.peer_info().unwrap();
     let server = info.server_info.as_ref().unwrap();
@@ -178,6 +178,7 @@ async fn the_server_introduces_itself_and_lists_exactly_twelve_annotated_tools()
             "drain_worker",
             "extend_ttl",
             "get_worker_details",
+            "get_worker_health",
             "list_workers",
             "plan_scaling",
             "provision_workers",
@@ -211,6 +212,7 @@ async fn the_server_introduces_itself_and_lists_exactly_twelve_annotated_tools()
         let reads = [
             "capacity_report",
             "get_worker_details",
+            "get_worker_health",
             "list_workers",
             "plan_scaling",
             "run_doctor",
@@ -359,6 +361,78 @@ async fn an_agent_provisions_inspects_extends_drains_and_destroys_burst_workers(
     )
     .await;
     assert_eq!(error["category"], "not-found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reads_a_sick_workers_health_conditions_and_talos_services() {
+    use tidepool_controller::ports::GuestService;
+    use tidepool_core::health::Problem;
+
+    let fake = Fake::new();
+    let client = agent(&fake).await;
+    let provisioned: ProvisionResult = ok(
+        &client,
+        "provision_workers",
+        json!({"count": 1, "pool": "burst", "size": "small", "ttl_hours": 2, "reason": "health"}),
+    )
+    .await;
+    let name = provisioned.workers[0].name.clone();
+    wait_for(&client, &name, |w| w.phase == Phase::Ready).await;
+
+    // The node went NotReady ten minutes ago and kubelet keeps failing; the
+    // monitor recorded the window and a kubelet restart on the claim.
+    let since = now() - jiff::SignedDuration::from_mins(10);
+    {
+        let mut w = fake.world();
+        let ip = w.claims[&name].status.ip.unwrap();
+        w.guest.services.insert(
+            ip,
+            vec![GuestService {
+                id: "kubelet".into(),
+                state: "Failed".into(),
+                healthy: Some(false),
+                failures: 2,
+            }],
+        );
+        let health = &mut w.claims.get_mut(&name).unwrap().status.health;
+        health.problems.insert(Problem::NotReady, since);
+        health.start(
+            tidepool_core::health::Action::RestartKubelet,
+            Problem::NotReady,
+            since,
+        );
+        health.finish(tidepool_core::health::Outcome::Done, None, since);
+    }
+
+    let report: Value = ok(&client, "get_worker_health", json!({})).await;
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{report}");
+    let one: Value = ok(&client, "get_worker_health", json!({"worker_id": name})).await;
+    let h = &one["workers"][0];
+    assert_eq!(h["worker"], name.as_str());
+    assert_eq!(h["problems"][0]["problem"], "NotReady");
+    assert_eq!(h["lastRepair"]["action"], "RestartKubelet");
+    assert!(h["next"]["action"].is_string(), "the next repair: {h}");
+    let (_, error) = tool_error(&client, "get_worker_health", json!({"worker_id": "nobody"})).await;
+    assert_eq!(error["category"], "not-found");
+
+    let details: Value = ok(&client, "get_worker_details", json!({"worker_id": name})).await;
+    assert_eq!(
+        details["name"],
+        name.as_str(),
+        "the worker's fields stay at the top"
+    );
+    assert_eq!(details["health"]["problems"][0]["problem"], "NotReady");
+    let kubelet = &details["services"][0];
+    assert_eq!(
+        (
+            kubelet["id"].as_str(),
+            kubelet["state"].as_str(),
+            kubelet["failures"].as_u64()
+        ),
+        (Some("kubelet"), Some("Failed"), Some(2)),
+        "{details}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -217,6 +217,7 @@ async fn an_mcp_client_lists_provisions_and_is_refused_over_stdio() {
             "drain_worker",
             "extend_ttl",
             "get_worker_details",
+            "get_worker_health",
             "list_workers",
             "plan_scaling",
             "provision_workers",
@@ -338,7 +339,7 @@ async fn mcp_without_a_kubeconfig(
     assert_eq!(answers[0]["result"]["serverInfo"]["name"], "tidepool");
     assert_eq!(
         answers[2]["result"]["tools"].as_array().unwrap().len(),
-        12,
+        tidepool_core::config::MCP_TOOLS.len(),
         "{}",
         answers[2]
     );

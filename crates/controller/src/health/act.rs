@@ -66,7 +66,7 @@ impl<H: Hypervisor, J: Joiner + GuestOs, N: Nodes, S: ClaimStore> Monitor<H, J, 
             );
             self.exec
                 .nodes()
-                .announce(&name, "RepairEscalated", &message)
+                .warn(&name, "RepairEscalated", &message)
                 .await;
             self.metrics.repair(next.action, "ok");
             return;
@@ -111,7 +111,11 @@ impl<H: Hypervisor, J: Joiner + GuestOs, N: Nodes, S: ClaimStore> Monitor<H, J, 
             Outcome::DryRun => ("RepairDryRun", "dry-run", format!("would {what}")),
             _ => ("RepairDone", "ok", what),
         };
-        self.exec.nodes().announce(&name, reason, &text).await;
+        if outcome == Outcome::Failed {
+            self.exec.nodes().warn(&name, reason, &text).await;
+        } else {
+            self.exec.nodes().announce(&name, reason, &text).await;
+        }
         self.metrics.repair(next.action, result);
     }
 

@@ -23,6 +23,7 @@
 //! wiping the ephemeral partition, is in [`act`].
 
 pub mod act;
+mod report;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -290,7 +291,8 @@ where
         })
     }
 
-    /// An Event for each window that opened or closed.
+    /// An Event for each window that opened (a Warning), came back within
+    /// the recovery time (a Warning; the window goes on) or closed.
     async fn announce_windows(
         &self,
         claim: &Claim,
@@ -298,14 +300,24 @@ where
         t: &health::Transitions,
     ) {
         let nodes = self.exec.nodes();
+        let since = |p: &Problem| claim.status.health.problems.get(p).copied();
         for p in &t.opened {
-            let since = claim.status.health.problems.get(p).copied();
-            let message = match since {
+            let message = match since(p) {
                 Some(s) => format!("{p} since {s}"),
                 None => p.to_string(),
             };
             info!(worker = %claim.name, problem = %p, "health problem started");
-            nodes.announce(&claim.name, "HealthProblem", &message).await;
+            nodes.warn(&claim.name, "HealthProblem", &message).await;
+        }
+        for p in &t.resumed {
+            let message = match since(p) {
+                Some(s) => {
+                    format!("{p} is back within the recovery time; its window since {s} goes on")
+                }
+                None => format!("{p} is back within the recovery time"),
+            };
+            info!(worker = %claim.name, problem = %p, "health problem back");
+            nodes.warn(&claim.name, "HealthProblemBack", &message).await;
         }
         for p in &t.closed {
             let since = before.problems.get(p).copied();

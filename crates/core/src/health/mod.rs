@@ -226,6 +226,22 @@ pub struct HealthRecord {
     /// Whether a repair cordoned the node (it is uncordoned once healthy).
     #[serde(default)]
     pub cordoned: bool,
+    /// Problems that cleared less than the policy's recovery time ago,
+    /// each with the start of its window: one that comes back before then
+    /// goes on in the same window (a node flapping Ready between reboots
+    /// still climbs the ladder).
+    #[serde(default, with = "cleared_list")]
+    #[cfg_attr(feature = "schemars", schemars(with = "Vec<ClearedRecord>"))]
+    pub recently_cleared: BTreeMap<Problem, Cleared>,
+}
+
+/// A problem that cleared, and the window it closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cleared {
+    /// When its window started.
+    pub since: Timestamp,
+    /// When it cleared.
+    pub at: Timestamp,
 }
 
 /// One current problem as the record lists it.
@@ -241,6 +257,67 @@ struct ProblemRecord {
         schemars(with = "String", extend("format" = "date-time"))
     )]
     since: Timestamp,
+}
+
+/// One recently cleared problem as the record lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+struct ClearedRecord {
+    /// The problem.
+    problem: Problem,
+    /// When its window started.
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(with = "String", extend("format" = "date-time"))
+    )]
+    since: Timestamp,
+    /// When it cleared.
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(with = "String", extend("format" = "date-time"))
+    )]
+    cleared_at: Timestamp,
+}
+
+mod cleared_list {
+    //! The recently cleared problems as a list, like the current ones.
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Cleared, ClearedRecord, Problem};
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<Problem, Cleared>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.iter()
+            .map(|(problem, c)| ClearedRecord {
+                problem: *problem,
+                since: c.since,
+                cleared_at: c.at,
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Problem, Cleared>, D::Error> {
+        Ok(Vec::<ClearedRecord>::deserialize(d)?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.problem,
+                    Cleared {
+                        since: r.since,
+                        at: r.cleared_at,
+                    },
+                )
+            })
+            .collect())
+    }
 }
 
 mod problem_list {
@@ -295,6 +372,9 @@ pub struct Transitions {
     pub opened: Vec<Problem>,
     /// Problems that ended.
     pub closed: Vec<Problem>,
+    /// Problems that came back within the recovery time of clearing: their
+    /// window goes on from its old start (not in `opened`).
+    pub resumed: Vec<Problem>,
 }
 
 impl HealthRecord {
@@ -311,8 +391,11 @@ impl HealthRecord {
     /// Brings the windows up to date with `seen` at `now`: a problem
     /// already recorded keeps its start; a new one starts at the node's
     /// transition time (never later than `now`); crash loops start now.
-    /// Unknown service counts keep the crash loops as recorded. Once no
-    /// problem is left the escalation is forgotten.
+    /// A problem that cleared less than the policy's recovery time ago and
+    /// is back resumes its old window (flap hysteresis). Unknown service
+    /// counts keep the crash loops as recorded. Once no problem is left,
+    /// and none cleared within the recovery time, the escalation is
+    /// forgotten.
     pub fn observe(
         &mut self,
         seen: &Observed,
@@ -337,21 +420,35 @@ impl HealthRecord {
                 current.insert(problem, now);
             }
         }
+        let recovery =
+            jiff::SignedDuration::try_from(policy.recovery).unwrap_or(jiff::SignedDuration::MAX);
+        self.recently_cleared
+            .retain(|_, c| now.duration_since(c.at) <= recovery);
         let mut t = Transitions::default();
         for (p, since) in &mut current {
-            match self.problems.get(p) {
-                Some(recorded) => *since = *recorded,
-                None => t.opened.push(*p),
+            if let Some(recorded) = self.problems.get(p) {
+                *since = *recorded;
+            } else if let Some(c) = self.recently_cleared.remove(p) {
+                *since = c.since;
+                t.resumed.push(*p);
+            } else {
+                t.opened.push(*p);
             }
         }
-        t.closed = self
-            .problems
-            .keys()
-            .filter(|p| !current.contains_key(p))
-            .copied()
-            .collect();
+        for (p, since) in &self.problems {
+            if !current.contains_key(p) {
+                t.closed.push(*p);
+                self.recently_cleared.insert(
+                    *p,
+                    Cleared {
+                        since: *since,
+                        at: now,
+                    },
+                );
+            }
+        }
         self.problems = current;
-        if self.problems.is_empty() {
+        if self.problems.is_empty() && self.recently_cleared.is_empty() {
             self.escalated_at = None;
         }
         t

@@ -11,12 +11,17 @@
 //! "expires in 3h 12m" of a worker) take `now`. Every timestamp is written
 //! as an RFC 3339 string to the second; nothing here carries a secret.
 
+mod health;
 mod node;
 mod plan;
 mod worker;
 
 use jiff::Timestamp;
 
+pub use health::{
+    HealthReport, HealthSubject, NextView, ProblemView, ServiceState, WorkerDetails, WorkerHealth,
+    worker_health,
+};
 pub use node::{NodeCondition, NodeDetail, NodeEvent, NodePod, talos_version};
 pub use plan::{CapacityResult, DeferredTrigger, HeldWorker, PlanResult, PlannedAction, PodReason};
 pub use worker::{

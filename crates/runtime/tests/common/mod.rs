@@ -69,6 +69,9 @@ pub struct Setup {
     pub yaml: fn(String) -> String,
     /// Adjusts the loaded configuration (TTLs, timeouts the test shortens).
     pub config: fn(&mut Config),
+    /// Whether the controller elects itself leader through the Lease (for
+    /// tests that fail over to a second controller).
+    pub lease: bool,
 }
 
 impl Setup {
@@ -81,6 +84,7 @@ impl Setup {
             seed: 4,
             yaml: |y| y,
             config: |_| {},
+            lease: false,
         }
     }
 }
@@ -147,6 +151,19 @@ pub struct Live {
     stop: tokio::sync::watch::Sender<bool>,
     controller: tokio::task::JoinHandle<Result<(), tidepool_runtime::RunError>>,
     started: std::time::Instant,
+    /// Controllers that led through the Lease so far (0: no election).
+    leaders: u32,
+}
+
+/// The Lease the controllers of a test elect their leader with; the
+/// `n`th controller's identity.
+fn lease(n: u32) -> tidepool_runtime::leader::LeaseConfig {
+    tidepool_runtime::leader::LeaseConfig {
+        namespace: "tidepool-system".into(),
+        name: "tidepool-controller".into(),
+        identity: format!("controller-{n}"),
+        duration: Duration::from_secs(2),
+    }
 }
 
 /// Starts the lab and a controller with `autoscale: true` and no leader
@@ -173,19 +190,9 @@ pub async fn start(setup: Setup) -> Live {
     (setup.config)(&mut config);
     let config = Arc::new(config);
     let exec = Arc::new(connect(config.clone(), &live_options(&lab)).await.unwrap());
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let controller = tokio::spawn(run(
-        exec.clone(),
-        RunOptions {
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            lease: None,
-            autoscale: true,
-        },
-        stop_rx,
-        Some(bound_tx),
-    ));
-    let metrics_addr = bound_rx.await.unwrap();
+    let leaders = u32::from(setup.lease);
+    let (stop, controller, metrics_addr) =
+        spawn_controller(exec.clone(), setup.lease.then(|| lease(1))).await;
     Live {
         lab,
         exec,
@@ -194,10 +201,95 @@ pub async fn start(setup: Setup) -> Live {
         stop,
         controller,
         started,
+        leaders,
     }
 }
 
+/// A controller process over `exec`: its stop switch, its task and
+/// where it serves `/metrics`.
+async fn spawn_controller(
+    exec: Arc<LiveExecutor>,
+    lease: Option<tidepool_runtime::leader::LeaseConfig>,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), tidepool_runtime::RunError>>,
+    SocketAddr,
+) {
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let controller = tokio::spawn(run(
+        exec,
+        RunOptions {
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            lease,
+            autoscale: true,
+        },
+        stop_rx,
+        Some(bound_tx),
+    ));
+    (stop, controller, bound_rx.await.unwrap())
+}
+
 impl Live {
+    /// Stops the controller and starts a new one, as a restarted process:
+    /// a fresh executor (new caches, nothing remembered in memory) against
+    /// the same lab.
+    pub async fn restart_controller(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.controller).await;
+        let exec = Arc::new(
+            connect(self.config.clone(), &live_options(&self.lab))
+                .await
+                .unwrap(),
+        );
+        let (stop, controller, metrics_addr) = spawn_controller(exec.clone(), None).await;
+        self.exec = exec;
+        self.stop = stop;
+        self.controller = controller;
+        self.metrics_addr = metrics_addr;
+    }
+
+    /// Fails over to a standby, as a second replica takes over: a new
+    /// controller (a fresh executor, nothing in memory) starts as a
+    /// candidate for the Lease, the leader stops, and the standby takes
+    /// the Lease and leads. Needs a [`Setup`] with `lease`.
+    pub async fn fail_over(&mut self) {
+        assert!(
+            self.leaders > 0,
+            "fail_over needs a Setup with `lease: true`"
+        );
+        let next = self.leaders + 1;
+        let exec = Arc::new(
+            connect(self.config.clone(), &live_options(&self.lab))
+                .await
+                .unwrap(),
+        );
+        let (stop, controller, metrics_addr) =
+            spawn_controller(exec.clone(), Some(lease(next))).await;
+        let _ = self.stop.send(true);
+        let _ = (&mut self.controller).await;
+        let identity = format!("controller-{next}");
+        let took = eventually(Duration::from_secs(20), || {
+            self.lab
+                .kube
+                .get(
+                    "coordination.k8s.io/v1",
+                    "Lease",
+                    "tidepool-system",
+                    "tidepool-controller",
+                )
+                .ok()
+                .is_some_and(|l| l["spec"]["holderIdentity"] == identity.as_str())
+        })
+        .await;
+        assert!(took, "the standby took the Lease");
+        self.exec = exec;
+        self.stop = stop;
+        self.controller = controller;
+        self.metrics_addr = metrics_addr;
+        self.leaders = next;
+    }
+
     /// The service layer over the controller's executor (what the CLI and
     /// MCP server use).
     pub fn service(

@@ -13,9 +13,10 @@ use super::fields::{Fields, dns_label, unique_strings};
 use super::secrets::{inline_secret, secret_ref};
 
 /// The MCP tools a `tools` allowlist may name.
-pub const TOOLS: [&str; 12] = [
+pub const TOOLS: [&str; 13] = [
     "list_workers",
     "get_worker_details",
+    "get_worker_health",
     "provision_workers",
     "drain_worker",
     "destroy_worker",
