@@ -37,12 +37,21 @@ pub enum Intent {
         /// beforehand may go (and one whose drain failed is taken down).
         force: bool,
     },
+    /// Hold it as a cold spare: clone and configure its VM, then keep it
+    /// stopped until it is activated (the intent becomes [`Intent::Keep`]).
+    /// Only a worker that has not started yet becomes a spare.
+    Spare,
 }
 
 impl Intent {
     /// Whether the worker is asked to leave (drain or removal).
     pub fn is_leaving(self) -> bool {
-        self != Self::Keep
+        matches!(self, Self::Drain | Self::Remove { .. })
+    }
+
+    /// Whether the worker is to be held as a cold spare.
+    pub fn is_spare(self) -> bool {
+        self == Self::Spare
     }
 
     /// Whether the worker is asked to be removed.
@@ -56,8 +65,8 @@ impl Intent {
     }
 }
 
-/// The wire form of [`Intent`]: `{action: Drain|Remove, force}`; absent
-/// means keep.
+/// The wire form of [`Intent`]: `{action: Drain|Remove|Spare, force}`;
+/// absent means keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[cfg_attr(
@@ -70,7 +79,9 @@ impl Intent {
 #[serde(rename_all = "camelCase")]
 struct IntentRecord {
     /// `Keep` (the default), `Drain` (cordon and evict the pods, keep the
-    /// worker), or `Remove` (drain, then delete node and VM).
+    /// worker), `Remove` (drain, then delete node and VM), or `Spare` (a
+    /// cold spare: cloned and configured, kept stopped; setting `Keep`
+    /// activates it, and its TTL counts from then).
     action: IntentAction,
     /// With `Remove`: a worker that was not drained beforehand may go (it is
     /// still cordoned and drained on its way out).
@@ -88,6 +99,8 @@ enum IntentAction {
     Drain,
     /// Remove it.
     Remove,
+    /// Keep it stopped as a cold spare until it is activated.
+    Spare,
 }
 
 impl From<Intent> for IntentRecord {
@@ -96,6 +109,7 @@ impl From<Intent> for IntentRecord {
             Intent::Keep => (IntentAction::Keep, false),
             Intent::Drain => (IntentAction::Drain, false),
             Intent::Remove { force } => (IntentAction::Remove, force),
+            Intent::Spare => (IntentAction::Spare, false),
         };
         Self { action, force }
     }
@@ -107,6 +121,7 @@ impl From<IntentRecord> for Intent {
             IntentAction::Keep => Self::Keep,
             IntentAction::Drain => Self::Drain,
             IntentAction::Remove => Self::Remove { force: r.force },
+            IntentAction::Spare => Self::Spare,
         }
     }
 }
@@ -322,7 +337,7 @@ mod condition_list {
 #[serde(rename_all = "camelCase")]
 struct LifecycleRecord {
     /// Lifecycle phase: Requested, Provisioning, Joining, Ready, Draining,
-    /// Terminating, Terminated, or Failed.
+    /// Terminating, Terminated, Failed, or Spare (a cold spare, stopped).
     #[serde(default)]
     phase: Phase,
     /// When `phase` is Failed: the lifecycle step that failed.
@@ -526,18 +541,44 @@ impl Claim {
 
     /// What the planner knows of this claim: pool, size, phase, whether it
     /// is being removed, the host its VM is (or will be) on, and its
-    /// expiry. Idleness is the observer's to add.
+    /// expiry. Idleness is the observer's to add. A spare still being made
+    /// reads as [`Phase::Spare`] already: it is no capacity on its way; an
+    /// activated one not started yet reads as `Provisioning`: it is.
     pub fn planner_state(&self) -> ClaimState {
         ClaimState {
             name: self.name.clone(),
             pool: self.spec.pool.clone(),
             size: self.spec.size.clone(),
-            phase: self.phase(),
+            phase: self.planner_phase(),
             // A refused removal will not happen: the worker still counts.
             removing: self.intent().is_removal() && !self.status.has(Condition::Refused),
             host: self.host(),
             expires_at: self.status.expires_at,
             idle_since: None,
+        }
+    }
+}
+
+impl Claim {
+    /// The phase the planner sees: see [`Claim::planner_state`].
+    fn planner_phase(&self) -> Phase {
+        match self.phase() {
+            Phase::Spare if self.intent() == Intent::Keep => Phase::Provisioning,
+            _ if self.is_unactivated_spare() => Phase::Spare,
+            phase => phase,
+        }
+    }
+
+    /// Whether the claim is a cold spare not yet activated, parked or still
+    /// being made (a spare that already started is an ordinary worker).
+    pub fn is_unactivated_spare(&self) -> bool {
+        let s = &self.status;
+        match s.lifecycle.phase() {
+            Phase::Spare => self.intent().is_spare(),
+            Phase::Requested | Phase::Provisioning => {
+                self.intent().is_spare() && !s.has(Condition::VmStarted)
+            }
+            _ => false,
         }
     }
 }
@@ -565,10 +606,21 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
     let first_missing =
         |steps: &[(Step, Condition)]| steps.iter().find(|(_, c)| !s.has(*c)).map(|(st, _)| *st);
     match s.lifecycle.phase() {
-        Phase::Requested | Phase::Provisioning | Phase::Joining if removing => {
+        Phase::Requested | Phase::Provisioning | Phase::Joining | Phase::Spare if removing => {
             Some(Step::DeleteNode)
         }
         Phase::Requested => Some(Step::AllocateVmid),
+        // A spare, cloned and configured, is parked before its start (see
+        // `phase_change`); once activated, its start comes next.
+        Phase::Provisioning
+            if intent.is_spare()
+                && s.has(Condition::VmConfigured)
+                && !s.has(Condition::VmStarted) =>
+        {
+            Some(Step::Start)
+        }
+        Phase::Spare if intent.is_spare() || intent.is_leaving() => None,
+        Phase::Spare => Some(Step::Start),
         Phase::Provisioning => first_missing(&[
             (Step::Clone, Condition::VmCloned),
             (Step::Configure, Condition::VmConfigured),
@@ -604,9 +656,12 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
 }
 
 /// The phase to enter before `step` can run, if the claim is not in it yet
-/// (a drain enters Draining, any removal step Terminating).
+/// (a drain enters Draining, any removal step Terminating; a spare about to
+/// start is parked in Spare instead, and an activated one goes back to
+/// Provisioning).
 pub fn phase_change(claim: &Claim, step: Step) -> Option<Phase> {
     let wanted = match step {
+        Step::Start if claim.intent().is_spare() => Phase::Spare,
         Step::Cordon | Step::Drain => Phase::Draining,
         Step::DeleteNode | Step::ShutdownOs | Step::StopVm | Step::DeleteVm => Phase::Terminating,
         other => other.phase(),
@@ -716,5 +771,68 @@ mod tests {
         assert_eq!(next_step(&c), Some(Step::Drain));
         c.status.conditions.insert(Condition::Drained, t);
         assert_eq!(next_step(&c), Some(Step::DeleteNode));
+    }
+
+    #[test]
+    fn a_spare_is_parked_before_its_start_and_starts_once_activated() {
+        let t = Timestamp::from_second(1_767_225_600).unwrap();
+        let mut c = Claim::new("burst-sp4re", spec());
+        c.spec.intent = Intent::Spare;
+        assert_eq!(next_step(&c), Some(Step::AllocateVmid));
+        c.status.lifecycle = Lifecycle::Provisioning;
+        c.status.conditions.insert(Condition::VmCloned, t);
+        assert_eq!(next_step(&c), Some(Step::Configure));
+        assert_eq!(
+            c.planner_state().phase,
+            Phase::Spare,
+            "no capacity on its way"
+        );
+        c.status.conditions.insert(Condition::VmConfigured, t);
+        assert_eq!(next_step(&c), Some(Step::Start));
+        assert_eq!(phase_change(&c, Step::Start), Some(Phase::Spare));
+        c.status.lifecycle = Lifecycle::Spare;
+        assert_eq!(next_step(&c), None, "parked");
+        c.spec.intent = Intent::Keep;
+        assert_eq!(next_step(&c), Some(Step::Start));
+        assert_eq!(phase_change(&c, Step::Start), Some(Phase::Provisioning));
+        assert_eq!(
+            c.planner_state().phase,
+            Phase::Provisioning,
+            "on its way once activated"
+        );
+    }
+
+    #[test]
+    fn a_parked_spare_asked_to_go_is_taken_down_and_a_started_one_is_a_worker() {
+        let t = Timestamp::from_second(1_767_225_600).unwrap();
+        let mut c = Claim::new("burst-sp4re", spec());
+        c.spec.intent = Intent::Remove { force: false };
+        c.status.lifecycle = Lifecycle::Spare;
+        assert_eq!(next_step(&c), Some(Step::DeleteNode));
+        assert_eq!(phase_change(&c, Step::DeleteNode), Some(Phase::Terminating));
+        assert!(!c.is_unactivated_spare());
+        // A worker that already started is no spare, whatever its intent says.
+        let mut started = Claim::new("burst-st4rt", spec());
+        started.spec.intent = Intent::Spare;
+        started.status.lifecycle = Lifecycle::Provisioning;
+        for cond in [
+            Condition::VmCloned,
+            Condition::VmConfigured,
+            Condition::VmStarted,
+        ] {
+            started.status.conditions.insert(cond, t);
+        }
+        assert_eq!(next_step(&started), Some(Step::WaitForAddress));
+        assert!(!started.is_unactivated_spare());
+    }
+
+    #[test]
+    fn the_spare_intent_keeps_its_wire_name() {
+        let mut s = spec();
+        s.intent = Intent::Spare;
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["intent"], serde_json::json!({"action": "Spare"}));
+        assert_eq!(serde_json::from_value::<ClaimSpec>(json).unwrap(), s);
+        assert!(!Intent::Spare.is_leaving());
     }
 }

@@ -393,6 +393,10 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             .lifecycle
             .advance(to)
             .map_err(|e| lifecycle_error(name, e))?;
+        if claim.phase() == Phase::Spare && to == Phase::Provisioning {
+            // An activated spare: its TTL counts from now.
+            tidepool_core::spares::start_clock(&mut status, claim.spec.ttl, self.now());
+        }
         self.store
             .save_status(name, &status)
             .await
