@@ -570,17 +570,34 @@ impl Claim {
     }
 
     /// Whether the claim is a cold spare not yet activated, parked or still
-    /// being made (a spare that already started is an ordinary worker).
+    /// being made.
     pub fn is_unactivated_spare(&self) -> bool {
-        let s = &self.status;
-        match s.lifecycle.phase() {
-            Phase::Spare => self.intent().is_spare(),
-            Phase::Requested | Phase::Provisioning => {
-                self.intent().is_spare() && !s.has(Condition::VmStarted)
-            }
-            _ => false,
-        }
+        self.intent().is_spare()
+            && matches!(
+                self.phase(),
+                Phase::Requested | Phase::Provisioning | Phase::Joining | Phase::Spare
+            )
     }
+}
+
+/// The steps that park a cold spare once its machine is installed and its
+/// node has joined (see [`Intent::Spare`]): the node is cordoned, emptied
+/// of anything that landed on it meanwhile, and deleted; the OS is shut
+/// down and the VM stopped. Activation starts the VM again, and the
+/// installed machine's kubelet registers the node anew.
+pub const PARK_SPARE: [(Step, Condition); 4] = [
+    (Step::Cordon, Condition::Cordoned),
+    (Step::Drain, Condition::Drained),
+    (Step::DeleteNode, Condition::NodeDeleted),
+    (Step::ShutdownOs, Condition::VmStopped),
+];
+
+/// Whether the claim is being parked as a spare (or finishes parking
+/// after an early activation): not removed, and either a spare or in the
+/// Spare phase.
+fn parking(claim: &Claim) -> bool {
+    let intent = claim.intent();
+    !intent.is_removal() && (intent.is_spare() || claim.phase() == Phase::Spare)
 }
 
 /// Whether the claim failed while being cordoned or drained: its node may
@@ -610,17 +627,13 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
             Some(Step::DeleteNode)
         }
         Phase::Requested => Some(Step::AllocateVmid),
-        // A spare, cloned and configured, is parked before its start (see
+        // A spare whose node joined is parked (in Spare, see
         // `phase_change`); once activated, its start comes next.
-        Phase::Provisioning
-            if intent.is_spare()
-                && s.has(Condition::VmConfigured)
-                && !s.has(Condition::VmStarted) =>
-        {
-            Some(Step::Start)
+        Phase::Joining if intent.is_spare() && s.has(Condition::NodeReady) => {
+            first_missing(&PARK_SPARE)
         }
-        Phase::Spare if intent.is_spare() || intent.is_leaving() => None,
-        Phase::Spare => Some(Step::Start),
+        Phase::Spare if intent.is_leaving() => None,
+        Phase::Spare => first_missing(&PARK_SPARE).or((!intent.is_spare()).then_some(Step::Start)),
         Phase::Provisioning => first_missing(&[
             (Step::Clone, Condition::VmCloned),
             (Step::Configure, Condition::VmConfigured),
@@ -656,12 +669,14 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
 }
 
 /// The phase to enter before `step` can run, if the claim is not in it yet
-/// (a drain enters Draining, any removal step Terminating; a spare about to
-/// start is parked in Spare instead, and an activated one goes back to
+/// (a drain enters Draining, any removal step Terminating; a spare's
+/// parking steps run in Spare, and an activated spare starts back in
 /// Provisioning).
 pub fn phase_change(claim: &Claim, step: Step) -> Option<Phase> {
     let wanted = match step {
-        Step::Start if claim.intent().is_spare() => Phase::Spare,
+        Step::Cordon | Step::Drain | Step::DeleteNode | Step::ShutdownOs if parking(claim) => {
+            Phase::Spare
+        }
         Step::Cordon | Step::Drain => Phase::Draining,
         Step::DeleteNode | Step::ShutdownOs | Step::StopVm | Step::DeleteVm => Phase::Terminating,
         other => other.phase(),
@@ -774,23 +789,28 @@ mod tests {
     }
 
     #[test]
-    fn a_spare_is_parked_before_its_start_and_starts_once_activated() {
+    fn a_spare_is_parked_once_its_node_joined_and_starts_again_once_activated() {
         let t = Timestamp::from_second(1_767_225_600).unwrap();
         let mut c = Claim::new("burst-sp4re", spec());
         c.spec.intent = Intent::Spare;
         assert_eq!(next_step(&c), Some(Step::AllocateVmid));
-        c.status.lifecycle = Lifecycle::Provisioning;
-        c.status.conditions.insert(Condition::VmCloned, t);
-        assert_eq!(next_step(&c), Some(Step::Configure));
+        c.status.lifecycle = Lifecycle::Joining;
+        c.status.conditions.insert(Condition::ConfigDelivered, t);
+        assert_eq!(next_step(&c), Some(Step::WaitForNode));
         assert_eq!(
             c.planner_state().phase,
             Phase::Spare,
             "no capacity on its way"
         );
-        c.status.conditions.insert(Condition::VmConfigured, t);
-        assert_eq!(next_step(&c), Some(Step::Start));
-        assert_eq!(phase_change(&c, Step::Start), Some(Phase::Spare));
+        c.status.conditions.insert(Condition::NodeReady, t);
+        assert_eq!(next_step(&c), Some(Step::Cordon), "parked, never labelled");
+        assert_eq!(phase_change(&c, Step::Cordon), Some(Phase::Spare));
         c.status.lifecycle = Lifecycle::Spare;
+        for (step, cond) in PARK_SPARE {
+            assert_eq!(next_step(&c), Some(step));
+            assert_eq!(phase_change(&c, step), None, "{step} runs in Spare");
+            c.status.conditions.insert(cond, t);
+        }
         assert_eq!(next_step(&c), None, "parked");
         c.spec.intent = Intent::Keep;
         assert_eq!(next_step(&c), Some(Step::Start));
@@ -803,27 +823,13 @@ mod tests {
     }
 
     #[test]
-    fn a_parked_spare_asked_to_go_is_taken_down_and_a_started_one_is_a_worker() {
-        let t = Timestamp::from_second(1_767_225_600).unwrap();
+    fn a_parked_spare_asked_to_go_is_taken_down() {
         let mut c = Claim::new("burst-sp4re", spec());
         c.spec.intent = Intent::Remove { force: false };
         c.status.lifecycle = Lifecycle::Spare;
         assert_eq!(next_step(&c), Some(Step::DeleteNode));
         assert_eq!(phase_change(&c, Step::DeleteNode), Some(Phase::Terminating));
         assert!(!c.is_unactivated_spare());
-        // A worker that already started is no spare, whatever its intent says.
-        let mut started = Claim::new("burst-st4rt", spec());
-        started.spec.intent = Intent::Spare;
-        started.status.lifecycle = Lifecycle::Provisioning;
-        for cond in [
-            Condition::VmCloned,
-            Condition::VmConfigured,
-            Condition::VmStarted,
-        ] {
-            started.status.conditions.insert(cond, t);
-        }
-        assert_eq!(next_step(&started), Some(Step::WaitForAddress));
-        assert!(!started.is_unactivated_spare());
     }
 
     #[test]

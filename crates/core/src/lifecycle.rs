@@ -2,19 +2,19 @@
 //!
 //! ```text
 //! Requested → Provisioning → Joining → Ready → Draining → Terminating → Terminated
-//!     │            ↑ ↓                                        ↑
-//!     │           Spare ──────────────────────────────────────┘
+//!     │            ↑             ↓                            ↑
+//!     │            └─────────── Spare ────────────────────────┘
 //!     └──────────┴─────────────┴─────────┴────────┴───────────┴──→ Failed{step, reason}
 //! ```
 //! Any phase before `Terminated` may be abandoned to `Terminating` (a
 //! cancelled request, a forced destroy); a drain may be called off back to
 //! `Ready`; a `Failed` worker is cleaned up through `Terminating`; a
 //! `Ready` worker whose VM vanished is `Failed` through
-//! [`Lifecycle::lost_vm`]. A cold spare leaves `Provisioning` cloned and
-//! configured but never started, waits stopped in `Spare`, and goes back to
-//! `Provisioning` when it is activated (its start is the next step); no
-//! step runs in `Spare`, so it cannot fail there. Every other move is an
-//! error, never silently accepted.
+//! [`Lifecycle::lost_vm`]. A cold spare leaves `Joining` once its node has
+//! joined, is parked in `Spare` (its node emptied and deleted, its VM shut
+//! down: [`Step::runs_in`]), waits there stopped, and goes back to
+//! `Provisioning` when it is activated (its start is the next step). Every
+//! other move is an error, never silently accepted.
 
 use std::fmt;
 
@@ -43,8 +43,9 @@ pub enum Phase {
     Terminated,
     /// A step failed; see the reason.
     Failed,
-    /// A cold spare: cloned and configured, its VM stopped, waiting to be
-    /// activated. It takes no pods and is not capacity on its way.
+    /// A cold spare: cloned, configured and installed (its node joined
+    /// once), then parked with its node deleted and its VM stopped, waiting
+    /// to be activated. It takes no pods and is not capacity on its way.
     Spare,
 }
 
@@ -90,14 +91,14 @@ impl Phase {
                 | (Draining, Ready)
                 | (Draining, Terminating)
                 | (Terminating, Terminated)
-                | (Provisioning, Spare)
+                | (Joining, Spare)
                 | (Spare, Provisioning)
                 | (
                     Requested | Provisioning | Joining | Ready | Failed | Spare,
                     Terminating
                 )
                 | (
-                    Requested | Provisioning | Joining | Draining | Terminating,
+                    Requested | Provisioning | Joining | Draining | Terminating | Spare,
                     Failed
                 )
         )
@@ -185,6 +186,18 @@ impl Step {
                 Phase::Terminating
             }
         }
+    }
+
+    /// Whether the step may run while the worker is in `phase`: its own
+    /// phase, or `Spare` for the steps that park a spare (cordon, drain,
+    /// delete the node, shut the OS down).
+    pub fn runs_in(self, phase: Phase) -> bool {
+        self.phase() == phase
+            || (phase == Phase::Spare
+                && matches!(
+                    self,
+                    Self::Cordon | Self::Drain | Self::DeleteNode | Self::ShutdownOs
+                ))
     }
 
     /// The step's name as used in conditions and messages.
@@ -327,7 +340,7 @@ impl Lifecycle {
                 to: Phase::Failed,
             });
         }
-        if step.phase() != current {
+        if !step.runs_in(current) {
             return Err(TransitionError::StepOutOfPhase {
                 step,
                 step_phase: step.phase(),
@@ -396,9 +409,10 @@ mod tests {
         (Terminating, Terminated),
         (Terminating, Failed),
         (Failed, Terminating),
-        (Provisioning, Spare),
+        (Joining, Spare),
         (Spare, Provisioning),
         (Spare, Terminating),
+        (Spare, Failed),
     ];
 
     fn state(phase: Phase) -> Lifecycle {
@@ -432,7 +446,7 @@ mod tests {
             Requested => Step::AllocateVmid,
             Provisioning => Step::Clone,
             Joining => Step::DeliverConfig,
-            Draining => Step::Drain,
+            Draining | Spare => Step::Drain,
             _ => Step::DeleteVm,
         }
     }
@@ -506,8 +520,8 @@ mod tests {
     }
 
     #[test]
-    fn a_spare_is_parked_from_provisioning_and_activated_back_into_it() {
-        let parked = Lifecycle::Provisioning.advance(Spare).unwrap();
+    fn a_spare_is_parked_once_joined_and_activated_back_into_provisioning() {
+        let parked = Lifecycle::Joining.advance(Spare).unwrap();
         assert_eq!(parked, Lifecycle::Spare);
         assert_eq!(
             parked.advance(Provisioning).unwrap(),
@@ -520,8 +534,9 @@ mod tests {
                 to: Ready
             })
         );
-        // No step runs while parked, so none can fail there.
+        // Only the parking steps run (and fail) while parked.
         assert!(parked.fail(Step::Start, "no memory").is_err());
+        assert_eq!(parked.fail(Step::Drain, "blocked").unwrap().phase(), Failed);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! them — which spares a scale-up activates, when a spare is refilled and
 //! on which host, and the clock an activated spare starts.
 //!
-//! A spare is a worker claim with the intent `Spare`: cloned and
-//! configured like any worker, then parked stopped ([`Phase::Spare`])
-//! before its first start. A stopped VM uses no host memory; Tidepool's
+//! A spare is a worker claim with the intent `Spare`: cloned, configured,
+//! started and installed like any worker until its node joins, then parked
+//! ([`Phase::Spare`], see [`crate::claim::PARK_SPARE`]) with its node
+//! deleted and its VM stopped. Activation ([`activate`]) starts it again:
+//! the installed machine only boots and rejoins. A stopped VM uses no host memory; Tidepool's
 //! headroom model still counts the memory of every VM placed on a host,
 //! running or not, so a spare's room stays reserved and its activation
 //! never finds its host filled by another worker. Spares are not capacity
@@ -17,7 +19,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::claim::{Claim, ClaimStatus};
+use crate::claim::{Claim, ClaimStatus, Condition};
 use crate::lifecycle::Phase;
 use crate::planner::hosts::VmCost;
 use crate::planner::usage::{Refused, admit, ledger, pool_usage, vmids_free};
@@ -67,6 +69,35 @@ pub fn ready_to_activate<'a>(
         )
     });
     spares
+}
+
+/// What activation undoes: the run that installed the spare and its
+/// parking. The machine configuration stays delivered.
+const UNDONE_BY_ACTIVATION: [Condition; 9] = [
+    Condition::VmStarted,
+    Condition::AddressReported,
+    Condition::NodeReady,
+    Condition::Cordoned,
+    Condition::Drained,
+    Condition::NodeDeleted,
+    Condition::OsShutdownRequested,
+    Condition::AcpiShutdownRequested,
+    Condition::VmStopped,
+];
+
+/// The status of a spare activated at `now`: the steps from its start on
+/// are to be done again (its configuration is installed, so it counts as
+/// delivered now, and the node's registration is awaited from now), and
+/// its TTL counts from now.
+pub fn activate(status: &mut ClaimStatus, ttl: Option<Duration>, now: Timestamp) {
+    for c in UNDONE_BY_ACTIVATION {
+        status.conditions.remove(&c);
+    }
+    status.conditions.insert(Condition::ConfigDelivered, now);
+    status.ip = None;
+    status.node_name = None;
+    status.last_error = None;
+    start_clock(status, ttl, now);
 }
 
 /// Starts an activated spare's clock: its TTL counts from `now`, not from

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use tidepool_core::config::{self, EXAMPLE};
 use tidepool_core::planner::{Action, HostSnapshot, Plan, PlanInput, ReasonCode, plan};
-use tidepool_core::spares::{Spares, ready_to_activate, refills, start_clock};
+use tidepool_core::spares::{Spares, activate, ready_to_activate, refills};
 use tidepool_core::{Claim, ClaimSpec, ClaimStatus, Condition, Intent, Lifecycle};
 
 fn t0() -> Timestamp {
@@ -214,13 +214,33 @@ fn a_spare_is_no_capacity_for_pods_and_takes_no_pool_room() {
 }
 
 #[test]
-fn an_activated_spare_starts_its_ttl_then() {
+fn an_activated_spare_starts_again_with_its_ttl_counted_from_then() {
+    let made = Timestamp::from_second(1_700_000_000).unwrap();
     let mut c = parked("burst-sp4r1", "pve-01");
-    c.status.conditions.insert(
+    for cond in [
+        Condition::VmCloned,
         Condition::VmConfigured,
-        Timestamp::from_second(1_700_000_000).unwrap(),
+        Condition::VmStarted,
+        Condition::ConfigDelivered,
+        Condition::NodeReady,
+        Condition::NodeDeleted,
+        Condition::VmStopped,
+    ] {
+        c.status.conditions.insert(cond, made);
+    }
+    activate(&mut c.status, c.spec.ttl, t0());
+    c.spec.intent = Intent::Keep;
+    c.status.lifecycle = Lifecycle::Provisioning;
+    assert_eq!(
+        tidepool_core::claim::next_step(&c),
+        Some(tidepool_core::Step::Start)
     );
-    start_clock(&mut c.status, c.spec.ttl, t0());
+    assert_eq!(
+        c.status.conditions.get(&Condition::ConfigDelivered),
+        Some(&t0())
+    );
+    assert!(c.status.has(Condition::VmConfigured));
+    assert!(!c.status.has(Condition::NodeReady));
     assert_eq!(c.status.provisioned_at, Some(t0()));
     assert_eq!(
         c.status.expires_at,
