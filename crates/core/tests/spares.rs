@@ -250,3 +250,23 @@ fn an_activated_spare_starts_again_with_its_ttl_counted_from_then() {
         )
     );
 }
+
+#[test]
+fn the_capacity_report_shows_a_pools_spares_apart_from_its_workers() {
+    let claims = [
+        parked("burst-sp4r1", "pve-01"),
+        claim("burst-m4k1n", Intent::Spare, Lifecycle::Joining, "pve-02"),
+        ready("burst-w0"),
+    ];
+    let report = tidepool_core::planner::capacity::report(&lab(&claims));
+    let burst = report.pools.iter().find(|p| p.name == "burst").unwrap();
+    let spares = burst.spares.as_ref().unwrap();
+    assert_eq!(
+        (spares.size.as_str(), spares.wanted, spares.held),
+        ("small", 2, 2)
+    );
+    assert_eq!(burst.limits.nodes, 1, "only the worker counts as a node");
+    assert_eq!(burst.limits.in_flight, 0, "a spare is not on its way");
+    let spot = report.pools.iter().find(|p| p.name == "spot").unwrap();
+    assert!(spot.spares.is_none());
+}

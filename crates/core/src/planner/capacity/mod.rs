@@ -34,7 +34,7 @@ use what_if::{add_one, remove_one};
 
 pub use types::{
     AddOne, CapacityReport, ClusterCapacity, HostCapacity, HostFit, HostRoom, LimitsLeft,
-    PoolCapacity, ProviderCapacity, Refusal, RemoveOne, SizeFit, VmNeeds, WhatIf,
+    PoolCapacity, ProviderCapacity, Refusal, RemoveOne, SizeFit, SparesHeld, VmNeeds, WhatIf,
 };
 
 const MIB: u64 = 1 << 20;
@@ -178,6 +178,18 @@ fn pool_capacity(
         provider: pool.provider.clone(),
         limits: limits_left(pool, f.usage, ctx.in_flight),
         sizes,
+        spares: pool.spares.as_ref().map(|s| SparesHeld {
+            size: s.size.clone(),
+            wanted: s.count,
+            held: u32::try_from(
+                input
+                    .claims
+                    .iter()
+                    .filter(|c| c.pool == pool.name && c.phase == Phase::Spare && !c.removing)
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+        }),
     }
 }
 

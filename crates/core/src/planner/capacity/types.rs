@@ -127,6 +127,21 @@ pub struct PoolCapacity {
     pub limits: LimitsLeft,
     /// Per size the pool offers, in configuration order.
     pub sizes: Vec<SizeFit>,
+    /// The cold spares the pool keeps, if it keeps any.
+    pub spares: Option<SparesHeld>,
+}
+
+/// A pool's cold spares: how many it keeps and how many it has (parked or
+/// being made). They are no capacity for pods and not in the figures above.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
+pub struct SparesHeld {
+    /// Their size.
+    pub size: String,
+    /// How many the pool keeps (`spares.count`).
+    pub wanted: u32,
+    /// How many it has, parked or being made.
+    pub held: u32,
 }
 
 /// A pool's limits, what it uses (counting workers on their way) and what
