@@ -276,17 +276,68 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
         req: &ProvisionRequest,
         host: Option<&str>,
     ) -> Result<Vec<String>, ServiceError> {
-        let result = self.provision_inner(req, host).await;
+        let result = self.provision_inner(req, host, Intent::Keep).await;
         let claims = result.as_ref().map(Clone::clone).unwrap_or_default();
         self.audit(&req.requested_by, "provision", &req.pool, &claims, &result)
             .await;
         result
     }
 
+    /// Requests one cold spare of `size` in `pool` on `host` for `actor`
+    /// (the pool's refill): a claim with the `Spare` intent, admitted
+    /// under the same checks as any worker, and audited as `provision-spare`.
+    ///
+    /// # Errors
+    /// As [`Service::provision`].
+    pub async fn provision_spare(
+        &self,
+        actor: &str,
+        pool: &str,
+        size: &str,
+        host: &str,
+        reason: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        let req = ProvisionRequest {
+            pool: pool.to_owned(),
+            size: Some(size.to_owned()),
+            count: 1,
+            ttl: None,
+            requested_by: actor.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let result = self.provision_inner(&req, Some(host), Intent::Spare).await;
+        let claims = result.as_ref().map(Clone::clone).unwrap_or_default();
+        self.audit(actor, "provision-spare", pool, &claims, &result)
+            .await;
+        result
+    }
+
+    /// Activates the cold spare `name` for `actor`: its intent becomes
+    /// `Keep`, so the executor starts it and it rejoins. True when it was
+    /// activated now; false when it is no unactivated spare (any more).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn activate_spare(&self, actor: &str, name: &str) -> Result<bool, ServiceError> {
+        let store = self.exec.store();
+        let Some(mut claim) = store.get(name).await? else {
+            return Ok(false);
+        };
+        if !claim.is_unactivated_spare() || claim.deleting {
+            return Ok(false);
+        }
+        claim.spec.intent = Intent::Keep;
+        let result = store.update(&claim).await.map_err(ServiceError::from);
+        self.audit(actor, "activate-spare", name, &[name.to_owned()], &result)
+            .await;
+        result.map(|()| true)
+    }
+
     async fn provision_inner(
         &self,
         req: &ProvisionRequest,
         host: Option<&str>,
+        intent: Intent,
     ) -> Result<Vec<String>, ServiceError> {
         let mut errors = check_bounds(req.count, req.ttl).err().unwrap_or_default();
         let cfg = self.exec.config().clone();
@@ -357,7 +408,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Service<H, J, N, S> {
                     ttl,
                     requested_by: req.requested_by.clone(),
                     reason: req.reason.clone(),
-                    intent: Intent::Keep,
+                    intent,
                     host: host.map(str::to_owned),
                 },
                 status: ClaimStatus::default(),

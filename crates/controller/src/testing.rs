@@ -118,6 +118,9 @@ pub struct World {
     /// The guest OS side ([`crate::ports::GuestOs`]): services, operations
     /// asked for, and which operation heals which machine.
     pub guest: guest::FakeGuests,
+    /// The claims whose machine has its configuration on disk (delivered
+    /// once): started again, it registers its node at once.
+    pub installed: std::collections::BTreeSet<String>,
     uuid_counter: u64,
 }
 
@@ -389,6 +392,14 @@ impl Hypervisor for Fake {
             .get_mut(&vm.vmid)
             .ok_or_else(|| not_found(format!("VM {}", vm.vmid)))?;
         v.running = true;
+        // An installed machine's kubelet registers its node again at boot.
+        let owner = owner_from_description(&v.description, v.identity.vmid).map(str::to_owned);
+        let uuid = v.identity.uuid.clone();
+        if let Some(claim) = owner.filter(|c| w.installed.contains(c)) {
+            let node = w.nodes.entry(claim).or_default();
+            node.system_uuid = Some(uuid);
+            node.ready = true;
+        }
         Ok(())
     }
 
@@ -458,6 +469,7 @@ impl Joiner for Fake {
         node.system_uuid = uuid;
         node.ready = true;
         node.labels.extend(meta.labels.clone());
+        w.installed.insert(claim.name.clone());
         Ok(())
     }
 

@@ -37,12 +37,21 @@ pub enum Intent {
         /// beforehand may go (and one whose drain failed is taken down).
         force: bool,
     },
+    /// Hold it as a cold spare: clone and configure its VM, then keep it
+    /// stopped until it is activated (the intent becomes [`Intent::Keep`]).
+    /// Only a worker that has not started yet becomes a spare.
+    Spare,
 }
 
 impl Intent {
     /// Whether the worker is asked to leave (drain or removal).
     pub fn is_leaving(self) -> bool {
-        self != Self::Keep
+        matches!(self, Self::Drain | Self::Remove { .. })
+    }
+
+    /// Whether the worker is to be held as a cold spare.
+    pub fn is_spare(self) -> bool {
+        self == Self::Spare
     }
 
     /// Whether the worker is asked to be removed.
@@ -56,8 +65,8 @@ impl Intent {
     }
 }
 
-/// The wire form of [`Intent`]: `{action: Drain|Remove, force}`; absent
-/// means keep.
+/// The wire form of [`Intent`]: `{action: Drain|Remove|Spare, force}`;
+/// absent means keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[cfg_attr(
@@ -70,7 +79,9 @@ impl Intent {
 #[serde(rename_all = "camelCase")]
 struct IntentRecord {
     /// `Keep` (the default), `Drain` (cordon and evict the pods, keep the
-    /// worker), or `Remove` (drain, then delete node and VM).
+    /// worker), `Remove` (drain, then delete node and VM), or `Spare` (a
+    /// cold spare: cloned and configured, kept stopped; setting `Keep`
+    /// activates it, and its TTL counts from then).
     action: IntentAction,
     /// With `Remove`: a worker that was not drained beforehand may go (it is
     /// still cordoned and drained on its way out).
@@ -88,6 +99,8 @@ enum IntentAction {
     Drain,
     /// Remove it.
     Remove,
+    /// Keep it stopped as a cold spare until it is activated.
+    Spare,
 }
 
 impl From<Intent> for IntentRecord {
@@ -96,6 +109,7 @@ impl From<Intent> for IntentRecord {
             Intent::Keep => (IntentAction::Keep, false),
             Intent::Drain => (IntentAction::Drain, false),
             Intent::Remove { force } => (IntentAction::Remove, force),
+            Intent::Spare => (IntentAction::Spare, false),
         };
         Self { action, force }
     }
@@ -107,6 +121,7 @@ impl From<IntentRecord> for Intent {
             IntentAction::Keep => Self::Keep,
             IntentAction::Drain => Self::Drain,
             IntentAction::Remove => Self::Remove { force: r.force },
+            IntentAction::Spare => Self::Spare,
         }
     }
 }
@@ -322,7 +337,7 @@ mod condition_list {
 #[serde(rename_all = "camelCase")]
 struct LifecycleRecord {
     /// Lifecycle phase: Requested, Provisioning, Joining, Ready, Draining,
-    /// Terminating, Terminated, or Failed.
+    /// Terminating, Terminated, Failed, or Spare (a cold spare, stopped).
     #[serde(default)]
     phase: Phase,
     /// When `phase` is Failed: the lifecycle step that failed.
@@ -526,13 +541,15 @@ impl Claim {
 
     /// What the planner knows of this claim: pool, size, phase, whether it
     /// is being removed, the host its VM is (or will be) on, and its
-    /// expiry. Idleness is the observer's to add.
+    /// expiry. Idleness is the observer's to add. A spare still being made
+    /// reads as [`Phase::Spare`] already: it is no capacity on its way; an
+    /// activated one not started yet reads as `Provisioning`: it is.
     pub fn planner_state(&self) -> ClaimState {
         ClaimState {
             name: self.name.clone(),
             pool: self.spec.pool.clone(),
             size: self.spec.size.clone(),
-            phase: self.phase(),
+            phase: self.planner_phase(),
             // A refused removal will not happen: the worker still counts.
             removing: self.intent().is_removal() && !self.status.has(Condition::Refused),
             host: self.host(),
@@ -540,6 +557,47 @@ impl Claim {
             idle_since: None,
         }
     }
+}
+
+impl Claim {
+    /// The phase the planner sees: see [`Claim::planner_state`].
+    fn planner_phase(&self) -> Phase {
+        match self.phase() {
+            Phase::Spare if self.intent() == Intent::Keep => Phase::Provisioning,
+            _ if self.is_unactivated_spare() => Phase::Spare,
+            phase => phase,
+        }
+    }
+
+    /// Whether the claim is a cold spare not yet activated, parked or still
+    /// being made.
+    pub fn is_unactivated_spare(&self) -> bool {
+        self.intent().is_spare()
+            && matches!(
+                self.phase(),
+                Phase::Requested | Phase::Provisioning | Phase::Joining | Phase::Spare
+            )
+    }
+}
+
+/// The steps that park a cold spare once its machine is installed and its
+/// node has joined (see [`Intent::Spare`]): the node is cordoned, emptied
+/// of anything that landed on it meanwhile, and deleted; the OS is shut
+/// down and the VM stopped. Activation starts the VM again, and the
+/// installed machine's kubelet registers the node anew.
+pub const PARK_SPARE: [(Step, Condition); 4] = [
+    (Step::Cordon, Condition::Cordoned),
+    (Step::Drain, Condition::Drained),
+    (Step::DeleteNode, Condition::NodeDeleted),
+    (Step::ShutdownOs, Condition::VmStopped),
+];
+
+/// Whether the claim is being parked as a spare (or finishes parking
+/// after an early activation): not removed, and either a spare or in the
+/// Spare phase.
+fn parking(claim: &Claim) -> bool {
+    let intent = claim.intent();
+    !intent.is_removal() && (intent.is_spare() || claim.phase() == Phase::Spare)
 }
 
 /// Whether the claim failed while being cordoned or drained: its node may
@@ -565,10 +623,17 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
     let first_missing =
         |steps: &[(Step, Condition)]| steps.iter().find(|(_, c)| !s.has(*c)).map(|(st, _)| *st);
     match s.lifecycle.phase() {
-        Phase::Requested | Phase::Provisioning | Phase::Joining if removing => {
+        Phase::Requested | Phase::Provisioning | Phase::Joining | Phase::Spare if removing => {
             Some(Step::DeleteNode)
         }
         Phase::Requested => Some(Step::AllocateVmid),
+        // A spare whose node joined is parked (in Spare, see
+        // `phase_change`); once activated, its start comes next.
+        Phase::Joining if intent.is_spare() && s.has(Condition::NodeReady) => {
+            first_missing(&PARK_SPARE)
+        }
+        Phase::Spare if intent.is_leaving() => None,
+        Phase::Spare => first_missing(&PARK_SPARE).or((!intent.is_spare()).then_some(Step::Start)),
         Phase::Provisioning => first_missing(&[
             (Step::Clone, Condition::VmCloned),
             (Step::Configure, Condition::VmConfigured),
@@ -604,9 +669,14 @@ pub fn next_step(claim: &Claim) -> Option<Step> {
 }
 
 /// The phase to enter before `step` can run, if the claim is not in it yet
-/// (a drain enters Draining, any removal step Terminating).
+/// (a drain enters Draining, any removal step Terminating; a spare's
+/// parking steps run in Spare, and an activated spare starts back in
+/// Provisioning).
 pub fn phase_change(claim: &Claim, step: Step) -> Option<Phase> {
     let wanted = match step {
+        Step::Cordon | Step::Drain | Step::DeleteNode | Step::ShutdownOs if parking(claim) => {
+            Phase::Spare
+        }
         Step::Cordon | Step::Drain => Phase::Draining,
         Step::DeleteNode | Step::ShutdownOs | Step::StopVm | Step::DeleteVm => Phase::Terminating,
         other => other.phase(),
@@ -716,5 +786,59 @@ mod tests {
         assert_eq!(next_step(&c), Some(Step::Drain));
         c.status.conditions.insert(Condition::Drained, t);
         assert_eq!(next_step(&c), Some(Step::DeleteNode));
+    }
+
+    #[test]
+    fn a_spare_is_parked_once_its_node_joined_and_starts_again_once_activated() {
+        let t = Timestamp::from_second(1_767_225_600).unwrap();
+        let mut c = Claim::new("burst-sp4re", spec());
+        c.spec.intent = Intent::Spare;
+        assert_eq!(next_step(&c), Some(Step::AllocateVmid));
+        c.status.lifecycle = Lifecycle::Joining;
+        c.status.conditions.insert(Condition::ConfigDelivered, t);
+        assert_eq!(next_step(&c), Some(Step::WaitForNode));
+        assert_eq!(
+            c.planner_state().phase,
+            Phase::Spare,
+            "no capacity on its way"
+        );
+        c.status.conditions.insert(Condition::NodeReady, t);
+        assert_eq!(next_step(&c), Some(Step::Cordon), "parked, never labelled");
+        assert_eq!(phase_change(&c, Step::Cordon), Some(Phase::Spare));
+        c.status.lifecycle = Lifecycle::Spare;
+        for (step, cond) in PARK_SPARE {
+            assert_eq!(next_step(&c), Some(step));
+            assert_eq!(phase_change(&c, step), None, "{step} runs in Spare");
+            c.status.conditions.insert(cond, t);
+        }
+        assert_eq!(next_step(&c), None, "parked");
+        c.spec.intent = Intent::Keep;
+        assert_eq!(next_step(&c), Some(Step::Start));
+        assert_eq!(phase_change(&c, Step::Start), Some(Phase::Provisioning));
+        assert_eq!(
+            c.planner_state().phase,
+            Phase::Provisioning,
+            "on its way once activated"
+        );
+    }
+
+    #[test]
+    fn a_parked_spare_asked_to_go_is_taken_down() {
+        let mut c = Claim::new("burst-sp4re", spec());
+        c.spec.intent = Intent::Remove { force: false };
+        c.status.lifecycle = Lifecycle::Spare;
+        assert_eq!(next_step(&c), Some(Step::DeleteNode));
+        assert_eq!(phase_change(&c, Step::DeleteNode), Some(Phase::Terminating));
+        assert!(!c.is_unactivated_spare());
+    }
+
+    #[test]
+    fn the_spare_intent_keeps_its_wire_name() {
+        let mut s = spec();
+        s.intent = Intent::Spare;
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["intent"], serde_json::json!({"action": "Spare"}));
+        assert_eq!(serde_json::from_value::<ClaimSpec>(json).unwrap(), s);
+        assert!(!Intent::Spare.is_leaving());
     }
 }

@@ -23,6 +23,7 @@ pub mod pool_record;
 pub mod quantity;
 pub mod safety;
 pub mod sched;
+pub mod spares;
 pub mod ttl;
 pub mod view;
 pub mod volumes;

@@ -2,14 +2,19 @@
 //!
 //! ```text
 //! Requested → Provisioning → Joining → Ready → Draining → Terminating → Terminated
+//!     │            ↑             ↓                            ↑
+//!     │            └─────────── Spare ────────────────────────┘
 //!     └──────────┴─────────────┴─────────┴────────┴───────────┴──→ Failed{step, reason}
 //! ```
 //! Any phase before `Terminated` may be abandoned to `Terminating` (a
 //! cancelled request, a forced destroy); a drain may be called off back to
 //! `Ready`; a `Failed` worker is cleaned up through `Terminating`; a
 //! `Ready` worker whose VM vanished is `Failed` through
-//! [`Lifecycle::lost_vm`]. Every other move is an error, never silently
-//! accepted.
+//! [`Lifecycle::lost_vm`]. A cold spare leaves `Joining` once its node has
+//! joined, is parked in `Spare` (its node emptied and deleted, its VM shut
+//! down: [`Step::runs_in`]), waits there stopped, and goes back to
+//! `Provisioning` when it is activated (its start is the next step). Every
+//! other move is an error, never silently accepted.
 
 use std::fmt;
 
@@ -38,11 +43,15 @@ pub enum Phase {
     Terminated,
     /// A step failed; see the reason.
     Failed,
+    /// A cold spare: cloned, configured and installed (its node joined
+    /// once), then parked with its node deleted and its VM stopped, waiting
+    /// to be activated. It takes no pods and is not capacity on its way.
+    Spare,
 }
 
 impl Phase {
-    /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 8] = [
+    /// Every phase, in lifecycle order (the spare's aside, last).
+    pub const ALL: [Phase; 9] = [
         Self::Requested,
         Self::Provisioning,
         Self::Joining,
@@ -51,6 +60,7 @@ impl Phase {
         Self::Terminating,
         Self::Terminated,
         Self::Failed,
+        Self::Spare,
     ];
 
     /// The phase's name.
@@ -64,6 +74,7 @@ impl Phase {
             Self::Terminating => "Terminating",
             Self::Terminated => "Terminated",
             Self::Failed => "Failed",
+            Self::Spare => "Spare",
         }
     }
 
@@ -80,12 +91,14 @@ impl Phase {
                 | (Draining, Ready)
                 | (Draining, Terminating)
                 | (Terminating, Terminated)
+                | (Joining, Spare)
+                | (Spare, Provisioning)
                 | (
-                    Requested | Provisioning | Joining | Ready | Failed,
+                    Requested | Provisioning | Joining | Ready | Failed | Spare,
                     Terminating
                 )
                 | (
-                    Requested | Provisioning | Joining | Draining | Terminating,
+                    Requested | Provisioning | Joining | Draining | Terminating | Spare,
                     Failed
                 )
         )
@@ -105,12 +118,15 @@ impl Phase {
     }
 
     /// Whether the worker takes room under its pool's limits: everything
-    /// but a worker on its way out. A failed worker keeps its VM (and its
+    /// but a worker on its way out and a spare. A failed worker keeps its VM (and its
     /// cores and memory) until it is removed, so it counts: otherwise a
     /// template that never joins would let failed workers pile up without
-    /// bound, each one admitted afresh.
+    /// bound, each one admitted afresh. A spare's room is kept by the refill
+    /// instead (see [`crate::spares`]): activating one turns it into a
+    /// worker without adding to the pool, so scale-up must see its room as
+    /// free for it.
     pub fn holds_pool_room(self) -> bool {
-        !matches!(self, Self::Terminating | Self::Terminated)
+        !matches!(self, Self::Terminating | Self::Terminated | Self::Spare)
     }
 }
 
@@ -172,6 +188,18 @@ impl Step {
         }
     }
 
+    /// Whether the step may run while the worker is in `phase`: its own
+    /// phase, or `Spare` for the steps that park a spare (cordon, drain,
+    /// delete the node, shut the OS down).
+    pub fn runs_in(self, phase: Phase) -> bool {
+        self.phase() == phase
+            || (phase == Phase::Spare
+                && matches!(
+                    self,
+                    Self::Cordon | Self::Drain | Self::DeleteNode | Self::ShutdownOs
+                ))
+    }
+
     /// The step's name as used in conditions and messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -224,6 +252,8 @@ pub enum Lifecycle {
         /// Why, in words an operator can act on.
         reason: String,
     },
+    /// See [`Phase::Spare`].
+    Spare,
 }
 
 /// A refused lifecycle move.
@@ -261,6 +291,7 @@ impl Lifecycle {
             Self::Terminating => Phase::Terminating,
             Self::Terminated => Phase::Terminated,
             Self::Failed { .. } => Phase::Failed,
+            Self::Spare => Phase::Spare,
         }
     }
 
@@ -276,6 +307,7 @@ impl Lifecycle {
             Phase::Draining => Self::Draining,
             Phase::Terminating => Self::Terminating,
             Phase::Terminated => Self::Terminated,
+            Phase::Spare => Self::Spare,
         }
     }
 
@@ -308,7 +340,7 @@ impl Lifecycle {
                 to: Phase::Failed,
             });
         }
-        if step.phase() != current {
+        if !step.runs_in(current) {
             return Err(TransitionError::StepOutOfPhase {
                 step,
                 step_phase: step.phase(),
@@ -377,6 +409,10 @@ mod tests {
         (Terminating, Terminated),
         (Terminating, Failed),
         (Failed, Terminating),
+        (Joining, Spare),
+        (Spare, Provisioning),
+        (Spare, Terminating),
+        (Spare, Failed),
     ];
 
     fn state(phase: Phase) -> Lifecycle {
@@ -399,6 +435,7 @@ mod tests {
                 Draining => Self::Draining,
                 Terminating => Self::Terminating,
                 Terminated => Self::Terminated,
+                Spare => Self::Spare,
                 Failed => unreachable!(),
             }
         }
@@ -409,7 +446,7 @@ mod tests {
             Requested => Step::AllocateVmid,
             Provisioning => Step::Clone,
             Joining => Step::DeliverConfig,
-            Draining => Step::Drain,
+            Draining | Spare => Step::Drain,
             _ => Step::DeleteVm,
         }
     }
@@ -480,6 +517,43 @@ mod tests {
             r#"{"phase":"Failed","step":"clone","reason":"task failed"}"#
         );
         assert_eq!(serde_json::from_str::<Lifecycle>(&json).unwrap(), failed);
+    }
+
+    #[test]
+    fn a_spare_is_parked_once_joined_and_activated_back_into_provisioning() {
+        let parked = Lifecycle::Joining.advance(Spare).unwrap();
+        assert_eq!(parked, Lifecycle::Spare);
+        assert_eq!(
+            parked.advance(Provisioning).unwrap(),
+            Lifecycle::Provisioning
+        );
+        assert_eq!(
+            parked.advance(Ready),
+            Err(TransitionError::Illegal {
+                from: Spare,
+                to: Ready
+            })
+        );
+        // Only the parking steps run (and fail) while parked.
+        assert!(parked.fail(Step::Start, "no memory").is_err());
+        assert_eq!(parked.fail(Step::Drain, "blocked").unwrap().phase(), Failed);
+    }
+
+    #[test]
+    fn a_spare_takes_no_pods_and_no_room_the_refill_does_not_keep() {
+        assert!(!Spare.counts_toward_pool());
+        assert!(!Spare.holds_pool_room());
+        assert!(Spare.may_hold_resources());
+    }
+
+    #[test]
+    fn the_spare_phase_round_trips_with_its_tag() {
+        let json = serde_json::to_string(&Lifecycle::Spare).unwrap();
+        assert_eq!(json, r#"{"phase":"Spare"}"#);
+        assert_eq!(
+            serde_json::from_str::<Lifecycle>(&json).unwrap(),
+            Lifecycle::Spare
+        );
     }
 
     #[test]

@@ -486,6 +486,27 @@ fn each_rule_reports_its_message_at_the_field() {
             (18, 36),
             "must be a fraction in (0, 1]",
         ),
+        case(
+            "spares are of one of the pool's sizes",
+            edit("maxNodes: 5}\n", "maxNodes: 5}\n    spares: {count: 1, size: smal}\n"),
+            "pools[0].spares.size",
+            (18, 30),
+            "size `smal` is not one of the pool's sizes (small), did you mean `small`?",
+        ),
+        case(
+            "spares leave room for a worker under maxNodes",
+            edit("maxNodes: 5}\n", "maxNodes: 5}\n    spares: {count: 5, size: small}\n"),
+            "pools[0].spares.count",
+            (18, 21),
+            "5 spares leave no room under maxNodes (5): spares count against it",
+        ),
+        case(
+            "spares name their count",
+            edit("maxNodes: 5}\n", "maxNodes: 5}\n    spares: {size: small}\n"),
+            "pools[0].spares",
+            (18, 13),
+            "missing required field `count`",
+        ),
     ];
     let mut failures = Vec::new();
     for c in &cases {
@@ -510,6 +531,18 @@ fn each_rule_reports_its_message_at_the_field() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn a_pool_keeps_the_spares_it_asks_for() {
+    let doc = edit(
+        "maxNodes: 5}\n",
+        "maxNodes: 5}\n    spares: {count: 2, size: small}\n",
+    );
+    let cfg = config::load(&doc).unwrap();
+    let spares = cfg.pools[0].spares.as_ref().unwrap();
+    assert_eq!((spares.count, spares.size.as_str()), (2, "small"));
+    assert!(config::load(MINIMAL).unwrap().pools[0].spares.is_none());
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! says `ds=nocloud;s=URL/` — fetches `URL/user-data` and `URL/meta-data`
 //! as Talos nocloud and cloud-init images do. Once a machine runs with a
 //! worker configuration, its kubelet registers the Node after the join
-//! delay. Stopping the VM powers the machine off and the Node goes
+//! delay (a third of it after a reboot, registering the Node again if it
+//! was deleted meanwhile). Stopping the VM powers the machine off and the Node goes
 //! NotReady; deleting it forgets the machine.
 
 use std::collections::{BTreeMap, HashMap};
@@ -370,16 +371,21 @@ impl Guests {
             return;
         };
         let already = self.book().node_of.get(&vmid).cloned();
-        if let Some(node) = already {
-            // A reboot: the kubelet comes back on its existing Node.
+        if let Some(node) = &already {
+            // A reboot: the kubelet comes back on its existing Node, or,
+            // when the Node was deleted meanwhile (a parked spare), registers
+            // it again as a kubelet does at start.
             self.inner
                 .clock
                 .sleep(self.inner.timings.join_delay / 3)
                 .await;
-            let _ = self.inner.kube.set_node_ready(&node, true);
-            return;
+            if self.inner.kube.get("v1", "Node", "", node).is_ok() {
+                let _ = self.inner.kube.set_node_ready(node, true);
+                return;
+            }
+        } else {
+            self.inner.clock.sleep(self.inner.timings.join_delay).await;
         }
-        self.inner.clock.sleep(self.inner.timings.join_delay).await;
         let (Some(vm), Some(state)) = (
             self.inner.pve.vm(vmid).filter(|v| v.running),
             self.inner.talos.machine_state(ip),

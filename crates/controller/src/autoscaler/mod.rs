@@ -6,7 +6,7 @@
 //! `TriggeredScaleUp` Event when capacity is on its way, `NotTriggerScaleUp`
 //! with the blocking reason when it is not.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +37,10 @@ pub struct PassReport {
     /// Each host's room as the plan saw it (for the headroom metrics).
     pub hosts: Vec<tidepool_core::planner::capacity::HostCapacity>,
     /// The plan's actions that were carried out, with the workers each
-    /// created or removed.
+    /// created or removed (spares activated included).
     pub acted: Vec<(Action, Vec<String>)>,
+    /// Cold spares requested by the refill.
+    pub spares: Vec<String>,
 }
 
 /// The autoscaler over its ports: the service it acts through, what it
@@ -104,9 +106,24 @@ where
         let planned = plan(&input);
         let deadline = next_deadline(&input);
         let mut report = PassReport::default();
+        let claims = store.observed().await?;
+        let mut activated = BTreeSet::new();
         for action in &planned.actions {
             let done = match action {
-                Action::Provision { .. } => carry_out(&self.service, action, ACTOR).await,
+                Action::Provision { .. } => {
+                    let (mut done, rest) = spares::activate_first(
+                        &self.service,
+                        ACTOR,
+                        action,
+                        &claims,
+                        &mut activated,
+                    )
+                    .await;
+                    if let Some(rest) = rest {
+                        done.extend(carry_out(&self.service, &rest, ACTOR).await);
+                    }
+                    done
+                }
                 Action::Remove {
                     worker,
                     pool,
@@ -130,6 +147,7 @@ where
             }
         }
         self.timers.save(store).await;
+        report.spares = spares::refill(&self.service, ACTOR, &input, &claims, &planned).await;
         report
             .removed
             .extend(clear_failed_launches(&self.service).await?);
@@ -219,8 +237,14 @@ where
         let deadline = tokio::time::Instant::now() + OWN_WRITES;
         while tokio::time::Instant::now() < deadline {
             if let Ok(claims) = self.service.executor().store().observed().await {
-                let created = report
-                    .created
+                // Activated spares show their new intent, new spares exist.
+                let created = report.created.iter().all(|n| {
+                    claims
+                        .iter()
+                        .any(|c| &c.name == n && !c.is_unactivated_spare())
+                });
+                let spares = report
+                    .spares
                     .iter()
                     .all(|n| claims.iter().any(|c| &c.name == n));
                 let removed = report.removed.iter().all(|n| {
@@ -229,7 +253,7 @@ where
                         .find(|c| &c.name == n)
                         .is_none_or(|c| c.spec.intent.is_removal())
                 });
-                if created && removed {
+                if created && spares && removed {
                     return;
                 }
             }
@@ -273,7 +297,10 @@ where
         // Only the autoscaler's own workers: one an operator asked for stays
         // Failed, with its reason, for the operator to see and decide.
         let ours = claim.spec.requested_by == ACTOR;
-        if !launching || !replaceable || !ours || claim.spec.intent != Intent::Keep {
+        // A spare fails while being made or parked: it is replaced too.
+        let launching = launching || claim.spec.intent.is_spare();
+        let kept = matches!(claim.spec.intent, Intent::Keep | Intent::Spare);
+        if !launching || !replaceable || !ours || !kept {
             continue;
         }
         match service
@@ -511,7 +538,10 @@ pub async fn run<H, J, N, S, O, E>(
         let (sleep_for, retry_within) = match autoscaler.pass().await {
             Ok((plan, report, deadline)) => {
                 record(metrics.as_ref(), &plan, &report);
-                if !report.created.is_empty() || !report.removed.is_empty() {
+                if !report.created.is_empty()
+                    || !report.removed.is_empty()
+                    || !report.spares.is_empty()
+                {
                     autoscaler.await_own_writes(&report).await;
                 }
                 (timing.sleep_until(deadline, clock.now()), Duration::MAX)
@@ -567,6 +597,7 @@ async fn any_change(feeds: &mut [watch::Receiver<u64>]) {
     .await;
 }
 
+mod spares;
 mod timers;
 
 pub use timers::with_stored_timers;

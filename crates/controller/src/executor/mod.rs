@@ -32,6 +32,8 @@ mod teardown;
 
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod spare;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -393,6 +395,10 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             .lifecycle
             .advance(to)
             .map_err(|e| lifecycle_error(name, e))?;
+        if claim.phase() == Phase::Spare && to == Phase::Provisioning {
+            // An activated spare starts again, its TTL counted from now.
+            tidepool_core::spares::activate(&mut status, claim.spec.ttl, self.now());
+        }
         self.store
             .save_status(name, &status)
             .await

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tidepool_core::planner::ClaimState;
 use tidepool_core::planner::hosts::VmCost;
 use tidepool_core::planner::usage::vms_on_their_way;
+use tidepool_core::spares::start_clock;
 use tidepool_core::{Phase, duration::Human};
 use tracing::warn;
 
@@ -28,20 +29,15 @@ pub const CLONE_TIMEOUT: Duration = Duration::from_secs(600);
 const CLONE_POLL: Duration = Duration::from_secs(2);
 
 impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
-    /// AllocateVmid: starts the worker's clock, chooses its host and
+    /// AllocateVmid: starts the worker's clock (a spare's waits for its
+    /// activation), chooses its host and
     /// reserves its VMID (unless the claim has them already), and moves it
     /// on to Provisioning.
     pub(super) async fn allocate_vmid(&self, work: &Work<'_>) -> Result<Outcome, ProviderError> {
         let mut s = work.status();
-        if s.provisioned_at.is_none() {
-            let now = self.now();
-            s.provisioned_at = Some(now);
-            s.expires_at = work
-                .claim
-                .spec
-                .ttl
-                .and_then(|t| tidepool_core::jiff::SignedDuration::try_from(t).ok())
-                .and_then(|t| now.checked_add(t).ok());
+        // A spare's clock starts when it is activated.
+        if s.provisioned_at.is_none() && !work.claim.intent().is_spare() {
+            start_clock(&mut s, work.claim.spec.ttl, self.now());
         }
         self.mark(&mut s, Condition::VmidAllocated);
         if s.host.is_none() {

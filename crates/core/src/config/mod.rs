@@ -352,6 +352,8 @@ pub struct Pool {
     pub taints: Vec<Taint>,
     /// How the pool's sick workers are repaired (spec §7).
     pub repair: crate::health::RepairPolicy,
+    /// The cold spares the pool keeps, if any.
+    pub spares: Option<crate::spares::Spares>,
 }
 
 impl Pool {

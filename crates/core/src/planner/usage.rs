@@ -30,7 +30,8 @@ pub fn pool_usage(cfg: &Config, claims: &[ClaimState], pool: &str) -> PoolUsage 
     usage
 }
 
-/// The claims whose VM is still to come (`Requested`, `Provisioning`),
+/// The claims whose VM is still to come (`Requested`, `Provisioning`, a
+/// spare being made),
 /// each with what its VM costs a host: placement takes them off their
 /// host's room unless the host already counts them.
 pub fn vms_on_their_way<'a>(
@@ -42,7 +43,10 @@ pub fn vms_on_their_way<'a>(
         .filter(|c| {
             matches!(
                 c.phase,
-                crate::lifecycle::Phase::Requested | crate::lifecycle::Phase::Provisioning
+                crate::lifecycle::Phase::Requested
+                    | crate::lifecycle::Phase::Provisioning
+                    // A spare being made; a parked one is on its host already.
+                    | crate::lifecycle::Phase::Spare
             )
         })
         .filter_map(|c| {

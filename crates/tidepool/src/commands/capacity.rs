@@ -76,7 +76,7 @@ fn table(r: &CapacityReport) -> String {
     [
         hosts_table(r),
         fits_table(r),
-        limits_table(r),
+        limits_table(r) + &spares_line(r),
         what_if_table(r),
     ]
     .join("\n")
@@ -199,6 +199,28 @@ fn limits_table(r: &CapacityReport) -> String {
         ]);
     }
     output::render(&t)
+}
+
+/// The pools' cold spares, one line, when any pool keeps some.
+fn spares_line(r: &CapacityReport) -> String {
+    let held: Vec<String> = r
+        .pools
+        .iter()
+        .filter_map(|p| {
+            let s = p.spares.as_ref()?;
+            Some(format!(
+                "{} has {} of {} {} spare(s)",
+                p.name, s.held, s.wanted, s.size
+            ))
+        })
+        .collect();
+    if held.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Cold spares (stopped, not counted above): {}.\n",
+        held.join("; ")
+    )
 }
 
 /// What adding or removing one worker would change.

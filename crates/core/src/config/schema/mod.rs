@@ -3,7 +3,8 @@
 //! position, and the walk continues so that one pass finds them all.
 //!
 //! One module per section of the document: [`providers`], [`join`],
-//! [`sizes`], [`pools`] (with the pools' [`scaling`] and [`repair`] policies) and the
+//! [`sizes`], [`pools`] (with the pools' [`scaling`] and [`repair`] policies and
+//! their [`spares`]) and the
 //! document-wide [`settings`] (labels, safety, server); [`secrets`] reads
 //! secret references and [`fields`] the value types they share.
 
@@ -17,6 +18,7 @@ mod scaling;
 mod secrets;
 mod settings;
 mod sizes;
+mod spares;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -19,6 +19,7 @@ use crate::safety::{MAX_TTL, MIN_TTL, did_you_mean};
 use super::fields::{dns_label, label_value, positive_duration, qualified_name, unique_strings};
 use super::repair::repair;
 use super::scaling::{scale_down, scale_up, utilization};
+use super::spares::spares;
 
 /// The `pools` list: at least one pool, no name twice.
 pub(super) fn pools(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Vec<Pool> {
@@ -96,6 +97,7 @@ fn pool(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Option
     let scale_down = scale_down(obj.get("scaleDown"), errs);
     let utilization_field = obj.get("utilization");
     let repair_field = obj.get("repair");
+    let spares_field = obj.get("spares");
     let schedule = match obj.get("schedule") {
         Some((n, p)) => list(n, &p, errs, scheduled),
         None => Some(Vec::new()),
@@ -115,7 +117,9 @@ fn pool(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Option
     let idle_timeout = lifetime(idle_field, kind, &IDLE_TIMEOUT, errs)?;
     let utilization = pool_utilization(utilization_field, kind, errs)?;
     let repair = repair(repair_field, Some(kind), errs)?;
+    let spares = spares(spares_field, pool_sizes.as_deref(), limits.as_ref(), errs);
     let limits = limits?;
+    let spares = spares?;
     let schedule = schedule?;
     check_schedule(&schedule, &limits, node, path, errs)?;
     Some(Pool {
@@ -135,6 +139,7 @@ fn pool(node: &Node, path: &str, known: &Known<'_>, errs: &mut Errors) -> Option
         labels: labels?,
         taints: taints?,
         repair,
+        spares,
     })
 }
 

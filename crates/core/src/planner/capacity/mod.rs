@@ -34,8 +34,8 @@ use what_if::{add_one, remove_one};
 
 pub use types::{
     AddOne, CapacityReport, ClusterCapacity, HostCapacity, HostFit, HostRoom, LimitsLeft,
-    NodeVolumes, PoolCapacity, ProviderCapacity, Refusal, RemoveOne, SizeFit, VmNeeds, VolumeRoom,
-    WhatIf,
+    NodeVolumes, PoolCapacity, ProviderCapacity, Refusal, RemoveOne, SizeFit, SparesHeld, VmNeeds,
+    VolumeRoom, WhatIf,
 };
 
 const MIB: u64 = 1 << 20;
@@ -191,6 +191,18 @@ fn pool_capacity(
         limits: limits_left(pool, f.usage, ctx.in_flight),
         sizes,
         volumes: VolumeRoom::default(),
+        spares: pool.spares.as_ref().map(|s| SparesHeld {
+            size: s.size.clone(),
+            wanted: s.count,
+            held: u32::try_from(
+                input
+                    .claims
+                    .iter()
+                    .filter(|c| c.pool == pool.name && c.phase == Phase::Spare && !c.removing)
+                    .count(),
+            )
+            .unwrap_or(u32::MAX),
+        }),
     }
 }
 

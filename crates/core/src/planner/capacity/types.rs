@@ -132,6 +132,8 @@ pub struct PoolCapacity {
     pub sizes: Vec<SizeFit>,
     /// Volumes of the attach-limited driver on its Ready workers.
     pub volumes: VolumeRoom,
+    /// The cold spares the pool keeps, if it keeps any.
+    pub spares: Option<SparesHeld>,
 }
 
 /// Volumes of the attach-limited CSI driver (proxmox-csi) on one node or
@@ -158,6 +160,19 @@ pub struct NodeVolumes {
     /// Attached and left.
     #[serde(flatten)]
     pub room: VolumeRoom,
+}
+
+/// A pool's cold spares: how many it keeps and how many it has (parked or
+/// being made). They are no capacity for pods and not in the figures above.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema), schemars(inline))]
+pub struct SparesHeld {
+    /// Their size.
+    pub size: String,
+    /// How many the pool keeps (`spares.count`).
+    pub wanted: u32,
+    /// How many it has, parked or being made.
+    pub held: u32,
 }
 
 /// A pool's limits, what it uses (counting workers on their way) and what
