@@ -131,8 +131,12 @@ pub enum RolloutState {
 pub enum WorkerStep {
     /// Chosen; not yet touched.
     Chosen,
-    /// Being cordoned and drained.
-    Draining,
+    /// Being cordoned and drained, since then (a drain blocked by a
+    /// PodDisruptionBudget is tried again until the pool's drain timeout).
+    Draining {
+        /// When the drain began.
+        since: Timestamp,
+    },
     /// The upgrade was asked for (or is about to be): never asked again;
     /// the worker is waited for.
     Upgrading {
@@ -640,8 +644,10 @@ mod tests {
     #[test]
     fn an_aborted_rollout_closes_its_batch_and_stays_aborted() {
         let mut r = rollout();
-        r.batches
-            .push(batch(&[("w1", WorkerStep::Draining)], false));
+        r.batches.push(batch(
+            &[("w1", WorkerStep::Draining { since: t(2) })],
+            false,
+        ));
         assert!(r.abort(t(9)));
         assert_eq!(r.state, RolloutState::Aborted);
         assert!(r.current().is_none());
