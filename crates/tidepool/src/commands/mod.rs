@@ -15,5 +15,6 @@ pub mod orphans;
 pub mod plan;
 pub mod run;
 pub mod scale_up;
+pub mod upgrade;
 pub mod wait;
 pub mod workers;
