@@ -298,19 +298,19 @@ where
         })
     }
 
+    /// The configured pools' names.
+    fn pool_names(&self) -> Vec<String> {
+        let config = self.exec.config();
+        config.pools.iter().map(|p| p.name.clone()).collect()
+    }
+
     /// One pass over every configured pool: carries each running rollout
     /// one step on. Returns whether any rollout is still running.
     ///
     /// # Errors
     /// The first pool whose pass failed (the others are still carried).
     pub async fn pass(&self) -> Result<bool, RolloutError> {
-        let pools: Vec<String> = self
-            .exec
-            .config()
-            .pools
-            .iter()
-            .map(|p| p.name.clone())
-            .collect();
+        let pools = self.pool_names();
         let mut running = false;
         let mut first_error = None;
         for pool in pools {

@@ -145,13 +145,7 @@ where
     /// # Errors
     /// As [`Rollouts::status`].
     pub async fn statuses(&self) -> Result<Vec<UpgradeStatus>, RolloutError> {
-        let pools: Vec<String> = self
-            .exec
-            .config()
-            .pools
-            .iter()
-            .map(|p| p.name.clone())
-            .collect();
+        let pools = self.pool_names();
         let mut out = Vec::new();
         for pool in pools {
             if let Some(s) = self.status(&pool).await? {
