@@ -2,7 +2,9 @@
 //! runs, so nothing moves the rollout): a dry run prints the batches and
 //! writes nothing; a start records the rollout, a second start is
 //! refused; status shows it running; abort stops it, and a resume of an
-//! aborted rollout is refused; an unknown pool is exit 4.
+//! aborted rollout is refused; an unknown pool is exit 4. And `tidepool
+//! talos` on a worker (version, services, health, restart-service,
+//! reboot), refusing a node that is not one of Tidepool's workers.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -135,5 +137,70 @@ async fn upgrade_plans_starts_shows_and_aborts_a_rollout() {
         4,
     );
     code(&tidepool(&lab, &["upgrade", "--pool", "burst"]).await, 2);
+    lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn talos_operations_reach_a_worker_and_refuse_what_is_not_one() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let lab = tidepool_lab::start(LabOptions {
+        scenario: Scenario::default_home_lab().unwrap(),
+        state_dir: std::env::temp_dir().join(format!("tidepool-cli-talos-{}", std::process::id())),
+        time_scale: SCALE.parse().unwrap(),
+        seed: 6,
+        kubernetes: tidepool_lab::KubernetesMode::from_env(),
+    })
+    .await
+    .unwrap();
+    let out = tidepool(
+        &lab,
+        &["provision", "--pool", "burst", "--size", "small", "--wait"],
+    )
+    .await;
+    code(&out, 0);
+    let claims = lab
+        .kube
+        .list("tidepool.dev/v1alpha1", "WorkerClaim", "", "")
+        .unwrap();
+    let worker = claims[0]["metadata"]["name"].as_str().unwrap().to_owned();
+
+    let out = tidepool(&lab, &["talos", "version", &worker]).await;
+    code(&out, 0);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v1.10.6");
+    let out = tidepool(&lab, &["talos", "services", &worker, "-o", "json"]).await;
+    code(&out, 0);
+    let services = json(&out);
+    assert!(
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == "kubelet" && s["state"] == "Running"),
+        "{services}"
+    );
+    let out = tidepool(&lab, &["talos", "health", &worker, "-o", "json"]).await;
+    code(&out, 0);
+    assert_eq!(json(&out)["healthy"], true);
+    code(
+        &tidepool(&lab, &["talos", "restart-service", &worker, "kubelet"]).await,
+        0,
+    );
+    code(&tidepool(&lab, &["talos", "reboot", &worker]).await, 0);
+
+    // Nodes Tidepool does not manage, the control plane among them.
+    let nodes = lab.kube.list("v1", "Node", "", "").unwrap();
+    let control_plane = nodes
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_owned())
+        .find(|n| *n != worker)
+        .unwrap();
+    let out = tidepool(&lab, &["talos", "reboot", &control_plane]).await;
+    code(&out, 3);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a Tidepool worker"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    code(&tidepool(&lab, &["talos", "version", "nobody"]).await, 3);
     lab.shutdown().await;
 }
