@@ -27,7 +27,7 @@ use tidepool_lab_sim::{FaultRule, Service as Emulator};
 use tidepool_lab_talos::{TalosEvent, UPGRADE_BOOT_FAULT};
 
 /// Real time a scenario may take (hours of lab time at 1000x).
-const PATIENCE: Duration = Duration::from_secs(60);
+const PATIENCE: Duration = Duration::from_secs(180);
 
 const IMAGE: &str = "ghcr.io/siderolabs/installer:v1.11.0";
 const TARGET: &str = "v1.11.0";
