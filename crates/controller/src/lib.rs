@@ -34,6 +34,7 @@ pub mod observe;
 pub mod pools;
 pub mod ports;
 pub mod reconciler;
+pub mod rollout;
 pub mod service;
 pub mod sweep;
 pub mod testing;

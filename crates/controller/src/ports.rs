@@ -332,14 +332,15 @@ pub struct GuestService {
 }
 
 /// The operating system of a worker (Talos), reached at the worker's
-/// address: the day-2 operations the health monitor repairs with.
+/// address: the day-2 operations the health monitor repairs with, and
+/// the upgrades of a rolling upgrade.
 ///
 /// # Contract
 /// - Every call addresses one machine by `ip` and fails `Transient` while
 ///   it does not answer (rebooting, down), `Permanent` when the operation
 ///   is refused or cannot be configured (no credentials).
-/// - [`GuestOs::restart_service`], [`GuestOs::reboot`] and
-///   [`GuestOs::wipe_ephemeral`] return once the machine accepted the
+/// - [`GuestOs::restart_service`], [`GuestOs::reboot`],
+///   [`GuestOs::wipe_ephemeral`] and [`GuestOs::upgrade`] return once the machine accepted the
 ///   operation, not once it is done; the node's conditions tell the rest.
 ///   None is idempotent: the caller records the operation before asking.
 pub trait GuestOs: Send + Sync {
@@ -360,6 +361,20 @@ pub trait GuestOs: Send + Sync {
     /// Frees disk: wipes the ephemeral partition (images, pod volumes,
     /// logs) and reboots, keeping the machine's configuration.
     fn wipe_ephemeral(&self, ip: IpAddr) -> impl Future<Output = ProviderResult<()>> + Send;
+    /// The OS version the machine runs now (Talos: the version tag, e.g.
+    /// `v1.10.6`). `Transient` while it reboots.
+    fn version(&self, ip: IpAddr) -> impl Future<Output = ProviderResult<String>> + Send;
+    /// Asks the machine to install the OS `image` and reboot into it
+    /// (`stage`: install early in the next boot instead). Returns once
+    /// accepted; the machine comes back on the new version, or on its old
+    /// one when the new one fails to boot. Not idempotent: the caller
+    /// records the upgrade before asking. Drain through Kubernetes first.
+    fn upgrade(
+        &self,
+        ip: IpAddr,
+        image: &str,
+        stage: bool,
+    ) -> impl Future<Output = ProviderResult<()>> + Send;
 }
 
 /// One mutating operation, for the audit trail.

@@ -24,7 +24,7 @@ use crate::ports::{
 use tidepool_core::pool_record::PoolRecord;
 
 mod guest;
-pub use guest::FakeGuests;
+pub use guest::{FAKE_OS_VERSION, FakeGuests};
 
 /// One fake VM.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,6 +21,7 @@ pub mod planner;
 pub mod pool;
 pub mod pool_record;
 pub mod quantity;
+pub mod rollout;
 pub mod safety;
 pub mod sched;
 pub mod spares;

@@ -38,6 +38,10 @@ pub struct PoolRecord {
     /// The autoscaler's timers.
     #[serde(default)]
     pub timers: PoolTimers,
+    /// The pool's rolling upgrade, the latest one asked for (kept once
+    /// finished, for `tidepool upgrade status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
 /// A name admitted to a pool whose claim is being created.

@@ -114,4 +114,23 @@ impl GuestOs for TalosGuest {
             .map_err(|e| classify(&e, "wiping EPHEMERAL through", ip))?;
         Ok(())
     }
+
+    async fn version(&self, ip: IpAddr) -> ProviderResult<String> {
+        let version = self
+            .client(ip)
+            .await?
+            .version()
+            .await
+            .map_err(|e| classify(&e, "reading the version through", ip))?;
+        Ok(version.tag)
+    }
+
+    async fn upgrade(&self, ip: IpAddr, image: &str, stage: bool) -> ProviderResult<()> {
+        self.client(ip)
+            .await?
+            .upgrade(image, stage)
+            .await
+            .map_err(|e| classify(&e, &format!("upgrading to {image} through"), ip))?;
+        Ok(())
+    }
 }

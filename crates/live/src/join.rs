@@ -203,4 +203,12 @@ impl GuestOs for LiveJoiner {
     async fn wipe_ephemeral(&self, ip: IpAddr) -> ProviderResult<()> {
         self.guest()?.wipe_ephemeral(ip).await
     }
+
+    async fn version(&self, ip: IpAddr) -> ProviderResult<String> {
+        self.guest()?.version(ip).await
+    }
+
+    async fn upgrade(&self, ip: IpAddr, image: &str, stage: bool) -> ProviderResult<()> {
+        self.guest()?.upgrade(ip, image, stage).await
+    }
 }

@@ -9,6 +9,7 @@ pub mod dry_run;
 pub mod health;
 pub mod leader;
 pub mod run;
+mod upgrades;
 pub mod web;
 
 pub use run::{Metrics, RunError, RunOptions, run};

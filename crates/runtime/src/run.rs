@@ -152,6 +152,7 @@ pub struct Metrics {
     unhealthy: Family<UnhealthyLabels, Gauge<i64, AtomicI64>>,
     unhealthy_labels: std::sync::Mutex<BTreeSet<UnhealthyLabels>>,
     repairs: Family<RepairLabels, Counter>,
+    upgrades: crate::upgrades::UpgradeGauges,
     registry: std::sync::Mutex<Registry>,
 }
 
@@ -260,6 +261,7 @@ impl Metrics {
             unhealthy: Family::default(),
             unhealthy_labels: std::sync::Mutex::new(BTreeSet::new()),
             repairs: Family::default(),
+            upgrades: crate::upgrades::UpgradeGauges::default(),
             registry: std::sync::Mutex::new(Registry::default()),
         };
         {
@@ -356,6 +358,7 @@ impl Metrics {
                 "Repairs and escalations of the health monitor, by action and result",
                 m.repairs.clone(),
             );
+            declared.push(m.upgrades.register(&mut r));
         }
         m.declared = declared;
         Arc::new(m)
@@ -569,6 +572,12 @@ impl HealthMetrics for Metrics {
     }
 }
 
+impl tidepool_controller::rollout::RolloutMetrics for Metrics {
+    fn workers(&self, pool: &str, counts: &tidepool_controller::rollout::WorkerCounts) {
+        self.upgrades.set(pool, counts);
+    }
+}
+
 /// A host label (the configured Proxmox hosts).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct HostLabel {
@@ -679,13 +688,14 @@ pub(crate) async fn bind_health(
     Ok((listener, bound))
 }
 
-/// The work a leader does: the reconciler, the sweep, the health monitor
-/// and the autoscaler.
+/// The work a leader does: the reconciler, the sweep, the health monitor,
+/// the rolling upgrades and the autoscaler.
 struct Work {
     stop: watch::Sender<bool>,
     reconciler: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
     health: tokio::task::JoinHandle<()>,
+    rollouts: tokio::task::JoinHandle<()>,
     autoscaler: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -726,6 +736,15 @@ impl Work {
             vec![exec.nodes().cluster().nodes().changes()],
             rx.clone(),
         ));
+        // Rolling upgrades, batch by batch, from the pools' records.
+        let rollouts = tokio::spawn(tidepool_controller::rollout::run(
+            tidepool_controller::rollout::Rollouts::new(exec.clone(), metrics.clone()),
+            tidepool_controller::rollout::RolloutTiming {
+                min_wait: floor(Duration::from_secs(1)),
+                busy_every: Duration::from_secs(5),
+            },
+            rx.clone(),
+        ));
         let autoscaler = autoscale.then(|| {
             // The batching window: half a second of controller time,
             // so the first clone follows an unschedulable pod within
@@ -748,6 +767,7 @@ impl Work {
             reconciler,
             sweeper,
             health,
+            rollouts,
             autoscaler,
         }
     }
@@ -762,6 +782,8 @@ impl Work {
         let _ = self.sweeper.await;
         self.health.abort();
         let _ = self.health.await;
+        self.rollouts.abort();
+        let _ = self.rollouts.await;
         if let Some(a) = self.autoscaler {
             a.abort();
             let _ = a.await;

@@ -427,16 +427,17 @@ impl TalosClient {
     }
 
     /// Upgrades the node to the installer `image` (the legacy
-    /// `MachineService/Upgrade`, served v1.8 through v1.17). Returns the
-    /// node's acknowledgement.
+    /// `MachineService/Upgrade`, served v1.8 through v1.17), keeping its
+    /// ephemeral data; `stage` defers the install to early in the next
+    /// boot. Returns the node's acknowledgement.
     ///
     /// # Errors
     /// See [`TalosError`].
-    pub async fn upgrade(&self, image: &str) -> Result<String, TalosError> {
+    pub async fn upgrade(&self, image: &str, stage: bool) -> Result<String, TalosError> {
         let request = self.request(pb::UpgradeRequest {
             image: image.to_owned(),
             preserve: true,
-            stage: false,
+            stage,
             force: false,
             reboot_mode: pb::upgrade_request::RebootMode::Default as i32,
         })?;

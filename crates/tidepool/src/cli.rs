@@ -140,6 +140,14 @@ pub enum Command {
         /// Only this worker.
         worker: Option<String>,
     },
+    /// Rolling Talos upgrades of a pool, in place, a batch at a time:
+    /// start one (`--pool P --talos-image IMAGE`), or show, resume or
+    /// abort one.
+    Upgrade(commands::upgrade::UpgradeArgs),
+    /// Talos operations on one worker through `join.talosconfigFrom`:
+    /// version, services, health, reboot, restart-service. Workers only.
+    #[command(subcommand)]
+    Talos(commands::talos::TalosCommand),
     /// The whole product in one command, no hardware: a lab, the
     /// controller, a burst of work scaled up and back down, and a summary.
     #[cfg(feature = "lab")]
@@ -333,6 +341,8 @@ pub fn run() -> ExitCode {
         Command::Orphans => commands::orphans::run(&ctx),
         Command::Doctor => commands::doctor::run(&ctx),
         Command::Health { worker } => commands::health::run(&ctx, worker.as_deref()),
+        Command::Upgrade(args) => commands::upgrade::run(&ctx, args),
+        Command::Talos(command) => commands::talos::run(&ctx, command),
         Command::Capacity { pool } => commands::capacity::run(&ctx, pool.as_deref()),
         Command::ScaleUp { pools } => commands::scale_up::run(&ctx, pools),
     };

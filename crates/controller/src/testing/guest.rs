@@ -2,8 +2,12 @@
 //! (by address) has its services; every operation asked for is recorded;
 //! a test says which operation heals which machine, and that operation
 //! then clears the problems of the machine's node and makes it Ready.
+//! Each machine runs [`FAKE_OS_VERSION`] until upgraded: an upgrade
+//! reboots the machine (its next version reading fails, as a rebooting
+//! machine's does) into the new version, or into the old one when the
+//! test said the new one fails to boot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::Fake;
@@ -20,7 +24,18 @@ pub struct FakeGuests {
     pub ops: Vec<(IpAddr, String)>,
     /// The operation that heals each machine (as in `ops`).
     pub heals: BTreeMap<IpAddr, String>,
+    /// The OS version of each machine upgraded so far; the others run
+    /// [`FAKE_OS_VERSION`].
+    pub versions: BTreeMap<IpAddr, String>,
+    /// Machines whose upgrades fail to boot: they stay on their version.
+    pub upgrade_rolls_back: BTreeSet<IpAddr>,
+    /// Machines rebooting after an upgrade: their next version reading
+    /// fails.
+    pub rebooting: BTreeSet<IpAddr>,
 }
+
+/// The OS version every fake machine runs until upgraded.
+pub const FAKE_OS_VERSION: &str = "v1.10.6";
 
 /// Kubelet and containerd, running, no failures.
 fn running() -> Vec<GuestService> {
@@ -97,6 +112,35 @@ impl GuestOs for Fake {
     async fn wipe_ephemeral(&self, ip: IpAddr) -> ProviderResult<()> {
         self.take("wipe_ephemeral")?;
         self.guest_op(ip, "wipe-ephemeral".to_owned());
+        Ok(())
+    }
+
+    async fn version(&self, ip: IpAddr) -> ProviderResult<String> {
+        self.take("guest_version")?;
+        let mut w = self.world();
+        if w.guest.rebooting.remove(&ip) {
+            return Err(crate::ports::ProviderError::new(
+                crate::ports::ProviderErrorKind::Transient,
+                format!("{ip} is rebooting"),
+            ));
+        }
+        Ok(w.guest
+            .versions
+            .get(&ip)
+            .cloned()
+            .unwrap_or_else(|| FAKE_OS_VERSION.to_owned()))
+    }
+
+    async fn upgrade(&self, ip: IpAddr, image: &str, stage: bool) -> ProviderResult<()> {
+        self.take("upgrade")?;
+        let staged = if stage { " --stage" } else { "" };
+        self.guest_op(ip, format!("upgrade {image}{staged}"));
+        let mut w = self.world();
+        w.guest.rebooting.insert(ip);
+        if !w.guest.upgrade_rolls_back.contains(&ip) {
+            let tag = image.rsplit(':').next().unwrap_or(image).to_owned();
+            w.guest.versions.insert(ip, tag);
+        }
         Ok(())
     }
 }

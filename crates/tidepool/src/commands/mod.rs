@@ -15,5 +15,7 @@ pub mod orphans;
 pub mod plan;
 pub mod run;
 pub mod scale_up;
+pub mod talos;
+pub mod upgrade;
 pub mod wait;
 pub mod workers;
