@@ -163,6 +163,11 @@ pub struct ProxmoxProvider {
     pub resource_pool: Option<String>,
     /// Full clones (independent disks) rather than linked clones.
     pub full_clone: bool,
+    /// Clones Tidepool runs at once on one host and storage
+    /// (`maxParallelClones`, default 3): Proxmox allocates each clone's
+    /// volume under the storage's lock, and a clone that waits too long
+    /// for it fails.
+    pub max_parallel_clones: u32,
 }
 
 /// How new workers receive their configuration and join the cluster.

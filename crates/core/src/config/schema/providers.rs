@@ -8,8 +8,13 @@ use crate::config::reader::{Errors, Obj, Spanned, boolean, number, string, uint,
 use crate::config::yaml::{Node, Value};
 use crate::config::{ProxmoxProvider, TlsVerify};
 
-use super::fields::{named_entries, unique_strings};
+use super::fields::{at_least_one, named_entries, unique_strings};
 use super::secrets::{inline_secret, secret_ref};
+
+/// Clones at once per host and storage when the file does not say: PVE
+/// allocates each clone's volume under the storage's lock and gives up on
+/// a wait of 10 s, so a few at a time keep clear of that.
+const DEFAULT_MAX_PARALLEL_CLONES: u32 = 3;
 
 /// The `providers` mapping, by name.
 pub(super) fn providers(
@@ -92,6 +97,10 @@ fn provider(name: &str, node: &Node, path: &str, errs: &mut Errors) -> Option<Pr
         .get("fullClone")
         .and_then(|(n, p)| boolean(n, &p, errs))
         .unwrap_or(true);
+    let max_parallel_clones = obj
+        .get("maxParallelClones")
+        .and_then(|(n, p)| at_least_one(n, &p, errs))
+        .unwrap_or(DEFAULT_MAX_PARALLEL_CLONES);
     obj.finish_with(errs, |key| {
         matches!(
             key,
@@ -114,6 +123,7 @@ fn provider(name: &str, node: &Node, path: &str, errs: &mut Errors) -> Option<Pr
         storage,
         resource_pool,
         full_clone,
+        max_parallel_clones,
     })
 }
 
