@@ -6,8 +6,9 @@
 #   (scripts/tools.sh);
 # - a Python virtualenv with third-party Kubernetes, Proxmox and MCP
 #   clients (scripts/fidelity-venv.sh);
-# - the upstream components built from Go modules (scripts/upstream.sh:
-#   kube-apiserver and friends, etcd, kwok, talosctl, helm, crane), linked
+# - the upstream components the tests run, built from Go modules
+#   (scripts/upstream.sh: kube-apiserver and friends, etcd, kwok, talosctl,
+#   helm, and crane, which assembles the release image), linked
 #   into one directory passed as TIDEPOOL_UPSTREAM_BIN (TIDEPOOL_HELM for
 #   the chart tests);
 # - the release artifacts (scripts/release.sh: the static binary without
@@ -30,7 +31,7 @@ bin="${TIDEPOOL_UPSTREAM_CACHE:-$HOME/.cache/tidepool/upstream}/bin"
 mkdir -p "$bin"
 while read -r name path; do
   ln -sf "$path" "$bin/$name"
-done < <("$root/scripts/upstream.sh")
+done < <("$root/scripts/upstream.sh" kubernetes etcd kwok talosctl helm crane)
 export TIDEPOOL_UPSTREAM_BIN="$bin"
 export TIDEPOOL_HELM="$bin/helm"
 # The artifacts are checked from a dev-profile build (the optimised one

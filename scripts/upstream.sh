@@ -17,6 +17,9 @@
 #   crane          from github.com/google/go-containerregistry
 #
 # Usage: scripts/upstream.sh [COMPONENT...]   (default: all)
+# Missing components are built side by side, TIDEPOOL_UPSTREAM_JOBS (3) at
+# a time; Go's module and build caches (~/go/pkg/mod, ~/.cache/go-build)
+# are reused, so a new version rebuilds only what changed.
 # Prints one line per component: `NAME PATH`. Components: kubernetes (the
 # four binaries above), etcd, kwok, talosctl, helm, crane.
 # TIDEPOOL_UPSTREAM_CACHE moves the cache (default ~/.cache/tidepool/upstream).
@@ -103,10 +106,14 @@ build_wrapped() {
     (
       cd "$src"
       GOFLAGS=-mod=mod go mod tidy >&2
+      # One go build for every command of the module: the packages they
+      # share are compiled once and the links run in parallel.
+      mkdir -p "$out/.tmp"
+      CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/.tmp/" "$@" >&2
       for pkg in "$@"; do
-        CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/$(basename "$pkg").tmp" "$pkg" >&2
-        mv "$out/$(basename "$pkg").tmp" "$out/$(basename "$pkg")"
+        mv "$out/.tmp/$(basename "$pkg")" "$out/$(basename "$pkg")"
       done
+      rmdir "$out/.tmp"
     )
     rm -rf "$src"
   fi
@@ -191,10 +198,35 @@ if [ ${#components[@]} = 0 ] || [ "${components[0]}" = all ]; then
 fi
 for c in "${components[@]}"; do
   case "$c" in
-    kubernetes | etcd | kwok | talosctl | helm | crane) "$c" ;;
+    kubernetes | etcd | kwok | talosctl | helm | crane) ;;
     *)
       log "unknown component '$c' (kubernetes, etcd, kwok, talosctl, helm, crane)"
       exit 2
       ;;
   esac
+done
+# Components are built side by side, at most $jobs at once, so one's module
+# downloads and links overlap another's compiling; their lines are printed
+# in the order asked.
+jobs=${TIDEPOOL_UPSTREAM_JOBS:-3}
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+pids=()
+for c in "${components[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  "$c" > "$results/$c" &
+  pids+=("$!")
+done
+status=0
+for i in "${!components[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    log "building ${components[$i]} failed"
+    status=1
+  fi
+done
+[ "$status" = 0 ] || exit 1
+for c in "${components[@]}"; do
+  cat "$results/$c"
 done

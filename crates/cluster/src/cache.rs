@@ -266,6 +266,29 @@ impl<V: Send + Sync + 'static> Cache<V> {
     pub fn start_projected<K>(
         api: Api<K>,
         config: watcher::Config,
+        project: impl FnMut(K) -> V + Send + 'static,
+    ) -> Self
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+    {
+        Self::start_streaming(api, config, None, project)
+    }
+
+    /// Like [`Cache::start_projected`], with the first list as a
+    /// streaming list (`config` should ask for one) and `fallback`
+    /// (a paged list) when the API server refuses streaming lists.
+    ///
+    /// A streaming list is a watch that first sends every object as an
+    /// event and then a bookmark marking the end of the initial state
+    /// (Kubernetes 1.27 and later with the `WatchList` feature, on by
+    /// default from 1.32): the API server serves it from its watch cache,
+    /// and the client holds one object at a time instead of a page. An
+    /// API server without the feature answers such a watch with a client
+    /// error (4xx); the cache then lists in pages from there on.
+    pub fn start_streaming<K>(
+        api: Api<K>,
+        config: watcher::Config,
+        fallback: Option<watcher::Config>,
         mut project: impl FnMut(K) -> V + Send + 'static,
     ) -> Self
     where
@@ -283,9 +306,9 @@ impl<V: Send + Sync + 'static> Cache<V> {
             store.clone(),
             kind.clone(),
         );
-        let stream = watcher(api, config).default_backoff();
+        let mut fallback = fallback;
+        let mut stream = watcher(api.clone(), config).default_backoff().boxed();
         let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
             let mut mirror = Mirror::new(writer);
             while let Some(event) = stream.next().await {
                 match event {
@@ -302,6 +325,14 @@ impl<V: Send + Sync + 'static> Cache<V> {
                     },
                     Err(error) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        if refused(&error)
+                            && let Some(paged) = fallback.take()
+                        {
+                            tracing::info!(kind = &*task_kind, error = %error, "streaming lists refused; listing in pages");
+                            mirror.listing = None;
+                            stream = watcher(api.clone(), paged).default_backoff().boxed();
+                            continue;
+                        }
                         tracing::warn!(kind = &*task_kind, error = %error, "watch failed; retrying");
                     }
                 }
@@ -317,6 +348,18 @@ impl<V: Send + Sync + 'static> Cache<V> {
             _task: Arc::new(TaskGuard(task)),
         }
     }
+}
+
+/// Whether the API server refused the watch itself (a 4xx other than 410
+/// Gone and 429 Too Many Requests), as one without streaming lists does.
+fn refused(error: &watcher::Error) -> bool {
+    let code = match error {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code,
+        watcher::Error::WatchError(status) => status.code,
+        _ => return false,
+    };
+    (400..500).contains(&code) && code != 410 && code != 429
 }
 
 impl<V> Cache<V> {

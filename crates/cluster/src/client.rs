@@ -84,6 +84,11 @@ pub struct ClusterOptions {
     /// `reportingInstance` of the Events this client records (the pod or
     /// host name of this controller replica).
     pub reporting_instance: String,
+    /// Whether the node and pod caches start with a streaming list (a
+    /// watch that sends the current objects first; see
+    /// [`Cache::start_streaming`]), falling back to a paged list when the
+    /// API server refuses one. `false` lists in pages from the start.
+    pub streaming_lists: bool,
 }
 
 impl Default for ClusterOptions {
@@ -93,6 +98,7 @@ impl Default for ClusterOptions {
             .unwrap_or_else(|_| "tidepool".to_owned());
         Self {
             reporting_instance: instance,
+            streaming_lists: true,
         }
     }
 }
@@ -145,16 +151,29 @@ impl ClusterClient {
 
     /// A cluster client with the given options (see [`ClusterClient::new`]).
     pub fn with_options(client: Client, options: ClusterOptions) -> Self {
-        let nodes = Cache::start_projected(
+        // Small pages when listing in pages: each page's JSON is held whole
+        // while it is read. A streaming list holds one object at a time.
+        let lists = |page| {
+            let paged = watcher::Config::default().page_size(page);
+            if options.streaming_lists {
+                (watcher::Config::default().streaming_lists(), Some(paged))
+            } else {
+                (paged, None)
+            }
+        };
+        let (config, fallback) = lists(NODE_PAGE);
+        let nodes = Cache::start_streaming(
             Api::<WireNode>::all(client.clone()),
-            watcher::Config::default().page_size(NODE_PAGE),
+            config,
+            fallback,
             WireNode::into_node,
         );
         let mut interner = PodInterner::default();
-        let pods = Cache::start_projected(
+        let (config, fallback) = lists(POD_PAGE);
+        let pods = Cache::start_streaming(
             Api::<WirePod>::all(client.clone()),
-            // Small pages: each page's JSON is held whole while it is read.
-            watcher::Config::default().page_size(POD_PAGE),
+            config,
+            fallback,
             move |pod| interner.project(pod),
         );
         Self {

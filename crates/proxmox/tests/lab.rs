@@ -629,6 +629,7 @@ async fn a_provider_from_the_config_reads_its_token_file_relative_to_the_config_
         resource_pool: None,
         full_clone: false,
         volumes: Default::default(),
+        max_parallel_clones: 3,
     };
     let c = ProxmoxClient::from_provider(&provider, &env.dir, fast()).unwrap();
     assert_eq!(c.token_id(), "root@pam!tidepool");

@@ -255,6 +255,15 @@ pub struct PveDurations {
     pub full_clone_ms: u64,
     /// A linked clone.
     pub linked_clone_ms: u64,
+    /// The part of a clone (full or linked) spent allocating or
+    /// snapshotting its volume under the storage's lock (PVE's
+    /// `/var/lock/pve-manager/pve-storage-<id>` on the target node), which
+    /// clones on one storage take one at a time; part of the clone's
+    /// duration, not added to it.
+    pub storage_lock_ms: u64,
+    /// How long a clone waits for the storage's lock before its task fails
+    /// with PVE's "can't lock file … got timeout" (PVE: 10 s).
+    pub storage_lock_timeout_ms: u64,
     /// An async config update (`qmconfig`).
     pub config_ms: u64,
     /// `status/start` until QEMU runs.
@@ -278,6 +287,8 @@ impl Default for PveDurations {
         Self {
             full_clone_ms: 60_000,
             linked_clone_ms: 5_000,
+            storage_lock_ms: 2_000,
+            storage_lock_timeout_ms: 10_000,
             config_ms: 500,
             start_ms: 3_000,
             shutdown_ms: 10_000,

@@ -3,7 +3,7 @@
 //! VMs and mark guest agents up; plus the shared core the HTTP handlers
 //! and worker tasks run on (state, per-VM file locks, tasks, faults).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -100,6 +100,10 @@ pub(crate) struct Shared {
     pub ca: TestCa,
     pub state: Mutex<State>,
     flocks: Mutex<HashMap<u32, Arc<RwLock<()>>>>,
+    /// Storage locks by `node/storage`.
+    storage_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Authenticated requests by method and path, ids as `{id}`.
+    requests: Mutex<BTreeMap<String, u64>>,
     pub events: broadcast::Sender<VmEvent>,
     /// `user@realm` of the token.
     pub token_user: String,
@@ -157,6 +161,50 @@ impl Shared {
         tokio::time::timeout(self.clock.real(wait), lock.read_owned())
             .await
             .map_err(|_| lock_timeout(vmid))
+    }
+
+    /// Counts one authenticated request to `path` (below `/api2/json`).
+    pub(crate) fn count_request(&self, method: &str, path: &str) {
+        let template: Vec<&str> = path
+            .split('/')
+            .map(|part| {
+                if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+                    "{id}"
+                } else if part.starts_with("UPID:") {
+                    "{upid}"
+                } else {
+                    part
+                }
+            })
+            .collect();
+        let key = format!("{method} {}", template.join("/"));
+        let mut map = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry(key).or_default() += 1;
+    }
+
+    /// Takes the lock of `storage` on `node`, waiting up to `wait` of
+    /// simulated time, as PVE's `cluster_lock_storage` does for a local
+    /// storage's volume allocation.
+    ///
+    /// # Errors
+    /// The real timeout message.
+    pub(crate) async fn lock_storage(
+        &self,
+        node: &str,
+        storage: &str,
+        wait: Duration,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        let lock = {
+            let mut map = self.storage_locks.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(format!("{node}/{storage}")).or_default().clone()
+        };
+        tokio::time::timeout(self.clock.real(wait), lock.lock_owned())
+            .await
+            .map_err(|_| {
+                format!(
+                    "can't lock file '/var/lock/pve-manager/pve-storage-{storage}' - got timeout"
+                )
+            })
     }
 
     /// Starts a worker task and returns its UPID. `work` runs on its own
@@ -305,6 +353,8 @@ impl PveLab {
                 ca,
                 state: Mutex::new(state),
                 flocks: Mutex::new(HashMap::new()),
+                storage_locks: Mutex::new(HashMap::new()),
+                requests: Mutex::new(BTreeMap::new()),
                 events,
                 token_user,
                 token_name,
@@ -358,6 +408,17 @@ impl PveLab {
     pub fn vm(&self, vmid: u32) -> Option<VmSnapshot> {
         let st = self.shared.state();
         st.vms.get(&vmid).map(snapshot)
+    }
+
+    /// How many authenticated requests the API has answered, by method and
+    /// path with VMIDs as `{id}` and task ids as `{upid}`
+    /// (`POST /nodes/pve-01/qemu/{id}/clone`).
+    pub fn requests(&self) -> BTreeMap<String, u64> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Snapshots of all VMs, by vmid.

@@ -137,6 +137,7 @@ async fn handle_inner(shared: &Arc<Shared>, req: Request) -> Result<Reply, ApiEr
         return Err(ApiError::unauthorized(reason));
     }
     let op = format!("{method} {}", rel.trim_end_matches('/'));
+    shared.count_request(method.as_str(), rel.trim_end_matches('/'));
     let injected = shared.faults.check(Service::Proxmox, &op);
     if !injected.latency.is_zero() {
         shared.clock.sleep(injected.latency).await;

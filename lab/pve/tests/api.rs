@@ -200,6 +200,48 @@ async fn a_clone_returns_a_upid_and_the_new_vm_stays_locked_until_the_task_ends(
 }
 
 #[tokio::test]
+async fn clones_on_one_storage_take_its_lock_in_turn_and_one_that_waits_too_long_fails() {
+    let mut cfg = two_node_cluster();
+    // Each clone holds the storage's lock for the whole of its 4 s; a
+    // clone gives up after 6 s of waiting. Of three at once, the second
+    // waits 4 s and the third 8 s.
+    cfg.durations.linked_clone_ms = 4_000;
+    cfg.durations.storage_lock_ms = 4_000;
+    cfg.durations.storage_lock_timeout_ms = 6_000;
+    let lab = start(cfg, 5.0, 1).await;
+    let clone = |newid: &'static str| {
+        let lab = &lab;
+        async move {
+            let a = lab
+                .post(
+                    &format!("/nodes/pve-01/qemu/{TEMPLATE}/clone"),
+                    &[("newid", newid)],
+                )
+                .await;
+            assert_eq!(a.status, 200, "{}", a.raw);
+            let task = lab.wait_task(a.data().as_str().unwrap()).await;
+            task["exitstatus"].as_str().unwrap().to_owned()
+        }
+    };
+    let (a, b, c) = tokio::join!(clone("120"), clone("121"), clone("122"));
+    let mut outcomes = [a, b, c];
+    outcomes.sort();
+    assert_eq!(
+        outcomes,
+        [
+            "OK",
+            "OK",
+            "clone failed: can't lock file '/var/lock/pve-manager/pve-storage-local-lvm' - got timeout"
+        ]
+    );
+    assert_eq!(
+        lab.lab.requests()["POST /nodes/pve-01/qemu/{id}/clone"],
+        3,
+        "the lab counts requests by path"
+    );
+}
+
+#[tokio::test]
 async fn a_locked_vm_refuses_config_changes_once_the_file_lock_wait_runs_out() {
     let mut cfg = two_node_cluster();
     cfg.durations.full_clone_ms = 60_000_000;

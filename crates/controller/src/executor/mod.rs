@@ -155,6 +155,9 @@ pub struct Executor<H, J, N, S> {
     /// Serialises VMID choice within this process: two claims allocating
     /// at once must not both pick the same free VMID.
     vmid_lock: tokio::sync::Mutex<()>,
+    /// Clone slots by provider, host and storage
+    /// ([`tidepool_core::config::ProxmoxProvider::max_parallel_clones`]).
+    clone_slots: provision::CloneSlots,
 }
 
 /// What a step did, for [`Executor::step`] to record.
@@ -213,6 +216,7 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             clock,
             kill: None,
             vmid_lock: tokio::sync::Mutex::new(()),
+            clone_slots: provision::CloneSlots::default(),
         }
     }
 

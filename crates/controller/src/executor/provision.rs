@@ -2,9 +2,12 @@
 //! guest reporting its address (AllocateVmid, Clone, Configure, Start,
 //! WaitForAddress), with the VMID reservation they share.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tidepool_core::planner::ClaimState;
 use tidepool_core::planner::hosts::VmCost;
@@ -140,10 +143,13 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
         let requested = s.has(Condition::CloneRequested);
         match self.hv.vm(vmid).await? {
             None if !requested => return Ok(self.reached(s, Condition::CloneRequested)),
-            None => match self.hv.clone_vm(&clone_spec(work, &s, vmid)).await {
-                Ok(identity) => s.vm = Some(identity),
-                Err(e) => return self.clone_refused(work, vmid, e).await,
-            },
+            None => {
+                let _slot = self.clone_slot(work, &s).await?;
+                match self.hv.clone_vm(&clone_spec(work, &s, vmid)).await {
+                    Ok(identity) => s.vm = Some(identity),
+                    Err(e) => return self.clone_refused(work, vmid, e).await,
+                }
+            }
             Some(vm) if vm.owner.as_deref() == Some(name) && !vm.locked => {
                 s.vm = Some(vm.identity);
             }
@@ -156,6 +162,29 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
             Some(_) => return self.reserve_again(name, vmid, s).await,
         }
         Ok(self.reached(s, Condition::VmCloned))
+    }
+
+    /// Waits for one of the clone slots of the claim's host and its
+    /// provider's storage; the clone holds it until it has finished.
+    async fn clone_slot(
+        &self,
+        work: &Work<'_>,
+        s: &ClaimStatus,
+    ) -> Result<OwnedSemaphorePermit, ProviderError> {
+        let provider = self
+            .config
+            .providers
+            .get(&work.pool.provider)
+            .ok_or_else(|| permanent(format!("unknown provider `{}`", work.pool.provider)))?;
+        let host = s.host.as_deref().unwrap_or_default();
+        let slots = self.clone_slots.of(
+            format!("{}/{host}/{}", provider.name, provider.storage),
+            provider.max_parallel_clones,
+        );
+        slots
+            .acquire_owned()
+            .await
+            .map_err(|e| permanent(format!("clone slots closed: {e}")))
     }
 
     /// Whether a locked VM whose marker names `owner` is this claim's clone
@@ -288,6 +317,24 @@ impl<H: Hypervisor, J: Joiner, N: Nodes, S: ClaimStore> Executor<H, J, N, S> {
     }
 }
 
+/// Clones in flight per provider, host and storage: each a semaphore with
+/// the provider's `max_parallel_clones` permits, made on first use.
+/// Proxmox allocates a clone's volume under the storage's lock and fails a
+/// clone that waits for it too long, so a burst of clones to one host is
+/// queued here instead of there.
+#[derive(Debug, Default)]
+pub(super) struct CloneSlots(Mutex<HashMap<String, Arc<Semaphore>>>);
+
+impl CloneSlots {
+    /// The semaphore of `key` (made with `permits` if new).
+    fn of(&self, key: String, permits: u32) -> Arc<Semaphore> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(key)
+            .or_insert_with(|| Arc::new(Semaphore::new(permits.max(1) as usize)))
+            .clone()
+    }
+}
+
 /// The VMIDs `claims` hold: each one's VM, or the VMID it reserved.
 fn reserved_vmids(claims: &[Claim]) -> BTreeSet<u32> {
     claims
@@ -339,6 +386,52 @@ mod tests {
                 locked: true,
             },
         );
+    }
+
+    #[tokio::test]
+    async fn a_clone_waits_for_a_free_slot_on_its_host_and_storage() {
+        let fake = Fake::new();
+        let clock = clock();
+        let exec = std::sync::Arc::new(executor(&fake, &clock));
+        fake.put_claim(claim("burst-cap01", "burst", "small"));
+        for step in [Step::AllocateVmid, Step::Clone] {
+            assert_eq!(
+                exec.step("burst-cap01").await.unwrap(),
+                Progress::Advanced(step)
+            );
+        }
+        let host = fake.world().claims["burst-cap01"]
+            .status
+            .host
+            .clone()
+            .unwrap();
+        // Other claims' clones hold every slot of the example's
+        // `maxParallelClones: 3` on this host's storage.
+        let slots = exec.clone_slots.of(format!("pve/{host}/local-lvm"), 3);
+        let held = slots.clone().acquire_many_owned(3).await.unwrap();
+        let stepping = {
+            let exec = exec.clone();
+            tokio::spawn(async move { exec.step("burst-cap01").await })
+        };
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!stepping.is_finished(), "the clone waits for a slot");
+        assert_eq!(fake.world().calls.get("clone"), None, "nothing cloned yet");
+        // Another host's storage is not this one's.
+        assert_eq!(
+            exec.clone_slots
+                .of("pve/pve-02/local-lvm".into(), 3)
+                .available_permits(),
+            3
+        );
+        drop(held);
+        assert_eq!(
+            stepping.await.unwrap().unwrap(),
+            Progress::Advanced(Step::Clone)
+        );
+        assert_eq!(fake.world().calls.get("clone"), Some(&1));
+        assert_eq!(slots.available_permits(), 3, "the slot is given back");
     }
 
     #[tokio::test]

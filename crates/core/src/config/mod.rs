@@ -165,6 +165,11 @@ pub struct ProxmoxProvider {
     pub full_clone: bool,
     /// The attach-limited CSI driver of its VMs and its fallback limit.
     pub volumes: VolumeAttach,
+    /// Clones Tidepool runs at once on one host and storage
+    /// (`maxParallelClones`, default 3): Proxmox allocates each clone's
+    /// volume under the storage's lock, and a clone that waits too long
+    /// for it fails.
+    pub max_parallel_clones: u32,
 }
 
 /// The block volumes a provider's VMs can attach (spec §5): the CSI driver

@@ -202,42 +202,14 @@ pub async fn start(
     faults: &Arc<Faults>,
 ) -> Result<ControlPlane, UpstreamError> {
     let map = ClockMap::of(clock);
-    let dir = state_dir.join("upstream");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|source| UpstreamError::Io {
-        path: dir.clone(),
-        source,
-    })?;
-    let pki = pki::create(&dir)?;
+    let (dir, pki) = fresh_dir(state_dir)?;
     let mut components = Vec::new();
 
     let etcd = start_etcd(&dir).await?;
     let etcd_url = etcd.0;
     components.push(etcd.1);
 
-    let port = free_port()?;
-    let apiserver = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let server = format!("https://{apiserver}");
-    let mut api = Component::spawn(
-        "kube-apiserver",
-        &dir,
-        &apiserver_args(&pki, &etcd_url, port),
-        None,
-    )?;
-    let client = Upstream::new(&server, &pki.ca_pem, pki.admin_token(), map)?;
-    let probe = reqwest::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())
-                .map_err(|e| client::ClientError::Build(e.to_string()))?,
-        )
-        .build()
-        .map_err(|e| client::ClientError::Build(e.to_string()))?;
-    let readyz = format!("{server}/readyz");
-    wait_ready(&mut api, || {
-        let req = probe.get(&readyz).bearer_auth(pki.admin_token()).send();
-        async move { req.await.is_ok_and(|r| r.status().is_success()) }
-    })
-    .await?;
+    let (apiserver, server, api, client) = start_apiserver(&dir, &pki, &etcd_url, map).await?;
     components.push(api);
 
     for (name, user, extra) in [
@@ -277,6 +249,75 @@ pub async fn start(
     })
 }
 
+/// Starts only etcd and the API server under `state_dir/upstream`, with no
+/// scheduler, controllers, kwok or proxy: `endpoint` is the API server
+/// itself and nothing maps time. For benchmarks that load plain objects
+/// and measure a client against the real API server alone.
+///
+/// # Errors
+/// [`UpstreamError`] naming the component, with the end of its log.
+pub async fn start_api_only(state_dir: &Path) -> Result<ControlPlane, UpstreamError> {
+    let (dir, pki) = fresh_dir(state_dir)?;
+    let (etcd_url, etcd) = start_etcd(&dir).await?;
+    let (apiserver, _, api, client) =
+        start_apiserver(&dir, &pki, &etcd_url, ClockMap::new(0, 1.0)).await?;
+    Ok(ControlPlane {
+        endpoint: apiserver,
+        apiserver,
+        client,
+        pki,
+        components: vec![etcd, api],
+        proxy_task: tokio::spawn(async {}),
+    })
+}
+
+/// `state_dir/upstream`, emptied, with fresh credentials in it.
+fn fresh_dir(state_dir: &Path) -> Result<(PathBuf, Pki), UpstreamError> {
+    let dir = state_dir.join("upstream");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|source| UpstreamError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let pki = pki::create(&dir)?;
+    Ok((dir, pki))
+}
+
+/// The API server, started against etcd at `etcd_url` and waited for until
+/// `/readyz` answers: its address, its https URL, the process and the
+/// lab's client (timestamps mapped by `map`).
+async fn start_apiserver(
+    dir: &Path,
+    pki: &Pki,
+    etcd_url: &str,
+    map: ClockMap,
+) -> Result<(SocketAddr, String, Component, Upstream), UpstreamError> {
+    let port = free_port()?;
+    let apiserver = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let server = format!("https://{apiserver}");
+    let mut api = Component::spawn(
+        "kube-apiserver",
+        dir,
+        &apiserver_args(pki, etcd_url, port),
+        None,
+    )?;
+    let client = Upstream::new(&server, &pki.ca_pem, pki.admin_token(), map)?;
+    let probe = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())
+                .map_err(|e| client::ClientError::Build(e.to_string()))?,
+        )
+        .build()
+        .map_err(|e| client::ClientError::Build(e.to_string()))?;
+    let readyz = format!("{server}/readyz");
+    wait_ready(&mut api, || {
+        let req = probe.get(&readyz).bearer_auth(pki.admin_token()).send();
+        async move { req.await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await?;
+    Ok((apiserver, server, api, client))
+}
+
 async fn start_etcd(dir: &Path) -> Result<(String, Component), UpstreamError> {
     let client_port = free_port()?;
     let peer_port = free_port()?;
@@ -295,6 +336,9 @@ async fn start_etcd(dir: &Path) -> Result<(String, Component), UpstreamError> {
             format!("--initial-advertise-peer-urls={peer_url}"),
             format!("--initial-cluster=lab={peer_url}"),
             "--unsafe-no-fsync=true".to_owned(),
+            // Room for a benchmark's 30,000 full-size pods (the default
+            // quota is 2 GiB); the database grows only as it is used.
+            "--quota-backend-bytes=8589934592".to_owned(),
             "--log-level=warn".to_owned(),
         ],
         Some(&data),

@@ -286,7 +286,22 @@ async fn copy(ctx: &TaskCtx, job: &CloneJob, duration: u64) -> Result<(), String
         if job.full { "full" } else { "linked" }
     ));
     let fault = ctx.injected().await;
-    ctx.work(duration).await;
+    // The volume is allocated (or snapshotted) under the storage's lock,
+    // one clone at a time per storage; the copy runs outside it.
+    let d = &shared.config.durations;
+    let storage = if job.full { &job.storage } else { &src.storage };
+    let storage_guard = shared
+        .lock_storage(
+            &job.req.target,
+            storage,
+            Duration::from_millis(d.storage_lock_timeout_ms),
+        )
+        .await
+        .map_err(|e| format!("clone failed: {e}"))?;
+    let locked = d.storage_lock_ms.min(duration);
+    ctx.work(locked).await;
+    drop(storage_guard);
+    ctx.work(duration - locked).await;
     fault?;
     let mut st = shared.state();
     if job.full {

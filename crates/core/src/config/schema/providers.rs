@@ -9,8 +9,13 @@ use crate::config::yaml::{Node, Value};
 use crate::config::{ProxmoxProvider, TlsVerify, VolumeAttach};
 use crate::volumes::HARD_ATTACH_LIMIT;
 
-use super::fields::{named_entries, unique_strings};
+use super::fields::{at_least_one, named_entries, unique_strings};
 use super::secrets::{inline_secret, secret_ref};
+
+/// Clones at once per host and storage when the file does not say: PVE
+/// allocates each clone's volume under the storage's lock and gives up on
+/// a wait of 10 s, so a few at a time keep clear of that.
+const DEFAULT_MAX_PARALLEL_CLONES: u32 = 3;
 
 /// The `providers` mapping, by name.
 pub(super) fn providers(
@@ -97,6 +102,10 @@ fn provider(name: &str, node: &Node, path: &str, errs: &mut Errors) -> Option<Pr
         Some((n, p)) => volume_attach(n, &p, errs),
         None => Some(VolumeAttach::default()),
     };
+    let max_parallel_clones = obj
+        .get("maxParallelClones")
+        .and_then(|(n, p)| at_least_one(n, &p, errs))
+        .unwrap_or(DEFAULT_MAX_PARALLEL_CLONES);
     obj.finish_with(errs, |key| {
         matches!(
             key,
@@ -120,6 +129,7 @@ fn provider(name: &str, node: &Node, path: &str, errs: &mut Errors) -> Option<Pr
         resource_pool,
         full_clone,
         volumes: volumes?,
+        max_parallel_clones,
     })
 }
 
