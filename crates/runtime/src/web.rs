@@ -40,7 +40,8 @@ const INDEX: &str = include_str!("web/index.html");
 pub struct Entry {
     /// When (RFC 3339, the controller's clock).
     pub at: String,
-    /// `scale-up`, `scale-down`, `ready`, `failed` or `removed`.
+    /// `scale-up`, `scale-down`, `ready`, `failed`, `removed`, `repair` or
+    /// `escalated`.
     pub kind: &'static str,
     /// The pool.
     pub pool: String,
@@ -57,8 +58,19 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Timeline {
     entries: Mutex<VecDeque<Entry>>,
-    /// Each claim's pool and whether it was Ready or Failed at the last look.
-    seen: Mutex<BTreeMap<String, (String, Phase)>>,
+    /// Each claim's pool, phase and health at the last look.
+    seen: Mutex<BTreeMap<String, Seen>>,
+}
+
+/// What the timeline last saw of a claim.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    pool: String,
+    phase: Phase,
+    /// Repairs started over the worker's life.
+    repairs: u32,
+    /// Whether its current trouble was escalated.
+    escalated: bool,
 }
 
 impl Timeline {
@@ -89,16 +101,24 @@ impl Timeline {
 
     /// Records the milestones the claims reached since the last look: a
     /// worker turning Ready (with how long it took), failing (with the
-    /// error), or gone. The first look only learns the claims.
+    /// error), repaired or escalated by the health monitor, or gone. The
+    /// first look only learns the claims.
     pub fn observe(&self, claims: &[Claim], now: Timestamp) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let first = seen.is_empty();
         let mut next = BTreeMap::new();
         for c in claims {
             let phase = c.status.lifecycle.phase();
-            let before = seen.get(&c.name).map(|(_, p)| *p);
-            next.insert(c.name.clone(), (c.spec.pool.clone(), phase));
-            if first || before == Some(phase) {
+            let health = &c.status.health;
+            let now_seen = Seen {
+                pool: c.spec.pool.clone(),
+                phase,
+                repairs: health.repairs,
+                escalated: health.escalated_at.is_some(),
+            };
+            let before = seen.get(&c.name).cloned();
+            next.insert(c.name.clone(), now_seen.clone());
+            if first {
                 continue;
             }
             let entry = |kind, message: String| Entry {
@@ -109,6 +129,28 @@ impl Timeline {
                 code: None,
                 message,
             };
+            let was = before.as_ref();
+            if let Some(r) = &health.last_repair
+                && was.map_or(0, |b| b.repairs) < health.repairs
+            {
+                let how = r
+                    .outcome
+                    .map_or("started".to_owned(), |o| format!("{o:?}").to_lowercase());
+                self.push(entry(
+                    "repair",
+                    format!("{} for {} ({how})", r.action, r.problem),
+                ));
+            }
+            if now_seen.escalated && !was.is_some_and(|b| b.escalated) {
+                let problems: Vec<&str> = health.problems.keys().map(|p| p.as_str()).collect();
+                self.push(entry(
+                    "escalated",
+                    format!("escalated to people: {}", problems.join(", ")),
+                ));
+            }
+            if was.map(|b| b.phase) == Some(phase) {
+                continue;
+            }
             match phase {
                 Phase::Ready => {
                     let took = match (
@@ -133,11 +175,11 @@ impl Timeline {
             }
         }
         if !first {
-            for (name, (pool, _)) in seen.iter().filter(|(n, _)| !next.contains_key(*n)) {
+            for (name, gone) in seen.iter().filter(|(n, _)| !next.contains_key(*n)) {
                 self.push(Entry {
                     at: now.to_string(),
                     kind: "removed",
-                    pool: pool.clone(),
+                    pool: gone.pool.clone(),
                     workers: vec![name.clone()],
                     code: None,
                     message: "VM and node deleted".into(),
@@ -257,4 +299,63 @@ async fn state(State(web): State<Web>) -> Response {
         timeline: web.metrics.timeline().entries(),
     };
     ([(header::CACHE_CONTROL, "no-store")], axum::Json(view)).into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use tidepool_core::claim::{ClaimSpec, Intent};
+    use tidepool_core::health::{Action as Repair, Outcome, Problem};
+
+    use super::*;
+
+    fn claim() -> Claim {
+        Claim::new(
+            "burst-a1",
+            ClaimSpec {
+                pool: "burst".into(),
+                size: "small".into(),
+                ttl: Some(Duration::from_secs(3600)),
+                requested_by: "test".into(),
+                reason: "a test".into(),
+                intent: Intent::Keep,
+                host: None,
+            },
+        )
+    }
+
+    #[test]
+    fn the_timeline_shows_each_repair_and_one_escalation() {
+        let t = Timeline::default();
+        let now: Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let mut c = claim();
+        t.observe(std::slice::from_ref(&c), now);
+        c.status.health.problems.insert(Problem::NotReady, now);
+        c.status
+            .health
+            .start(Repair::RestartKubelet, Problem::NotReady, now);
+        t.observe(std::slice::from_ref(&c), now);
+        c.status.health.finish(Outcome::Done, None, now);
+        t.observe(std::slice::from_ref(&c), now);
+        c.status.health.escalated_at = Some(now);
+        t.observe(std::slice::from_ref(&c), now);
+        t.observe(std::slice::from_ref(&c), now);
+        let shown: Vec<(&str, String)> = t
+            .entries()
+            .into_iter()
+            .map(|e| (e.kind, e.message))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (
+                    "repair",
+                    "restart-kubelet for NotReady (started)".to_owned()
+                ),
+                ("escalated", "escalated to people: NotReady".to_owned()),
+            ]
+        );
+    }
 }

@@ -71,9 +71,15 @@ fn an_invalid_file_lists_every_error_with_file_line_and_column_and_exits_2() {
     let out = tidepool(&["config", "check", &file]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
+    // Where the broken value sits in the file, as an editor counts (1-based).
+    let line = broken
+        .lines()
+        .position(|l| l.contains("minNodes: 9"))
+        .unwrap()
+        + 1;
     assert!(
         stderr.contains(&format!(
-            "{file}:56:24: pools[0].limits.minNodes: minNodes (9) is greater than maxNodes (6)"
+            "{file}:{line}:24: pools[0].limits.minNodes: minNodes (9) is greater than maxNodes (6)"
         )),
         "{stderr}"
     );

@@ -130,6 +130,7 @@ async fn client(lab: &RunningLab, scenario: &str, url: &str, tokens: &[&str]) ->
         .arg(url)
         .args(tokens)
         .env("MCP_SECRETS", secrets)
+        .env("MCP_TOOLS", tidepool_core::config::MCP_TOOLS.join(","))
         .kill_on_drop(true)
         .output()
         .await

@@ -481,33 +481,6 @@ impl Live {
         }
     }
 
-    /// Kills the controller mid-flight (its work aborted at whatever it
-    /// was awaiting) and starts a fresh one, as a restarted process would:
-    /// a new executor, nothing remembered but what the cluster holds.
-    pub async fn restart_controller(&mut self) {
-        let _ = self.stop.send(true);
-        let _ = (&mut self.controller).await;
-        let exec = Arc::new(
-            connect(self.config.clone(), &live_options(&self.lab))
-                .await
-                .unwrap(),
-        );
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-        self.controller = tokio::spawn(run(
-            exec,
-            RunOptions {
-                metrics_addr: "127.0.0.1:0".parse().unwrap(),
-                lease: None,
-                autoscale: true,
-            },
-            stop_rx,
-            Some(bound_tx),
-        ));
-        self.stop = stop;
-        self.metrics_addr = bound_rx.await.unwrap();
-    }
-
     /// Stops the controller and the lab.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
