@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use tidepool_core::TaintEffect;
 use tidepool_core::config::{self, Config, EXAMPLE};
 use tidepool_core::planner::{Action, HostSnapshot, PendingPod, PlanInput, PoolState, plan};
-use tidepool_core::sched::{PodSpec, Requests};
+use tidepool_core::sched::{PodSpec, Requests, Toleration, TolerationOperator};
 
 const MIB: u64 = 1 << 20;
 const POOL: &str = "burst";
@@ -88,6 +89,15 @@ fn workload(count: usize) -> Vec<PendingPod> {
             };
             let value = values[rng.below(values.len())];
             Arc::make_mut(&mut pod.labels).insert("my-label".into(), value.into());
+            // A burst pool's workers carry its kind's taint (spec §3);
+            // Karpenter's node pool in its benchmark has none, so the pods
+            // tolerate ours to be placed alike.
+            Arc::make_mut(&mut pod.tolerations).push(Toleration {
+                key: "workload-type".into(),
+                operator: TolerationOperator::Equal,
+                value: POOL.into(),
+                effect: Some(TaintEffect::NoSchedule),
+            });
             PendingPod {
                 pod,
                 unschedulable_since: now(),
@@ -135,7 +145,9 @@ fn time(input: &PlanInput) -> (Duration, Duration, BTreeMap<String, u32>) {
     let first = plan(input);
     assert!(
         first.unhelpable.is_empty() && first.waiting.is_empty(),
-        "every pod gets capacity"
+        "every pod gets capacity: unhelpable {:?}, waiting {:?}",
+        first.unhelpable.first(),
+        first.waiting.first()
     );
     let mut walls = Vec::new();
     let budget = Instant::now();
