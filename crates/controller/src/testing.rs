@@ -829,6 +829,38 @@ impl Clock for ManualClock {
     }
 }
 
+/// Provisions `count` workers of `pool` through the service and carries
+/// each through the executor until it rests (Ready, with the fakes);
+/// returns their names. Panics on failure: it is test setup.
+///
+/// # Panics
+/// When the request is refused or a worker's steps fail.
+#[allow(clippy::unwrap_used)]
+pub async fn ready_workers(
+    exec: &Arc<crate::executor::Executor<Fake, Fake, Fake, Fake>>,
+    pool: &str,
+    count: u32,
+    reason: &str,
+) -> Vec<String> {
+    let names = crate::service::Service::new(exec.clone())
+        .provision(&crate::service::ProvisionRequest {
+            pool: pool.into(),
+            size: None,
+            count,
+            ttl: None,
+            requested_by: "t".into(),
+            reason: reason.into(),
+        })
+        .await
+        .unwrap();
+    for n in &names {
+        exec.run_until_idle(n, Duration::from_secs(5), Duration::from_millis(1))
+            .await
+            .unwrap();
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -13,7 +13,6 @@ use tidepool_controller::Executor;
 use tidepool_controller::claim::Intent;
 use tidepool_controller::health::Monitor;
 use tidepool_controller::ports::GuestService;
-use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_controller::testing::{Fake, ManualClock};
 use tidepool_core::config::{self, Config, EXAMPLE};
 use tidepool_core::health::{Action, Outcome, Problem};
@@ -57,24 +56,7 @@ fn world(config: Arc<Config>) -> World {
 impl World {
     /// Provisions `count` Ready workers of `pool`.
     async fn workers(&self, pool: &str, count: u32) -> Vec<String> {
-        let names = Service::new(self.exec.clone())
-            .provision(&ProvisionRequest {
-                pool: pool.into(),
-                size: None,
-                count,
-                ttl: None,
-                requested_by: "t".into(),
-                reason: "health test".into(),
-            })
-            .await
-            .unwrap();
-        for n in &names {
-            self.exec
-                .run_until_idle(n, Duration::from_secs(5), Duration::from_millis(1))
-                .await
-                .unwrap();
-        }
-        names
+        tidepool_controller::testing::ready_workers(&self.exec, pool, count, "health test").await
     }
 
     fn minutes(&self, m: u64) {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use tidepool_controller::Executor;
 use tidepool_controller::rollout::{RolloutError, Rollouts};
-use tidepool_controller::service::{ProvisionRequest, Service};
 use tidepool_controller::testing::{FAKE_OS_VERSION, Fake, ManualClock};
 use tidepool_core::config::{self, EXAMPLE};
 use tidepool_core::jiff::Timestamp;
@@ -53,24 +52,7 @@ fn world() -> World {
 impl World {
     /// Provisions `count` Ready workers of `pool`.
     async fn workers(&self, pool: &str, count: u32) -> Vec<String> {
-        let names = Service::new(self.exec.clone())
-            .provision(&ProvisionRequest {
-                pool: pool.into(),
-                size: None,
-                count,
-                ttl: None,
-                requested_by: "t".into(),
-                reason: "rollout test".into(),
-            })
-            .await
-            .unwrap();
-        for n in &names {
-            self.exec
-                .run_until_idle(n, Duration::from_secs(5), Duration::from_millis(1))
-                .await
-                .unwrap();
-        }
-        names
+        tidepool_controller::testing::ready_workers(&self.exec, pool, count, "rollout test").await
     }
 
     /// One pass a minute later.
